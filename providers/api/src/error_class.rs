@@ -1,0 +1,34 @@
+//! The classes an error falls in; each class picks what the reconciler does next.
+
+use std::fmt;
+
+/// What a failure means for the next step of a reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The request or configuration is wrong: record it, and wait for a change.
+    Terminal,
+    /// A passing fault (network, server error): back off and try again.
+    Transient,
+    /// The remote API asked us to slow down: back off and slow the shared budget.
+    Throttled,
+    /// The remote resource is busy (creating, modifying): come back later.
+    Pending,
+}
+
+impl ErrorClass {
+    /// A short stable name, for metrics labels, condition reasons and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Terminal => "Terminal",
+            Self::Transient => "Transient",
+            Self::Throttled => "Throttled",
+            Self::Pending => "Pending",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,10 @@
+//! The provider contract of tether: the types every provider shares with the runtime.
+//!
+//! Providers (AWS today) define their custom resources with these building blocks, so
+//! that the runtime can treat every managed kind alike without naming a cloud type.
+
+pub mod error_class;
+pub mod references;
+
+pub use error_class::ErrorClass;
+pub use references::SecretReference;

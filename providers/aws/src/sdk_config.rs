@@ -1,0 +1,156 @@
+//! Turns a `ProviderConfig` into an AWS SDK configuration: region, endpoint and credentials.
+//!
+//! Nothing here calls AWS: the default chain and the assumed role are resolved lazily,
+//! on the first request that needs credentials, so a LocalStack or moto endpoint works.
+
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig, sts::AssumeRoleProvider};
+use aws_credential_types::Credentials;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use tether_api::{ErrorClass, SecretReference};
+
+use crate::provider_config::{CredentialsSource, ProviderConfigSpec};
+
+/// Key of the access key id in a credentials Secret.
+pub const ACCESS_KEY_ID_KEY: &str = "aws_access_key_id";
+/// Key of the secret access key in a credentials Secret.
+pub const SECRET_ACCESS_KEY_KEY: &str = "aws_secret_access_key";
+/// Key of the optional session token in a credentials Secret.
+pub const SESSION_TOKEN_KEY: &str = "aws_session_token";
+/// Session name used for `AssumeRole` when the ProviderConfig names none.
+pub const DEFAULT_SESSION_NAME: &str = "tether";
+
+/// Why an SDK configuration could not be built. Messages never hold a credential value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("credentials Secret {secret} does not exist")]
+    SecretNotFound { secret: SecretReference },
+    #[error("credentials Secret {secret} has no key {key}")]
+    SecretKeyMissing {
+        secret: SecretReference,
+        key: &'static str,
+    },
+    #[error("key {key} of credentials Secret {secret} is not UTF-8 text")]
+    SecretKeyNotText {
+        secret: SecretReference,
+        key: &'static str,
+    },
+    #[error("reading credentials Secret {secret}: {source}")]
+    SecretRead {
+        secret: SecretReference,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("credentials source {credentials_source:?} needs {field}")]
+    MissingField {
+        credentials_source: CredentialsSource,
+        field: &'static str,
+    },
+}
+
+impl Error {
+    /// Which class of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::SecretRead { .. } => ErrorClass::Transient,
+            Self::SecretNotFound { .. }
+            | Self::SecretKeyMissing { .. }
+            | Self::SecretKeyNotText { .. }
+            | Self::MissingField { .. } => ErrorClass::Terminal,
+        }
+    }
+}
+
+/// Builds the SDK configuration a `ProviderConfig` describes, reading a credentials
+/// Secret through `kube` when it names one.
+pub async fn load(spec: &ProviderConfigSpec, kube: &kube::Client) -> Result<SdkConfig, Error> {
+    let credentials = &spec.credentials;
+    let static_keys = match &credentials.secret_ref {
+        Some(secret) => Some(read_static_credentials(kube, secret).await?),
+        None => None,
+    };
+    match credentials.source {
+        CredentialsSource::Default => Ok(loader(spec).load().await),
+        CredentialsSource::Secret => {
+            let keys = static_keys.ok_or(Error::MissingField {
+                credentials_source: CredentialsSource::Secret,
+                field: "secretRef",
+            })?;
+            Ok(loader(spec).credentials_provider(keys).load().await)
+        }
+        CredentialsSource::AssumeRole => {
+            let role = credentials
+                .assume_role
+                .as_ref()
+                .ok_or(Error::MissingField {
+                    credentials_source: CredentialsSource::AssumeRole,
+                    field: "assumeRole.roleArn",
+                })?;
+            let base = match static_keys {
+                Some(keys) => loader(spec).credentials_provider(keys).load().await,
+                None => loader(spec).load().await,
+            };
+            let mut builder = AssumeRoleProvider::builder(&role.role_arn)
+                .session_name(role.session_name.as_deref().unwrap_or(DEFAULT_SESSION_NAME))
+                .configure(&base);
+            if let Some(external_id) = &role.external_id {
+                builder = builder.external_id(external_id);
+            }
+            let assumed = builder.build().await;
+            Ok(loader(spec).credentials_provider(assumed).load().await)
+        }
+    }
+}
+
+/// A loader with the region and endpoint of `spec`, and the SDK's standard retries.
+fn loader(spec: &ProviderConfigSpec) -> ConfigLoader {
+    let loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(spec.region.clone()));
+    match &spec.endpoint {
+        Some(endpoint) => loader.endpoint_url(endpoint),
+        None => loader,
+    }
+}
+
+async fn read_static_credentials(
+    kube: &kube::Client,
+    reference: &SecretReference,
+) -> Result<Credentials, Error> {
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), &reference.namespace);
+    let secret = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(|source| Error::SecretRead {
+            secret: reference.clone(),
+            source,
+        })?
+        .ok_or_else(|| Error::SecretNotFound {
+            secret: reference.clone(),
+        })?;
+    let value = |key: &'static str| -> Result<Option<String>, Error> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|bytes| {
+                String::from_utf8(bytes.0.clone()).map_err(|_| Error::SecretKeyNotText {
+                    secret: reference.clone(),
+                    key,
+                })
+            })
+            .transpose()
+    };
+    let required = |key: &'static str| -> Result<String, Error> {
+        value(key)?.ok_or_else(|| Error::SecretKeyMissing {
+            secret: reference.clone(),
+            key,
+        })
+    };
+    Ok(Credentials::new(
+        required(ACCESS_KEY_ID_KEY)?,
+        required(SECRET_ACCESS_KEY_KEY)?,
+        value(SESSION_TOKEN_KEY)?,
+        None,
+        "tether-provider-config-secret",
+    ))
+}

@@ -1,0 +1,25 @@
+//! Logging set-up: human-readable or JSON lines on stderr, filtered by `TETHER_LOG`.
+
+use tracing_subscriber::{EnvFilter, fmt};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Environment variable holding the log filter, in `RUST_LOG` syntax (default `info`).
+pub const LOG_FILTER_ENV: &str = "TETHER_LOG";
+
+/// Installs the global subscriber; later calls are ignored.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_env(LOG_FILTER_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

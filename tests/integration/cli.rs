@@ -1,0 +1,144 @@
+//! The `tether` binary as a user runs it.
+
+use std::{
+    io::Read,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use tether_testkit::{
+    ControlPlane, cluster,
+    process::{Supervised, free_port, http_get, signal, wait_until},
+};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+
+fn tether(args: &[&str]) -> Output {
+    Command::new(TETHER)
+        .args(args)
+        .output()
+        .expect("running tether")
+}
+
+#[test]
+fn crds_prints_every_crd_as_it_is_checked_in() {
+    let output = tether(&["crds"]);
+    assert!(output.status.success());
+    let printed: Vec<CustomResourceDefinition> =
+        serde_saphyr::from_multiple(&String::from_utf8(output.stdout).unwrap())
+            .expect("multi-document YAML");
+    let names: Vec<String> = printed.iter().map(|crd| crd.name_any()).collect();
+    assert!(
+        names.contains(&"providerconfigs.tether.dev".to_owned()),
+        "{names:?}"
+    );
+    for crd in &printed {
+        let file = tether_testkit::repo_root()
+            .join("crds")
+            .join(format!("{}.yaml", crd.name_any()));
+        let checked_in: CustomResourceDefinition =
+            serde_saphyr::from_str(&std::fs::read_to_string(&file).expect("a file per CRD"))
+                .unwrap();
+        assert_eq!(
+            &checked_in,
+            crd,
+            "{} differs from `tether crds`",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn unknown_commands_and_flags_get_clap_errors() {
+    let output = tether(&["frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unrecognized subcommand 'frobnicate'")
+    );
+
+    let output = tether(&["run", "--bogus"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unexpected argument '--bogus'"));
+}
+
+/// `tether run` on a cluster without the CRDs names the missing ones and exits; once
+/// they are installed it starts, answers `/healthz`, and stops cleanly on SIGTERM.
+#[tokio::test]
+async fn run_names_missing_crds_then_starts_once_they_are_installed() {
+    let control_plane = tokio::task::spawn_blocking(ControlPlane::start)
+        .await
+        .unwrap();
+    let kubeconfig = control_plane.kubeconfig().to_str().unwrap().to_owned();
+
+    let admin_port = free_port();
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let run_args = [
+        "run",
+        "--kubeconfig",
+        &kubeconfig,
+        "--admin-addr",
+        &admin_addr,
+    ];
+    let missing = tokio::task::spawn_blocking({
+        let args: Vec<String> = run_args.iter().map(|s| s.to_string()).collect();
+        move || {
+            Command::new(TETHER)
+                .args(&args)
+                .output()
+                .expect("running tether")
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains(
+            "CustomResourceDefinitions missing from the cluster: providerconfigs.tether.dev"
+        ) && stderr.contains("kubectl apply -f crds/"),
+        "{stderr}"
+    );
+
+    cluster::install_crds(&control_plane.client().await).await;
+    let mut running = Supervised::spawn(
+        "tether run",
+        Command::new(TETHER)
+            .args(run_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .expect("starting tether run");
+    let health = tokio::task::spawn_blocking(move || {
+        wait_until("tether's /healthz answers", Duration::from_secs(30), || {
+            http_get(admin_port, "/healthz")
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(health, "ok\n");
+
+    signal(running.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = running.stop(Duration::from_secs(10));
+        let mut stderr = String::new();
+        running
+            .child_mut()
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status, stderr)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.and_then(|s| s.code()), Some(0), "{}", status.1);
+    assert!(
+        status.1.contains("SIGTERM received, stopping"),
+        "{}",
+        status.1
+    );
+    drop(control_plane);
+}

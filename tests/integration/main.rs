@@ -1,0 +1,7 @@
+//! Integration tests on a real control plane and AWS emulators, through
+//! `tether-testkit`: one control plane and one emulator of each kind serve every test
+//! of this binary, and each test works in a namespace of its own.
+
+mod aws_sdk;
+mod cli;
+mod provider_config;

@@ -1,0 +1,172 @@
+//! Working with the test cluster the way a user would: install the CRDs, apply YAML
+//! manifests, and wait for conditions.
+
+use std::{path::Path, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    core::ObjectMeta,
+    discovery::{self, Scope},
+    runtime::wait::{Condition, await_condition, conditions},
+};
+
+use crate::ControlPlane;
+
+/// Field manager of everything the tests apply.
+pub const FIELD_MANAGER: &str = "tether-tests";
+
+/// A namespace of its own for one test, on the shared control plane.
+pub struct TestNamespace {
+    /// A client for the test's runtime.
+    pub client: kube::Client,
+    /// The namespace's name.
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates a fresh namespace (`t-` and a random suffix) on the shared control plane.
+    pub async fn new() -> TestNamespace {
+        let client = ControlPlane::shared().client().await;
+        let namespace = Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        generate_name: Some("t-".into()),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                },
+            )
+            .await
+            .expect("creating a test namespace");
+        TestNamespace {
+            client,
+            name: namespace.name_any(),
+        }
+    }
+
+    /// An `Api` for a namespaced kind in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Server-side applies every document of `yaml`; namespaced objects without a
+    /// namespace land in this one. Returns the objects as the API server stored them,
+    /// or the API server's first refusal.
+    pub async fn apply(&self, yaml: &str) -> Result<Vec<DynamicObject>, kube::Error> {
+        apply(&self.client, Some(&self.name), yaml).await
+    }
+
+    /// Deletes the namespace (a test calls this once it passed; a failed test leaves
+    /// its namespace behind to look at).
+    pub async fn delete(self) {
+        Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .expect("deleting the test namespace");
+    }
+}
+
+/// Server-side applies every document of `yaml`, putting namespaced objects without
+/// a namespace into `namespace`.
+pub async fn apply(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    yaml: &str,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(yaml).expect("the test's YAML parses");
+    let mut applied = Vec::new();
+    for document in documents.into_iter().filter(|d| !d.is_null()) {
+        let mut object: DynamicObject =
+            serde_json::from_value(document).expect("every document is a Kubernetes object");
+        let types = object
+            .types
+            .clone()
+            .expect("every document has apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("a valid apiVersion");
+        let (resource, capabilities) = discovery::pinned_kind(client, &gvk).await?;
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+            Scope::Namespaced => {
+                let namespace = object
+                    .metadata
+                    .namespace
+                    .clone()
+                    .or(namespace.map(str::to_owned))
+                    .expect("a namespace for a namespaced object");
+                object.metadata.namespace = Some(namespace.clone());
+                Api::namespaced_with(client.clone(), &namespace, &resource)
+            }
+        };
+        let name = object.name_any();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        applied.push(api.patch(&name, &params, &Patch::Apply(&object)).await?);
+    }
+    Ok(applied)
+}
+
+/// Applies every file of the repository's `crds/` and waits until each is Established.
+pub async fn install_crds(client: &kube::Client) {
+    let dir = crate::repo_root().join("crds");
+    install_crds_from(client, &dir).await;
+}
+
+/// Applies every YAML file of `dir` and waits until each CRD is Established.
+pub async fn install_crds_from(client: &kube::Client, dir: &Path) {
+    let mut names = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let yaml = std::fs::read_to_string(&file).expect("reading a CRD file");
+        for object in apply(client, None, &yaml)
+            .await
+            .unwrap_or_else(|error| panic!("applying {}: {error}", file.display()))
+        {
+            names.push(object.name_any());
+        }
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in names {
+        wait_for(
+            &crds,
+            &name,
+            conditions::is_crd_established(),
+            "Established",
+        )
+        .await;
+    }
+}
+
+/// Waits up to 60 s for `condition` on the object `name`, panicking with `what` if it
+/// does not hold by then.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, condition: impl Condition<K>, what: &str) -> K
+where
+    K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
+{
+    let waited = tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(api.clone(), name, condition),
+    )
+    .await;
+    match waited {
+        Ok(Ok(Some(object))) => object,
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
+        Ok(Err(error)) => panic!("watching {name} for {what}: {error}"),
+        Err(_) => panic!("{name} was not {what} within 60 s"),
+    }
+}

@@ -1,0 +1,392 @@
+//! A fault-injecting HTTP proxy in front of an AWS emulator: it counts calls per AWS
+//! operation and, on request, throttles them, delays them, or drops the response after
+//! the emulator has acted on the call.
+//!
+//! The operation comes from the request itself: `Action=` in the form body (EC2, RDS,
+//! STS, IAM: the query protocols) or the `X-Amz-Target` header (JSON protocols such as
+//! Secrets Manager). The service comes from the SigV4 credential scope.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+/// A fault the proxy can inject into matching calls.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Answer with the service's throttling error without forwarding the call:
+    /// `RequestLimitExceeded` (HTTP 503) for EC2, `Throttling` (HTTP 400) for the other
+    /// query services, `ThrottlingException` for JSON services.
+    Throttle,
+    /// Wait this long before forwarding the call.
+    Latency(Duration),
+    /// Forward the call, wait for the emulator's answer, then close the connection
+    /// without answering: the call took effect but the client sees a transport error.
+    DropResponse,
+}
+
+/// One call as the proxy saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// Signing name of the service, e.g. `ec2`, `rds`, `sts`.
+    pub service: String,
+    /// Operation name, e.g. `RunInstances`.
+    pub operation: String,
+    /// Access key id the call was signed with (not a secret; shows whose credentials
+    /// were used).
+    pub access_key_id: String,
+    /// Whether the call reached the emulator.
+    pub forwarded: bool,
+}
+
+struct Rule {
+    operation: String,
+    fault: Fault,
+    remaining: Option<usize>,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Rule>,
+    calls: Vec<Call>,
+}
+
+impl State {
+    /// Picks the faults for a call, using up counted rules.
+    fn faults_for(&mut self, operation: &str) -> Vec<Fault> {
+        let mut faults = Vec::new();
+        for rule in &mut self.rules {
+            let matches = rule.operation == "*" || rule.operation == operation;
+            if matches && rule.remaining != Some(0) {
+                if let Some(remaining) = &mut rule.remaining {
+                    *remaining -= 1;
+                }
+                faults.push(rule.fault.clone());
+            }
+        }
+        faults
+    }
+}
+
+/// The proxy; it stops when dropped.
+pub struct FaultProxy {
+    address: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on 127.0.0.1 and a free port, forwarding to `upstream`
+    /// (e.g. `http://127.0.0.1:5000`), on the current tokio runtime.
+    pub async fn start(upstream: &str) -> FaultProxy {
+        let upstream: Uri = upstream.parse().expect("upstream is a URL");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding 127.0.0.1:0");
+        let address = listener.local_addr().expect("a bound address");
+        let state = Arc::new(Mutex::new(State::default()));
+        let forwarder = Forwarder {
+            upstream,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            state: state.clone(),
+        };
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let forwarder = forwarder.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let forwarder = forwarder.clone();
+                        async move { forwarder.handle(request).await }
+                    });
+                    // A dropped response ends the connection with an error by design.
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FaultProxy {
+            address,
+            state,
+            task,
+        }
+    }
+
+    /// The URL to give clients in place of the emulator's.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Injects `fault` into the next `times` calls of `operation` (`"*"` for every
+    /// operation); `None` for every call until [`FaultProxy::clear_faults`].
+    pub fn inject(&self, operation: &str, fault: Fault, times: Option<usize>) {
+        self.state.lock().unwrap().rules.push(Rule {
+            operation: operation.to_owned(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().rules.clear();
+    }
+
+    /// Every call seen so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// How many calls of `operation` reached the proxy (forwarded or not).
+    pub fn count(&self, operation: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|call| call.operation == operation)
+            .count()
+    }
+
+    /// Calls per operation name.
+    pub fn counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for call in self.state.lock().unwrap().calls.iter() {
+            *counts.entry(call.operation.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Forgets the calls seen so far.
+    pub fn reset_counts(&self) {
+        self.state.lock().unwrap().calls.clear();
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct Forwarder {
+    upstream: Uri,
+    client: Client<HttpConnector, Full<Bytes>>,
+    state: Arc<Mutex<State>>,
+}
+
+impl Forwarder {
+    async fn handle(
+        &self,
+        request: Request<hyper::body::Incoming>,
+    ) -> Result<Response<Full<Bytes>>, DroppedResponse> {
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return Err(DroppedResponse),
+        };
+        let service = credential_scope_part(&parts.headers, SCOPE_SERVICE).unwrap_or_default();
+        let access_key_id =
+            credential_scope_part(&parts.headers, SCOPE_ACCESS_KEY_ID).unwrap_or_default();
+        let operation = operation(&parts.headers, parts.uri.path(), &body).unwrap_or_default();
+        let faults = self.state.lock().unwrap().faults_for(&operation);
+        let mut call = Call {
+            service: service.clone(),
+            operation,
+            access_key_id,
+            forwarded: false,
+        };
+        if faults.contains(&Fault::Throttle) {
+            self.state.lock().unwrap().calls.push(call);
+            return Ok(throttling_response(&service, &parts.headers));
+        }
+        for fault in &faults {
+            if let Fault::Latency(delay) = fault {
+                tokio::time::sleep(*delay).await;
+            }
+        }
+        call.forwarded = true;
+        self.state.lock().unwrap().calls.push(call);
+
+        let mut upstream_request = Request::from_parts(parts, Full::new(body));
+        *upstream_request.uri_mut() = self.upstream_uri(upstream_request.uri());
+        let response = match self.client.request(upstream_request).await {
+            Ok(response) => response,
+            Err(error) => {
+                return Ok(plain_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("fault proxy: upstream failed: {error}"),
+                ));
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|_| DroppedResponse)?
+            .to_bytes();
+        if faults.contains(&Fault::DropResponse) {
+            return Err(DroppedResponse);
+        }
+        Ok(Response::from_parts(parts, Full::new(body)))
+    }
+
+    fn upstream_uri(&self, uri: &Uri) -> Uri {
+        let mut parts = uri.clone().into_parts();
+        parts.scheme = self.upstream.scheme().cloned();
+        parts.authority = self.upstream.authority().cloned();
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some("/".parse().expect("a valid path"));
+        }
+        Uri::from_parts(parts).expect("a valid upstream URI")
+    }
+}
+
+/// Returned by the proxy's service to make hyper drop the connection unanswered.
+#[derive(Debug)]
+struct DroppedResponse;
+
+impl std::fmt::Display for DroppedResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("response dropped by the fault proxy")
+    }
+}
+
+impl std::error::Error for DroppedResponse {}
+
+/// Part `index` of the SigV4 credential scope of a request's `Authorization` header,
+/// `AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/ec2/aws4_request, …`:
+/// 0 is the access key id, 3 the service's signing name.
+fn credential_scope_part(headers: &HeaderMap, index: usize) -> Option<String> {
+    let authorization = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let scope = authorization.split("Credential=").nth(1)?;
+    scope.split('/').nth(index).map(str::to_owned)
+}
+
+const SCOPE_ACCESS_KEY_ID: usize = 0;
+const SCOPE_SERVICE: usize = 3;
+
+/// The operation of an AWS call: `X-Amz-Target` (JSON protocols), the rpcv2 path
+/// (`/service/S/operation/Op`), or `Action=` in a form body (query protocols).
+fn operation(headers: &HeaderMap, path: &str, body: &[u8]) -> Option<String> {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return target.rsplit('.').next().map(str::to_owned);
+    }
+    if let Some((_, operation)) = path.split_once("/operation/") {
+        return Some(operation.to_owned());
+    }
+    form_urlencoded::parse(body)
+        .find(|(key, _)| key == "Action")
+        .map(|(_, value)| value.into_owned())
+}
+
+fn throttling_response(service: &str, headers: &HeaderMap) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = if headers.contains_key("x-amz-target") {
+        (
+            StatusCode::BAD_REQUEST,
+            "application/x-amz-json-1.1",
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded (fault proxy)"}"#
+                .to_owned(),
+        )
+    } else if service == "ec2" {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/xml",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+             <Code>RequestLimitExceeded</Code><Message>Request limit exceeded (fault proxy).</Message>\
+             </Error></Errors><RequestID>fault-proxy</RequestID></Response>"
+                .to_owned(),
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "text/xml",
+            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>\
+             <Message>Rate exceeded (fault proxy)</Message></Error>\
+             <RequestId>fault-proxy</RequestId></ErrorResponse>"
+                .to_owned(),
+        )
+    };
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+fn plain_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_comes_from_the_form_body_or_the_target_header() {
+        let empty = HeaderMap::new();
+        assert_eq!(
+            operation(&empty, "/", b"Action=RunInstances&Version=2016-11-15").as_deref(),
+            Some("RunInstances")
+        );
+        let mut json = HeaderMap::new();
+        json.insert(
+            "x-amz-target",
+            "secretsmanager.GetSecretValue".parse().unwrap(),
+        );
+        assert_eq!(
+            operation(&json, "/", b"{}").as_deref(),
+            Some("GetSecretValue")
+        );
+        assert_eq!(operation(&empty, "/", b"").as_deref(), None);
+    }
+
+    #[test]
+    fn service_comes_from_the_credential_scope() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "AWS4-HMAC-SHA256 Credential=AKID/20261125/us-east-1/rds/aws4_request, SignedHeaders=host, Signature=abc"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            credential_scope_part(&headers, SCOPE_SERVICE).as_deref(),
+            Some("rds")
+        );
+        assert_eq!(
+            credential_scope_part(&headers, SCOPE_ACCESS_KEY_ID).as_deref(),
+            Some("AKID")
+        );
+    }
+
+    #[test]
+    fn counted_rules_run_out() {
+        let mut state = State::default();
+        state.rules.push(Rule {
+            operation: "RunInstances".into(),
+            fault: Fault::Throttle,
+            remaining: Some(2),
+        });
+        assert_eq!(state.faults_for("RunInstances"), vec![Fault::Throttle]);
+        assert_eq!(state.faults_for("DescribeInstances"), vec![]);
+        assert_eq!(state.faults_for("RunInstances"), vec![Fault::Throttle]);
+        assert_eq!(state.faults_for("RunInstances"), vec![]);
+    }
+}

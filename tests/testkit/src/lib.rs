@@ -1,0 +1,40 @@
+//! Test harness for tether: a real Kubernetes control plane, AWS emulators (moto and
+//! LocalStack) and a fault-injecting proxy in front of them.
+//!
+//! One control plane and one emulator of each kind serve a whole test binary; every
+//! test gets a fresh namespace. Processes are tied to the test process through a pipe
+//! on their standard input, so they stop even when the test process is killed.
+//!
+//! Environment:
+//! - `TETHER_TEST_KUBECONFIG`: use this existing cluster (kind, k3d, …) instead of
+//!   starting the local control plane.
+//! - `TETHER_CACHE`: where `make setup` put the control plane and the emulators'
+//!   virtualenvs (default `~/.cache/tether`).
+
+pub mod cluster;
+pub mod control_plane;
+pub mod emulator;
+pub mod fault_proxy;
+pub mod process;
+
+pub use cluster::TestNamespace;
+pub use control_plane::ControlPlane;
+pub use emulator::Emulator;
+pub use fault_proxy::{Fault, FaultProxy};
+
+/// The directory holding built tools and virtualenvs (`$TETHER_CACHE`, else
+/// `~/.cache/tether`).
+pub fn cache_dir() -> std::path::PathBuf {
+    match std::env::var_os("TETHER_CACHE") {
+        Some(dir) => dir.into(),
+        None => {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            std::path::Path::new(&home).join(".cache/tether")
+        }
+    }
+}
+
+/// The root of the tether repository.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
