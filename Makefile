@@ -1,0 +1,42 @@
+# tether's developer entry points. `make dev` runs tether on a local control plane and
+# AWS emulator; `make test` sets everything up and runs every test tier.
+
+SHELL := /bin/bash
+export TETHER_CACHE ?= $(HOME)/.cache/tether
+export CARGO_TARGET_DIR ?= $(TETHER_CACHE)/target
+
+.PHONY: dev test setup setup-control-plane setup-emulators lint crds build clean-cache
+
+## dev: start a local control plane and moto, install the CRDs, run `tether run`
+dev: setup-control-plane
+	scripts/setup-emulators.sh moto
+	scripts/dev.sh
+
+## test: set up the control plane and both emulators, then lint and run every test
+test: setup lint
+	cargo test --workspace --locked
+
+## setup: build the local control plane and install the emulators (cached)
+setup: setup-control-plane setup-emulators
+
+setup-control-plane:
+	scripts/build-control-plane.sh
+
+setup-emulators:
+	scripts/setup-emulators.sh
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	cargo run --locked --quiet -- crds --output-dir crds
+
+build:
+	cargo build --workspace --locked
+
+## clean-cache: remove the built control plane, virtualenvs and cargo target dir
+clean-cache:
+	rm -rf "$(TETHER_CACHE)"

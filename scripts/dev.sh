@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The local default: a local control plane (kube-apiserver + etcd + GC and namespace
+# controllers), a moto server on 127.0.0.1, tether's CRDs and the example
+# ProviderConfig, then `tether run` in the foreground. Ctrl-C stops everything: the
+# control plane and moto hold a pipe to this script and exit when it goes away.
+#
+# Environment: TETHER_DEV_MOTO_PORT (default 5000), TETHER_DEV_ADMIN_PORT (8080),
+# TETHER_CACHE (~/.cache/tether), TETHER_DEV_DIR (.dev).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache=${TETHER_CACHE:-$HOME/.cache/tether}
+state=${TETHER_DEV_DIR:-$PWD/.dev}
+moto_port=${TETHER_DEV_MOTO_PORT:-5000}
+admin_port=${TETHER_DEV_ADMIN_PORT:-8080}
+control_plane=$cache/bin/tether-control-plane
+venv=$cache/venv-moto
+
+for needed in "$control_plane" "$venv/bin/moto_server"; do
+  [[ -x $needed ]] || { echo "missing $needed: run 'make setup' first" >&2; exit 1; }
+done
+command -v kubectl >/dev/null || { echo "kubectl is needed on PATH (apt-get install kubectl or see kubernetes.io)" >&2; exit 1; }
+
+rm -rf "$state" && mkdir -p "$state"
+export KUBECONFIG=$state/kubeconfig
+
+echo "starting the control plane (data in $state/control-plane)"
+exec {control_plane_pipe}> >(exec "$control_plane" --data-dir "$state/control-plane" \
+  --kubeconfig "$KUBECONFIG" --exit-with-stdin >"$state/control-plane.out" 2>"$state/control-plane.log")
+echo "starting moto on 127.0.0.1:$moto_port (log: $state/moto.log)"
+exec {moto_pipe}> >(exec "$venv/bin/python" tests/testkit/supervise.py "$state/moto.log" \
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port")
+
+for _ in $(seq 600); do
+  grep -q '^ready ' "$state/control-plane.out" 2>/dev/null && break
+  sleep 0.1
+done
+grep '^ready ' "$state/control-plane.out" || { echo "the control plane did not start; see $state/control-plane.log" >&2; exit 1; }
+for _ in $(seq 300); do
+  curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null || { echo "moto did not start; see $state/moto.log" >&2; exit 1; }
+
+kubectl apply --server-side -f crds/
+kubectl wait --for=condition=Established --timeout=60s -f crds/
+sed "s|http://127.0.0.1:5000|http://127.0.0.1:$moto_port|" examples/provider-config-local.yaml | kubectl apply --server-side -f -
+
+cat <<EOT
+
+tether is starting against the local control plane and moto. In another shell:
+  export KUBECONFIG=$KUBECONFIG
+  kubectl get providerconfigs
+  curl http://127.0.0.1:$admin_port/healthz
+Ctrl-C stops tether, the control plane and moto.
+
+EOT
+cargo run --locked --quiet -- run --admin-addr "127.0.0.1:$admin_port" --kubeconfig "$KUBECONFIG"
+: "$control_plane_pipe" "$moto_pipe" # held open until here
