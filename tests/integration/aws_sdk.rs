@@ -328,7 +328,7 @@ async fn added_latency_trips_the_sdks_attempt_timeout() {
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
-                    .operation_attempt_timeout(Duration::from_millis(200))
+                    .operation_attempt_timeout(Duration::from_secs(3))
                     .build(),
             )
             .build(),
@@ -339,7 +339,7 @@ async fn added_latency_trips_the_sdks_attempt_timeout() {
         .expect("no latency yet");
     proxy.inject(
         "DescribeSecurityGroups",
-        Fault::Latency(Duration::from_secs(2)),
+        Fault::Latency(Duration::from_secs(10)),
         Some(1),
     );
     let error = ec2

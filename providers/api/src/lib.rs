@@ -3,7 +3,9 @@
 //! Providers (AWS today) define their custom resources with these building blocks, so
 //! that the runtime can treat every managed kind alike without naming a cloud type.
 
+pub mod conditions;
 pub mod error_class;
+pub mod managed;
 pub mod references;
 
 pub use error_class::ErrorClass;

@@ -1,0 +1,192 @@
+//! The fields and annotations every managed resource shares: which ProviderConfig it
+//! uses, what happens on deletion, whether tether may write, where the connection
+//! Secret goes, and the `tether.dev/*` annotations for adoption, pausing and polling.
+
+use std::{collections::BTreeMap, str::FromStr, time::Duration};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Annotation naming the cloud resource to manage (RDS identifier, instance id, group
+/// id); set by tether after a create, or by a user to adopt an existing resource.
+pub const EXTERNAL_NAME_ANNOTATION: &str = "tether.dev/external-name";
+/// Annotation that stops every cloud call for the object while it is `"true"`.
+pub const PAUSED_ANNOTATION: &str = "tether.dev/paused";
+/// Annotation overriding the poll interval, as a Go duration such as `10m`.
+pub const POLL_INTERVAL_ANNOTATION: &str = "tether.dev/poll-interval";
+
+/// The shortest poll interval an annotation may ask for, to keep AWS calls bounded.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A reference to a cluster-scoped ProviderConfig.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct ProviderConfigReference {
+    /// Name of the ProviderConfig.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl Default for ProviderConfigReference {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+        }
+    }
+}
+
+/// A reference to a Secret in the object's own namespace.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct LocalSecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// What happens to the cloud resource when the Kubernetes object is deleted.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Delete the cloud resource.
+    Delete,
+    /// Leave the cloud resource untouched.
+    Retain,
+    /// Take a final snapshot, then delete (databases only).
+    Snapshot,
+}
+
+/// Whether tether may change the cloud resource.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ManagementPolicy {
+    /// Create, update and delete the cloud resource.
+    #[default]
+    Full,
+    /// Only read it: report its state and publish its connection Secret.
+    ObserveOnly,
+}
+
+/// The tether annotations of an object, parsed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlAnnotations {
+    /// The cloud resource's name or id, when known.
+    pub external_name: Option<String>,
+    /// Whether reconciling is paused.
+    pub paused: bool,
+    /// The poll interval asked for, if any.
+    pub poll_interval: Option<Duration>,
+}
+
+/// Why the tether annotations of an object could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AnnotationError {
+    #[error(
+        "annotation {POLL_INTERVAL_ANNOTATION}: {value:?} is not a duration such as 30s or 10m"
+    )]
+    PollIntervalFormat { value: String },
+    #[error("annotation {POLL_INTERVAL_ANNOTATION}: {value:?} is shorter than the minimum of 10s")]
+    PollIntervalTooShort { value: String },
+    #[error("annotation {PAUSED_ANNOTATION}: {value:?} is neither \"true\" nor \"false\"")]
+    PausedValue { value: String },
+}
+
+impl ControlAnnotations {
+    /// Reads the tether annotations out of an object's annotations.
+    pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Self, AnnotationError> {
+        let paused = match annotations.get(PAUSED_ANNOTATION).map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(AnnotationError::PausedValue {
+                    value: other.to_owned(),
+                });
+            }
+        };
+        let poll_interval = annotations
+            .get(POLL_INTERVAL_ANNOTATION)
+            .map(|value| parse_poll_interval(value))
+            .transpose()?;
+        let external_name = annotations
+            .get(EXTERNAL_NAME_ANNOTATION)
+            .filter(|name| !name.is_empty())
+            .cloned();
+        Ok(Self {
+            external_name,
+            paused,
+            poll_interval,
+        })
+    }
+}
+
+fn parse_poll_interval(value: &str) -> Result<Duration, AnnotationError> {
+    let parsed = kube::core::Duration::from_str(value)
+        .ok()
+        .filter(|duration| !duration.is_negative())
+        .ok_or_else(|| AnnotationError::PollIntervalFormat {
+            value: value.to_owned(),
+        })?;
+    let interval = Duration::from(parsed);
+    if interval < MIN_POLL_INTERVAL {
+        return Err(AnnotationError::PollIntervalTooShort {
+            value: value.to_owned(),
+        });
+    }
+    Ok(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_annotations_mean_defaults() {
+        assert_eq!(
+            ControlAnnotations::parse(&BTreeMap::new()),
+            Ok(ControlAnnotations::default())
+        );
+    }
+
+    #[test]
+    fn all_annotations_are_read() {
+        let parsed = ControlAnnotations::parse(&annotations(&[
+            (EXTERNAL_NAME_ANNOTATION, "db-orders"),
+            (PAUSED_ANNOTATION, "true"),
+            (POLL_INTERVAL_ANNOTATION, "1h30m"),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.external_name.as_deref(), Some("db-orders"));
+        assert!(parsed.paused);
+        assert_eq!(parsed.poll_interval, Some(Duration::from_secs(5400)));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_annotation_named() {
+        let error = ControlAnnotations::parse(&annotations(&[(POLL_INTERVAL_ANNOTATION, "often")]))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains(POLL_INTERVAL_ANNOTATION),
+            "{error}"
+        );
+        assert_eq!(
+            ControlAnnotations::parse(&annotations(&[(POLL_INTERVAL_ANNOTATION, "1s")])),
+            Err(AnnotationError::PollIntervalTooShort { value: "1s".into() })
+        );
+        assert_eq!(
+            ControlAnnotations::parse(&annotations(&[(PAUSED_ANNOTATION, "yes")])),
+            Err(AnnotationError::PausedValue {
+                value: "yes".into()
+            })
+        );
+    }
+
+    #[test]
+    fn an_empty_external_name_counts_as_none() {
+        let parsed =
+            ControlAnnotations::parse(&annotations(&[(EXTERNAL_NAME_ANNOTATION, "")])).unwrap();
+        assert_eq!(parsed.external_name, None);
+    }
+}
