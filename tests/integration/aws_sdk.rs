@@ -220,14 +220,13 @@ async fn sdk_from_provider_config_manages_rds_on_moto() {
     ns.delete().await;
 }
 
-#[tokio::test]
-async fn throttling_surfaces_as_the_sdks_throttling_error_and_is_counted() {
+/// EC2 throttling: always throttled, the SDK tries three times and reports
+/// `RequestLimitExceeded`; throttled twice, its third attempt gets through.
+async fn ec2_throttling_is_the_sdks_throttling_error(kind: EmulatorKind) {
     let ns = TestNamespace::new().await;
-    let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
-    let config = sdk_config_for(&ns, &proxy.endpoint(), "source: Secret").await;
-    let (ec2, rds) = (ec2(&config), rds(&config));
+    let proxy = FaultProxy::start(Emulator::of(kind).endpoint()).await;
+    let ec2 = ec2(&sdk_config_for(&ns, &proxy.endpoint(), "source: Secret").await);
 
-    // Always throttled: the SDK tries three times, then reports the service's code.
     proxy.inject("DescribeSecurityGroups", Fault::Throttle, None);
     let error = ec2
         .describe_security_groups()
@@ -246,6 +245,42 @@ async fn throttling_surfaces_as_the_sdks_throttling_error_and_is_counted() {
         "the SDK's three attempts"
     );
 
+    proxy.clear_faults();
+    proxy.reset_counts();
+    proxy.inject("DescribeSecurityGroups", Fault::Throttle, Some(2));
+    ec2.describe_security_groups()
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: the third attempt passes: {}",
+                DisplayErrorContext(e)
+            )
+        });
+    let calls = proxy.calls();
+    assert_eq!(
+        calls.iter().map(|call| call.forwarded).collect::<Vec<_>>(),
+        [false, false, true],
+        "three attempts, only the last reached the emulator"
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn ec2_throttling_is_the_sdks_throttling_error_on_moto() {
+    ec2_throttling_is_the_sdks_throttling_error(EmulatorKind::Moto).await;
+}
+
+#[tokio::test]
+async fn ec2_throttling_is_the_sdks_throttling_error_on_localstack() {
+    ec2_throttling_is_the_sdks_throttling_error(EmulatorKind::LocalStack).await;
+}
+
+#[tokio::test]
+async fn rds_throttling_is_the_sdks_throttling_error() {
+    let ns = TestNamespace::new().await;
+    let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
+    let rds = rds(&sdk_config_for(&ns, &proxy.endpoint(), "source: Secret").await);
     proxy.inject("DescribeDBInstances", Fault::Throttle, None);
     let error = rds
         .describe_db_instances()
@@ -258,22 +293,16 @@ async fn throttling_surfaces_as_the_sdks_throttling_error_and_is_counted() {
         "{}",
         DisplayErrorContext(&error)
     );
-    assert_eq!(proxy.count("DescribeDBInstances"), 3);
-
-    // Throttled twice: the SDK's retries get through on the third attempt.
-    proxy.clear_faults();
-    proxy.reset_counts();
-    proxy.inject("DescribeSecurityGroups", Fault::Throttle, Some(2));
-    ec2.describe_security_groups()
-        .send()
-        .await
-        .expect("the third attempt passes");
-    let calls = proxy.calls();
-    assert_eq!(calls.len(), 3);
     assert_eq!(
-        calls.iter().map(|call| call.forwarded).collect::<Vec<_>>(),
-        [false, false, true],
-        "only the last attempt reached the emulator"
+        proxy.count("DescribeDBInstances"),
+        3,
+        "the SDK's three attempts"
+    );
+    assert!(
+        proxy
+            .calls()
+            .iter()
+            .all(|call| call.service == "rds" && !call.forwarded)
     );
     ns.delete().await;
 }

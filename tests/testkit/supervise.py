@@ -1,5 +1,6 @@
 """Runs a command in a process group of its own and stops the whole group when this
 process's standard input closes (the test process ended or was killed) or on SIGTERM.
+A group that ignores SIGTERM for 3 s (LocalStack 2026.3 sometimes does) is killed.
 
 usage: python3 supervise.py LOGFILE COMMAND [ARG...]
 """
@@ -21,7 +22,7 @@ def main() -> None:
     def stop(*_: object) -> None:
         try:
             os.killpg(child.pid, signal.SIGTERM)
-            child.wait(timeout=10)
+            child.wait(timeout=3)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()

@@ -39,16 +39,14 @@ impl EmulatorKind {
     fn readiness_path(self) -> &'static str {
         match self {
             Self::Moto => "/moto-api/",
-            Self::LocalStack => "/_localstack/health",
+            Self::LocalStack => "/_localstack/init/ready",
         }
     }
 
     fn is_ready(self, body: &str) -> bool {
         match self {
             Self::Moto => true,
-            Self::LocalStack => {
-                body.contains(r#""ec2": "available""#) || body.contains(r#""ec2": "running""#)
-            }
+            Self::LocalStack => body.replace(' ', "").contains(r#""completed":true"#),
         }
     }
 }
@@ -120,8 +118,7 @@ impl Emulator {
         let mut command = Command::new(&python);
         command
             .arg(crate::repo_root().join("tests/testkit/supervise.py"))
-            .arg(&log)
-            .env("TMPDIR", state_dir.path());
+            .arg(&log);
         match kind {
             EmulatorKind::Moto => {
                 command.arg(venv.join("bin/moto_server")).args([
@@ -178,21 +175,27 @@ impl Emulator {
     }
 }
 
+/// LocalStack without Docker, bound to 127.0.0.1 only, with every file under
+/// `state_dir` and no call beyond loopback (see tests/emulators/README.md).
 fn localstack_env(port: u16, state_dir: &Path) -> Vec<(&'static str, String)> {
     let dir = |name: &str| -> String {
         let path: PathBuf = state_dir.join(name);
         path.to_string_lossy().into_owned()
     };
+    // A closed loopback port: LocalStack's catalogue and analytics look-ups fail fast.
+    let nowhere = "http://127.0.0.1:9/v1".to_owned();
     vec![
+        ("OVERRIDE_IN_DOCKER", "0".into()),
+        ("FILESYSTEM_ROOT", dir("filesystem")),
+        ("CONFIG_DIR", dir("config")),
         ("GATEWAY_SERVER", "hypercorn".into()),
         ("GATEWAY_LISTEN", format!("127.0.0.1:{port}")),
         ("DNS_ADDRESS", "0".into()),
-        ("SERVICES", "ec2,sts,secretsmanager,iam".into()),
-        ("EAGER_SERVICE_LOADING", "1".into()),
         ("DISABLE_EVENTS", "1".into()),
-        ("SKIP_INFRA_DOWNLOADS", "1".into()),
         ("SKIP_SSL_CERT_DOWNLOAD", "1".into()),
-        ("LOCALSTACK_VOLUME_DIR", dir("volume")),
-        ("FILESYSTEM_ROOT", dir("filesystem")),
+        ("API_ENDPOINT", nowhere.clone()),
+        ("ANALYTICS_API", nowhere),
+        ("SERVICES", "ec2,sts,secretsmanager,iam".into()),
+        ("LS_LOG", "warn".into()),
     ]
 }
