@@ -4,4 +4,5 @@
 
 mod aws_sdk;
 mod cli;
+mod control_plane;
 mod provider_config;

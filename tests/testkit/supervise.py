@@ -1,6 +1,7 @@
 """Runs a command in a process group of its own and stops the whole group when this
-process's standard input closes (the test process ended or was killed) or on SIGTERM.
-A group that ignores SIGTERM for 3 s (LocalStack 2026.3 sometimes does) is killed.
+process's standard input closes (the test process ended or was killed) or on SIGTERM
+or SIGINT. A group that ignores SIGTERM for 3 s (LocalStack 2026.3 sometimes does) is
+killed.
 
 usage: python3 supervise.py LOGFILE COMMAND [ARG...]
 """
@@ -10,6 +11,21 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+
+# Set from the signal handler and the stdin thread; only read by the main loop, so no
+# lock is ever taken inside a signal handler.
+stop_requested = False
+
+
+def request_stop(*_: object) -> None:
+    global stop_requested
+    stop_requested = True
+
+
+def stop_at_stdin_eof() -> None:
+    sys.stdin.buffer.read()
+    request_stop()
 
 
 def main() -> None:
@@ -18,26 +34,23 @@ def main() -> None:
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
-
-    def stop(*_: object) -> None:
-        try:
-            os.killpg(child.pid, signal.SIGTERM)
-            child.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-        except ProcessLookupError:
-            pass
-        os._exit(0)
-
-    def stop_at_stdin_eof() -> None:
-        sys.stdin.buffer.read()
-        stop()
-
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     threading.Thread(target=stop_at_stdin_eof, daemon=True).start()
-    code = child.wait()
-    os._exit(code)
+
+    while child.poll() is None and not stop_requested:
+        time.sleep(0.1)
+    if child.returncode is not None:
+        os._exit(child.returncode)
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    except ProcessLookupError:
+        pass
+    os._exit(0)
 
 
 if __name__ == "__main__":
