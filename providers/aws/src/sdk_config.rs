@@ -65,9 +65,12 @@ impl Error {
 /// Secret through `kube` when it names one.
 pub async fn load(spec: &ProviderConfigSpec, kube: &kube::Client) -> Result<SdkConfig, Error> {
     let credentials = &spec.credentials;
-    let static_keys = match &credentials.secret_ref {
-        Some(secret) => Some(read_static_credentials(kube, secret).await?),
-        None => None,
+    // The default chain never uses a Secret, even one left in the spec.
+    let static_keys = match (&credentials.secret_ref, credentials.source) {
+        (Some(secret), CredentialsSource::Secret | CredentialsSource::AssumeRole) => {
+            Some(read_static_credentials(kube, secret).await?)
+        }
+        _ => None,
     };
     match credentials.source {
         CredentialsSource::Default => Ok(loader(spec).load().await),
