@@ -95,11 +95,20 @@ async fn run_names_missing_crds_then_starts_once_they_are_installed() {
     assert_eq!(missing.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(
-        stderr.contains(
-            "CustomResourceDefinitions missing from the cluster: providerconfigs.tether.dev"
-        ) && stderr.contains("kubectl apply -f crds/"),
+        stderr.contains("CustomResourceDefinitions missing from the cluster: "),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("kubectl apply -f crds/"),
+        "says how to install them: {stderr}"
+    );
+    for crd in tether::crds::all() {
+        assert!(
+            stderr.contains(&crd.name_any()),
+            "names {}: {stderr}",
+            crd.name_any()
+        );
+    }
 
     cluster::install_crds(&control_plane.client().await).await;
     let mut running = Supervised::spawn(

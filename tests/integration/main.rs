@@ -5,4 +5,5 @@
 mod aws_sdk;
 mod cli;
 mod control_plane;
+mod db_subnet_group;
 mod provider_config;

@@ -5,6 +5,7 @@
 
 pub mod conditions;
 pub mod error_class;
+pub mod external;
 pub mod managed;
 pub mod references;
 

@@ -63,6 +63,30 @@ pub enum ManagementPolicy {
     ObserveOnly,
 }
 
+/// The fields every managed resource's spec has; each kind flattens them into its spec.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedFields {
+    /// The ProviderConfig that says where and how to reach the cloud (default `default`).
+    #[serde(default)]
+    pub provider_config_ref: ProviderConfigReference,
+
+    /// What happens to the cloud resource when this object is deleted: `Delete`,
+    /// `Retain`, or (databases only, and their default) `Snapshot`. Other kinds
+    /// default to `Delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// `Full` (default): tether creates, updates and deletes the cloud resource.
+    /// `ObserveOnly`: tether only reads it and publishes its connection Secret.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+
+    /// Secret in this object's namespace that receives the connection details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_connection_secret_to_ref: Option<LocalSecretReference>,
+}
+
 /// The tether annotations of an object, parsed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ControlAnnotations {

@@ -1,14 +1,17 @@
-//! tether's AWS provider: the `ProviderConfig` kind and the AWS SDK clients built from it.
+//! tether's AWS provider: the `ProviderConfig` kind, the AWS SDK clients built from it,
+//! and the managed kinds (RDS today) with their external clients.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub mod errors;
 pub mod provider_config;
+pub mod rds;
 pub mod sdk_config;
 
 pub use provider_config::{ProviderConfig, ProviderConfigSpec};
 
 /// Every custom resource definition this provider serves.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![ProviderConfig::crd()]
+    vec![ProviderConfig::crd(), rds::DBSubnetGroup::crd()]
 }

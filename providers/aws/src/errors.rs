@@ -1,0 +1,89 @@
+//! Turns AWS SDK errors into provider errors of the right class, using the SDK's own
+//! lists of throttling and transient error codes.
+
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+use aws_sdk_rds::{
+    config::http::HttpResponse,
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+};
+use tether_api::{ErrorClass, external::ProviderError};
+
+/// Error codes that mean the resource is busy (creating, modifying, backing up):
+/// come back later, nothing is wrong.
+const BUSY_ERRORS: &[&str] = &[
+    "InvalidDBInstanceState",
+    "InvalidDBInstanceStateFault",
+    "InvalidDBSubnetGroupStateFault",
+    "IncorrectState",
+];
+
+/// The provider error for a failed SDK call.
+pub fn provider_error<E>(error: SdkError<E, HttpResponse>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = error.code().map(str::to_owned);
+    let class = match &error {
+        SdkError::ConstructionFailure(_) => ErrorClass::Terminal,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ErrorClass::Transient
+        }
+        SdkError::ServiceError(context) if context.raw().status().is_server_error() => {
+            match class_of_code(code.as_deref()) {
+                ErrorClass::Terminal => ErrorClass::Transient,
+                class => class,
+            }
+        }
+        SdkError::ServiceError(_) => class_of_code(code.as_deref()),
+        _ => ErrorClass::Transient,
+    };
+    let message = match error.message() {
+        Some(message) => message.to_owned(),
+        None => DisplayErrorContext(&error).to_string(),
+    };
+    ProviderError {
+        class,
+        code,
+        message,
+    }
+}
+
+/// The class of an AWS error code.
+pub fn class_of_code(code: Option<&str>) -> ErrorClass {
+    match code {
+        Some(code) if THROTTLING_ERRORS.contains(&code) => ErrorClass::Throttled,
+        Some(code) if TRANSIENT_ERRORS.contains(&code) => ErrorClass::Transient,
+        Some(code) if BUSY_ERRORS.contains(&code) => ErrorClass::Pending,
+        Some(code) if code.starts_with("InternalFailure") || code == "ServiceUnavailable" => {
+            ErrorClass::Transient
+        }
+        _ => ErrorClass::Terminal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_classes() {
+        assert_eq!(class_of_code(Some("Throttling")), ErrorClass::Throttled);
+        assert_eq!(
+            class_of_code(Some("RequestLimitExceeded")),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            class_of_code(Some("InvalidDBInstanceState")),
+            ErrorClass::Pending
+        );
+        assert_eq!(
+            class_of_code(Some("InternalFailure")),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            class_of_code(Some("InvalidParameterValue")),
+            ErrorClass::Terminal
+        );
+        assert_eq!(class_of_code(None), ErrorClass::Terminal);
+    }
+}

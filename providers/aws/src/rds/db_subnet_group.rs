@@ -1,0 +1,300 @@
+//! The `DBSubnetGroup` kind (an RDS DB subnet group) and its external client.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_rds::types::Tag;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema, ResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tether_api::{
+    external::{
+        ConnectionDetails, ExternalClient, Observation, Observed, ProviderError, Readiness,
+    },
+    managed::{DeletionPolicy, ManagedFields},
+};
+
+use crate::errors::provider_error;
+
+/// Tag that carries the UID of the Kubernetes object that created a cloud resource.
+pub const UID_TAG: &str = "tether.dev/uid";
+
+/// An RDS DB subnet group: the subnets, in at least two availability zones, that a
+/// `DBInstance` may be placed in.
+// clippy reads the repeated `type_ = "string"` of the print columns as a duplicate.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "rds.tether.dev",
+    version = "v1alpha1",
+    kind = "DBSubnetGroup",
+    namespaced,
+    status = "DBSubnetGroupStatus",
+    doc = "An RDS DB subnet group.",
+    category = "tether",
+    shortname = "dbsubnetgroup",
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 190")
+        .message("metadata.name must be at most 190 characters: the RDS name is <namespace>-<name>"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status"),
+    printcolumn(name = "VPC", type_ = "string", json_path = ".status.atProvider.vpcId"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = kube::core::Rule::new("!has(self.deletionPolicy) || self.deletionPolicy != 'Snapshot'")
+    .message("a DB subnet group has no snapshot: use Delete or Retain")
+    .field_path(".deletionPolicy")
+    .reason(kube::core::Reason::FieldValueForbidden))]
+#[serde(rename_all = "camelCase")]
+pub struct DBSubnetGroupSpec {
+    #[serde(flatten)]
+    pub managed: ManagedFields,
+
+    /// Description of the subnet group.
+    #[schemars(length(min = 1, max = 255))]
+    pub description: String,
+
+    /// Subnet ids (`subnet-…`), in at least two availability zones of one VPC.
+    #[schemars(
+        length(min = 1, max = 20),
+        inner(regex(pattern = r"^subnet-[0-9a-f]+$"))
+    )]
+    pub subnet_ids: Vec<String>,
+
+    /// Tags for the subnet group. tether adds `tether.dev/uid`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What tether and AWS report about the subnet group.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DBSubnetGroupStatus {
+    /// `Ready` (the subnet group exists and is complete) and `Synced` (the last
+    /// reconcile succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// What AWS reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_provider: Option<DBSubnetGroupObservation>,
+}
+
+/// The subnet group as AWS reports it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DBSubnetGroupObservation {
+    /// ARN of the subnet group.
+    pub arn: Option<String>,
+    /// AWS's status of the subnet group, e.g. `Complete`.
+    pub status: Option<String>,
+    /// The VPC the subnets belong to.
+    pub vpc_id: Option<String>,
+    /// The subnets in the group.
+    pub subnet_ids: Vec<String>,
+}
+
+impl DBSubnetGroup {
+    /// The RDS name of the subnet group when no external name is set:
+    /// `<namespace>-<name>`.
+    pub fn default_external_name(&self) -> String {
+        format!(
+            "{}-{}",
+            self.namespace().unwrap_or_default(),
+            self.name_any()
+        )
+    }
+
+    /// The tags tether wants on the subnet group: the spec's, plus the UID tag.
+    fn desired_tags(&self) -> BTreeMap<String, String> {
+        let mut tags = self.spec.tags.clone();
+        if let Some(uid) = self.uid() {
+            tags.insert(UID_TAG.to_owned(), uid);
+        }
+        tags
+    }
+}
+
+/// Observes and changes DB subnet groups through the RDS API.
+#[derive(Clone, Debug)]
+pub struct DBSubnetGroupClient {
+    rds: aws_sdk_rds::Client,
+}
+
+impl DBSubnetGroupClient {
+    /// A client that calls RDS through `rds`.
+    pub fn new(rds: aws_sdk_rds::Client) -> Self {
+        Self { rds }
+    }
+
+    async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ProviderError> {
+        let listed = self
+            .rds
+            .list_tags_for_resource()
+            .resource_name(arn)
+            .send()
+            .await
+            .map_err(provider_error)?;
+        Ok(listed
+            .tag_list()
+            .iter()
+            .filter_map(|tag| {
+                Some((
+                    tag.key()?.to_owned(),
+                    tag.value().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect())
+    }
+}
+
+fn rds_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(key, value)| Tag::builder().key(key).value(value).build())
+        .collect()
+}
+
+impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
+    type AtProvider = DBSubnetGroupObservation;
+
+    async fn observe(
+        &self,
+        object: &DBSubnetGroup,
+        external_name: &str,
+    ) -> Result<Observation<DBSubnetGroupObservation>, ProviderError> {
+        let described = match self
+            .rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(external_name)
+            .send()
+            .await
+        {
+            Ok(described) => described,
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_db_subnet_group_not_found_fault()) =>
+            {
+                return Ok(Observation::Missing);
+            }
+            Err(error) => return Err(provider_error(error)),
+        };
+        let Some(group) = described.db_subnet_groups().first() else {
+            return Ok(Observation::Missing);
+        };
+        let subnet_ids: BTreeSet<String> = group
+            .subnets()
+            .iter()
+            .filter_map(|subnet| subnet.subnet_identifier().map(str::to_owned))
+            .collect();
+        let arn = group.db_subnet_group_arn().map(str::to_owned);
+        let tags = match &arn {
+            Some(arn) => self.tags(arn).await?,
+            None => BTreeMap::new(),
+        };
+
+        let mut differences = Vec::new();
+        if group.db_subnet_group_description() != Some(object.spec.description.as_str()) {
+            differences.push("description".to_owned());
+        }
+        if subnet_ids != object.spec.subnet_ids.iter().cloned().collect() {
+            differences.push("subnetIds".to_owned());
+        }
+        if object
+            .desired_tags()
+            .iter()
+            .any(|(k, v)| tags.get(k) != Some(v))
+        {
+            differences.push("tags".to_owned());
+        }
+        let status = group.subnet_group_status().map(str::to_owned);
+        let readiness = match status.as_deref() {
+            Some("Complete") | None => Readiness::Ready,
+            Some(other) => Readiness::NotReady {
+                reason: "Incomplete".to_owned(),
+                message: format!("AWS reports the subnet group as {other}"),
+            },
+        };
+        Ok(Observation::Exists(Observed {
+            differences,
+            readiness,
+            at_provider: DBSubnetGroupObservation {
+                arn,
+                status,
+                vpc_id: group.vpc_id().map(str::to_owned),
+                subnet_ids: subnet_ids.into_iter().collect(),
+            },
+            connection: ConnectionDetails::default(),
+        }))
+    }
+
+    async fn create(
+        &self,
+        object: &DBSubnetGroup,
+        external_name: &str,
+    ) -> Result<(), ProviderError> {
+        self.rds
+            .create_db_subnet_group()
+            .db_subnet_group_name(external_name)
+            .db_subnet_group_description(&object.spec.description)
+            .set_subnet_ids(Some(object.spec.subnet_ids.clone()))
+            .set_tags(Some(rds_tags(&object.desired_tags())))
+            .send()
+            .await
+            .map_err(provider_error)?;
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        object: &DBSubnetGroup,
+        external_name: &str,
+        observed: &Observed<DBSubnetGroupObservation>,
+    ) -> Result<(), ProviderError> {
+        let differs = |field: &str| observed.differences.iter().any(|d| d == field);
+        if differs("description") || differs("subnetIds") {
+            self.rds
+                .modify_db_subnet_group()
+                .db_subnet_group_name(external_name)
+                .db_subnet_group_description(&object.spec.description)
+                .set_subnet_ids(Some(object.spec.subnet_ids.clone()))
+                .send()
+                .await
+                .map_err(provider_error)?;
+        }
+        if let (true, Some(arn)) = (differs("tags"), &observed.at_provider.arn) {
+            self.rds
+                .add_tags_to_resource()
+                .resource_name(arn)
+                .set_tags(Some(rds_tags(&object.desired_tags())))
+                .send()
+                .await
+                .map_err(provider_error)?;
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        _object: &DBSubnetGroup,
+        external_name: &str,
+        _policy: DeletionPolicy,
+    ) -> Result<(), ProviderError> {
+        match self
+            .rds
+            .delete_db_subnet_group()
+            .db_subnet_group_name(external_name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_db_subnet_group_not_found_fault()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(provider_error(error)),
+        }
+    }
+}
