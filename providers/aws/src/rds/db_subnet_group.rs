@@ -298,3 +298,105 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Edge cases moto cannot show (its ModifyDBSubnetGroup drops the group), with the
+    //! SDK's own mocks.
+
+    use aws_sdk_rds::{
+        error::ErrorMetadata,
+        operation::modify_db_subnet_group::{ModifyDBSubnetGroupError, ModifyDbSubnetGroupOutput},
+        types::error::InvalidDbSubnetGroupStateFault,
+    };
+    use aws_smithy_mocks::{mock, mock_client};
+    use kube::core::ObjectMeta;
+    use tether_api::ErrorClass;
+
+    use super::*;
+
+    fn object() -> DBSubnetGroup {
+        DBSubnetGroup {
+            metadata: ObjectMeta {
+                name: Some("orders".into()),
+                namespace: Some("shop".into()),
+                ..ObjectMeta::default()
+            },
+            spec: DBSubnetGroupSpec {
+                managed: ManagedFields::default(),
+                description: "all zones".into(),
+                subnet_ids: vec!["subnet-0a".into(), "subnet-0b".into(), "subnet-0c".into()],
+                tags: BTreeMap::new(),
+            },
+            status: None,
+        }
+    }
+
+    fn observed(differences: &[&str]) -> Observed<DBSubnetGroupObservation> {
+        Observed {
+            differences: differences.iter().map(|d| d.to_string()).collect(),
+            readiness: Readiness::Ready,
+            at_provider: DBSubnetGroupObservation {
+                arn: Some("arn:aws:rds:us-east-1:123456789012:subgrp:shop-orders".into()),
+                ..DBSubnetGroupObservation::default()
+            },
+            connection: ConnectionDetails::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn update_sends_the_desired_description_and_subnets_only() {
+        let modify = mock!(aws_sdk_rds::Client::modify_db_subnet_group)
+            .match_requests(|request| {
+                request.db_subnet_group_name() == Some("shop-orders")
+                    && request.db_subnet_group_description() == Some("all zones")
+                    && request.subnet_ids() == ["subnet-0a", "subnet-0b", "subnet-0c"]
+            })
+            .then_output(|| ModifyDbSubnetGroupOutput::builder().build());
+        let rds = mock_client!(aws_sdk_rds, [&modify]);
+        let client = DBSubnetGroupClient::new(rds);
+        let object = object();
+        client
+            .update(
+                &object,
+                &object.default_external_name(),
+                &observed(&["description", "subnetIds"]),
+            )
+            .await
+            .expect("the modify call matches");
+        assert_eq!(
+            modify.num_calls(),
+            1,
+            "one ModifyDBSubnetGroup, and no tag call"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subnet_group_in_use_elsewhere_is_pending_not_an_error() {
+        let modify = mock!(aws_sdk_rds::Client::modify_db_subnet_group).then_error(|| {
+            ModifyDBSubnetGroupError::InvalidDbSubnetGroupStateFault(
+                InvalidDbSubnetGroupStateFault::builder()
+                    .message("the subnet group is being modified")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("InvalidDBSubnetGroupStateFault")
+                            .message("the subnet group is being modified")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let client = DBSubnetGroupClient::new(mock_client!(aws_sdk_rds, [&modify]));
+        let object = object();
+        let error = client
+            .update(&object, "shop-orders", &observed(&["subnetIds"]))
+            .await
+            .expect_err("busy");
+        assert_eq!(error.class, ErrorClass::Pending);
+        assert_eq!(
+            error.code.as_deref(),
+            Some("InvalidDBSubnetGroupStateFault")
+        );
+        assert_eq!(error.message, "the subnet group is being modified");
+    }
+}
