@@ -1,5 +1,7 @@
 //! RDS kinds and their external clients.
 
+pub mod connection;
 pub mod db_subnet_group;
+pub mod password;
 
 pub use db_subnet_group::{DBSubnetGroup, DBSubnetGroupClient};
