@@ -352,6 +352,13 @@ async fn added_latency_trips_the_sdks_attempt_timeout() {
     let ns = TestNamespace::new().await;
     let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
     let config = sdk_config_for(&ns, &proxy.endpoint(), "source: Secret").await;
+    // moto loads its EC2 backend on the first EC2 call (seconds on a busy machine):
+    // warm it up without a timeout, so the timed calls below measure only the proxy.
+    ec2(&config)
+        .describe_security_groups()
+        .send()
+        .await
+        .expect("warm-up call");
     let ec2 = aws_sdk_ec2::Client::from_conf(
         aws_sdk_ec2::config::Builder::from(&config)
             .retry_config(RetryConfig::disabled())
