@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod connection_secret;
 pub mod crds;
 pub mod run;
 pub mod telemetry;

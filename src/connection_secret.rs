@@ -1,0 +1,150 @@
+//! The connection Secret of a managed object: rendered from the provider's connection
+//! details, owned by the object (so it goes when the object goes), and never written
+//! over a Secret that tether does not own.
+
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{Resource, ResourceExt, core::ObjectMeta};
+use tether_api::external::ConnectionDetails;
+
+/// The `type` of every connection Secret.
+pub const SECRET_TYPE: &str = "tether.dev/connection";
+/// Label key marking the Secrets tether manages.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "tether";
+
+/// Why a connection Secret may not be written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error(
+        "Secret {namespace}/{name} exists and is not owned by this object; tether will not overwrite it"
+    )]
+    NotOwned { namespace: String, name: String },
+    #[error("the object has no UID yet, so it cannot own a Secret")]
+    NoUid,
+}
+
+/// The connection Secret `name` for `owner`, in the owner's namespace, holding
+/// `details`, with a controller owner reference to `owner`.
+pub fn render<K>(owner: &K, name: &str, details: &ConnectionDetails) -> Result<Secret, Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let owner_reference = owner.controller_owner_ref(&()).ok_or(Error::NoUid)?;
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: owner.namespace(),
+            labels: Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())].into()),
+            owner_references: Some(vec![owner_reference]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(SECRET_TYPE.to_owned()),
+        data: Some(
+            details
+                .0
+                .iter()
+                .map(|(key, value)| (key.clone(), ByteString(value.clone())))
+                .collect(),
+        ),
+        ..Secret::default()
+    })
+}
+
+/// Checks that `existing` (the Secret already at the target name, if any) may be
+/// written for `owner`: only a Secret whose controller is `owner` may.
+pub fn check_ownership<K>(owner: &K, existing: Option<&Secret>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    let owner_uid = owner.uid().ok_or(Error::NoUid)?;
+    let controlled_by_owner = existing
+        .owner_references()
+        .iter()
+        .any(|reference| reference.controller == Some(true) && reference.uid == owner_uid);
+    if controlled_by_owner {
+        Ok(())
+    } else {
+        Err(Error::NotOwned {
+            namespace: existing.namespace().unwrap_or_default(),
+            name: existing.name_any(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    use super::*;
+
+    fn owner() -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("orders".into()),
+                namespace: Some("shop".into()),
+                uid: Some("6b1c6a2e-0000-4000-8000-000000000001".into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    fn details() -> ConnectionDetails {
+        ConnectionDetails(BTreeMap::from([
+            ("host".to_owned(), b"db.example".to_vec()),
+            ("password".to_owned(), b"canary".to_vec()),
+        ]))
+    }
+
+    #[test]
+    fn the_secret_is_typed_labelled_and_owned_in_the_owners_namespace() {
+        let secret = render(&owner(), "orders-connection", &details()).unwrap();
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
+        assert_eq!(
+            secret.labels().get(MANAGED_BY_LABEL).map(String::as_str),
+            Some("tether")
+        );
+        let reference = &secret.owner_references()[0];
+        assert_eq!(reference.uid, owner().uid().unwrap());
+        assert_eq!(reference.controller, Some(true));
+        let data = secret.data.unwrap();
+        assert_eq!(data["host"].0, b"db.example");
+        assert_eq!(data["password"].0, b"canary");
+    }
+
+    #[test]
+    fn only_a_secret_controlled_by_the_owner_may_be_written() {
+        let owner = owner();
+        assert_eq!(check_ownership(&owner, None), Ok(()));
+        let ours = render(&owner, "orders-connection", &details()).unwrap();
+        assert_eq!(check_ownership(&owner, Some(&ours)), Ok(()));
+
+        let mut foreign = ours.clone();
+        foreign.metadata.owner_references = None;
+        assert_eq!(
+            check_ownership(&owner, Some(&foreign)),
+            Err(Error::NotOwned {
+                namespace: "shop".into(),
+                name: "orders-connection".into()
+            })
+        );
+
+        let mut owned_by_another = ours;
+        owned_by_another.metadata.owner_references.as_mut().unwrap()[0].uid = "someone-else".into();
+        assert!(check_ownership(&owner, Some(&owned_by_another)).is_err());
+    }
+
+    #[test]
+    fn an_object_without_a_uid_cannot_own_a_secret() {
+        let mut owner = owner();
+        owner.metadata.uid = None;
+        assert_eq!(render(&owner, "x", &details()).unwrap_err(), Error::NoUid);
+    }
+}
