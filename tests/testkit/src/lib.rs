@@ -34,7 +34,16 @@ pub fn cache_dir() -> std::path::PathBuf {
     }
 }
 
-/// The root of the tether repository.
+/// The root of the tether repository: the nearest directory holding `Cargo.lock`
+/// above the working directory (cargo runs tests in their package's directory).
+///
+/// Found at run time, not from `env!("CARGO_MANIFEST_DIR")`: a target directory
+/// shared between checkouts can hold a testkit compiled in another checkout.
 pub fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let start = std::env::current_dir().expect("a working directory");
+    start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or_else(|| panic!("no Cargo.lock above {}", start.display()))
+        .to_path_buf()
 }
