@@ -72,6 +72,7 @@ pub struct DBSubnetGroupStatus {
     /// `Ready` (the subnet group exists and is complete) and `Synced` (the last
     /// reconcile succeeded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
     /// What AWS reports.
