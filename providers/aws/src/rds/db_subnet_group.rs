@@ -16,6 +16,12 @@ use tether_api::{
 
 use crate::errors::provider_error;
 
+/// Names of the spec fields `observe` can find different, as `Observed::differences`
+/// lists them and `update` reads them.
+const DESCRIPTION: &str = "description";
+const SUBNET_IDS: &str = "subnetIds";
+const TAGS: &str = "tags";
+
 /// Tag that carries the UID of the Kubernetes object that created a cloud resource.
 pub const UID_TAG: &str = "tether.dev/uid";
 
@@ -195,17 +201,17 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
 
         let mut differences = Vec::new();
         if group.db_subnet_group_description() != Some(object.spec.description.as_str()) {
-            differences.push("description".to_owned());
+            differences.push(DESCRIPTION.to_owned());
         }
         if subnet_ids != object.spec.subnet_ids.iter().cloned().collect() {
-            differences.push("subnetIds".to_owned());
+            differences.push(SUBNET_IDS.to_owned());
         }
         if object
             .desired_tags()
             .iter()
             .any(|(k, v)| tags.get(k) != Some(v))
         {
-            differences.push("tags".to_owned());
+            differences.push(TAGS.to_owned());
         }
         let status = group.subnet_group_status().map(str::to_owned);
         let readiness = match status.as_deref() {
@@ -252,7 +258,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         observed: &Observed<DBSubnetGroupObservation>,
     ) -> Result<(), ProviderError> {
         let differs = |field: &str| observed.differences.iter().any(|d| d == field);
-        if differs("description") || differs("subnetIds") {
+        if differs(DESCRIPTION) || differs(SUBNET_IDS) {
             self.rds
                 .modify_db_subnet_group()
                 .db_subnet_group_name(external_name)
@@ -262,7 +268,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
                 .await
                 .map_err(provider_error)?;
         }
-        if let (true, Some(arn)) = (differs("tags"), &observed.at_provider.arn) {
+        if let (true, Some(arn)) = (differs(TAGS), &observed.at_provider.arn) {
             self.rds
                 .add_tags_to_resource()
                 .resource_name(arn)
