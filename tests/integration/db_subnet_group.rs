@@ -8,8 +8,8 @@ use aws_sdk_ec2::config::retry::RetryConfig;
 use kube::core::ObjectMeta;
 use tether_api::{
     ErrorClass,
-    external::{ExternalClient, Observation, Readiness},
-    managed::{DeletionPolicy, ManagedFields},
+    external::{Context, ExternalClient, Observation, Readiness},
+    managed::{DeletionPolicy, Managed, ManagedFields},
 };
 use tether_aws::rds::{
     DBSubnetGroup, DBSubnetGroupClient,
@@ -78,18 +78,19 @@ async fn the_client_creates_updates_and_deletes_a_subnet_group_on_moto() {
     );
     let client = DBSubnetGroupClient::new(aws_sdk_rds::Client::new(&config));
     let mut object = subnet_group(&ns, subnets[..2].to_vec());
-    let name = object.default_external_name();
+    let name = object.default_external_name().unwrap();
     assert_eq!(name, format!("{}-orders", ns.name));
+    let at = Context::named(Some(&name));
 
     assert_eq!(
-        client.observe(&object, &name).await.unwrap(),
+        client.observe(&object, at).await.unwrap(),
         Observation::Missing
     );
     client
-        .create(&object, &name)
+        .create(&object, at)
         .await
         .expect("CreateDBSubnetGroup");
-    let Observation::Exists(observed) = client.observe(&object, &name).await.unwrap() else {
+    let Observation::Exists(observed) = client.observe(&object, at).await.unwrap() else {
         panic!("the created subnet group is observed");
     };
     assert!(observed.is_up_to_date(), "{:?}", observed.differences);
@@ -117,43 +118,40 @@ async fn the_client_creates_updates_and_deletes_a_subnet_group_on_moto() {
     let mut changed = object.clone();
     changed.spec.description = "orders database subnets, all zones".into();
     changed.spec.subnet_ids = subnets.clone();
-    let Observation::Exists(observed) = client.observe(&changed, &name).await.unwrap() else {
+    let Observation::Exists(observed) = client.observe(&changed, at).await.unwrap() else {
         panic!("still there");
     };
     assert_eq!(observed.differences, ["description", "subnetIds"]);
 
     // A new tag is a difference that update applies with AddTagsToResource alone.
     object.spec.tags.insert("cost-centre".into(), "42".into());
-    let Observation::Exists(observed) = client.observe(&object, &name).await.unwrap() else {
+    let Observation::Exists(observed) = client.observe(&object, at).await.unwrap() else {
         panic!("still there");
     };
     assert_eq!(observed.differences, ["tags"]);
     proxy.reset_counts();
-    client
-        .update(&object, &name, &observed)
-        .await
-        .expect("update");
+    client.update(&object, at, &observed).await.expect("update");
     assert_eq!(proxy.count("AddTagsToResource"), 1);
     assert_eq!(
         proxy.count("ModifyDBSubnetGroup"),
         0,
         "nothing else differed"
     );
-    let Observation::Exists(observed) = client.observe(&object, &name).await.unwrap() else {
+    let Observation::Exists(observed) = client.observe(&object, at).await.unwrap() else {
         panic!("still there");
     };
     assert!(observed.is_up_to_date(), "{:?}", observed.differences);
 
     client
-        .delete(&object, &name, DeletionPolicy::Delete)
+        .delete(&object, at, DeletionPolicy::Delete)
         .await
         .expect("delete");
     assert_eq!(
-        client.observe(&object, &name).await.unwrap(),
+        client.observe(&object, at).await.unwrap(),
         Observation::Missing
     );
     client
-        .delete(&object, &name, DeletionPolicy::Delete)
+        .delete(&object, at, DeletionPolicy::Delete)
         .await
         .expect("deleting a deleted group is not an error");
     ns.delete().await;
@@ -165,10 +163,11 @@ async fn aws_refusals_and_throttling_keep_their_class_and_message() {
     let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
     let client = DBSubnetGroupClient::new(aws_sdk_rds::Client::new(&sdk_config(&proxy.endpoint())));
     let object = subnet_group(&ns, vec!["subnet-0000dead".into()]);
-    let name = object.default_external_name();
+    let name = object.default_external_name().unwrap();
+    let at = Context::named(Some(&name));
 
     let refused = client
-        .create(&object, &name)
+        .create(&object, at)
         .await
         .expect_err("no such subnet");
     assert_eq!(refused.class, ErrorClass::Terminal, "{refused:?}");
@@ -176,7 +175,7 @@ async fn aws_refusals_and_throttling_keep_their_class_and_message() {
     assert!(!refused.message.is_empty());
 
     proxy.inject("DescribeDBSubnetGroups", Fault::Throttle, None);
-    let throttled = client.observe(&object, &name).await.expect_err("throttled");
+    let throttled = client.observe(&object, at).await.expect_err("throttled");
     assert_eq!(throttled.class, ErrorClass::Throttled);
     assert_eq!(throttled.code.as_deref(), Some("Throttling"));
     ns.delete().await;

@@ -6,7 +6,10 @@
 
 use std::{collections::BTreeMap, fmt, future::Future};
 
-use crate::{ErrorClass, managed::DeletionPolicy};
+use crate::{
+    ErrorClass,
+    managed::{DeletionPolicy, Managed},
+};
 
 /// Values an application needs to connect (host, port, username, password, …).
 /// `Debug` prints the keys only, so the values never reach a log line.
@@ -71,43 +74,126 @@ pub struct ProviderError {
     pub message: String,
 }
 
-/// The calls the runtime makes on one kind's cloud resources. `external_name` is the
-/// resource's cloud name or id (from `tether.dev/external-name`, or derived).
-pub trait ExternalClient<M>: Send + Sync {
-    /// What the cloud resource looks like now.
-    type AtProvider: Send;
+/// What a provider gets to know about the object besides its spec.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// The cloud resource's name or id: from `tether.dev/external-name`, or derived
+    /// from the object. `None` until the cloud assigns one (EC2 ids); the provider then
+    /// finds the resource by the object's UID tag.
+    pub external_name: Option<&'a str>,
+    /// The referenced objects, resolved: reference field → the referenced object's
+    /// external name. Every reference of [`Managed::references`] is here, except while
+    /// the object is being deleted.
+    ///
+    /// [`Managed::references`]: crate::managed::Managed::references
+    pub references: &'a BTreeMap<String, String>,
+    /// What the object's connection Secret holds now (empty when it has none). The
+    /// record of credentials already applied, such as the master password.
+    pub published: &'a ConnectionDetails,
+    /// Whether `published` holds credentials from [`ExternalClient::prepare`] that no
+    /// create or update has applied yet.
+    pub pending: bool,
+}
 
+static NOTHING_RESOLVED: BTreeMap<String, String> = BTreeMap::new();
+static NOTHING_PUBLISHED: ConnectionDetails = ConnectionDetails(BTreeMap::new());
+
+impl<'a> Context<'a> {
+    /// A context with an external name only: no references, nothing published.
+    pub fn named(external_name: Option<&'a str>) -> Self {
+        Self {
+            external_name,
+            references: &NOTHING_RESOLVED,
+            published: &NOTHING_PUBLISHED,
+            pending: false,
+        }
+    }
+
+    /// The external name, for kinds whose name is always known before create.
+    pub fn require_external_name(&self) -> Result<&str, ProviderError> {
+        self.external_name.ok_or_else(|| ProviderError {
+            class: ErrorClass::Terminal,
+            code: None,
+            message: "the object has no external name".to_owned(),
+        })
+    }
+
+    /// The resolved external name of the object referenced by `field`.
+    pub fn reference(&self, field: &str) -> Option<&str> {
+        self.references.get(field).map(String::as_str)
+    }
+}
+
+/// What a create call reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Created {
+    /// The name or id the cloud gave the resource, when it picks one (EC2 ids). The
+    /// runtime records it in `tether.dev/external-name` at once.
+    pub external_name: Option<String>,
+}
+
+/// The calls the runtime makes on one kind's cloud resources.
+pub trait ExternalClient<M: Managed>: Send + Sync {
     /// Reads the resource. A missing resource is `Observation::Missing`, not an error.
     fn observe(
         &self,
         object: &M,
-        external_name: &str,
-    ) -> impl Future<Output = Result<Observation<Self::AtProvider>, ProviderError>> + Send;
+        context: Context<'_>,
+    ) -> impl Future<Output = Result<Observation<M::AtProvider>, ProviderError>> + Send;
+
+    /// Credentials that must reach the connection Secret before the next create or
+    /// update call (a generated password, a new SSH key), or `None` when the published
+    /// ones will do. The runtime writes them into the Secret, marked pending, before it
+    /// calls `create` or `update` (whose `context.published` then holds them), and
+    /// clears the mark once that call succeeds. A crash in between leaves credentials
+    /// the user holds and a mark that tells `observe` to apply them again.
+    fn prepare(
+        &self,
+        _object: &M,
+        _context: Context<'_>,
+    ) -> impl Future<Output = Result<Option<ConnectionDetails>, ProviderError>> + Send {
+        async { Ok(None) }
+    }
 
     /// Creates the resource as the spec says.
     fn create(
         &self,
         object: &M,
-        external_name: &str,
-    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
+        context: Context<'_>,
+    ) -> impl Future<Output = Result<Created, ProviderError>> + Send;
 
     /// Brings an existing resource in line with the spec; `observed` is the latest
     /// observation.
     fn update(
         &self,
         object: &M,
-        external_name: &str,
-        observed: &Observed<Self::AtProvider>,
+        context: Context<'_>,
+        observed: &Observed<M::AtProvider>,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// Starts deleting the resource per `policy` (never called for `Retain`). Done
-    /// once a later observe says `Missing`.
+    /// once a later observe says `Missing`. Returns a note for the deletion Event,
+    /// such as the name of the final snapshot.
     fn delete(
         &self,
         object: &M,
-        external_name: &str,
+        context: Context<'_>,
         policy: DeletionPolicy,
-    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, ProviderError>> + Send;
+}
+
+/// Builds the external client for an object: resolves its ProviderConfig into
+/// credentials and an endpoint. Implementations cache what they build per
+/// ProviderConfig generation, so a reconcile costs no extra cloud call.
+pub trait Connector<M: Managed>: Send + Sync + 'static {
+    /// The client for `M`.
+    type Client: ExternalClient<M> + Send + Sync + 'static;
+
+    /// The client for `object`'s ProviderConfig.
+    fn connect(
+        &self,
+        object: &M,
+    ) -> impl Future<Output = Result<Self::Client, ProviderError>> + Send;
 }
 
 #[cfg(test)]

@@ -10,4 +10,4 @@ pub mod managed;
 pub mod references;
 
 pub use error_class::ErrorClass;
-pub use references::SecretReference;
+pub use references::{LocalReference, ObjectReference, SecretReference};

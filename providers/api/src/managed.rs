@@ -2,10 +2,13 @@
 //! uses, what happens on deletion, whether tether may write, where the connection
 //! Secret goes, and the `tether.dev/*` annotations for adoption, pausing and polling.
 
-use std::{collections::BTreeMap, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::references::ObjectReference;
 
 /// Annotation naming the cloud resource to manage (RDS identifier, instance id, group
 /// id); set by tether after a create, or by a user to adopt an existing resource.
@@ -85,6 +88,56 @@ pub struct ManagedFields {
     /// Secret in this object's namespace that receives the connection details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_connection_secret_to_ref: Option<LocalSecretReference>,
+}
+
+/// A custom resource that tether keeps in line with a cloud resource. The runtime
+/// reconciles every kind that implements it the same way.
+pub trait Managed:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + fmt::Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// What the cloud reports about the resource, written to `status.atProvider`.
+    type AtProvider: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Send + Sync;
+
+    /// The deletion policy when the spec names none.
+    const DEFAULT_DELETION_POLICY: DeletionPolicy;
+
+    /// The fields every managed spec has.
+    fn managed_fields(&self) -> &ManagedFields;
+
+    /// `status.conditions`, empty when there is no status yet.
+    fn conditions(&self) -> &[Condition];
+
+    /// `status.atProvider`, if recorded.
+    fn at_provider(&self) -> Option<&Self::AtProvider>;
+
+    /// The cloud name tether gives the resource when no `tether.dev/external-name` is
+    /// set; `None` when the cloud picks it (EC2 ids).
+    fn default_external_name(&self) -> Option<String>;
+
+    /// Other managed objects this one needs Ready first (same namespace).
+    fn references(&self) -> Vec<ObjectReference> {
+        Vec::new()
+    }
+
+    /// Names of Secrets in the object's namespace whose contents it reads (a
+    /// user-supplied password); a change to one of them reconciles the object.
+    fn secret_references(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The deletion policy in force.
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.managed_fields()
+            .deletion_policy
+            .unwrap_or(Self::DEFAULT_DELETION_POLICY)
+    }
 }
 
 /// The tether annotations of an object, parsed.

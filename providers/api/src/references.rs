@@ -1,5 +1,7 @@
-//! References from one Kubernetes object to another, as they appear in CRD specs.
+//! References from one Kubernetes object to another, as they appear in CRD specs, and
+//! as a managed object declares them to the runtime.
 
+use kube::core::ApiResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -19,4 +21,25 @@ impl std::fmt::Display for SecretReference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
     }
+}
+
+/// A reference from a managed object to another managed object in its namespace,
+/// which must be Ready before the referring object is created or updated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectReference {
+    /// The spec field holding the reference, e.g. `dbSubnetGroupRef`; the key of the
+    /// resolved name in `Context::references`.
+    pub field: &'static str,
+    /// The referenced kind.
+    pub resource: ApiResource,
+    /// Name of the referenced object.
+    pub name: String,
+}
+
+/// A reference to another object in the same namespace, by name, as CRD specs hold it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct LocalReference {
+    /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }

@@ -9,9 +9,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tether_api::{
     external::{
-        ConnectionDetails, ExternalClient, Observation, Observed, ProviderError, Readiness,
+        ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
+        Readiness,
     },
-    managed::{DeletionPolicy, ManagedFields},
+    managed::{DeletionPolicy, Managed, ManagedFields},
 };
 
 use crate::errors::provider_error;
@@ -100,17 +101,34 @@ pub struct DBSubnetGroupObservation {
     pub subnet_ids: Vec<String>,
 }
 
-impl DBSubnetGroup {
-    /// The RDS name of the subnet group when no external name is set:
+impl Managed for DBSubnetGroup {
+    type AtProvider = DBSubnetGroupObservation;
+
+    const DEFAULT_DELETION_POLICY: DeletionPolicy = DeletionPolicy::Delete;
+
+    fn managed_fields(&self) -> &ManagedFields {
+        &self.spec.managed
+    }
+
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+
+    fn at_provider(&self) -> Option<&DBSubnetGroupObservation> {
+        self.status.as_ref()?.at_provider.as_ref()
+    }
+
     /// `<namespace>-<name>`.
-    pub fn default_external_name(&self) -> String {
-        format!(
+    fn default_external_name(&self) -> Option<String> {
+        Some(format!(
             "{}-{}",
             self.namespace().unwrap_or_default(),
             self.name_any()
-        )
+        ))
     }
+}
 
+impl DBSubnetGroup {
     /// The tags tether wants on the subnet group: the spec's, plus the UID tag.
     fn desired_tags(&self) -> BTreeMap<String, String> {
         let mut tags = self.spec.tags.clone();
@@ -131,6 +149,12 @@ impl DBSubnetGroupClient {
     /// A client that calls RDS through `rds`.
     pub fn new(rds: aws_sdk_rds::Client) -> Self {
         Self { rds }
+    }
+
+    /// A client for the AWS account and region of `config` (the shape
+    /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
+    pub fn from_config(config: &aws_config::SdkConfig, _kube: kube::Client) -> Self {
+        Self::new(aws_sdk_rds::Client::new(config))
     }
 
     async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ProviderError> {
@@ -161,13 +185,12 @@ fn rds_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
 }
 
 impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
-    type AtProvider = DBSubnetGroupObservation;
-
     async fn observe(
         &self,
         object: &DBSubnetGroup,
-        external_name: &str,
+        context: Context<'_>,
     ) -> Result<Observation<DBSubnetGroupObservation>, ProviderError> {
+        let external_name = context.require_external_name()?;
         let described = match self
             .rds
             .describe_db_subnet_groups()
@@ -237,8 +260,9 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
     async fn create(
         &self,
         object: &DBSubnetGroup,
-        external_name: &str,
-    ) -> Result<(), ProviderError> {
+        context: Context<'_>,
+    ) -> Result<Created, ProviderError> {
+        let external_name = context.require_external_name()?;
         self.rds
             .create_db_subnet_group()
             .db_subnet_group_name(external_name)
@@ -248,15 +272,16 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
             .send()
             .await
             .map_err(provider_error)?;
-        Ok(())
+        Ok(Created::default())
     }
 
     async fn update(
         &self,
         object: &DBSubnetGroup,
-        external_name: &str,
+        context: Context<'_>,
         observed: &Observed<DBSubnetGroupObservation>,
     ) -> Result<(), ProviderError> {
+        let external_name = context.require_external_name()?;
         let differs = |field: &str| observed.differences.iter().any(|d| d == field);
         if differs(DESCRIPTION) || differs(SUBNET_IDS) {
             self.rds
@@ -283,9 +308,10 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
     async fn delete(
         &self,
         _object: &DBSubnetGroup,
-        external_name: &str,
+        context: Context<'_>,
         _policy: DeletionPolicy,
-    ) -> Result<(), ProviderError> {
+    ) -> Result<Option<String>, ProviderError> {
+        let external_name = context.require_external_name()?;
         match self
             .rds
             .delete_db_subnet_group()
@@ -293,13 +319,13 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(None),
             Err(error)
                 if error
                     .as_service_error()
                     .is_some_and(|e| e.is_db_subnet_group_not_found_fault()) =>
             {
-                Ok(())
+                Ok(None)
             }
             Err(error) => Err(provider_error(error)),
         }
@@ -363,10 +389,11 @@ mod tests {
         let rds = mock_client!(aws_sdk_rds, [&modify]);
         let client = DBSubnetGroupClient::new(rds);
         let object = object();
+        let name = object.default_external_name();
         client
             .update(
                 &object,
-                &object.default_external_name(),
+                Context::named(name.as_deref()),
                 &observed(&["description", "subnetIds"]),
             )
             .await
@@ -396,7 +423,11 @@ mod tests {
         let client = DBSubnetGroupClient::new(mock_client!(aws_sdk_rds, [&modify]));
         let object = object();
         let error = client
-            .update(&object, "shop-orders", &observed(&["subnetIds"]))
+            .update(
+                &object,
+                Context::named(Some("shop-orders")),
+                &observed(&["subnetIds"]),
+            )
             .await
             .expect_err("busy");
         assert_eq!(error.class, ErrorClass::Pending);

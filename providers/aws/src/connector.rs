@@ -1,0 +1,126 @@
+//! Connects managed objects to AWS: reads the object's `ProviderConfig`, builds its SDK
+//! configuration once per ProviderConfig generation, and hands out the kind's client.
+//!
+//! Building a configuration calls nothing in AWS, so a controller pointed at moto or
+//! LocalStack starts without touching the network.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use aws_config::SdkConfig;
+use kube::{Api, ResourceExt};
+use tether_api::{
+    ErrorClass,
+    external::{Connector, ExternalClient, ProviderError},
+    managed::Managed,
+};
+
+use crate::{ProviderConfig, sdk_config};
+
+/// SDK configurations by ProviderConfig name, each with the generation it was built
+/// from; shared by the connectors of every kind.
+#[derive(Clone)]
+pub struct SdkConfigs {
+    kube: kube::Client,
+    built: Arc<Mutex<HashMap<String, (i64, SdkConfig)>>>,
+}
+
+impl SdkConfigs {
+    /// An empty cache that reads ProviderConfigs through `kube`.
+    pub fn new(kube: kube::Client) -> Self {
+        Self {
+            kube,
+            built: Arc::default(),
+        }
+    }
+
+    /// The configuration of ProviderConfig `name` and the generation it reflects,
+    /// built now if the ProviderConfig is new or has changed.
+    pub async fn get(&self, name: &str) -> Result<(i64, SdkConfig), ProviderError> {
+        let provider_config = Api::<ProviderConfig>::all(self.kube.clone())
+            .get_opt(name)
+            .await
+            .map_err(|error| ProviderError {
+                class: ErrorClass::Transient,
+                code: None,
+                message: format!("reading ProviderConfig {name}: {error}"),
+            })?
+            .ok_or_else(|| ProviderError {
+                // Transient: the ProviderConfig may be applied after the object.
+                class: ErrorClass::Transient,
+                code: None,
+                message: format!("ProviderConfig {name} does not exist"),
+            })?;
+        let generation = provider_config.metadata.generation.unwrap_or_default();
+        if let Some((built_from, config)) = self.lock().get(name)
+            && *built_from == generation
+        {
+            return Ok((generation, config.clone()));
+        }
+        let config = sdk_config::load(&provider_config.spec, &self.kube)
+            .await
+            .map_err(|error| ProviderError {
+                class: error.class(),
+                code: None,
+                message: format!("ProviderConfig {}: {error}", provider_config.name_any()),
+            })?;
+        self.lock()
+            .insert(name.to_owned(), (generation, config.clone()));
+        Ok((generation, config))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, SdkConfig)>> {
+        self.built
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Builds a kind's client from an SDK configuration and a Kubernetes client.
+pub type BuildClient<C> = fn(&SdkConfig, kube::Client) -> C;
+
+/// The connector of one kind: one client per ProviderConfig generation, so SDK clients
+/// and their connection pools live as long as their configuration.
+pub struct AwsConnector<C> {
+    configs: SdkConfigs,
+    build: BuildClient<C>,
+    clients: Mutex<HashMap<String, (i64, C)>>,
+}
+
+impl<C> AwsConnector<C> {
+    /// A connector that builds clients with `build` from the configurations in `configs`.
+    pub fn new(configs: SdkConfigs, build: BuildClient<C>) -> Self {
+        Self {
+            configs,
+            build,
+            clients: Mutex::default(),
+        }
+    }
+}
+
+impl<M, C> Connector<M> for AwsConnector<C>
+where
+    M: Managed,
+    C: ExternalClient<M> + Clone + Send + Sync + 'static,
+{
+    type Client = C;
+
+    async fn connect(&self, object: &M) -> Result<C, ProviderError> {
+        let name = &object.managed_fields().provider_config_ref.name;
+        let (generation, config) = self.configs.get(name).await?;
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match clients.get(name) {
+            Some((built_from, client)) if *built_from == generation => Ok(client.clone()),
+            _ => {
+                let client = (self.build)(&config, self.configs.kube.clone());
+                clients.insert(name.clone(), (generation, client.clone()));
+                Ok(client)
+            }
+        }
+    }
+}
