@@ -2,9 +2,17 @@
 //! details, owned by the object (so it goes when the object goes), and never written
 //! over a Secret that tether does not own.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::{ByteString, api::core::v1::Secret};
-use kube::{Resource, ResourceExt, core::ObjectMeta};
-use tether_api::external::ConnectionDetails;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::ObjectMeta,
+};
+use tether_api::{external::ConnectionDetails, managed::LocalSecretReference};
+
+use crate::FIELD_MANAGER;
 
 /// The `type` of every connection Secret.
 pub const SECRET_TYPE: &str = "tether.dev/connection";
@@ -12,9 +20,12 @@ pub const SECRET_TYPE: &str = "tether.dev/connection";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY_VALUE: &str = "tether";
+/// Annotation set while the Secret holds credentials written ahead of the cloud call
+/// that applies them (see `ExternalClient::prepare`).
+pub const PENDING_ANNOTATION: &str = "tether.dev/pending-credentials";
 
 /// Why a connection Secret may not be written.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
         "Secret {namespace}/{name} exists and is not owned by this object; tether will not overwrite it"
@@ -22,6 +33,128 @@ pub enum Error {
     NotOwned { namespace: String, name: String },
     #[error("the object has no UID yet, so it cannot own a Secret")]
     NoUid,
+    #[error("reading or writing Secret {name}: {source}")]
+    Kube {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The connection Secret of one object: what it holds now, and the way to change it.
+/// Loading it checks ownership, so nothing is created in the cloud for an object whose
+/// Secret name is taken by someone else.
+pub struct Publisher {
+    api: Api<Secret>,
+    name: Option<String>,
+    published: ConnectionDetails,
+    pending: bool,
+}
+
+impl Publisher {
+    /// Reads the connection Secret `target` of `owner` (none when `target` is `None`).
+    pub async fn load<K>(
+        kube: &kube::Client,
+        owner: &K,
+        target: Option<&LocalSecretReference>,
+    ) -> Result<Self, Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let api = Api::namespaced(kube.clone(), &owner.namespace().unwrap_or_default());
+        let Some(target) = target else {
+            return Ok(Self {
+                api,
+                name: None,
+                published: ConnectionDetails::default(),
+                pending: false,
+            });
+        };
+        let existing = api
+            .get_opt(&target.name)
+            .await
+            .map_err(|source| Error::Kube {
+                name: target.name.clone(),
+                source,
+            })?;
+        check_ownership(owner, existing.as_ref())?;
+        let published = ConnectionDetails(
+            existing
+                .as_ref()
+                .and_then(|secret| secret.data.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(key, value)| (key, value.0))
+                .collect(),
+        );
+        let pending = existing.as_ref().is_some_and(|secret| {
+            secret
+                .annotations()
+                .get(PENDING_ANNOTATION)
+                .is_some_and(|value| value == "true")
+        });
+        Ok(Self {
+            api,
+            name: Some(target.name.clone()),
+            published,
+            pending,
+        })
+    }
+
+    /// What the Secret holds now.
+    pub fn published(&self) -> &ConnectionDetails {
+        &self.published
+    }
+
+    /// Whether the Secret holds credentials that no cloud call has applied yet.
+    pub fn pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Writes `details` (merged over what is published) into the Secret, marked
+    /// `pending` or not; does nothing when that is what it already holds, or when the
+    /// object has no connection Secret. Returns whether it wrote.
+    pub async fn publish<K>(
+        &mut self,
+        owner: &K,
+        details: &ConnectionDetails,
+        pending: bool,
+    ) -> Result<bool, Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let Some(name) = &self.name else {
+            return Ok(false);
+        };
+        let mut merged = self.published.clone();
+        merged
+            .0
+            .extend(details.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if merged == self.published && pending == self.pending {
+            return Ok(false);
+        }
+        let mut secret = render(owner, name, &merged)?;
+        if pending {
+            secret.metadata.annotations = Some(BTreeMap::from([(
+                PENDING_ANNOTATION.to_owned(),
+                "true".to_owned(),
+            )]));
+        }
+        self.api
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .map_err(|source| Error::Kube {
+                name: name.clone(),
+                source,
+            })?;
+        self.published = merged;
+        self.pending = pending;
+        Ok(true)
+    }
 }
 
 /// The connection Secret `name` for `owner`, in the owner's namespace, holding
@@ -122,19 +255,16 @@ mod tests {
     #[test]
     fn only_a_secret_controlled_by_the_owner_may_be_written() {
         let owner = owner();
-        assert_eq!(check_ownership(&owner, None), Ok(()));
+        assert!(check_ownership(&owner, None).is_ok());
         let ours = render(&owner, "orders-connection", &details()).unwrap();
-        assert_eq!(check_ownership(&owner, Some(&ours)), Ok(()));
+        assert!(check_ownership(&owner, Some(&ours)).is_ok());
 
         let mut foreign = ours.clone();
         foreign.metadata.owner_references = None;
-        assert_eq!(
+        assert!(matches!(
             check_ownership(&owner, Some(&foreign)),
-            Err(Error::NotOwned {
-                namespace: "shop".into(),
-                name: "orders-connection".into()
-            })
-        );
+            Err(Error::NotOwned { namespace, name }) if namespace == "shop" && name == "orders-connection"
+        ));
 
         let mut owned_by_another = ours;
         owned_by_another.metadata.owner_references.as_mut().unwrap()[0].uid = "someone-else".into();
@@ -145,6 +275,6 @@ mod tests {
     fn an_object_without_a_uid_cannot_own_a_secret() {
         let mut owner = owner();
         owner.metadata.uid = None;
-        assert_eq!(render(&owner, "x", &details()).unwrap_err(), Error::NoUid);
+        assert!(matches!(render(&owner, "x", &details()), Err(Error::NoUid)));
     }
 }

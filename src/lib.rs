@@ -6,5 +6,10 @@ pub mod admin;
 pub mod cli;
 pub mod connection_secret;
 pub mod crds;
+pub mod providers;
+pub mod reconciler;
 pub mod run;
 pub mod telemetry;
+
+/// The field manager of every write tether makes, and the controller name in Events.
+pub const FIELD_MANAGER: &str = "tether";

@@ -1,12 +1,12 @@
-//! `tether run`: connect to the cluster, check the CRDs, serve the admin endpoints and
-//! stop cleanly on SIGTERM or Ctrl-C.
+//! `tether run`: connect to the cluster, check the CRDs, run the controllers and the
+//! admin endpoints, and stop cleanly on SIGTERM or Ctrl-C.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use tokio::{net::TcpListener, signal::unix::SignalKind};
+use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 
-use crate::{admin, crds};
+use crate::{admin, crds, providers, reconciler};
 
 /// Options of `tether run`.
 #[derive(Debug, clap::Args)]
@@ -19,6 +19,33 @@ pub struct RunArgs {
     /// in-cluster service account.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+
+    /// How often a Ready object's cloud resource is checked again (the
+    /// `tether.dev/poll-interval` annotation overrides it per object), e.g. `5m`.
+    #[arg(long, env = "TETHER_POLL_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// How often an object whose cloud resource is being created, changed or deleted,
+    /// or whose references are not Ready yet, is checked again.
+    #[arg(long, env = "TETHER_WAIT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub wait_interval: Duration,
+
+    /// How many objects of one kind are reconciled at once.
+    #[arg(long, env = "TETHER_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// Reconcile objects in this namespace only (default: all namespaces).
+    #[arg(long, env = "TETHER_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<kube::core::Duration>()
+        .ok()
+        .filter(|duration| !duration.is_negative())
+        .map(Duration::from)
+        .ok_or_else(|| format!("{value:?} is not a duration such as 30s or 5m"))
 }
 
 /// Why the controller could not start or stopped with an error.
@@ -69,13 +96,32 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         })?;
     let admin_addr = listener.local_addr().unwrap_or(args.admin_addr);
     tracing::info!(%admin_addr, "admin server listening");
-    admin::serve(listener, async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, stopping"),
+
+    let (stop, stopping) = watch::channel(false);
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
         }
-    })
-    .await;
+    };
+    let settings = reconciler::Settings {
+        poll_interval: args.poll_interval,
+        wait_interval: args.wait_interval,
+        concurrency: args.concurrency,
+        instance: std::env::var("POD_NAME").ok(),
+        namespace: args.namespace,
+    };
+    tokio::join!(
+        admin::serve(listener, stopped()),
+        providers::run(client, settings, stopped()),
+        async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, stopping"),
+            }
+            let _ = stop.send(true);
+        },
+    );
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,7 +17,7 @@ use tether_aws::rds::{
 };
 use tether_testkit::{Emulator, Fault, FaultProxy, TestNamespace, cluster};
 
-fn sdk_config(endpoint: &str) -> SdkConfig {
+pub fn sdk_config(endpoint: &str) -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -29,7 +29,7 @@ fn sdk_config(endpoint: &str) -> SdkConfig {
         .build()
 }
 
-async fn default_subnets(config: &SdkConfig) -> Vec<String> {
+pub async fn default_subnets(config: &SdkConfig) -> Vec<String> {
     let subnets = aws_sdk_ec2::Client::new(config)
         .describe_subnets()
         .filters(

@@ -5,5 +5,9 @@
 mod aws_sdk;
 mod cli;
 mod control_plane;
+mod controller;
+mod db_instance;
+mod db_instance_controller;
 mod db_subnet_group;
 mod provider_config;
+mod world;

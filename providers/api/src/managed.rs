@@ -93,7 +93,7 @@ pub struct ManagedFields {
 /// A custom resource that tether keeps in line with a cloud resource. The runtime
 /// reconciles every kind that implements it the same way.
 pub trait Managed:
-    kube::Resource<DynamicType = ()>
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
     + Clone
     + fmt::Debug
     + Serialize
@@ -125,6 +125,10 @@ pub trait Managed:
     fn references(&self) -> Vec<ObjectReference> {
         Vec::new()
     }
+
+    /// Whether objects of this kind read Secrets (see [`Managed::secret_references`]);
+    /// only then does the runtime watch Secrets for them.
+    const READS_SECRETS: bool = false;
 
     /// Names of Secrets in the object's namespace whose contents it reads (a
     /// user-supplied password); a change to one of them reconciles the object.

@@ -14,5 +14,9 @@ pub use provider_config::{ProviderConfig, ProviderConfigSpec};
 
 /// Every custom resource definition this provider serves.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![ProviderConfig::crd(), rds::DBSubnetGroup::crd()]
+    vec![
+        ProviderConfig::crd(),
+        rds::DBInstance::crd(),
+        rds::DBSubnetGroup::crd(),
+    ]
 }

@@ -16,11 +16,13 @@ pub mod control_plane;
 pub mod emulator;
 pub mod fault_proxy;
 pub mod process;
+pub mod tether;
 
 pub use cluster::TestNamespace;
 pub use control_plane::ControlPlane;
 pub use emulator::Emulator;
 pub use fault_proxy::{Fault, FaultProxy};
+pub use tether::Tether;
 
 /// The directory holding built tools and virtualenvs (`$TETHER_CACHE`, else
 /// `~/.cache/tether`).

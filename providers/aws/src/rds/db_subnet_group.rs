@@ -178,7 +178,8 @@ impl DBSubnetGroupClient {
     }
 }
 
-fn rds_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+/// The tags as RDS takes them.
+pub(crate) fn rds_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
     tags.iter()
         .map(|(key, value)| Tag::builder().key(key).value(value).build())
         .collect()

@@ -1,0 +1,35 @@
+//! The one place that names the providers' kinds: starts a controller for each.
+
+use std::future::Future;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tether_aws::{
+    connector::{AwsConnector, SdkConfigs},
+    rds::{DBInstance, DBInstanceClient, DBSubnetGroup, DBSubnetGroupClient},
+};
+
+use crate::reconciler::{self, Settings};
+
+/// Runs the controllers of every managed kind until `shutdown` completes.
+pub async fn run(
+    kube: kube::Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let shutdown: Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
+    let configs = SdkConfigs::new(kube.clone());
+    futures::join!(
+        reconciler::run::<DBSubnetGroup, _>(
+            kube.clone(),
+            AwsConnector::new(configs.clone(), DBSubnetGroupClient::from_config),
+            settings.clone(),
+            shutdown.clone(),
+        ),
+        reconciler::run::<DBInstance, _>(
+            kube.clone(),
+            AwsConnector::new(configs.clone(), DBInstanceClient::from_config),
+            settings.clone(),
+            shutdown.clone(),
+        ),
+    );
+}

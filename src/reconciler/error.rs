@@ -1,0 +1,136 @@
+//! Why a reconcile did not finish, sorted into the classes that pick what happens next
+//! and the reasons that conditions and Events show.
+
+use tether_api::{ErrorClass, external::ProviderError, managed::AnnotationError};
+
+use crate::connection_secret;
+
+/// The call to the cloud that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    Observe,
+    Prepare,
+    Create,
+    Update,
+    Delete,
+}
+
+impl Phase {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Connect => "connecting to the cloud",
+            Self::Observe => "observing",
+            Self::Prepare => "preparing credentials",
+            Self::Create => "creating",
+            Self::Update => "updating",
+            Self::Delete => "deleting",
+        }
+    }
+}
+
+/// Why one reconcile of a managed object stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
+    #[error("{0}")]
+    ReferenceNotReady(String),
+    #[error("{} failed: {}", .phase.verb(), describe(.source))]
+    Provider {
+        phase: Phase,
+        #[source]
+        source: ProviderError,
+    },
+    #[error(transparent)]
+    ConnectionSecret(#[from] connection_secret::Error),
+    #[error("writing to the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Not a failure: the cloud is still deleting the resource, so the finalizer stays.
+    #[error("waiting for the cloud to finish deleting")]
+    StillDeleting,
+}
+
+fn describe(error: &ProviderError) -> String {
+    match &error.code {
+        Some(code) => format!("{code}: {}", error.message),
+        None => error.message.clone(),
+    }
+}
+
+impl Error {
+    /// Wraps a provider error from `phase`.
+    pub fn provider(phase: Phase) -> impl FnOnce(ProviderError) -> Self {
+        move |source| Self::Provider { phase, source }
+    }
+
+    /// What the runtime should do next.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Annotation(_) => ErrorClass::Terminal,
+            Self::ReferenceNotReady(_) | Self::StillDeleting => ErrorClass::Pending,
+            Self::Provider { source, .. } => source.class,
+            Self::ConnectionSecret(connection_secret::Error::Kube { .. }) | Self::Kube(_) => {
+                ErrorClass::Transient
+            }
+            Self::ConnectionSecret(_) => ErrorClass::Terminal,
+        }
+    }
+
+    /// The CamelCase reason for the `Synced` condition and the Event.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Annotation(_) => "InvalidAnnotation",
+            Self::ReferenceNotReady(_) => "ReferenceNotReady",
+            Self::Provider { phase, .. } => match phase {
+                Phase::Connect => "ConnectFailed",
+                Phase::Observe => "ObserveFailed",
+                Phase::Prepare => "PrepareFailed",
+                Phase::Create => "CreateFailed",
+                Phase::Update => "UpdateFailed",
+                Phase::Delete => "DeleteFailed",
+            },
+            Self::ConnectionSecret(connection_secret::Error::NotOwned { .. }) => "SecretConflict",
+            Self::ConnectionSecret(_) => "SecretWriteFailed",
+            Self::Kube(_) => "KubernetesError",
+            Self::StillDeleting => "Deleting",
+        }
+    }
+
+    /// Whether the failure deserves a Warning Event (waiting is not a failure).
+    pub fn is_failure(&self) -> bool {
+        self.class() != ErrorClass::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_error_keeps_the_cloud_code_and_message() {
+        let error = Error::provider(Phase::Create)(ProviderError {
+            class: ErrorClass::Terminal,
+            code: Some("InvalidParameterValue".into()),
+            message: "Invalid DB engine: oracle-xe".into(),
+        });
+        assert_eq!(
+            error.to_string(),
+            "creating failed: InvalidParameterValue: Invalid DB engine: oracle-xe"
+        );
+        assert_eq!(error.reason(), "CreateFailed");
+        assert_eq!(error.class(), ErrorClass::Terminal);
+        assert!(error.is_failure());
+    }
+
+    #[test]
+    fn waiting_is_pending_and_not_a_failure() {
+        for error in [
+            Error::StillDeleting,
+            Error::ReferenceNotReady("DBSubnetGroup a does not exist".into()),
+        ] {
+            assert_eq!(error.class(), ErrorClass::Pending);
+            assert!(!error.is_failure());
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The generic managed-resource controller: watches one kind and keeps each object's
+//! cloud resource in line with it through the kind's provider.
+//!
+//! The order of one reconcile is DESIGN.md's: annotations → paused? → references →
+//! connect → connection Secret ownership → observe → delete per policy, or create,
+//! update, or nothing → publish the connection Secret → status → requeue with jitter.
+
+mod error;
+mod pacing;
+mod reconcile;
+mod references;
+mod status;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{
+        Controller, Predicate, WatchStreamExt,
+        controller::{self, Action},
+        events::{Recorder, Reporter},
+        predicates,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
+};
+use tether_api::{external::Connector, managed::Managed};
+
+pub use error::{Error, Phase};
+
+use crate::connection_secret::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// How the controllers of every kind behave.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often a Ready object's cloud resource is observed again (AWS sends no
+    /// watch events); `tether.dev/poll-interval` overrides it per object.
+    pub poll_interval: Duration,
+    /// How often an object whose cloud resource is on its way (creating, modifying,
+    /// deleting) or whose references are not Ready is looked at again.
+    pub wait_interval: Duration,
+    /// How many objects of one kind are reconciled at once.
+    pub concurrency: u16,
+    /// Name of this controller instance in Events.
+    pub instance: Option<String>,
+    /// The one namespace to reconcile; all when `None`.
+    pub namespace: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(300),
+            wait_interval: Duration::from_secs(15),
+            concurrency: 16,
+            instance: None,
+            namespace: None,
+        }
+    }
+}
+
+/// Everything the reconciles of one kind share.
+struct Shared<C> {
+    kube: kube::Client,
+    connector: C,
+    recorder: Recorder,
+    settings: Settings,
+    pacing: pacing::Pacing,
+}
+
+/// Runs the controller of kind `M` until `shutdown` completes, letting running
+/// reconciles finish.
+pub async fn run<M, C>(
+    kube: kube::Client,
+    connector: C,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    M: Managed,
+    C: Connector<M>,
+{
+    let scoped = |kube: &kube::Client| match &settings.namespace {
+        Some(namespace) => Api::<PartialObjectMeta<Secret>>::namespaced(kube.clone(), namespace),
+        None => Api::all(kube.clone()),
+    };
+    let objects_api = match &settings.namespace {
+        Some(namespace) => Api::<M>::namespaced(kube.clone(), namespace),
+        None => Api::all(kube.clone()),
+    };
+    let (reader, writer) = reflector::store::<M>();
+    // Status writes change neither generation, annotations nor finalizers, so they
+    // never trigger another reconcile (and another round of cloud calls).
+    let objects = watcher(objects_api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation::<M>
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers),
+            Default::default(),
+        );
+    // A connection Secret that is changed or deleted by hand is put back.
+    let connection_secrets = watcher(
+        scoped(&kube),
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+    )
+    .default_backoff()
+    .touched_objects();
+    let recorder = Recorder::new(
+        kube.clone(),
+        Reporter {
+            controller: crate::FIELD_MANAGER.to_owned(),
+            instance: settings.instance.clone(),
+        },
+    );
+    let mut controller = Controller::for_stream(objects, reader.clone())
+        .owns_stream(connection_secrets)
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(shutdown);
+    if M::READS_SECRETS {
+        // A change to a Secret an object reads (a user-supplied password) reconciles
+        // that object. Only metadata is watched: no Secret value is held in memory.
+        let secrets = watcher(scoped(&kube), watcher::Config::default())
+            .default_backoff()
+            .touched_objects();
+        controller = controller.watches_stream(secrets, move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            reader
+                .state()
+                .into_iter()
+                .filter(|object| {
+                    object.namespace() == namespace && object.secret_references().contains(&name)
+                })
+                .map(|object| ObjectRef::from_obj(&*object))
+                .collect::<Vec<_>>()
+        });
+    }
+    let shared = Arc::new(Shared {
+        kube,
+        connector,
+        recorder,
+        settings,
+        pacing: pacing::Pacing::default(),
+    });
+    tracing::info!(kind = %M::kind(&()), "controller started");
+    controller
+        .run(reconcile::reconcile, error_policy, shared)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(error = %error, "reconcile did not complete");
+            }
+        })
+        .await;
+    tracing::info!(kind = %M::kind(&()), "controller stopped");
+}
+
+/// Only Kubernetes API failures the reconcile could not record reach this point.
+fn error_policy<M: Managed, C>(_object: Arc<M>, error: &Error, _shared: Arc<Shared<C>>) -> Action {
+    tracing::warn!(%error, "reconcile failed before its outcome could be recorded");
+    Action::requeue(pacing::jitter(Duration::from_secs(10)))
+}

@@ -1,0 +1,120 @@
+//! When to look again: the poll interval with jitter, per-object exponential backoff
+//! after failures, and a shared pause per ProviderConfig while AWS throttles it.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// First delay after a transient failure; doubles per consecutive failure.
+const TRANSIENT_BASE: Duration = Duration::from_secs(5);
+/// First delay after a throttled call; doubles per consecutive failure.
+const THROTTLED_BASE: Duration = Duration::from_secs(30);
+/// The longest backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// `interval`, moved at random by up to a tenth either way, so objects created together
+/// do not poll together.
+pub fn jitter(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + fastrand::f64() * 0.2)
+}
+
+/// Consecutive failures per object and throttling pauses per ProviderConfig.
+#[derive(Debug, Default)]
+pub struct Pacing {
+    failures: Mutex<HashMap<String, u32>>,
+    throttled_until: Mutex<HashMap<String, Instant>>,
+}
+
+impl Pacing {
+    /// Forgets the failures of object `uid` after a successful reconcile.
+    pub fn succeeded(&self, uid: &str) {
+        lock(&self.failures).remove(uid);
+    }
+
+    /// The delay before retrying object `uid` after another failure, doubling from
+    /// `base` (transient) or a longer base when `throttled`.
+    pub fn failed(&self, uid: &str, throttled: bool) -> Duration {
+        let mut failures = lock(&self.failures);
+        let count = failures.entry(uid.to_owned()).or_default();
+        *count = count.saturating_add(1);
+        let base = if throttled {
+            THROTTLED_BASE
+        } else {
+            TRANSIENT_BASE
+        };
+        let exponent = (*count - 1).min(16);
+        jitter(base.saturating_mul(1 << exponent).min(MAX_BACKOFF))
+    }
+
+    /// Holds every object of ProviderConfig `name` back for `pause`, so that a throttled
+    /// account gets fewer calls from all of them, not just the one that was refused.
+    pub fn throttle(&self, name: &str, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut throttled = lock(&self.throttled_until);
+        let entry = throttled.entry(name.to_owned()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// How long objects of ProviderConfig `name` must still wait, if they must.
+    pub fn throttled_for(&self, name: &str) -> Option<Duration> {
+        let mut throttled = lock(&self.throttled_until);
+        let until = *throttled.get(name)?;
+        let left = until.checked_duration_since(Instant::now());
+        if left.is_none() {
+            throttled.remove(name);
+        }
+        left
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_tenth() {
+        for _ in 0..1000 {
+            let jittered = jitter(Duration::from_secs(100));
+            assert!(jittered >= Duration::from_secs(90) && jittered <= Duration::from_secs(110));
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap_and_resets_on_success() {
+        let pacing = Pacing::default();
+        let delays: Vec<Duration> = (0..10).map(|_| pacing.failed("a", false)).collect();
+        let within = |delay: Duration, nominal: u64| {
+            let nominal = Duration::from_secs(nominal);
+            delay >= nominal.mul_f64(0.9) && delay <= nominal.mul_f64(1.1)
+        };
+        assert!(within(delays[0], 5), "{delays:?}");
+        assert!(within(delays[1], 10), "{delays:?}");
+        assert!(within(delays[3], 40), "{delays:?}");
+        assert!(within(delays[9], 600), "capped: {delays:?}");
+        assert!(
+            within(pacing.failed("b", true), 30),
+            "throttled starts higher"
+        );
+
+        pacing.succeeded("a");
+        assert!(within(pacing.failed("a", false), 5), "reset after success");
+    }
+
+    #[test]
+    fn a_throttle_pause_covers_its_provider_config_only_and_ends() {
+        let pacing = Pacing::default();
+        pacing.throttle("default", Duration::from_secs(60));
+        assert!(pacing.throttled_for("default").unwrap() > Duration::from_secs(59));
+        assert_eq!(pacing.throttled_for("other"), None);
+        pacing.throttle("short", Duration::ZERO);
+        assert_eq!(pacing.throttled_for("short"), None);
+    }
+}

@@ -1,0 +1,562 @@
+//! One reconcile of one managed object: the steps in DESIGN.md's order, and the record
+//! (conditions, Events, next look) of how it went.
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        finalizer::{self, finalizer},
+    },
+};
+use serde_json::json;
+use tether_api::{
+    ErrorClass,
+    conditions::{self, ConditionUpdate, READY, SYNCED},
+    external::{
+        ConnectionDetails, Connector, Context, ExternalClient, Observation, Observed, Readiness,
+    },
+    managed::{
+        ControlAnnotations, DeletionPolicy, EXTERNAL_NAME_ANNOTATION, Managed, ManagementPolicy,
+        PAUSED_ANNOTATION,
+    },
+};
+
+use super::{
+    Shared,
+    error::{Error, Phase},
+    pacing::jitter,
+    references,
+    status::{self, StatusUpdate},
+};
+use crate::{FIELD_MANAGER, connection_secret::Publisher};
+
+/// The finalizer that keeps an object until its cloud resource is dealt with.
+pub const FINALIZER: &str = "tether.dev/finalizer";
+
+/// Reason of `Ready` while the cloud deletes the resource.
+const DELETING: &str = "Deleting";
+
+/// Reconciles `object`; every outcome the object can show is recorded on it, so only
+/// a failure to record reaches the controller's error policy.
+pub async fn reconcile<M, C>(object: Arc<M>, shared: Arc<Shared<C>>) -> Result<Action, Error>
+where
+    M: Managed,
+    C: Connector<M>,
+{
+    let api: Api<M> = Api::namespaced(shared.kube.clone(), &object.namespace().unwrap_or_default());
+    match attempt(&api, object.clone(), &shared).await {
+        Ok(action) => {
+            shared.pacing.succeeded(&object.uid().unwrap_or_default());
+            Ok(action)
+        }
+        Err(error) => record_failure(&api, &object, &shared, error).await,
+    }
+}
+
+async fn attempt<M, C>(api: &Api<M>, object: Arc<M>, shared: &Shared<C>) -> Result<Action, Error>
+where
+    M: Managed,
+    C: Connector<M>,
+{
+    let annotations = ControlAnnotations::parse(object.annotations())?;
+    if annotations.paused {
+        status::write(
+            api,
+            &*object,
+            StatusUpdate::conditions(vec![ConditionUpdate::fails(
+                SYNCED,
+                "ReconcilePaused",
+                format!(
+                    "{PAUSED_ANNOTATION} is \"true\": tether makes no cloud call for this object"
+                ),
+            )]),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let provider_config = &object.managed_fields().provider_config_ref.name;
+    if let Some(wait) = shared.pacing.throttled_for(provider_config) {
+        tracing::debug!(%provider_config, ?wait, "holding back while the cloud throttles");
+        return Ok(Action::requeue(wait + jitter(Duration::from_secs(1))));
+    }
+    let steps = Steps {
+        api,
+        shared,
+        annotations,
+    };
+    finalizer(api, FINALIZER, object, |event| async {
+        match event {
+            finalizer::Event::Apply(object) => steps.apply(&object).await,
+            finalizer::Event::Cleanup(object) => steps.cleanup(&object).await,
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+        finalizer::Error::AddFinalizer(error) | finalizer::Error::RemoveFinalizer(error) => {
+            Error::Kube(error)
+        }
+        finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
+            unreachable!("objects from the API server have names and the finalizer is valid")
+        }
+    })
+}
+
+/// Records a reconcile that stopped short and picks when to try again: Terminal waits
+/// for a change (or the next poll), Transient and Throttled back off per object, and
+/// Throttled also holds back every object of the same ProviderConfig.
+async fn record_failure<M, C>(
+    api: &Api<M>,
+    object: &M,
+    shared: &Shared<C>,
+    error: Error,
+) -> Result<Action, Error>
+where
+    M: Managed,
+{
+    let uid = object.uid().unwrap_or_default();
+    let delay = match error.class() {
+        ErrorClass::Pending => jitter(shared.settings.wait_interval),
+        ErrorClass::Terminal => jitter(poll_interval(object, &shared.settings)),
+        ErrorClass::Transient => shared.pacing.failed(&uid, false),
+        ErrorClass::Throttled => {
+            let delay = shared.pacing.failed(&uid, true);
+            shared
+                .pacing
+                .throttle(&object.managed_fields().provider_config_ref.name, delay);
+            delay
+        }
+    };
+    let message = error.to_string();
+    if error.is_failure() {
+        tracing::warn!(
+            kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(),
+            reason = error.reason(), class = ?error.class(), retry_in = ?delay, "{message}"
+        );
+        publish_event(
+            shared,
+            object,
+            EventType::Warning,
+            error.reason(),
+            message.clone(),
+        )
+        .await;
+    } else {
+        tracing::debug!(name = object.name_any(), retry_in = ?delay, "{message}");
+    }
+    if !matches!(error, Error::StillDeleting) {
+        status::write(
+            api,
+            object,
+            StatusUpdate::conditions(vec![ConditionUpdate::fails(
+                SYNCED,
+                error.reason(),
+                message,
+            )]),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(delay))
+}
+
+/// The poll interval of `object`: its annotation's, or the controller's.
+fn poll_interval<M: Managed>(object: &M, settings: &super::Settings) -> Duration {
+    ControlAnnotations::parse(object.annotations())
+        .ok()
+        .and_then(|annotations| annotations.poll_interval)
+        .unwrap_or(settings.poll_interval)
+}
+
+async fn publish_event<M: Managed, C>(
+    shared: &Shared<C>,
+    object: &M,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = shared
+        .recorder
+        .publish(&event, &object.object_ref(&()))
+        .await
+    {
+        tracing::debug!(%error, "could not publish an Event");
+    }
+}
+
+/// The steps of one reconcile of an object that is not paused.
+struct Steps<'a, M, C> {
+    api: &'a Api<M>,
+    shared: &'a Shared<C>,
+    annotations: ControlAnnotations,
+}
+
+impl<M, C> Steps<'_, M, C>
+where
+    M: Managed,
+    C: Connector<M>,
+{
+    /// The object exists: bring its cloud resource in line and publish its Secret.
+    async fn apply(&self, object: &M) -> Result<Action, Error> {
+        let kube = &self.shared.kube;
+        let namespace = object.namespace().unwrap_or_default();
+        let references = references::resolve(kube, &namespace, &object.references(), true).await?;
+        let client = self.connect(object).await?;
+        let mut publisher = Publisher::load(
+            kube,
+            object,
+            object
+                .managed_fields()
+                .write_connection_secret_to_ref
+                .as_ref(),
+        )
+        .await?;
+        let external_name = self.external_name(object);
+        let published = publisher.published().clone();
+        let context = Context {
+            external_name: external_name.as_deref(),
+            references: &references,
+            published: &published,
+            pending: publisher.pending(),
+        };
+        let observe_only =
+            object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;
+        match client
+            .observe(object, context)
+            .await
+            .map_err(Error::provider(Phase::Observe))?
+        {
+            Observation::Missing if observe_only => {
+                let message = format!(
+                    "{} {} does not exist in the cloud; ObserveOnly never creates it",
+                    M::kind(&()),
+                    external_name.as_deref().unwrap_or("(no external name)")
+                );
+                self.write_status(object, fails(READY, "NotFound", message), None)
+                    .await?;
+                Ok(self.requeue_poll())
+            }
+            Observation::Missing => self.create(object, &client, &mut publisher, context).await,
+            Observation::Exists(observed) => {
+                self.keep(
+                    object,
+                    &client,
+                    &mut publisher,
+                    context,
+                    observed,
+                    observe_only,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        object: &M,
+        client: &C::Client,
+        publisher: &mut Publisher,
+        context: Context<'_>,
+    ) -> Result<Action, Error> {
+        // Record the name first, so that after a crash during create observe still
+        // looks in the right place. The annotation's watch event brings the object
+        // straight back to create; creating now as well would create twice.
+        if self.annotations.external_name.is_none()
+            && let Some(name) = context.external_name
+        {
+            self.record_external_name(object, name).await?;
+            return Ok(self.requeue_wait());
+        }
+        if self.prepare(object, client, publisher, context).await? {
+            return Ok(self.requeue_wait());
+        }
+        let created = client
+            .create(object, context)
+            .await
+            .map_err(Error::provider(Phase::Create))?;
+        if let Some(name) = &created.external_name {
+            self.record_external_name(object, name).await?;
+        }
+        if context.pending {
+            publisher
+                .publish(object, &ConnectionDetails::default(), false)
+                .await?;
+        }
+        let name = created
+            .external_name
+            .as_deref()
+            .or(context.external_name)
+            .unwrap_or_default();
+        tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), external_name = name, "created in the cloud");
+        self.event(
+            object,
+            EventType::Normal,
+            "Created",
+            format!("created {} {name}", M::kind(&())),
+        )
+        .await;
+        self.write_status(
+            object,
+            fails(
+                READY,
+                "Creating",
+                "waiting for the cloud to report it ready",
+            ),
+            None,
+        )
+        .await?;
+        Ok(self.requeue_wait())
+    }
+
+    /// The resource exists: update what differs (unless ObserveOnly), publish the
+    /// connection Secret and report what the cloud says.
+    async fn keep(
+        &self,
+        object: &M,
+        client: &C::Client,
+        publisher: &mut Publisher,
+        context: Context<'_>,
+        observed: Observed<M::AtProvider>,
+        observe_only: bool,
+    ) -> Result<Action, Error> {
+        let must_update = !observe_only && !observed.is_up_to_date();
+        let mut pending = context.pending;
+        if must_update {
+            if self.prepare(object, client, publisher, context).await? {
+                return Ok(self.requeue_wait());
+            }
+            client
+                .update(object, context, &observed)
+                .await
+                .map_err(Error::provider(Phase::Update))?;
+            pending = false;
+            tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), fields = ?observed.differences, "updated in the cloud");
+            self.event(
+                object,
+                EventType::Normal,
+                "Updated",
+                format!("updated {}", observed.differences.join(", ")),
+            )
+            .await;
+        }
+        publisher
+            .publish(object, &observed.connection, pending)
+            .await?;
+        let synced_message = if observe_only && !observed.is_up_to_date() {
+            format!(
+                "ObserveOnly: the cloud resource differs from the spec in {}",
+                observed.differences.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let ready = match &observed.readiness {
+            Readiness::Ready => {
+                ConditionUpdate::holds(READY, "Available", "the cloud resource is ready to use")
+            }
+            Readiness::NotReady { reason, message } => fails(READY, reason, message),
+        };
+        let settled = observed.readiness == Readiness::Ready && !must_update;
+        self.write_status(object, ready, Some((synced_message, observed.at_provider)))
+            .await?;
+        Ok(if settled {
+            self.requeue_poll()
+        } else {
+            self.requeue_wait()
+        })
+    }
+
+    /// Publishes credentials the provider wants in place before a create or update,
+    /// marked pending; returns whether it did. The reconcile then ends: the Secret's
+    /// watch event starts the next one, which makes the cloud call with the published
+    /// credentials (`context.pending` set). Calling now as well would call twice
+    /// whenever the call fails.
+    async fn prepare(
+        &self,
+        object: &M,
+        client: &C::Client,
+        publisher: &mut Publisher,
+        context: Context<'_>,
+    ) -> Result<bool, Error> {
+        match client
+            .prepare(object, context)
+            .await
+            .map_err(Error::provider(Phase::Prepare))?
+        {
+            Some(details) => Ok(publisher.publish(object, &details, true).await?),
+            None => Ok(false),
+        }
+    }
+
+    /// The object is being deleted: act per deletion policy, and let the finalizer go
+    /// only when the cloud says the resource is gone (or it is to be kept).
+    async fn cleanup(&self, object: &M) -> Result<Action, Error> {
+        let kind = M::kind(&());
+        let external_name = self.external_name(object);
+        let shown_name = external_name.as_deref().unwrap_or("(never created)");
+        let policy = object.deletion_policy();
+        let observe_only =
+            object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;
+        if policy == DeletionPolicy::Retain || observe_only {
+            let why = if observe_only {
+                "managementPolicy ObserveOnly"
+            } else {
+                "deletionPolicy Retain"
+            };
+            self.event(
+                object,
+                EventType::Normal,
+                "Retained",
+                format!("{why}: {kind} {shown_name} is left in the cloud"),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        let namespace = object.namespace().unwrap_or_default();
+        let references =
+            references::resolve(&self.shared.kube, &namespace, &object.references(), false).await?;
+        let client = self.connect(object).await?;
+        // The connection Secret is not read: a foreign Secret must not block deletion.
+        let context = Context {
+            references: &references,
+            ..Context::named(external_name.as_deref())
+        };
+        let observed = match client
+            .observe(object, context)
+            .await
+            .map_err(Error::provider(Phase::Observe))?
+        {
+            Observation::Missing => {
+                tracing::info!(%kind, namespace, name = object.name_any(), "gone from the cloud");
+                self.event(
+                    object,
+                    EventType::Normal,
+                    "Deleted",
+                    format!("{kind} {shown_name} is gone from the cloud"),
+                )
+                .await;
+                return Ok(Action::await_change());
+            }
+            Observation::Exists(observed) => observed,
+        };
+        let deletion_started = conditions::find(object.conditions(), READY)
+            .is_some_and(|ready| ready.reason == DELETING);
+        let message = if deletion_started {
+            conditions::find(object.conditions(), READY)
+                .map(|ready| ready.message.clone())
+                .unwrap_or_default()
+        } else {
+            let note = client
+                .delete(object, context, policy)
+                .await
+                .map_err(Error::provider(Phase::Delete))?;
+            let message = match note {
+                Some(note) => format!("deleting {kind} {shown_name}, {note}"),
+                None => format!("deleting {kind} {shown_name}"),
+            };
+            tracing::info!(%kind, namespace, name = object.name_any(), ?policy, "{message}");
+            self.event(
+                object,
+                EventType::Normal,
+                "DeletionStarted",
+                message.clone(),
+            )
+            .await;
+            message
+        };
+        self.write_status(
+            object,
+            fails(READY, DELETING, message),
+            Some((String::new(), observed.at_provider)),
+        )
+        .await?;
+        Err(Error::StillDeleting)
+    }
+
+    async fn connect(&self, object: &M) -> Result<C::Client, Error> {
+        self.shared
+            .connector
+            .connect(object)
+            .await
+            .map_err(Error::provider(Phase::Connect))
+    }
+
+    fn external_name(&self, object: &M) -> Option<String> {
+        self.annotations
+            .external_name
+            .clone()
+            .or_else(|| object.default_external_name())
+    }
+
+    async fn record_external_name(&self, object: &M, name: &str) -> Result<(), Error> {
+        let patch = json!({"metadata": {"annotations": {EXTERNAL_NAME_ANNOTATION: name}}});
+        self.api
+            .patch(
+                &object.name_any(),
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Writes `ready` and a successful `Synced` (with `synced` message and
+    /// `atProvider`, when given).
+    async fn write_status(
+        &self,
+        object: &M,
+        ready: ConditionUpdate,
+        synced: Option<(String, M::AtProvider)>,
+    ) -> Result<(), Error> {
+        let (message, at_provider) = match synced {
+            Some((message, at_provider)) => (message, Some(at_provider)),
+            None => (String::new(), None),
+        };
+        status::write(
+            self.api,
+            object,
+            StatusUpdate {
+                conditions: vec![
+                    ready,
+                    ConditionUpdate::holds(SYNCED, "ReconcileSuccess", message),
+                ],
+                at_provider,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn event(&self, object: &M, type_: EventType, reason: &str, note: String) {
+        publish_event(self.shared, object, type_, reason, note).await;
+    }
+
+    fn requeue_poll(&self) -> Action {
+        let interval = self
+            .annotations
+            .poll_interval
+            .unwrap_or(self.shared.settings.poll_interval);
+        Action::requeue(jitter(interval))
+    }
+
+    fn requeue_wait(&self) -> Action {
+        Action::requeue(jitter(self.shared.settings.wait_interval))
+    }
+}
+
+fn fails(type_: &'static str, reason: &str, message: impl Into<String>) -> ConditionUpdate {
+    ConditionUpdate::fails(type_, reason, message)
+}

@@ -1,0 +1,462 @@
+//! DBInstance end to end: the real `tether run` against moto, checked the way a user
+//! would check it (conditions, Events, the connection Secret, and what AWS holds).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use serde_json::json;
+use tether_api::conditions::{READY, SYNCED};
+use tether_aws::rds::DBInstance;
+
+use crate::{
+    db_subnet_group::default_subnets,
+    world::{World, condition},
+};
+
+/// Calls that change something in AWS.
+const RDS_WRITES: &[&str] = &[
+    "CreateDBInstance",
+    "ModifyDBInstance",
+    "DeleteDBInstance",
+    "AddTagsToResource",
+    "RemoveTagsFromResource",
+];
+
+/// The keys every database connection Secret holds.
+const SECRET_KEYS: &[&str] = &[
+    "dbname", "engine", "host", "password", "port", "uri", "username",
+];
+
+fn database(world: &World, name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: rds.tether.dev/v1alpha1\nkind: DBInstance\nmetadata: {{name: {name}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  engine: postgres\n  instanceClass: db.t3.micro\n  allocatedStorageGiB: 20\n  databaseName: orders\n  masterUsername: app\n  writeConnectionSecretToRef: {{name: {name}-db}}\n{extra}",
+        world.provider_config
+    )
+}
+
+fn rds(world: &World) -> aws_sdk_rds::Client {
+    aws_sdk_rds::Client::new(&world.direct_sdk_config())
+}
+
+async fn instance_exists(world: &World, identifier: &str) -> bool {
+    rds(world)
+        .describe_db_instances()
+        .db_instance_identifier(identifier)
+        .send()
+        .await
+        .is_ok()
+}
+
+async fn secret_data(world: &World, name: &str) -> Option<BTreeMap<String, String>> {
+    let secret = world.ns.api::<Secret>().get_opt(name).await.unwrap()?;
+    Some(
+        secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, ByteString(value))| (key, String::from_utf8(value).unwrap()))
+            .collect(),
+    )
+}
+
+/// Waits until the Secret `name` exists and `check` holds for its data.
+async fn wait_secret(
+    world: &World,
+    name: &str,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> BTreeMap<String, String> {
+    for _ in 0..120 {
+        if let Some(data) = secret_data(world, name).await
+            && check(&data)
+        {
+            return data;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "Secret {name} did not {what} within 60 s; keys now: {:?}\n{}",
+        secret_data(world, name)
+            .await
+            .map(|data| data.into_keys().collect::<Vec<_>>()),
+        world.log_tail()
+    );
+}
+
+#[tokio::test]
+async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_policy() {
+    let world = World::start().await;
+    let api: Api<DBInstance> = world.ns.api();
+    for (name, policy) in [
+        ("snap", None),
+        ("gone", Some("Delete")),
+        ("kept", Some("Retain")),
+    ] {
+        let extra = policy.map_or(String::new(), |p| format!("  deletionPolicy: {p}\n"));
+        world
+            .ns
+            .apply(&database(&world, name, &extra))
+            .await
+            .expect("valid");
+    }
+    for name in ["snap", "gone", "kept"] {
+        let ready = world
+            .wait_condition(&api, name, READY, "True", Some("Available"))
+            .await;
+        let at_provider = ready.status.unwrap().at_provider.expect("atProvider");
+        assert!(at_provider.arn.is_some() && at_provider.endpoint_address.is_some());
+        assert_eq!(at_provider.status.as_deref(), Some("available"));
+
+        let data = wait_secret(&world, &format!("{name}-db"), "hold every key", |data| {
+            SECRET_KEYS.iter().all(|key| data.contains_key(*key))
+        })
+        .await;
+        assert_eq!(
+            data.keys().map(String::as_str).collect::<Vec<_>>(),
+            SECRET_KEYS
+        );
+        assert_eq!(data["engine"], "postgres");
+        assert_eq!(data["username"], "app");
+        assert_eq!(data["dbname"], "orders");
+        assert_eq!(
+            Some(data["host"].as_str()),
+            at_provider.endpoint_address.as_deref()
+        );
+        assert!(data["password"].len() >= 32, "a generated password");
+        assert!(
+            data["uri"].starts_with("postgresql://app:"),
+            "{}",
+            data["uri"].len()
+        );
+        let secret = world
+            .ns
+            .api::<Secret>()
+            .get(&format!("{name}-db"))
+            .await
+            .unwrap();
+        assert_eq!(secret.type_.as_deref(), Some("tether.dev/connection"));
+        assert_eq!(secret.owner_references()[0].name, name);
+        assert!(
+            !secret
+                .annotations()
+                .contains_key("tether.dev/pending-credentials"),
+            "the password was applied by the create"
+        );
+    }
+    assert_eq!(world.proxy.count("CreateDBInstance"), 3, "one create each");
+
+    // An update of the instance class and backups is applied in place.
+    api.patch(
+        "snap",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"instanceClass": "db.t3.small", "backupRetentionDays": 3}})),
+    )
+    .await
+    .unwrap();
+    let updated = world.wait_for_event("snap", "Updated").await;
+    let note = updated.note.unwrap();
+    assert!(
+        note.contains("instanceClass") && note.contains("backupRetentionDays"),
+        "{note}"
+    );
+    let identifier = |name: &str| format!("{}-{name}", world.ns.name);
+    let described = rds(&world)
+        .describe_db_instances()
+        .db_instance_identifier(identifier("snap"))
+        .send()
+        .await
+        .unwrap();
+    let instance = &described.db_instances()[0];
+    assert_eq!(instance.db_instance_class(), Some("db.t3.small"));
+    assert_eq!(instance.backup_retention_period(), Some(3));
+
+    for name in ["snap", "gone", "kept"] {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["snap", "gone", "kept"] {
+        world.wait_gone(&api, name).await;
+    }
+    // Snapshot (the default): a final snapshot, named in the Event.
+    let started = world.wait_for_event("snap", "DeletionStarted").await;
+    let note = started.note.unwrap();
+    let snapshot = note
+        .split("final snapshot ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the Event names the final snapshot: {note}"));
+    let snapshots = rds(&world)
+        .describe_db_snapshots()
+        .db_snapshot_identifier(snapshot)
+        .send()
+        .await
+        .expect("the final snapshot exists");
+    assert_eq!(snapshots.db_snapshots().len(), 1);
+    assert!(!instance_exists(&world, &identifier("snap")).await);
+    // Delete: gone, no snapshot. Retain: still there.
+    assert!(!instance_exists(&world, &identifier("gone")).await);
+    let gone_note = world
+        .wait_for_event("gone", "DeletionStarted")
+        .await
+        .note
+        .unwrap();
+    assert!(!gone_note.contains("snapshot"), "{gone_note}");
+    assert!(instance_exists(&world, &identifier("kept")).await);
+    world.wait_for_event("kept", "Retained").await;
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn observe_only_adopts_a_database_without_any_write() {
+    let world = World::start().await;
+    let existing = format!("{}-legacy", world.ns.name);
+    rds(&world)
+        .create_db_instance()
+        .db_instance_identifier(&existing)
+        .engine("mysql")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("admin")
+        .master_user_password("made-by-hand-1")
+        .send()
+        .await
+        .expect("creating the instance to adopt");
+
+    let api: Api<DBInstance> = world.ns.api();
+    let yaml = format!(
+        "apiVersion: rds.tether.dev/v1alpha1\nkind: DBInstance\nmetadata:\n  name: legacy\n  annotations: {{tether.dev/external-name: {existing}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  managementPolicy: ObserveOnly\n  engine: mysql\n  instanceClass: db.t3.large\n  masterUsername: admin\n  writeConnectionSecretToRef: {{name: legacy-db}}\n",
+        world.provider_config
+    );
+    world.ns.apply(&yaml).await.unwrap();
+    let adopted = world
+        .wait_condition(&api, "legacy", READY, "True", None)
+        .await;
+    let at_provider = adopted
+        .status
+        .as_ref()
+        .unwrap()
+        .at_provider
+        .clone()
+        .unwrap();
+    assert_eq!(at_provider.instance_class.as_deref(), Some("db.t3.micro"));
+    let data = wait_secret(&world, "legacy-db", "hold the address", |d| {
+        d.contains_key("host")
+    })
+    .await;
+    assert_eq!(data["engine"], "mysql");
+
+    api.delete("legacy", &DeleteParams::default())
+        .await
+        .unwrap();
+    world.wait_gone(&api, "legacy").await;
+    assert!(
+        instance_exists(&world, &existing).await,
+        "ObserveOnly never deletes"
+    );
+    let writes: usize = RDS_WRITES.iter().map(|op| world.proxy.count(op)).sum();
+    assert_eq!(
+        writes,
+        0,
+        "no write reached AWS: {:?}",
+        world.proxy.counts()
+    );
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn an_invalid_engine_is_reported_with_aws_message_without_a_retry_storm() {
+    let world = World::start().await;
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(&world, "bad", "").replace("engine: postgres", "engine: postgres-deluxe"))
+        .await
+        .unwrap();
+    let failed = world
+        .wait_condition(&api, "bad", SYNCED, "False", Some("CreateFailed"))
+        .await;
+    let synced = condition(&failed, SYNCED);
+    assert!(
+        synced.message.contains("postgres-deluxe"),
+        "AWS's message: {}",
+        synced.message
+    );
+    let event = world.wait_for_event("bad", "CreateFailed").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        world.proxy.count("CreateDBInstance"),
+        1,
+        "{:?}",
+        world.proxy.counts()
+    );
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_deleted_secret_comes_back_with_a_working_password() {
+    let world = World::start().await;
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(&world, "orders", ""))
+        .await
+        .unwrap();
+    world
+        .wait_condition(&api, "orders", READY, "True", None)
+        .await;
+    let before = wait_secret(&world, "orders-db", "hold a password", |d| {
+        d.contains_key("password")
+    })
+    .await;
+    world.proxy.reset_counts();
+
+    world
+        .ns
+        .api::<Secret>()
+        .delete("orders-db", &DeleteParams::default())
+        .await
+        .unwrap();
+    let after = wait_secret(&world, "orders-db", "come back", |d| {
+        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
+    })
+    .await;
+    // RDS cannot give the old password back, so tether set a new one: written to the
+    // Secret first, then applied with ModifyDBInstance.
+    assert_ne!(after["password"], before["password"]);
+    assert_eq!(
+        world.proxy.count("ModifyDBInstance"),
+        1,
+        "{:?}",
+        world.proxy.counts()
+    );
+    for _ in 0..40 {
+        let secret = world.ns.api::<Secret>().get("orders-db").await.unwrap();
+        if !secret
+            .annotations()
+            .contains_key("tether.dev/pending-credentials")
+        {
+            world.finish().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "the new password stayed marked pending:\n{}",
+        world.log_tail()
+    );
+}
+
+#[tokio::test]
+async fn a_password_change_in_the_users_secret_reaches_rds_then_the_connection_secret() {
+    let world = World::start().await;
+    let canary = "Canary-7f3c-Zq8pW3xK-original";
+    let rotated = "Canary-9d1e-Lm4vT6yR-rotated";
+    world
+        .ns
+        .apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-master}}\nstringData: {{password: {canary}}}\n"
+        ))
+        .await
+        .unwrap();
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(
+            &world,
+            "orders",
+            "  masterPassword: {secretKeyRef: {name: orders-master, key: password}}\n",
+        ))
+        .await
+        .unwrap();
+    world
+        .wait_condition(&api, "orders", READY, "True", None)
+        .await;
+    let data = wait_secret(&world, "orders-db", "hold the password", |d| {
+        d.contains_key("password")
+    })
+    .await;
+    assert_eq!(data["password"], canary);
+
+    world
+        .ns
+        .apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-master}}\nstringData: {{password: {rotated}}}\n"
+        ))
+        .await
+        .unwrap();
+    let data = wait_secret(&world, "orders-db", "follow the new password", |d| {
+        d.get("password").map(String::as_str) == Some(rotated)
+    })
+    .await;
+    assert!(data["uri"].contains("Canary-9d1e"), "the uri follows too");
+    assert!(world.proxy.count("ModifyDBInstance") >= 1);
+
+    // The canary never leaves the Secrets: not in the controller's trace log, the
+    // Events, the status or the annotations.
+    let object = api.get("orders").await.unwrap();
+    let shown = serde_json::to_string(&object).unwrap();
+    let events = serde_json::to_string(&world.events("orders").await).unwrap();
+    let log = world.tether.log();
+    assert!(log.len() > 10_000, "the log is at trace level");
+    for (what, text) in [("object", &shown), ("Events", &events), ("log", &log)] {
+        for secret in [canary, rotated, "Canary-"] {
+            assert!(!text.contains(secret), "{what} shows a password");
+        }
+    }
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_database_waits_for_its_subnet_group_then_uses_it() {
+    let world = World::start().await;
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(
+            &world,
+            "orders",
+            "  dbSubnetGroupRef: {name: orders-subnets}\n",
+        ))
+        .await
+        .unwrap();
+    let waiting = world
+        .wait_condition(&api, "orders", SYNCED, "False", Some("ReferenceNotReady"))
+        .await;
+    let message = &condition(&waiting, SYNCED).message.clone();
+    assert_eq!(
+        message,
+        "dbSubnetGroupRef: DBSubnetGroup orders-subnets does not exist"
+    );
+    assert_eq!(world.proxy.count("CreateDBInstance"), 0);
+
+    let subnets = default_subnets(&world.direct_sdk_config()).await;
+    world
+        .ns
+        .apply(&format!(
+            "apiVersion: rds.tether.dev/v1alpha1\nkind: DBSubnetGroup\nmetadata: {{name: orders-subnets}}\nspec:\n  providerConfigRef: {{name: {}}}\n  description: orders\n  subnetIds: [{}]\n",
+            world.provider_config,
+            subnets[..2].join(", ")
+        ))
+        .await
+        .unwrap();
+    world
+        .wait_condition(&api, "orders", READY, "True", None)
+        .await;
+    let described = rds(&world)
+        .describe_db_instances()
+        .db_instance_identifier(format!("{}-orders", world.ns.name))
+        .send()
+        .await
+        .unwrap();
+    let group = described.db_instances()[0]
+        .db_subnet_group()
+        .and_then(|g| g.db_subnet_group_name());
+    assert_eq!(
+        group,
+        Some(format!("{}-orders-subnets", world.ns.name).as_str())
+    );
+    world.finish().await;
+}

@@ -1,0 +1,164 @@
+//! A test's world for the controller: its namespace on the shared control plane, a
+//! fault proxy in front of moto, a ProviderConfig pointing at the proxy, and the real
+//! `tether run` binary reconciling that namespace.
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, api::ListParams};
+use tether_api::{conditions, managed::Managed};
+use tether_testkit::{Emulator, FaultProxy, TestNamespace, Tether, cluster};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+
+/// Everything one controller test needs.
+pub struct World {
+    pub ns: TestNamespace,
+    pub proxy: FaultProxy,
+    pub tether: Tether,
+    /// Name of the test's ProviderConfig (the namespace's name).
+    pub provider_config: String,
+}
+
+impl World {
+    /// A namespace, CRDs, a proxy over moto, a ProviderConfig and `tether run`.
+    pub async fn start() -> World {
+        let ns = TestNamespace::new().await;
+        cluster::install_crds(&ns.client).await;
+        let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
+        let provider_config = ns.name.clone();
+        cluster::apply(
+            &ns.client,
+            None,
+            &format!(
+                "apiVersion: tether.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {provider_config}}}\nspec:\n  region: us-east-1\n  endpoint: {}\n  credentials: {{source: Default}}\n",
+                proxy.endpoint()
+            ),
+        )
+        .await
+        .expect("applying the test's ProviderConfig");
+        let tether = Tether::start(TETHER, &ns.name);
+        World {
+            ns,
+            proxy,
+            tether,
+            provider_config,
+        }
+    }
+
+    /// SDK configuration straight to moto (not through the proxy, so the test's own
+    /// calls are not counted).
+    pub fn direct_sdk_config(&self) -> SdkConfig {
+        crate::db_subnet_group::sdk_config(Emulator::moto().endpoint())
+    }
+
+    /// The Events about object `name`, oldest first.
+    pub async fn events(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = self.ns.api();
+        let mut listed = events
+            .list(&ListParams::default().fields(&format!("regarding.name={name}")))
+            .await
+            .expect("listing Events")
+            .items;
+        listed.sort_by_key(|event| event.metadata.creation_timestamp.clone());
+        listed
+    }
+
+    /// Waits until the Events about `name` include one with `reason`, and returns it.
+    pub async fn wait_for_event(&self, name: &str, reason: &str) -> Event {
+        for _ in 0..120 {
+            if let Some(event) = self
+                .events(name)
+                .await
+                .into_iter()
+                .find(|event| event.reason.as_deref() == Some(reason))
+            {
+                return event;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!(
+            "no {reason} Event about {name} within 60 s; controller log:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// The last lines of the controller's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.tether.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Stops the controller and deletes the namespace.
+    pub async fn finish(mut self) {
+        assert!(self.tether.stop(), "tether run exits cleanly on SIGTERM");
+        self.ns.delete().await;
+    }
+}
+
+impl World {
+    /// Waits up to 60 s until object `name` is gone (its finalizer released).
+    pub async fn wait_gone<M: Managed>(&self, api: &Api<M>, name: &str) {
+        for _ in 0..120 {
+            if api
+                .get_opt(name)
+                .await
+                .expect("reading the object")
+                .is_none()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!(
+            "{name} still exists 60 s after deletion:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Waits up to 60 s until object `name`'s condition `type_` has `status` (and
+    /// `reason`, if given); on time-out, fails with its conditions and the controller's
+    /// log.
+    pub async fn wait_condition<M: Managed>(
+        &self,
+        api: &Api<M>,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> M {
+        let mut last = None;
+        for _ in 0..240 {
+            let object = api.get_opt(name).await.expect("reading the object");
+            let holds = object
+                .as_ref()
+                .and_then(|object| conditions::find(object.conditions(), type_))
+                .is_some_and(|condition| {
+                    condition.status == status && reason.is_none_or(|r| condition.reason == r)
+                });
+            if holds {
+                return object.expect("checked above");
+            }
+            last = object;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "{name} was not {type_}={status} {} within 60 s; its conditions: {:#?}\ncontroller log:\n{}",
+            reason.unwrap_or_default(),
+            last.as_ref().map(|object| object.conditions().to_vec()),
+            self.log_tail()
+        );
+    }
+}
+
+/// The condition `type_` of `object`; fails if it has none.
+pub fn condition<M: Managed>(
+    object: &M,
+    type_: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    conditions::find(object.conditions(), type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+        .clone()
+}
