@@ -41,19 +41,35 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null || { echo "moto did not start; see $state/moto.log" >&2; exit 1; }
+# Fixed ids: seed moto's random generator, then have it build us-east-1's default VPC
+# at once, so the subnet ids in examples/db-subnet-group-local.yaml exist.
+curl -fsS -X POST "http://127.0.0.1:$moto_port/moto-api/seed?a=42" >/dev/null
+curl -fsS "http://127.0.0.1:$moto_port/?Action=DescribeSubnets&Version=2016-11-15" \
+  -H "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0" >/dev/null
 
 kubectl apply --server-side -f crds/
 kubectl wait --for=condition=Established --timeout=60s -f crds/
 sed "s|http://127.0.0.1:5000|http://127.0.0.1:$moto_port|" examples/provider-config-local.yaml | kubectl apply --server-side -f -
 
+kubectl apply --server-side -f examples/db-subnet-group-local.yaml -f examples/db-instance-local.yaml
+
+echo "starting tether (log: $state/tether.log)"
+cargo build --locked --quiet
+exec {tether_pipe}> >(exec "${CARGO_TARGET_DIR:-target}/debug/tether" run \
+  --admin-addr "127.0.0.1:$admin_port" --kubeconfig "$KUBECONFIG" 2>"$state/tether.log")
+kubectl wait --for=condition=Ready --timeout=120s dbsubnetgroup/orders-subnets dbinstance/orders
+kubectl get dbsubnetgroups,dbinstances
+echo "Secret orders-db holds: $(kubectl get secret orders-db -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')"
+
 cat <<EOT
 
-tether is starting against the local control plane and moto. In another shell:
+The database is Ready and its Secret is there. In another shell:
   export KUBECONFIG=$KUBECONFIG
-  kubectl get providerconfigs
+  kubectl describe dbinstance orders
+  kubectl get secret orders-db -o jsonpath='{.data.uri}' | base64 -d
   curl http://127.0.0.1:$admin_port/healthz
 Ctrl-C stops tether, the control plane and moto.
 
 EOT
-cargo run --locked --quiet -- run --admin-addr "127.0.0.1:$admin_port" --kubeconfig "$KUBECONFIG"
-: "$control_plane_pipe" "$moto_pipe" # held open until here
+tail -f "$state/tether.log"
+: "$control_plane_pipe" "$moto_pipe" "$tether_pipe" # held open until here

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::FutureExt;
 use tether_aws::{
     connector::{AwsConnector, SdkConfigs},
     rds::{DBInstance, DBInstanceClient, DBSubnetGroup, DBSubnetGroupClient},
@@ -16,7 +16,7 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let shutdown: Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
+    let shutdown: reconciler::Shutdown = shutdown.boxed().shared();
     let configs = SdkConfigs::new(kube.clone());
     futures::join!(
         reconciler::run::<DBSubnetGroup, _>(

@@ -11,13 +11,16 @@ mod reconcile;
 mod references;
 mod status;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{
+    FutureExt, StreamExt,
+    future::{self, BoxFuture},
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    core::PartialObjectMeta,
+    core::{DynamicObject, PartialObjectMeta},
     runtime::{
         Controller, Predicate, WatchStreamExt,
         controller::{self, Action},
@@ -71,14 +74,18 @@ struct Shared<C> {
     pacing: pacing::Pacing,
 }
 
+/// How long running reconciles get to finish after the shutdown signal. Cutting one
+/// short is safe (every step is idempotent and credentials are published first); this
+/// only saves a repeated cloud call after the restart.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The signal to stop, shared by every controller.
+pub type Shutdown = future::Shared<BoxFuture<'static, ()>>;
+
 /// Runs the controller of kind `M` until `shutdown` completes, letting running
-/// reconciles finish.
-pub async fn run<M, C>(
-    kube: kube::Client,
-    connector: C,
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) where
+/// reconciles finish (for up to [`SHUTDOWN_GRACE`]).
+pub async fn run<M, C>(kube: kube::Client, connector: C, settings: Settings, shutdown: Shutdown)
+where
     M: Managed,
     C: Connector<M>,
 {
@@ -120,13 +127,14 @@ pub async fn run<M, C>(
     let mut controller = Controller::for_stream(objects, reader.clone())
         .owns_stream(connection_secrets)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(shutdown);
+        .graceful_shutdown_on(shutdown.clone());
     if M::READS_SECRETS {
         // A change to a Secret an object reads (a user-supplied password) reconciles
         // that object. Only metadata is watched: no Secret value is held in memory.
         let secrets = watcher(scoped(&kube), watcher::Config::default())
             .default_backoff()
             .touched_objects();
+        let reader = reader.clone();
         controller = controller.watches_stream(secrets, move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
@@ -140,6 +148,42 @@ pub async fn run<M, C>(
                 .collect::<Vec<_>>()
         });
     }
+    for kind in M::referenced_kinds() {
+        // A referenced object that changes (becomes Ready) reconciles the objects
+        // waiting for it at once, not at their next look.
+        let api = match &settings.namespace {
+            Some(namespace) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(
+                kube.clone(),
+                namespace,
+                &kind,
+            ),
+            None => Api::all_with(kube.clone(), &kind),
+        };
+        let referenced = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .touched_objects();
+        let reader = reader.clone();
+        let kind_name = kind.kind.clone();
+        controller = controller.watches_stream_with(
+            referenced,
+            move |object| {
+                let namespace = object.namespace();
+                let name = object.name_any();
+                reader
+                    .state()
+                    .into_iter()
+                    .filter(|referrer| {
+                        referrer.namespace() == namespace
+                            && referrer.references().iter().any(|reference| {
+                                reference.resource.kind == kind_name && reference.name == name
+                            })
+                    })
+                    .map(|referrer| ObjectRef::from_obj(&*referrer))
+                    .collect::<Vec<_>>()
+            },
+            kind,
+        );
+    }
     let shared = Arc::new(Shared {
         kube,
         connector,
@@ -148,14 +192,27 @@ pub async fn run<M, C>(
         pacing: pacing::Pacing::default(),
     });
     tracing::info!(kind = %M::kind(&()), "controller started");
-    controller
+    let running = controller
         .run(reconcile::reconcile, error_policy, shared)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(error = %error, "reconcile did not complete");
             }
-        })
-        .await;
+        });
+    // kube-runtime's graceful shutdown waits for the object cache, which never fills
+    // when the signal comes before the first list: then nothing runs and there is
+    // nothing to wait for.
+    let deadline = async move {
+        shutdown.await;
+        if reader.wait_until_ready().now_or_never().is_some() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!(kind = %M::kind(&()), "reconciles still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+    };
+    tokio::select! {
+        () = running => {}
+        () = deadline => {}
+    }
     tracing::info!(kind = %M::kind(&()), "controller stopped");
 }
 

@@ -7,10 +7,8 @@
 //! a fixed value. The states in between are covered by the mocked unit tests in
 //! providers/aws/src/rds/db_instance.rs.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use aws_config::SdkConfig;
-use aws_sdk_ec2::config::retry::RetryConfig;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::core::ObjectMeta;
 use tether_api::{
@@ -27,17 +25,7 @@ use tether_aws::rds::{
 };
 use tether_testkit::{Emulator, FaultProxy, TestNamespace, cluster};
 
-fn sdk_config(endpoint: &str) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
-            aws_sdk_ec2::config::Credentials::for_tests(),
-        ))
-        .retry_config(RetryConfig::standard().with_initial_backoff(Duration::from_millis(10)))
-        .build()
-}
+use crate::db_subnet_group::sdk_config;
 
 fn db_instance(ns: &TestNamespace) -> DBInstance {
     DBInstance {
@@ -54,26 +42,27 @@ fn db_instance(ns: &TestNamespace) -> DBInstance {
                 }),
                 ..ManagedFields::default()
             },
-            identifier: None,
             engine: "postgres".into(),
             engine_version: Some("16.3".into()),
             instance_class: "db.t3.micro".into(),
             allocated_storage_gib: Some(20),
-            storage_type: None,
             database_name: Some("orders".into()),
             master_username: "app_admin".into(),
-            master_password: None,
-            manage_master_user_password: None,
-            db_subnet_group_ref: None,
-            db_subnet_group_name: None,
-            vpc_security_group_ids: Vec::new(),
-            multi_az: None,
-            publicly_accessible: None,
             backup_retention_days: Some(1),
-            deletion_protection: None,
             tags: [("team".to_owned(), "orders".to_owned())].into(),
+            ..DBInstanceSpec::default()
         },
         status: None,
+    }
+}
+
+/// The master password under `key` of the user's Secret `orders-admin`.
+fn orders_admin(key: &str) -> MasterPassword {
+    MasterPassword {
+        secret_key_ref: SecretKeyReference {
+            name: "orders-admin".into(),
+            key: key.into(),
+        },
     }
 }
 
@@ -321,12 +310,7 @@ async fn a_user_supplied_password_is_read_from_the_users_secret() {
         )
     };
     let mut object = db_instance(&ns);
-    object.spec.master_password = Some(MasterPassword {
-        secret_key_ref: SecretKeyReference {
-            name: "orders-admin".into(),
-            key: "password".into(),
-        },
-    });
+    object.spec.master_password = Some(orders_admin("password"));
     assert_eq!(object.secret_references(), ["orders-admin"]);
     let name = object.default_external_name().unwrap();
     let nothing = ConnectionDetails::default();
@@ -375,12 +359,7 @@ async fn a_user_supplied_password_is_read_from_the_users_secret() {
         .expect("ModifyDBInstance");
 
     // A key the Secret lacks is named, and no value is.
-    object.spec.master_password = Some(MasterPassword {
-        secret_key_ref: SecretKeyReference {
-            name: "orders-admin".into(),
-            key: "pass".into(),
-        },
-    });
+    object.spec.master_password = Some(orders_admin("pass"));
     let no_key = client
         .observe(&object, with(&name, &published, false))
         .await

@@ -3,6 +3,7 @@
 //! of this binary, and each test works in a namespace of its own.
 
 mod aws_sdk;
+mod bench;
 mod cli;
 mod control_plane;
 mod controller;

@@ -126,6 +126,12 @@ pub trait Managed:
         Vec::new()
     }
 
+    /// Every kind [`Managed::references`] can name; the runtime watches them, so an
+    /// object waiting for a reference goes on as soon as it is Ready.
+    fn referenced_kinds() -> Vec<kube::core::ApiResource> {
+        Vec::new()
+    }
+
     /// Whether objects of this kind read Secrets (see [`Managed::secret_references`]);
     /// only then does the runtime watch Secrets for them.
     const READS_SECRETS: bool = false;

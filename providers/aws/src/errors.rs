@@ -48,6 +48,22 @@ where
     }
 }
 
+/// `result` with a failure `is_missing` recognizes as "no such resource" turned into
+/// `Ok(None)`, and any other failure into a provider error.
+pub(crate) fn absent_if<T, E>(
+    result: Result<T, SdkError<E, HttpResponse>>,
+    is_missing: impl FnOnce(&E) -> bool,
+) -> Result<Option<T>, ProviderError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(output) => Ok(Some(output)),
+        Err(error) if error.as_service_error().is_some_and(is_missing) => Ok(None),
+        Err(error) => Err(provider_error(error)),
+    }
+}
+
 /// The class of an AWS error code.
 pub fn class_of_code(code: Option<&str>) -> ErrorClass {
     match code {

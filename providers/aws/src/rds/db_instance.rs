@@ -5,7 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_rds::{error::ProvideErrorMetadata, types::DbInstance};
+use aws_sdk_rds::{
+    error::ProvideErrorMetadata,
+    operation::{
+        delete_db_instance::DeleteDBInstanceError, describe_db_instances::DescribeDBInstancesError,
+    },
+    types::DbInstance,
+};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::{Api, CustomResource, KubeSchema, ResourceExt, core::ApiResource};
 use schemars::JsonSchema;
@@ -24,7 +30,7 @@ use super::{
     db_subnet_group::{DBSubnetGroup, UID_TAG, rds_tags},
     password::{self, Password},
 };
-use crate::errors::provider_error;
+use crate::errors::{absent_if, provider_error};
 
 /// Names of the spec fields `observe` can find different, as `Observed::differences`
 /// lists them and `update` reads them.
@@ -59,7 +65,7 @@ const DELETING: &str = "deleting";
 /// port, username, password, database name and URI) tether writes to a Secret.
 // clippy reads the repeated `type_ = "string"` of the print columns as a duplicate.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[kube(
     group = "rds.tether.dev",
     version = "v1alpha1",
@@ -286,6 +292,10 @@ impl Managed for DBInstance {
 
     const READS_SECRETS: bool = true;
 
+    fn referenced_kinds() -> Vec<kube::core::ApiResource> {
+        vec![kube::core::ApiResource::erase::<DBSubnetGroup>(&())]
+    }
+
     fn managed_fields(&self) -> &ManagedFields {
         &self.spec.managed
     }
@@ -345,11 +355,7 @@ enum PasswordSource<'a> {
 impl DBInstance {
     /// The tags tether wants on the instance: the spec's, plus the UID tag.
     fn desired_tags(&self) -> BTreeMap<String, String> {
-        let mut tags = self.spec.tags.clone();
-        if let Some(uid) = self.uid() {
-            tags.insert(UID_TAG.to_owned(), uid);
-        }
-        tags
+        super::desired_tags(&self.spec.tags, self.uid())
     }
 
     fn password_source(&self) -> PasswordSource<'_> {
@@ -535,23 +541,15 @@ impl DBInstanceClient {
 
     /// The instance `identifier`, or `None` when RDS has no such instance.
     async fn describe(&self, identifier: &str) -> Result<Option<DbInstance>, ProviderError> {
-        match self
-            .rds
-            .describe_db_instances()
-            .db_instance_identifier(identifier)
-            .send()
-            .await
-        {
-            Ok(described) => Ok(described.db_instances.into_iter().flatten().next()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_db_instance_not_found_fault()) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(provider_error(error)),
-        }
+        let described = absent_if(
+            self.rds
+                .describe_db_instances()
+                .db_instance_identifier(identifier)
+                .send()
+                .await,
+            DescribeDBInstancesError::is_db_instance_not_found_fault,
+        )?;
+        Ok(described.and_then(|described| described.db_instances?.into_iter().next()))
     }
 
     /// The password in the user's Secret `reference`, in `object`'s namespace.
@@ -1016,13 +1014,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 .map_err(|error| redacted(provider_error(error), password.as_ref()))?;
         }
         if let (true, Some(arn)) = (differs(TAGS), &observed.at_provider.arn) {
-            self.rds
-                .add_tags_to_resource()
-                .resource_name(arn)
-                .set_tags(Some(rds_tags(&object.desired_tags())))
-                .send()
-                .await
-                .map_err(provider_error)?;
+            super::add_tags(&self.rds, arn, &object.desired_tags()).await?;
         }
         Ok(())
     }
@@ -1058,14 +1050,6 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
             }
         };
         match request.send().await {
-            Ok(_) => Ok(note),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_db_instance_not_found_fault()) =>
-            {
-                Ok(None)
-            }
             Err(error)
                 if error
                     .as_service_error()
@@ -1079,7 +1063,11 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                     Some(_) => Err(provider_error(error)),
                 }
             }
-            Err(error) => Err(provider_error(error)),
+            result => Ok(absent_if(
+                result,
+                DeleteDBInstanceError::is_db_instance_not_found_fault,
+            )?
+            .and(note)),
         }
     }
 }
@@ -1124,25 +1112,14 @@ mod tests {
                 ..ObjectMeta::default()
             },
             spec: DBInstanceSpec {
-                managed: ManagedFields::default(),
-                identifier: None,
                 engine: "postgres".into(),
                 engine_version: Some("16".into()),
                 instance_class: "db.t3.small".into(),
                 allocated_storage_gib: Some(20),
-                storage_type: None,
                 database_name: Some("orders".into()),
                 master_username: "app_admin".into(),
-                master_password: None,
-                manage_master_user_password: None,
-                db_subnet_group_ref: None,
-                db_subnet_group_name: None,
-                vpc_security_group_ids: Vec::new(),
-                multi_az: None,
-                publicly_accessible: None,
                 backup_retention_days: Some(7),
-                deletion_protection: None,
-                tags: BTreeMap::new(),
+                ..DBInstanceSpec::default()
             },
             status: None,
         }
@@ -1216,6 +1193,93 @@ mod tests {
         }
     }
 
+    /// Observes `object` with `published` and `pending`, which must find the instance.
+    async fn observe(
+        client: &DBInstanceClient,
+        object: &DBInstance,
+        published: &ConnectionDetails,
+        pending: bool,
+    ) -> Observed<DBInstanceObservation> {
+        exists(
+            client
+                .observe(object, context(published, pending))
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// RDS's fault for an instance it does not have.
+    fn not_found() -> DbInstanceNotFoundFault {
+        DbInstanceNotFoundFault::builder()
+            .message("DBInstance shop-orders not found.")
+            .meta(
+                ErrorMetadata::builder()
+                    .code("DBInstanceNotFound")
+                    .message("DBInstance shop-orders not found.")
+                    .build(),
+            )
+            .build()
+    }
+
+    /// A CreateDBInstance that fails because the identifier is taken.
+    fn create_already_exists() -> Rule {
+        mock!(aws_sdk_rds::Client::create_db_instance).then_error(|| {
+            CreateDBInstanceError::DbInstanceAlreadyExistsFault(
+                DbInstanceAlreadyExistsFault::builder()
+                    .message("DB instance already exists")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("DBInstanceAlreadyExists")
+                            .message("DB instance already exists")
+                            .build(),
+                    )
+                    .build(),
+            )
+        })
+    }
+
+    /// The error of creating [`object`] when CreateDBInstance finds the identifier
+    /// taken and `describe` answers for the instance; `why` it must fail.
+    async fn create_taken(describe: Rule, why: &str) -> ProviderError {
+        let create = create_already_exists();
+        let client = client(&[&describe, &create]);
+        let secret = published("pw");
+        client
+            .create(&object(), context(&secret, true))
+            .await
+            .expect_err(why)
+    }
+
+    /// `instance` with the endpoint RDS gives an available instance.
+    fn with_endpoint(
+        instance: aws_sdk_rds::types::builders::DbInstanceBuilder,
+    ) -> aws_sdk_rds::types::builders::DbInstanceBuilder {
+        instance.endpoint(
+            Endpoint::builder()
+                .address("shop-orders.abc.us-east-1.rds.amazonaws.com")
+                .port(5432)
+                .build(),
+        )
+    }
+
+    /// A master password read from the user's Secret `orders-admin`.
+    fn user_password() -> MasterPassword {
+        MasterPassword {
+            secret_key_ref: SecretKeyReference {
+                name: "orders-admin".into(),
+                key: "password".into(),
+            },
+        }
+    }
+
+    /// An `InvalidParameterValue` error that says `message`.
+    fn invalid_parameter(message: String) -> ErrorMetadata {
+        ErrorMetadata::builder()
+            .code("InvalidParameterValue")
+            .message(message)
+            .build()
+    }
+
     fn observed(differences: &[&str]) -> Observed<DBInstanceObservation> {
         Observed {
             differences: differences.iter().map(|d| d.to_string()).collect(),
@@ -1240,12 +1304,7 @@ mod tests {
         let object = object();
         let secret = published("pw");
         for _ in 0..20 {
-            let observed = exists(
-                client
-                    .observe(&object, context(&secret, false))
-                    .await
-                    .unwrap(),
-            );
+            let observed = observe(&client, &object, &secret, false).await;
             assert_eq!(
                 observed.readiness,
                 Readiness::NotReady {
@@ -1289,34 +1348,10 @@ mod tests {
     async fn an_instance_not_yet_visible_after_create_is_missing_and_our_own_create_is_ok() {
         let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
             .sequence()
-            .error(|| {
-                DescribeDBInstancesError::DbInstanceNotFoundFault(
-                    DbInstanceNotFoundFault::builder()
-                        .message("DBInstance shop-orders not found.")
-                        .meta(
-                            ErrorMetadata::builder()
-                                .code("DBInstanceNotFound")
-                                .message("DBInstance shop-orders not found.")
-                                .build(),
-                        )
-                        .build(),
-                )
-            })
+            .error(|| DescribeDBInstancesError::DbInstanceNotFoundFault(not_found()))
             .output(|| described(instance("creating").build()))
             .build();
-        let create = mock!(aws_sdk_rds::Client::create_db_instance).then_error(|| {
-            CreateDBInstanceError::DbInstanceAlreadyExistsFault(
-                DbInstanceAlreadyExistsFault::builder()
-                    .message("DB instance already exists")
-                    .meta(
-                        ErrorMetadata::builder()
-                            .code("DBInstanceAlreadyExists")
-                            .message("DB instance already exists")
-                            .build(),
-                    )
-                    .build(),
-            )
-        });
+        let create = create_already_exists();
         let client = client(&[&describe, &create]);
         let object = object();
         let secret = published("pw");
@@ -1346,23 +1381,7 @@ mod tests {
                     .build(),
             )
         });
-        let create = mock!(aws_sdk_rds::Client::create_db_instance).then_error(|| {
-            CreateDBInstanceError::DbInstanceAlreadyExistsFault(
-                DbInstanceAlreadyExistsFault::builder()
-                    .meta(
-                        ErrorMetadata::builder()
-                            .code("DBInstanceAlreadyExists")
-                            .build(),
-                    )
-                    .build(),
-            )
-        });
-        let client = client(&[&describe, &create]);
-        let secret = published("pw");
-        let error = client
-            .create(&object(), context(&secret, true))
-            .await
-            .expect_err("not ours");
+        let error = create_taken(describe, "not ours").await;
         assert_eq!(error.class, ErrorClass::Terminal);
         assert_eq!(
             error.message,
@@ -1372,30 +1391,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_existing_instance_not_yet_described_is_pending() {
-        let describe = mock!(aws_sdk_rds::Client::describe_db_instances).then_error(|| {
-            DescribeDBInstancesError::DbInstanceNotFoundFault(
-                DbInstanceNotFoundFault::builder()
-                    .meta(ErrorMetadata::builder().code("DBInstanceNotFound").build())
-                    .build(),
-            )
-        });
-        let create = mock!(aws_sdk_rds::Client::create_db_instance).then_error(|| {
-            CreateDBInstanceError::DbInstanceAlreadyExistsFault(
-                DbInstanceAlreadyExistsFault::builder()
-                    .meta(
-                        ErrorMetadata::builder()
-                            .code("DBInstanceAlreadyExists")
-                            .build(),
-                    )
-                    .build(),
-            )
-        });
-        let client = client(&[&describe, &create]);
-        let secret = published("pw");
-        let error = client
-            .create(&object(), context(&secret, true))
-            .await
-            .expect_err("not visible yet");
+        let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
+            .then_error(|| DescribeDBInstancesError::DbInstanceNotFoundFault(not_found()));
+        let error = create_taken(describe, "not visible yet").await;
         assert_eq!(error.class, ErrorClass::Pending, "{error:?}");
     }
 
@@ -1406,34 +1404,19 @@ mod tests {
         // The Kubernetes client of these tests reaches nothing: a read would fail.
         let client = client(&[&describe]);
         let mut object = object();
-        object.spec.master_password = Some(MasterPassword {
-            secret_key_ref: SecretKeyReference {
-                name: "orders-admin".into(),
-                key: "password".into(),
-            },
-        });
+        object.spec.master_password = Some(user_password());
         object.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
         let secret = published("pw");
-        let observed = exists(
-            client
-                .observe(&object, context(&secret, false))
-                .await
-                .unwrap(),
-        );
+        let observed = observe(&client, &object, &secret, false).await;
         assert_eq!(
             observed.at_provider.final_snapshot_identifier.as_deref(),
             Some("shop-orders-final-0c9f3a1e")
         );
         object.spec.managed.deletion_policy = Some(DeletionPolicy::Delete);
-        let observed = exists(
-            client
-                .observe(&object, context(&secret, false))
-                .await
-                .unwrap(),
-        );
+        let observed = observe(&client, &object, &secret, false).await;
         assert_eq!(observed.at_provider.final_snapshot_identifier, None);
     }
 
@@ -1458,12 +1441,7 @@ mod tests {
         });
         let client = client(&[&describe]);
         let secret = published("pw");
-        let observed = exists(
-            client
-                .observe(&object(), context(&secret, false))
-                .await
-                .unwrap(),
-        );
+        let observed = observe(&client, &object(), &secret, false).await;
         assert!(
             observed.is_up_to_date(),
             "pending values count as applied: {:?}",
@@ -1480,12 +1458,7 @@ mod tests {
         // A pending value that is not the spec's is still a difference.
         let mut bigger = object();
         bigger.spec.instance_class = "db.m6g.large".into();
-        let observed = exists(
-            client
-                .observe(&bigger, context(&secret, false))
-                .await
-                .unwrap(),
-        );
+        let observed = observe(&client, &bigger, &secret, false).await;
         assert_eq!(observed.differences, ["instanceClass"]);
     }
 
@@ -1519,12 +1492,7 @@ mod tests {
         object.spec.vpc_security_group_ids = vec!["sg-0bbb".into()];
         object.spec.tags.insert("team".into(), "orders".into());
         let nothing = ConnectionDetails::default();
-        let observed = exists(
-            client
-                .observe(&object, context(&nothing, false))
-                .await
-                .unwrap(),
-        );
+        let observed = observe(&client, &object, &nothing, false).await;
         assert_eq!(
             observed.differences,
             [
@@ -1643,20 +1611,10 @@ mod tests {
         let object = object();
         let secret = published("new-generated");
 
-        let settled = exists(
-            client
-                .observe(&object, context(&secret, false))
-                .await
-                .unwrap(),
-        );
+        let settled = observe(&client, &object, &secret, false).await;
         assert!(settled.is_up_to_date(), "{:?}", settled.differences);
 
-        let pending = exists(
-            client
-                .observe(&object, context(&secret, true))
-                .await
-                .unwrap(),
-        );
+        let pending = observe(&client, &object, &secret, true).await;
         assert_eq!(pending.differences, ["masterPassword"]);
         client
             .update(&object, context(&secret, true), &pending)
@@ -1665,12 +1623,7 @@ mod tests {
         assert_eq!(modify.num_calls(), 1);
 
         let nothing = ConnectionDetails::default();
-        let unknown = exists(
-            client
-                .observe(&object, context(&nothing, false))
-                .await
-                .unwrap(),
-        );
+        let unknown = observe(&client, &object, &nothing, false).await;
         assert_eq!(
             unknown.differences,
             ["masterPassword"],
@@ -1708,12 +1661,7 @@ mod tests {
         );
 
         let mut user_supplied = object.clone();
-        user_supplied.spec.master_password = Some(MasterPassword {
-            secret_key_ref: SecretKeyReference {
-                name: "orders-admin".into(),
-                key: "password".into(),
-            },
-        });
+        user_supplied.spec.master_password = Some(user_password());
         let mut rds_managed = object.clone();
         rds_managed.spec.manage_master_user_password = Some(true);
         for other in [user_supplied, rds_managed] {
@@ -1784,33 +1732,13 @@ mod tests {
             format!("{operation}: The parameter MasterUserPassword '{CANARY}' is not valid.")
         };
         let create = mock!(aws_sdk_rds::Client::create_db_instance).then_error(move || {
-            CreateDBInstanceError::generic(
-                ErrorMetadata::builder()
-                    .code("InvalidParameterValue")
-                    .message(quoting("create"))
-                    .build(),
-            )
+            CreateDBInstanceError::generic(invalid_parameter(quoting("create")))
         });
         let modify = mock!(aws_sdk_rds::Client::modify_db_instance).then_error(move || {
-            ModifyDBInstanceError::generic(
-                ErrorMetadata::builder()
-                    .code("InvalidParameterValue")
-                    .message(quoting("modify"))
-                    .build(),
-            )
+            ModifyDBInstanceError::generic(invalid_parameter(quoting("modify")))
         });
-        let describe = mock!(aws_sdk_rds::Client::describe_db_instances).then_output(|| {
-            described(
-                instance("available")
-                    .endpoint(
-                        Endpoint::builder()
-                            .address("shop-orders.abc.us-east-1.rds.amazonaws.com")
-                            .port(5432)
-                            .build(),
-                    )
-                    .build(),
-            )
-        });
+        let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
+            .then_output(|| described(with_endpoint(instance("available")).build()));
         let client = client(&[&create, &modify, &describe]);
         let object = object();
         let secret = published(CANARY);
@@ -1865,13 +1793,7 @@ mod tests {
         const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1";
         let describe = mock!(aws_sdk_rds::Client::describe_db_instances).then_output(|| {
             described(
-                instance("available")
-                    .endpoint(
-                        Endpoint::builder()
-                            .address("shop-orders.abc.us-east-1.rds.amazonaws.com")
-                            .port(5432)
-                            .build(),
-                    )
+                with_endpoint(instance("available"))
                     .master_user_secret(MasterUserSecret::builder().secret_arn(ARN).build())
                     .build(),
             )
@@ -1887,12 +1809,7 @@ mod tests {
         let mut object = object();
         object.spec.manage_master_user_password = Some(true);
         let nothing = ConnectionDetails::default();
-        let observed = exists(
-            client
-                .observe(&object, context(&nothing, false))
-                .await
-                .unwrap(),
-        );
+        let observed = observe(&client, &object, &nothing, false).await;
         assert!(observed.is_up_to_date(), "{:?}", observed.differences);
         let text = |key: &str| String::from_utf8(observed.connection.0[key].clone()).unwrap();
         assert_eq!(text("password"), "rotated:pw");
@@ -1947,12 +1864,7 @@ mod tests {
         let mut object = object();
         object.spec.manage_master_user_password = Some(true);
         let secret = published("old");
-        let observed = exists(
-            client
-                .observe(&object, context(&secret, false))
-                .await
-                .unwrap(),
-        );
+        let observed = observe(&client, &object, &secret, false).await;
         assert_eq!(observed.differences, ["masterPassword"]);
         client
             .update(&object, context(&secret, false), &observed)
@@ -2016,13 +1928,7 @@ mod tests {
             .sequence()
             .error(busy)
             .error(busy)
-            .error(|| {
-                DeleteDBInstanceError::DbInstanceNotFoundFault(
-                    DbInstanceNotFoundFault::builder()
-                        .meta(ErrorMetadata::builder().code("DBInstanceNotFound").build())
-                        .build(),
-                )
-            })
+            .error(|| DeleteDBInstanceError::DbInstanceNotFoundFault(not_found()))
             .build();
         let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
             .sequence()
@@ -2122,12 +2028,7 @@ mod tests {
         object.spec.db_subnet_group_ref = Some(LocalReference {
             name: "orders-subnets".into(),
         });
-        object.spec.master_password = Some(MasterPassword {
-            secret_key_ref: SecretKeyReference {
-                name: "orders-admin".into(),
-                key: "password".into(),
-            },
-        });
+        object.spec.master_password = Some(user_password());
         assert_eq!(object.default_external_name().as_deref(), Some("orders-db"));
         let references = object.references();
         assert_eq!(references.len(), 1);

@@ -2,7 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_rds::types::Tag;
+use aws_sdk_rds::{
+    operation::{
+        delete_db_subnet_group::DeleteDBSubnetGroupError,
+        describe_db_subnet_groups::DescribeDBSubnetGroupsError,
+    },
+    types::Tag,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
@@ -15,7 +21,7 @@ use tether_api::{
     managed::{DeletionPolicy, Managed, ManagedFields},
 };
 
-use crate::errors::provider_error;
+use crate::errors::{absent_if, provider_error};
 
 /// Names of the spec fields `observe` can find different, as `Observed::differences`
 /// lists them and `update` reads them.
@@ -131,11 +137,7 @@ impl Managed for DBSubnetGroup {
 impl DBSubnetGroup {
     /// The tags tether wants on the subnet group: the spec's, plus the UID tag.
     fn desired_tags(&self) -> BTreeMap<String, String> {
-        let mut tags = self.spec.tags.clone();
-        if let Some(uid) = self.uid() {
-            tags.insert(UID_TAG.to_owned(), uid);
-        }
-        tags
+        super::desired_tags(&self.spec.tags, self.uid())
     }
 }
 
@@ -192,24 +194,18 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         context: Context<'_>,
     ) -> Result<Observation<DBSubnetGroupObservation>, ProviderError> {
         let external_name = context.require_external_name()?;
-        let described = match self
-            .rds
-            .describe_db_subnet_groups()
-            .db_subnet_group_name(external_name)
-            .send()
-            .await
-        {
-            Ok(described) => described,
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_db_subnet_group_not_found_fault()) =>
-            {
-                return Ok(Observation::Missing);
-            }
-            Err(error) => return Err(provider_error(error)),
-        };
-        let Some(group) = described.db_subnet_groups().first() else {
+        let described = absent_if(
+            self.rds
+                .describe_db_subnet_groups()
+                .db_subnet_group_name(external_name)
+                .send()
+                .await,
+            DescribeDBSubnetGroupsError::is_db_subnet_group_not_found_fault,
+        )?;
+        let Some(group) = described
+            .as_ref()
+            .and_then(|described| described.db_subnet_groups().first())
+        else {
             return Ok(Observation::Missing);
         };
         let subnet_ids: BTreeSet<String> = group
@@ -295,13 +291,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
                 .map_err(provider_error)?;
         }
         if let (true, Some(arn)) = (differs(TAGS), &observed.at_provider.arn) {
-            self.rds
-                .add_tags_to_resource()
-                .resource_name(arn)
-                .set_tags(Some(rds_tags(&object.desired_tags())))
-                .send()
-                .await
-                .map_err(provider_error)?;
+            super::add_tags(&self.rds, arn, &object.desired_tags()).await?;
         }
         Ok(())
     }
@@ -313,23 +303,15 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         _policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
         let external_name = context.require_external_name()?;
-        match self
-            .rds
-            .delete_db_subnet_group()
-            .db_subnet_group_name(external_name)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(None),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_db_subnet_group_not_found_fault()) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(provider_error(error)),
-        }
+        absent_if(
+            self.rds
+                .delete_db_subnet_group()
+                .db_subnet_group_name(external_name)
+                .send()
+                .await,
+            DeleteDBSubnetGroupError::is_db_subnet_group_not_found_fault,
+        )?;
+        Ok(None)
     }
 }
 
