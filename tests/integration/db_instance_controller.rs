@@ -460,3 +460,41 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
     );
     world.finish().await;
 }
+
+#[tokio::test]
+async fn a_foreign_secret_is_never_overwritten_and_nothing_is_created() {
+    let world = World::start().await;
+    world
+        .ns
+        .apply("apiVersion: v1\nkind: Secret\nmetadata: {name: orders-db}\nstringData: {owner: someone-else}\n")
+        .await
+        .unwrap();
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(&world, "orders", ""))
+        .await
+        .unwrap();
+    let refused = world
+        .wait_condition(&api, "orders", SYNCED, "False", Some("SecretConflict"))
+        .await;
+    let message = condition(&refused, SYNCED).message;
+    assert!(
+        message.contains("orders-db") && message.contains("not owned by this object"),
+        "{message}"
+    );
+    let event = world.wait_for_event("orders", "SecretConflict").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        world.proxy.count("CreateDBInstance"),
+        0,
+        "no database whose password would have nowhere to go"
+    );
+    let data = secret_data(&world, "orders-db").await.unwrap();
+    assert_eq!(
+        data.into_iter().collect::<Vec<_>>(),
+        [("owner".to_owned(), "someone-else".to_owned())],
+        "the foreign Secret is untouched"
+    );
+    world.finish().await;
+}
