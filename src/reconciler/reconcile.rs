@@ -40,6 +40,11 @@ pub const FINALIZER: &str = "tether.dev/finalizer";
 /// Reason of `Ready` while the cloud deletes the resource.
 const DELETING: &str = "Deleting";
 
+/// When to look at a resource right after creating it: many (subnet groups, security
+/// groups) are usable at once, and the objects waiting for them should not wait a
+/// whole wait interval.
+const FIRST_LOOK_AFTER_CREATE: Duration = Duration::from_secs(2);
+
 /// Reconciles `object`; every outcome the object can show is recorded on it, so only
 /// a failure to record reaches the controller's error policy.
 pub async fn reconcile<M, C>(object: Arc<M>, shared: Arc<Shared<C>>) -> Result<Action, Error>
@@ -315,7 +320,8 @@ where
             None,
         )
         .await?;
-        Ok(self.requeue_wait())
+        let first_look = FIRST_LOOK_AFTER_CREATE.min(self.shared.settings.wait_interval);
+        Ok(Action::requeue(jitter(first_look)))
     }
 
     /// The resource exists: update what differs (unless ObserveOnly), publish the
