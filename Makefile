@@ -18,7 +18,7 @@ test: setup lint
 
 ## bench: print apply-to-Ready and apply-to-Secret times for 1 and 100 databases
 bench: setup
-	cargo test --locked --test integration bench:: -- --ignored --nocapture
+	cargo test --locked --test integration bench:: -- --nocapture
 
 ## setup: build the local control plane and install the emulators (cached)
 setup: setup-control-plane setup-emulators

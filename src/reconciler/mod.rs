@@ -26,7 +26,7 @@ use kube::{
         controller::{self, Action},
         events::{Recorder, Reporter},
         predicates,
-        reflector::{self, ObjectRef},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -136,16 +136,10 @@ where
             .touched_objects();
         let reader = reader.clone();
         controller = controller.watches_stream(secrets, move |secret| {
-            let namespace = secret.namespace();
             let name = secret.name_any();
-            reader
-                .state()
-                .into_iter()
-                .filter(|object| {
-                    object.namespace() == namespace && object.secret_references().contains(&name)
-                })
-                .map(|object| ObjectRef::from_obj(&*object))
-                .collect::<Vec<_>>()
+            referrers(&reader, secret.namespace(), |object| {
+                object.secret_references().contains(&name)
+            })
         });
     }
     for kind in M::referenced_kinds() {
@@ -167,19 +161,12 @@ where
         controller = controller.watches_stream_with(
             referenced,
             move |object| {
-                let namespace = object.namespace();
                 let name = object.name_any();
-                reader
-                    .state()
-                    .into_iter()
-                    .filter(|referrer| {
-                        referrer.namespace() == namespace
-                            && referrer.references().iter().any(|reference| {
-                                reference.resource.kind == kind_name && reference.name == name
-                            })
+                referrers(&reader, object.namespace(), |referrer| {
+                    referrer.references().iter().any(|reference| {
+                        reference.resource.kind == kind_name && reference.name == name
                     })
-                    .map(|referrer| ObjectRef::from_obj(&*referrer))
-                    .collect::<Vec<_>>()
+                })
             },
             kind,
         );
@@ -214,6 +201,20 @@ where
         () = deadline => {}
     }
     tracing::info!(kind = %M::kind(&()), "controller stopped");
+}
+
+/// The objects in `namespace` (from the controller's cache) for which `refers` holds.
+fn referrers<M: Managed>(
+    reader: &Store<M>,
+    namespace: Option<String>,
+    refers: impl Fn(&M) -> bool,
+) -> Vec<ObjectRef<M>> {
+    reader
+        .state()
+        .into_iter()
+        .filter(|object| object.namespace() == namespace && refers(object))
+        .map(|object| ObjectRef::from_obj(&*object))
+        .collect()
 }
 
 /// Only Kubernetes API failures the reconcile could not record reach this point.

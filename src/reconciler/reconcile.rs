@@ -455,12 +455,10 @@ where
             }
             Observation::Exists(observed) => observed,
         };
-        let deletion_started = conditions::find(object.conditions(), READY)
-            .is_some_and(|ready| ready.reason == DELETING);
-        let message = if deletion_started {
-            conditions::find(object.conditions(), READY)
-                .map(|ready| ready.message.clone())
-                .unwrap_or_default()
+        let deletion_started =
+            conditions::find(object.conditions(), READY).filter(|ready| ready.reason == DELETING);
+        let message = if let Some(ready) = deletion_started {
+            ready.message.clone()
         } else {
             let note = client
                 .delete(object, context, policy)

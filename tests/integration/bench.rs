@@ -1,12 +1,15 @@
-//! Figures, not assertions: how long `tether run` takes from `kubectl apply` to Ready
-//! and to the connection Secret, for one database and for 100 at once, against moto.
-//! Ignored in the normal run; `make bench` runs it and prints the figures.
+//! One database, then 100 at once, against moto: each gets exactly one create, becomes
+//! Ready and gets a complete Secret. The test also prints how long that took and how
+//! many AWS calls it made (figures, never asserted); `make bench` shows them.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, api::ListParams};
-use tether_api::conditions::{self, READY};
+use tether_api::{
+    conditions::{self, READY},
+    managed::Managed,
+};
 use tether_aws::rds::DBInstance;
 
 use crate::world::World;
@@ -54,9 +57,7 @@ async fn apply_and_time(world: &World, prefix: &str, count: usize) -> (Duration,
                         .as_deref()
                         .is_some_and(|n| n.starts_with(prefix))
                 })
-                .filter(|db| {
-                    conditions::is_true(tether_api::managed::Managed::conditions(*db), READY)
-                })
+                .filter(|db| conditions::is_true(db.conditions(), READY))
                 .count();
             if ready == count {
                 ready_at = Some(started.elapsed());
@@ -87,13 +88,18 @@ async fn apply_and_time(world: &World, prefix: &str, count: usize) -> (Duration,
 }
 
 #[tokio::test]
-#[ignore = "a benchmark: run with `make bench`"]
-async fn bench_apply_to_ready_and_secret() {
+async fn bench_one_then_a_hundred_databases_each_created_once_with_a_secret() {
     let world = World::start().await;
     for (prefix, count) in [("one", 1), ("many", 100)] {
         world.proxy.reset_counts();
         let (ready, secret) = apply_and_time(&world, prefix, count).await;
         let calls = world.proxy.calls().len();
+        assert_eq!(
+            world.proxy.count("CreateDBInstance"),
+            count,
+            "exactly one create per database: {:?}",
+            world.proxy.counts()
+        );
         println!(
             "{count:>3} database(s): all Ready after {:.2} s, all Secrets complete after {:.2} s, {calls} AWS calls ({:.1} per database)",
             ready.as_secs_f64(),

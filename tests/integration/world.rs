@@ -86,15 +86,29 @@ impl World {
 
     /// The last lines of the controller's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = self.tether.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        tail(&self.tether.log())
     }
 
     /// Stops the controller and deletes the namespace.
-    pub async fn finish(mut self) {
-        assert!(self.tether.stop(), "tether run exits cleanly on SIGTERM");
-        self.ns.delete().await;
+    pub async fn finish(self) {
+        let World {
+            ns,
+            proxy,
+            mut tether,
+            ..
+        } = self;
+        // Waiting for the process blocks a thread; not this one, which also runs the
+        // fault proxy that the controller's last calls still go through.
+        let (stopped, tether) = tokio::task::spawn_blocking(move || (tether.stop(), tether))
+            .await
+            .expect("stopping tether run");
+        assert!(
+            stopped,
+            "tether run exits cleanly on SIGTERM; its log ends:\n{}",
+            tail(&tether.log())
+        );
+        drop(proxy);
+        ns.delete().await;
     }
 }
 
@@ -161,4 +175,10 @@ pub fn condition<M: Managed>(
     conditions::find(object.conditions(), type_)
         .unwrap_or_else(|| panic!("no {type_} condition"))
         .clone()
+}
+
+/// The last 40 lines of `log`.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }

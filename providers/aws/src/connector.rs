@@ -10,7 +10,15 @@ use std::{
 };
 
 use aws_config::SdkConfig;
-use kube::{Api, ResourceExt};
+use futures::StreamExt;
+use kube::{
+    Api, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
 use tether_api::{
     ErrorClass,
     external::{Connector, ExternalClient, ProviderError},
@@ -20,18 +28,31 @@ use tether_api::{
 use crate::{ProviderConfig, sdk_config};
 
 /// SDK configurations by ProviderConfig name, each with the generation it was built
-/// from; shared by the connectors of every kind.
+/// from; shared by the connectors of every kind. ProviderConfigs are read from a watch
+/// cache, so a reconcile costs no API request for them.
 #[derive(Clone)]
 pub struct SdkConfigs {
     kube: kube::Client,
+    provider_configs: Store<ProviderConfig>,
     built: Arc<Mutex<HashMap<String, (i64, SdkConfig)>>>,
 }
 
 impl SdkConfigs {
-    /// An empty cache that reads ProviderConfigs through `kube`.
+    /// An empty cache that reads ProviderConfigs through `kube`; starts a task that
+    /// watches them for as long as the process runs.
     pub fn new(kube: kube::Client) -> Self {
+        let (provider_configs, writer) = reflector::store();
+        let watch = watcher(
+            Api::<ProviderConfig>::all(kube.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| std::future::ready(()));
+        tokio::spawn(watch);
         Self {
             kube,
+            provider_configs,
             built: Arc::default(),
         }
     }
@@ -39,20 +60,11 @@ impl SdkConfigs {
     /// The configuration of ProviderConfig `name` and the generation it reflects,
     /// built now if the ProviderConfig is new or has changed.
     pub async fn get(&self, name: &str) -> Result<(i64, SdkConfig), ProviderError> {
-        let provider_config = Api::<ProviderConfig>::all(self.kube.clone())
-            .get_opt(name)
-            .await
-            .map_err(|error| ProviderError {
-                class: ErrorClass::Transient,
-                code: None,
-                message: format!("reading ProviderConfig {name}: {error}"),
-            })?
-            .ok_or_else(|| ProviderError {
-                // Transient: the ProviderConfig may be applied after the object.
-                class: ErrorClass::Transient,
-                code: None,
-                message: format!("ProviderConfig {name} does not exist"),
-            })?;
+        let provider_config = match self.provider_configs.get(&ObjectRef::new(name)) {
+            Some(cached) => cached,
+            // Not in the cache (yet): it may have been applied a moment ago.
+            None => Arc::new(self.read(name).await?),
+        };
         let generation = provider_config.metadata.generation.unwrap_or_default();
         if let Some((built_from, config)) = self.lock().get(name)
             && *built_from == generation
@@ -69,6 +81,24 @@ impl SdkConfigs {
         self.lock()
             .insert(name.to_owned(), (generation, config.clone()));
         Ok((generation, config))
+    }
+
+    /// ProviderConfig `name`, read from the API server.
+    async fn read(&self, name: &str) -> Result<ProviderConfig, ProviderError> {
+        Api::<ProviderConfig>::all(self.kube.clone())
+            .get_opt(name)
+            .await
+            .map_err(|error| ProviderError {
+                class: ErrorClass::Transient,
+                code: None,
+                message: format!("reading ProviderConfig {name}: {error}"),
+            })?
+            .ok_or_else(|| ProviderError {
+                // Transient: the ProviderConfig may be applied after the object.
+                class: ErrorClass::Transient,
+                code: None,
+                message: format!("ProviderConfig {name} does not exist"),
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, SdkConfig)>> {

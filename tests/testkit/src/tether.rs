@@ -3,14 +3,14 @@
 
 use std::{
     fs::File,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use crate::{
     ControlPlane,
-    process::{Supervised, free_port, http_get, signal, wait_until},
+    process::{Supervised, free_port, http_get, wait_until},
 };
 
 /// A running `tether run`, stopped when dropped.
@@ -23,14 +23,9 @@ pub struct Tether {
 impl Tether {
     /// Starts `binary run` for `namespace` on the shared control plane, logging at
     /// trace level, polling every 10 s and re-checking unsettled objects every second.
-    /// AWS credentials come from the environment (the emulator takes any).
-    pub fn start(binary: &str, namespace: &str) -> Tether {
-        Self::start_with(binary, namespace, &[])
-    }
-
-    /// Like [`Tether::start`], with `extra` arguments after the defaults. Returns once
+    /// AWS credentials come from the environment (the emulator takes any). Returns once
     /// the controller answers `/readyz`; fails with its log if it exits first.
-    pub fn start_with(binary: &str, namespace: &str, extra: &[&str]) -> Tether {
+    pub fn start(binary: &str, namespace: &str) -> Tether {
         let dir = tempfile::tempdir().expect("a temp dir for the log");
         let log = dir.path().join("tether.log");
         let kubeconfig = ControlPlane::shared().kubeconfig().to_owned();
@@ -44,7 +39,6 @@ impl Tether {
                 .arg(&kubeconfig)
                 .args(["--admin-addr", &admin_addr, "--namespace", namespace])
                 .args(["--poll-interval", "10s", "--wait-interval", "1s"])
-                .args(extra)
                 .env("TETHER_LOG", "trace")
                 .env("AWS_ACCESS_KEY_ID", "testing")
                 .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -76,17 +70,6 @@ impl Tether {
     /// Everything the controller has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Where the log is.
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
-    /// Kills the controller at once (SIGKILL), as a node failure would.
-    pub fn kill(&mut self) {
-        signal(self.process.id(), "KILL");
-        self.process.stop(Duration::from_secs(5));
     }
 
     /// Stops the controller with SIGTERM; returns whether it exited cleanly.

@@ -466,7 +466,12 @@ fn readiness(status: Option<&str>) -> Readiness {
 
 /// The password the connection Secret holds, if it holds one as text.
 fn published_password(context: &Context<'_>) -> Option<Password> {
-    let bytes = context.published.0.get(PASSWORD_KEY)?;
+    password_in(context.published)
+}
+
+/// The `password` of connection details, if they hold one.
+fn password_in(details: &ConnectionDetails) -> Option<Password> {
+    let bytes = details.0.get(PASSWORD_KEY)?;
     String::from_utf8(bytes.clone()).ok().map(Password::from)
 }
 
@@ -975,7 +980,13 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         }
         let mut password = None;
         if differs(MASTER_PASSWORD) {
-            password = self.desired_password(object, &context).await?;
+            password = match object.password_source() {
+                // The value observe read from the user's Secret: the one the runtime
+                // then publishes. Reading the Secret again could apply a newer value
+                // than the connection Secret gets.
+                PasswordSource::UserSecret(_) => password_in(&observed.connection),
+                _ => self.desired_password(object, &context).await?,
+            };
             modify = match &password {
                 Some(password) => {
                     let managed_now = observed.at_provider.master_user_secret_arn.is_some();
