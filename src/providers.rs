@@ -5,6 +5,7 @@ use std::future::Future;
 use futures::future::FutureExt;
 use tether_aws::{
     connector::{AwsConnector, SdkConfigs},
+    ec2::{Instance, InstanceClient, SecurityGroup, SecurityGroupClient},
     rds::{DBInstance, DBInstanceClient, DBSubnetGroup, DBSubnetGroupClient},
 };
 
@@ -22,6 +23,18 @@ pub async fn run(
         reconciler::run::<DBSubnetGroup, _>(
             kube.clone(),
             AwsConnector::new(configs.clone(), DBSubnetGroupClient::from_config),
+            settings.clone(),
+            shutdown.clone(),
+        ),
+        reconciler::run::<SecurityGroup, _>(
+            kube.clone(),
+            AwsConnector::new(configs.clone(), SecurityGroupClient::from_config),
+            settings.clone(),
+            shutdown.clone(),
+        ),
+        reconciler::run::<Instance, _>(
+            kube.clone(),
+            AwsConnector::new(configs.clone(), InstanceClient::from_config),
             settings.clone(),
             shutdown.clone(),
         ),

@@ -335,6 +335,14 @@ where
         observed: Observed<M::AtProvider>,
         observe_only: bool,
     ) -> Result<Action, Error> {
+        if let Some(name) = &observed.external_name
+            && self.annotations.external_name.as_deref() != Some(name)
+        {
+            // Found by its UID tag: after a create whose answer never came back, or in
+            // place of a resource that is gone.
+            tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), external_name = name, "found the cloud resource this object created");
+            self.record_external_name(object, name).await?;
+        }
         let must_update = !observe_only && !observed.is_up_to_date();
         let mut pending = context.pending;
         if must_update {
@@ -454,6 +462,11 @@ where
                 return Ok(Action::await_change());
             }
             Observation::Exists(observed) => observed,
+        };
+        let found_name = observed.external_name.as_deref();
+        let context = Context {
+            external_name: context.external_name.or(found_name),
+            ..context
         };
         let deletion_started =
             conditions::find(object.conditions(), READY).filter(|ready| ready.reason == DELETING);

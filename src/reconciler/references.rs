@@ -86,7 +86,7 @@ mod tests {
 
     fn reference() -> ObjectReference {
         ObjectReference {
-            field: "dbSubnetGroupRef",
+            field: "dbSubnetGroupRef".to_owned(),
             resource: ApiResource {
                 group: "rds.tether.dev".into(),
                 version: "v1alpha1".into(),

@@ -31,14 +31,14 @@ const SECRET_KEYS: &[&str] = &[
     "dbname", "engine", "host", "password", "port", "uri", "username",
 ];
 
-fn database(world: &World, name: &str, extra: &str) -> String {
+pub(crate) fn database(world: &World, name: &str, extra: &str) -> String {
     format!(
         "apiVersion: rds.tether.dev/v1alpha1\nkind: DBInstance\nmetadata: {{name: {name}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  engine: postgres\n  instanceClass: db.t3.micro\n  allocatedStorageGiB: 20\n  databaseName: orders\n  masterUsername: app\n  writeConnectionSecretToRef: {{name: {name}-db}}\n{extra}",
         world.provider_config
     )
 }
 
-fn rds(world: &World) -> aws_sdk_rds::Client {
+pub(crate) fn rds(world: &World) -> aws_sdk_rds::Client {
     aws_sdk_rds::Client::new(&world.direct_sdk_config())
 }
 
@@ -51,7 +51,7 @@ async fn instance_exists(world: &World, identifier: &str) -> bool {
         .is_ok()
 }
 
-async fn secret_data(world: &World, name: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) async fn secret_data(world: &World, name: &str) -> Option<BTreeMap<String, String>> {
     let secret = world.ns.api::<Secret>().get_opt(name).await.unwrap()?;
     Some(
         secret
@@ -64,7 +64,7 @@ async fn secret_data(world: &World, name: &str) -> Option<BTreeMap<String, Strin
 }
 
 /// Waits until the Secret `name` exists and `check` holds for its data.
-async fn wait_secret(
+pub(crate) async fn wait_secret(
     world: &World,
     name: &str,
     what: &str,

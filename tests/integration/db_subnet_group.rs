@@ -11,10 +11,8 @@ use tether_api::{
     external::{Context, ExternalClient, Observation, Readiness},
     managed::{DeletionPolicy, Managed, ManagedFields},
 };
-use tether_aws::rds::{
-    DBSubnetGroup, DBSubnetGroupClient,
-    db_subnet_group::{DBSubnetGroupSpec, UID_TAG},
-};
+use tether_aws::rds::{DBSubnetGroup, DBSubnetGroupClient, db_subnet_group::DBSubnetGroupSpec};
+use tether_aws::tags::UID_TAG;
 use tether_testkit::{Emulator, Fault, FaultProxy, TestNamespace, cluster};
 
 pub fn sdk_config(endpoint: &str) -> SdkConfig {

@@ -11,4 +11,5 @@ mod db_instance;
 mod db_instance_controller;
 mod db_subnet_group;
 mod provider_config;
+mod security_group;
 mod world;

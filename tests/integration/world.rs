@@ -8,7 +8,9 @@ use aws_config::SdkConfig;
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, api::ListParams};
 use tether_api::{conditions, managed::Managed};
-use tether_testkit::{Emulator, FaultProxy, TestNamespace, Tether, cluster};
+use tether_testkit::{
+    Emulator, FaultProxy, TestNamespace, Tether, cluster, emulator::EmulatorKind,
+};
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
@@ -19,14 +21,22 @@ pub struct World {
     pub tether: Tether,
     /// Name of the test's ProviderConfig (the namespace's name).
     pub provider_config: String,
+    /// The emulator behind the proxy.
+    pub emulator: EmulatorKind,
 }
 
 impl World {
     /// A namespace, CRDs, a proxy over moto, a ProviderConfig and `tether run`.
     pub async fn start() -> World {
+        Self::start_on(EmulatorKind::Moto).await
+    }
+
+    /// A namespace, CRDs, a proxy over the `emulator`, a ProviderConfig and
+    /// `tether run`.
+    pub async fn start_on(emulator: EmulatorKind) -> World {
         let ns = TestNamespace::new().await;
         cluster::install_crds(&ns.client).await;
-        let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
+        let proxy = FaultProxy::start(Emulator::of(emulator).endpoint()).await;
         let provider_config = ns.name.clone();
         cluster::apply(
             &ns.client,
@@ -44,13 +54,19 @@ impl World {
             proxy,
             tether,
             provider_config,
+            emulator,
         }
     }
 
-    /// SDK configuration straight to moto (not through the proxy, so the test's own
-    /// calls are not counted).
+    /// SDK configuration straight to the emulator (not through the proxy, so the
+    /// test's own calls are not counted).
     pub fn direct_sdk_config(&self) -> SdkConfig {
-        crate::db_subnet_group::sdk_config(Emulator::moto().endpoint())
+        crate::db_subnet_group::sdk_config(Emulator::of(self.emulator).endpoint())
+    }
+
+    /// An EC2 client straight to the emulator.
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.direct_sdk_config())
     }
 
     /// The Events about object `name`, oldest first.

@@ -44,6 +44,11 @@ pub enum Observation<A> {
 /// An existing cloud resource, as observed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed<A> {
+    /// The resource's name or id, for kinds whose cloud picks it (EC2 ids); the
+    /// runtime records it in `tether.dev/external-name` when that says otherwise. This
+    /// is how a resource found by the object's UID tag (after a create whose answer was
+    /// lost) gets its id recorded. `None` for kinds named before create.
+    pub external_name: Option<String>,
     /// The fields where the resource differs from the spec; empty when up to date.
     pub differences: Vec<String>,
     /// Whether it can be used.

@@ -27,9 +27,10 @@ impl std::fmt::Display for SecretReference {
 /// which must be Ready before the referring object is created or updated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObjectReference {
-    /// The spec field holding the reference, e.g. `dbSubnetGroupRef`; the key of the
-    /// resolved name in `Context::references`.
-    pub field: &'static str,
+    /// The spec field holding the reference, e.g. `dbSubnetGroupRef`, or
+    /// `securityGroupRefs[1]` for one entry of a list; the key of the resolved name in
+    /// `Context::references`.
+    pub field: String,
     /// The referenced kind.
     pub resource: ApiResource,
     /// Name of the referenced object.

@@ -15,6 +15,9 @@ const BUSY_ERRORS: &[&str] = &[
     "InvalidDBInstanceStateFault",
     "InvalidDBSubnetGroupStateFault",
     "IncorrectState",
+    "IncorrectInstanceState",
+    // A security group still used by an instance that is shutting down.
+    "DependencyViolation",
 ];
 
 /// The provider error for a failed SDK call.

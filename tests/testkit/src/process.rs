@@ -57,6 +57,13 @@ impl Supervised {
         let _ = self.child.kill();
         self.child.wait().ok()
     }
+
+    /// Kills the process with SIGKILL, as a node failure or the OOM killer would, and
+    /// reaps it.
+    pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
 }
 
 impl Drop for Supervised {

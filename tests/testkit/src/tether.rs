@@ -3,7 +3,7 @@
 
 use std::{
     fs::File,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -16,6 +16,9 @@ use crate::{
 /// A running `tether run`, stopped when dropped.
 pub struct Tether {
     process: Supervised,
+    binary: String,
+    namespace: String,
+    admin_port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -28,25 +31,32 @@ impl Tether {
     pub fn start(binary: &str, namespace: &str) -> Tether {
         let dir = tempfile::tempdir().expect("a temp dir for the log");
         let log = dir.path().join("tether.log");
-        let kubeconfig = ControlPlane::shared().kubeconfig().to_owned();
         let admin_port = free_port();
-        let admin_addr = format!("127.0.0.1:{admin_port}");
-        let mut process = Supervised::spawn(
-            "tether run",
-            Command::new(binary)
-                .arg("run")
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args(["--admin-addr", &admin_addr, "--namespace", namespace])
-                .args(["--poll-interval", "10s", "--wait-interval", "1s"])
-                .env("TETHER_LOG", "trace")
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env_remove("AWS_PROFILE")
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).expect("creating the log file")),
-        )
-        .expect("starting tether run");
+        let process = spawn(binary, namespace, admin_port, &log);
+        let mut tether = Tether {
+            process,
+            binary: binary.to_owned(),
+            namespace: namespace.to_owned(),
+            admin_port,
+            log,
+            _dir: dir,
+        };
+        tether.wait_ready();
+        tether
+    }
+
+    /// Kills the controller with SIGKILL (no chance to finish anything) and starts a
+    /// new one in its place, logging to the same file; returns once it is ready.
+    pub fn kill_and_restart(&mut self) {
+        self.process.kill();
+        self.admin_port = free_port();
+        self.process = spawn(&self.binary, &self.namespace, self.admin_port, &self.log);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let process = &mut self.process;
+        let log = &self.log;
         wait_until(
             "tether run answering /readyz",
             Duration::from_secs(30),
@@ -54,17 +64,12 @@ impl Tether {
                 if let Some(status) = process.try_wait() {
                     panic!(
                         "tether run exited with {status} before it was ready:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
+                        std::fs::read_to_string(log).unwrap_or_default()
                     );
                 }
-                http_get(admin_port, "/readyz")
+                http_get(self.admin_port, "/readyz")
             },
         );
-        Tether {
-            process,
-            log,
-            _dir: dir,
-        }
     }
 
     /// Everything the controller has logged so far.
@@ -78,4 +83,31 @@ impl Tether {
             .stop(Duration::from_secs(10))
             .is_some_and(|status| status.success())
     }
+}
+
+/// Starts `binary run` for `namespace`, appending its log to `log`.
+fn spawn(binary: &str, namespace: &str, admin_port: u16, log: &Path) -> Supervised {
+    let kubeconfig = ControlPlane::shared().kubeconfig().to_owned();
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("opening the log file");
+    Supervised::spawn(
+        "tether run",
+        Command::new(binary)
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--admin-addr", &admin_addr, "--namespace", namespace])
+            .args(["--poll-interval", "10s", "--wait-interval", "1s"])
+            .env("TETHER_LOG", "trace")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+    .expect("starting tether run")
 }

@@ -27,10 +27,14 @@ use tether_api::{
 
 use super::{
     connection::{DatabaseEndpoint, connection_details},
-    db_subnet_group::{DBSubnetGroup, UID_TAG, rds_tags},
+    db_subnet_group::{DBSubnetGroup, rds_tags},
     password::{self, Password},
 };
-use crate::errors::{absent_if, provider_error};
+use crate::{
+    ec2::SecurityGroup,
+    errors::{absent_if, provider_error},
+    tags::UID_TAG,
+};
 
 /// Names of the spec fields `observe` can find different, as `Observed::differences`
 /// lists them and `update` reads them.
@@ -48,6 +52,11 @@ const TAGS: &str = "tags";
 /// The reference field naming the DB subnet group; the key of its resolved name in
 /// `Context::references`.
 pub const DB_SUBNET_GROUP_REF: &str = "dbSubnetGroupRef";
+
+/// The reference field of the `index`th entry of `vpcSecurityGroupRefs`.
+fn security_group_ref_field(index: usize) -> String {
+    format!("vpcSecurityGroupRefs[{index}]")
+}
 
 /// Connection-Secret keys this module reads back.
 const PASSWORD_KEY: &str = "password";
@@ -190,11 +199,18 @@ pub struct DBInstanceSpec {
     #[schemars(length(min = 1, max = 255))]
     pub db_subnet_group_name: Option<String>,
 
-    /// Ids of the VPC security groups (`sg-…`) of the instance. Default: the VPC's
+    /// Ids of VPC security groups (`sg-…`) not managed by tether. The instance's
+    /// groups are these and `vpcSecurityGroupRefs`; when both are empty, the VPC's
     /// default security group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = r"^sg-[0-9a-f]+$")))]
+    #[schemars(length(max = 20), inner(regex(pattern = r"^sg-[0-9a-f]+$")))]
     pub vpc_security_group_ids: Vec<String>,
+
+    /// `SecurityGroup` objects in this namespace whose groups the instance joins;
+    /// tether waits until they are Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub vpc_security_group_refs: Vec<LocalReference>,
 
     /// Whether RDS keeps a standby in a second availability zone.
     #[serde(rename = "multiAZ", default, skip_serializing_if = "Option::is_none")]
@@ -293,7 +309,10 @@ impl Managed for DBInstance {
     const READS_SECRETS: bool = true;
 
     fn referenced_kinds() -> Vec<kube::core::ApiResource> {
-        vec![kube::core::ApiResource::erase::<DBSubnetGroup>(&())]
+        vec![
+            ApiResource::erase::<DBSubnetGroup>(&()),
+            ApiResource::erase::<SecurityGroup>(&()),
+        ]
     }
 
     fn managed_fields(&self) -> &ManagedFields {
@@ -321,15 +340,26 @@ impl Managed for DBInstance {
     }
 
     fn references(&self) -> Vec<ObjectReference> {
-        self.spec
+        let subnet_group = self
+            .spec
             .db_subnet_group_ref
             .iter()
             .map(|reference| ObjectReference {
-                field: DB_SUBNET_GROUP_REF,
+                field: DB_SUBNET_GROUP_REF.to_owned(),
                 resource: ApiResource::erase::<DBSubnetGroup>(&()),
                 name: reference.name.clone(),
-            })
-            .collect()
+            });
+        let security_groups =
+            self.spec
+                .vpc_security_group_refs
+                .iter()
+                .enumerate()
+                .map(|(index, reference)| ObjectReference {
+                    field: security_group_ref_field(index),
+                    resource: ApiResource::erase::<SecurityGroup>(&()),
+                    name: reference.name.clone(),
+                });
+        subnet_group.chain(security_groups).collect()
     }
 
     fn secret_references(&self) -> Vec<String> {
@@ -354,8 +384,25 @@ enum PasswordSource<'a> {
 
 impl DBInstance {
     /// The tags tether wants on the instance: the spec's, plus the UID tag.
+    /// The security groups the spec asks for: `vpcSecurityGroupIds` and the groups of
+    /// `vpcSecurityGroupRefs` (resolved in `context`); `None` when it names none and
+    /// RDS picks the VPC's default group.
+    fn desired_security_groups(&self, context: &Context<'_>) -> Option<BTreeSet<String>> {
+        let referenced = (0..self.spec.vpc_security_group_refs.len())
+            .filter_map(|index| context.reference(&security_group_ref_field(index)));
+        let groups: BTreeSet<String> = self
+            .spec
+            .vpc_security_group_ids
+            .iter()
+            .map(String::as_str)
+            .chain(referenced)
+            .map(str::to_owned)
+            .collect();
+        (!groups.is_empty()).then_some(groups)
+    }
+
     fn desired_tags(&self) -> BTreeMap<String, String> {
-        super::desired_tags(&self.spec.tags, self.uid())
+        crate::tags::desired_tags(&self.spec.tags, self.uid())
     }
 
     fn password_source(&self) -> PasswordSource<'_> {
@@ -724,6 +771,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
             return Ok(Observation::Missing);
         };
         let spec = &object.spec;
+        let desired_groups = object.desired_security_groups(&context);
         let pending = instance.pending_modified_values();
         let tags: BTreeMap<&str, &str> = instance
             .tag_list()
@@ -765,9 +813,9 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         differs(MASTER_PASSWORD, password_differs);
         differs(
             VPC_SECURITY_GROUP_IDS,
-            !spec.vpc_security_group_ids.is_empty()
-                && security_group_ids(&instance)
-                    != spec.vpc_security_group_ids.iter().cloned().collect(),
+            desired_groups
+                .as_ref()
+                .is_some_and(|desired| *desired != security_group_ids(&instance)),
         );
         differs(
             MULTI_AZ,
@@ -820,6 +868,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 .then(|| final_snapshot_identifier(identifier, object.uid().as_deref())),
         };
         Ok(Observation::Exists(Observed {
+            external_name: None,
             differences,
             readiness: readiness(status.as_deref()),
             connection: instance_connection(object, &instance, password.as_ref()),
@@ -891,8 +940,9 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
             .master_username(&spec.master_username)
             .set_db_subnet_group_name(subnet_group)
             .set_vpc_security_group_ids(
-                (!spec.vpc_security_group_ids.is_empty())
-                    .then(|| spec.vpc_security_group_ids.clone()),
+                object
+                    .desired_security_groups(&context)
+                    .map(|groups| groups.into_iter().collect()),
             )
             .set_multi_az(spec.multi_az)
             .set_publicly_accessible(spec.publicly_accessible)
@@ -998,8 +1048,11 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
             };
             modifies = true;
         }
-        if differs(VPC_SECURITY_GROUP_IDS) && !spec.vpc_security_group_ids.is_empty() {
-            modify = modify.set_vpc_security_group_ids(Some(spec.vpc_security_group_ids.clone()));
+        if let (true, Some(groups)) = (
+            differs(VPC_SECURITY_GROUP_IDS),
+            object.desired_security_groups(&context),
+        ) {
+            modify = modify.set_vpc_security_group_ids(Some(groups.into_iter().collect()));
             modifies = true;
         }
         if let (true, Some(multi_az)) = (differs(MULTI_AZ), spec.multi_az) {
@@ -1293,6 +1346,7 @@ mod tests {
 
     fn observed(differences: &[&str]) -> Observed<DBInstanceObservation> {
         Observed {
+            external_name: None,
             differences: differences.iter().map(|d| d.to_string()).collect(),
             readiness: Readiness::Ready,
             at_provider: DBInstanceObservation {

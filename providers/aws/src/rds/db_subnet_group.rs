@@ -29,9 +29,6 @@ const DESCRIPTION: &str = "description";
 const SUBNET_IDS: &str = "subnetIds";
 const TAGS: &str = "tags";
 
-/// Tag that carries the UID of the Kubernetes object that created a cloud resource.
-pub const UID_TAG: &str = "tether.dev/uid";
-
 /// An RDS DB subnet group: the subnets, in at least two availability zones, that a
 /// `DBInstance` may be placed in.
 // clippy reads the repeated `type_ = "string"` of the print columns as a duplicate.
@@ -137,7 +134,7 @@ impl Managed for DBSubnetGroup {
 impl DBSubnetGroup {
     /// The tags tether wants on the subnet group: the spec's, plus the UID tag.
     fn desired_tags(&self) -> BTreeMap<String, String> {
-        super::desired_tags(&self.spec.tags, self.uid())
+        crate::tags::desired_tags(&self.spec.tags, self.uid())
     }
 }
 
@@ -242,6 +239,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
             },
         };
         Ok(Observation::Exists(Observed {
+            external_name: None,
             differences,
             readiness,
             at_provider: DBSubnetGroupObservation {
@@ -350,6 +348,7 @@ mod tests {
 
     fn observed(differences: &[&str]) -> Observed<DBSubnetGroupObservation> {
         Observed {
+            external_name: None,
             differences: differences.iter().map(|d| d.to_string()).collect(),
             readiness: Readiness::Ready,
             at_provider: DBSubnetGroupObservation {

@@ -1,0 +1,95 @@
+//! EC2 kinds and their external clients, and the tag and filter helpers they share.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use tether_api::external::ProviderError;
+
+use crate::{errors::provider_error, tags::UID_TAG};
+
+pub mod instance;
+pub mod security_group;
+pub mod ssh_key;
+
+pub use instance::{Instance, InstanceClient};
+pub use security_group::{SecurityGroup, SecurityGroupClient};
+
+/// Configuration for a create call that must not be retried by the SDK: when its
+/// answer is lost, a blind retry could make a second resource (emulators ignore
+/// `ClientToken`, and most create calls have none). The reconcile loop retries
+/// instead, after looking for the resource by its UID tag.
+pub(crate) fn without_retries() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default()
+        .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
+}
+
+/// The tags as EC2 takes them.
+pub(crate) fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(key, value)| Tag::builder().key(key).value(value).build())
+        .collect()
+}
+
+/// The tags EC2 reports, as a map.
+pub(crate) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|tag| {
+            Some((
+                tag.key()?.to_owned(),
+                tag.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Tags to apply in the create call itself, so a resource never exists untagged.
+pub(crate) fn tag_specification(
+    resource_type: ResourceType,
+    tags: &BTreeMap<String, String>,
+) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource_type)
+        .set_tags(Some(ec2_tags(tags)))
+        .build()
+}
+
+/// The filter that finds the resources created for the object with `uid`.
+pub(crate) fn uid_filter(uid: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{UID_TAG}"))
+        .values(uid)
+        .build()
+}
+
+/// Whether `desired` tags are all on the resource with these values (tags added by
+/// others are left alone).
+pub(crate) fn tags_differ(
+    desired: &BTreeMap<String, String>,
+    actual: &BTreeMap<String, String>,
+) -> bool {
+    desired
+        .iter()
+        .any(|(key, value)| actual.get(key) != Some(value))
+}
+
+/// Adds (or overwrites) `tags` on the EC2 resource `id`.
+pub(crate) async fn create_tags(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), ProviderError> {
+    ec2.create_tags()
+        .resources(id)
+        .set_tags(Some(ec2_tags(tags)))
+        .send()
+        .await
+        .map_err(provider_error)?;
+    Ok(())
+}
+
+/// Whether an EC2 error code says the resource does not exist
+/// (`InvalidInstanceID.NotFound`, `InvalidGroup.NotFound`, …). A malformed id is not
+/// "missing": tether must not create a new resource because an adopted id is mistyped.
+pub(crate) fn is_not_found<E: aws_sdk_ec2::error::ProvideErrorMetadata>(error: &E) -> bool {
+    error.code().is_some_and(|code| code.ends_with(".NotFound"))
+}

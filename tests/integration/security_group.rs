@@ -1,0 +1,455 @@
+//! SecurityGroup end to end with the real `tether run`, on moto and on LocalStack: the
+//! rule set is kept exactly as declared (drift is put back and reported), references
+//! resolve to group ids (also for DBInstance), a lost create answer makes no second
+//! group, and bad rules are refused at apply time.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use aws_sdk_ec2::types::{IpPermission, IpRange};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use serde_json::json;
+use tether_api::{
+    conditions::{READY, SYNCED},
+    managed::EXTERNAL_NAME_ANNOTATION,
+};
+use tether_aws::{ec2::SecurityGroup, rds::DBInstance, tags::UID_TAG};
+use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
+
+use crate::{
+    db_instance_controller::{database, rds},
+    world::{World, condition},
+};
+
+const SSH_AND_HTTPS: &str = "  ingress:\n  - {protocol: tcp, fromPort: 22, toPort: 22, cidrBlocks: [10.0.0.0/8]}\n  - {protocol: tcp, fromPort: 443, toPort: 443, cidrBlocks: [0.0.0.0/0], ipv6CidrBlocks: ['::/0']}\n";
+
+fn security_group(world: &World, name: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: ec2.tether.dev/v1alpha1\nkind: SecurityGroup\nmetadata: {{name: {name}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  description: {name} servers\n  tags: {{team: shop}}\n{rules}",
+        world.provider_config
+    )
+}
+
+/// The group as AWS holds it, straight from the emulator.
+async fn describe(world: &World, group_id: &str) -> Option<aws_sdk_ec2::types::SecurityGroup> {
+    world
+        .ec2()
+        .describe_security_groups()
+        .group_ids(group_id)
+        .send()
+        .await
+        .ok()
+        .and_then(|described| described.security_groups().first().cloned())
+}
+
+/// Rules in words, one per peer: `tcp 22-22 10.0.0.0/8`, `-1 0.0.0.0/0`.
+fn rules(permissions: &[IpPermission]) -> BTreeSet<String> {
+    permissions
+        .iter()
+        .flat_map(|permission| {
+            let ports = match (permission.from_port(), permission.to_port()) {
+                (Some(from), Some(to)) if permission.ip_protocol() != Some("-1") => {
+                    format!(" {from}-{to}")
+                }
+                _ => String::new(),
+            };
+            let head = format!("{}{ports}", permission.ip_protocol().unwrap_or_default());
+            let peers = permission
+                .ip_ranges()
+                .iter()
+                .filter_map(|r| r.cidr_ip())
+                .chain(
+                    permission
+                        .ipv6_ranges()
+                        .iter()
+                        .filter_map(|r| r.cidr_ipv6()),
+                )
+                .chain(
+                    permission
+                        .user_id_group_pairs()
+                        .iter()
+                        .filter_map(|p| p.group_id()),
+                )
+                .map(str::to_owned)
+                .collect::<Vec<_>>();
+            peers.into_iter().map(move |peer| format!("{head} {peer}"))
+        })
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|item| item.to_string()).collect()
+}
+
+/// Waits up to 60 s until the group's rules in AWS satisfy `check`.
+async fn wait_rules(
+    world: &World,
+    group_id: &str,
+    what: &str,
+    check: impl Fn(&BTreeSet<String>, &BTreeSet<String>) -> bool,
+) {
+    let mut last = None;
+    for _ in 0..120 {
+        let group = describe(world, group_id).await.expect("the group exists");
+        let (ingress, egress) = (
+            rules(group.ip_permissions()),
+            rules(group.ip_permissions_egress()),
+        );
+        if check(&ingress, &egress) {
+            return;
+        }
+        last = Some((ingress, egress));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "{what}: not within 60 s; ingress and egress now {last:?}\n{}",
+        world.log_tail()
+    );
+}
+
+async fn lifecycle_and_drift(emulator: EmulatorKind) {
+    let world = World::start_on(emulator).await;
+    let api: Api<SecurityGroup> = world.ns.api();
+    world
+        .ns
+        .apply(&security_group(&world, "web", SSH_AND_HTTPS))
+        .await
+        .expect("valid");
+    let ready = world.wait_condition(&api, "web", READY, "True", None).await;
+    let group_id = ready
+        .annotations()
+        .get(EXTERNAL_NAME_ANNOTATION)
+        .expect("the group id is recorded")
+        .clone();
+    let at_provider = ready.status.unwrap().at_provider.unwrap();
+    assert_eq!(at_provider.group_id, group_id);
+    let group = describe(&world, &group_id).await.expect("the group exists");
+    assert_eq!(
+        group.group_name(),
+        Some(format!("{}-web", world.ns.name).as_str())
+    );
+    assert_eq!(group.description(), Some("web servers"));
+    let tags: BTreeSet<(String, String)> = group
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+        .collect();
+    assert!(tags.contains(&("team".into(), "shop".into())), "{tags:?}");
+    assert!(tags.contains(&(UID_TAG.into(), ready.metadata.uid.clone().unwrap())));
+    let declared = set(&[
+        "tcp 22-22 10.0.0.0/8",
+        "tcp 443-443 0.0.0.0/0",
+        "tcp 443-443 ::/0",
+    ]);
+    assert_eq!(rules(group.ip_permissions()), declared);
+    assert_eq!(
+        rules(group.ip_permissions_egress()),
+        set(&["-1 0.0.0.0/0"]),
+        "the default egress"
+    );
+    assert_eq!(world.proxy.count("CreateSecurityGroup"), 1);
+
+    // Behind tether's back: the SSH rule goes, an RDP rule comes.
+    let ec2 = world.ec2();
+    let permission = |port: i32, cidr: &str| {
+        IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(port)
+            .to_port(port)
+            .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+            .build()
+    };
+    ec2.revoke_security_group_ingress()
+        .group_id(&group_id)
+        .ip_permissions(permission(22, "10.0.0.0/8"))
+        .send()
+        .await
+        .expect("revoking by hand");
+    ec2.authorize_security_group_ingress()
+        .group_id(&group_id)
+        .ip_permissions(permission(3389, "0.0.0.0/0"))
+        .send()
+        .await
+        .expect("authorizing by hand");
+    wait_rules(&world, &group_id, "drift put back", |ingress, _| {
+        *ingress == declared
+    })
+    .await;
+    let updated = world.wait_for_event("web", "Updated").await;
+    let note = updated.note.unwrap_or_default();
+    assert!(
+        note.contains("ingress: add tcp 22 from 10.0.0.0/8"),
+        "{note}"
+    );
+    assert!(
+        note.contains("ingress: remove tcp 3389 from 0.0.0.0/0"),
+        "{note}"
+    );
+
+    // A spec change: nothing may go out any more, and HTTPS only from IPv4.
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {
+            "egress": [],
+            "ingress": [{"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}],
+        }})),
+    )
+    .await
+    .unwrap();
+    wait_rules(
+        &world,
+        &group_id,
+        "spec change applied",
+        |ingress, egress| *ingress == set(&["tcp 443-443 0.0.0.0/0"]) && egress.is_empty(),
+    )
+    .await;
+
+    api.delete("web", &DeleteParams::default()).await.unwrap();
+    world.wait_gone(&api, "web").await;
+    assert!(
+        describe(&world, &group_id).await.is_none(),
+        "the group is deleted in AWS"
+    );
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_security_group_keeps_its_declared_rules_on_moto() {
+    lifecycle_and_drift(EmulatorKind::Moto).await;
+}
+
+#[tokio::test]
+async fn a_security_group_keeps_its_declared_rules_on_localstack() {
+    lifecycle_and_drift(EmulatorKind::LocalStack).await;
+}
+
+#[tokio::test]
+async fn references_wait_for_the_group_and_resolve_to_its_id() {
+    let world = World::start().await;
+    let groups: Api<SecurityGroup> = world.ns.api();
+    let databases: Api<DBInstance> = world.ns.api();
+    // The application's group admits its load balancer's group, which comes later.
+    world
+        .ns
+        .apply(&security_group(
+            &world,
+            "app",
+            "  ingress:\n  - {protocol: tcp, fromPort: 8080, toPort: 8080, securityGroupRefs: [{name: lb}]}\n",
+        ))
+        .await
+        .unwrap();
+    let waiting = world
+        .wait_condition(&groups, "app", SYNCED, "False", Some("ReferenceNotReady"))
+        .await;
+    assert!(
+        condition(&waiting, SYNCED)
+            .message
+            .contains("SecurityGroup lb does not exist"),
+        "{:?}",
+        condition(&waiting, SYNCED)
+    );
+    world
+        .ns
+        .apply(&security_group(&world, "lb", SSH_AND_HTTPS))
+        .await
+        .unwrap();
+    let lb = world
+        .wait_condition(&groups, "lb", READY, "True", None)
+        .await;
+    let app = world
+        .wait_condition(&groups, "app", READY, "True", None)
+        .await;
+    let lb_id = lb.status.unwrap().at_provider.unwrap().group_id;
+    let app_id = app.status.unwrap().at_provider.unwrap().group_id;
+    let group = describe(&world, &app_id).await.unwrap();
+    assert_eq!(
+        rules(group.ip_permissions()),
+        set(&[&format!("tcp 8080-8080 {lb_id}")])
+    );
+
+    // A database joins the application's group by reference.
+    world
+        .ns
+        .apply(&database(
+            &world,
+            "orders",
+            "  deletionPolicy: Delete\n  vpcSecurityGroupRefs: [{name: app}]\n",
+        ))
+        .await
+        .unwrap();
+    world
+        .wait_condition(&databases, "orders", READY, "True", None)
+        .await;
+    let described = rds(&world)
+        .describe_db_instances()
+        .db_instance_identifier(format!("{}-orders", world.ns.name))
+        .send()
+        .await
+        .unwrap();
+    let joined: Vec<_> = described.db_instances()[0]
+        .vpc_security_groups()
+        .iter()
+        .filter_map(|g| g.vpc_security_group_id())
+        .collect();
+    assert_eq!(joined, [app_id.as_str()]);
+    databases
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    world.wait_gone(&databases, "orders").await;
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_makes_no_second_group() {
+    let world = World::start().await;
+    world
+        .proxy
+        .inject("CreateSecurityGroup", Fault::DropResponse, Some(1));
+    let api: Api<SecurityGroup> = world.ns.api();
+    world
+        .ns
+        .apply(&security_group(&world, "lost", SSH_AND_HTTPS))
+        .await
+        .unwrap();
+    let ready = world
+        .wait_condition(&api, "lost", READY, "True", None)
+        .await;
+    let uid = ready.metadata.uid.clone().unwrap();
+    let tagged = world
+        .ec2()
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{UID_TAG}"))
+                .values(&uid)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<_> = tagged
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .collect();
+    assert_eq!(ids.len(), 1, "exactly one group carries the UID: {ids:?}");
+    assert_eq!(
+        ready
+            .annotations()
+            .get(EXTERNAL_NAME_ANNOTATION)
+            .map(String::as_str),
+        Some(ids[0])
+    );
+    assert_eq!(
+        world.proxy.count("CreateSecurityGroup"),
+        1,
+        "the group found by its tag is adopted, not created again"
+    );
+    // Its rules were put in place by the reconcile that found it.
+    wait_rules(
+        &world,
+        ids[0],
+        "rules of the adopted group",
+        |ingress, _| ingress.len() == 3,
+    )
+    .await;
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn bad_rules_are_refused_at_apply_time() {
+    let ns = TestNamespace::new().await;
+    cluster::install_crds(&ns.client).await;
+    let group = |name: &str, rule: &str| {
+        format!(
+            "apiVersion: ec2.tether.dev/v1alpha1\nkind: SecurityGroup\nmetadata: {{name: {name}}}\nspec:\n  description: d\n  ingress:\n  - {rule}\n"
+        )
+    };
+    ns.apply(&group(
+        "ok",
+        "{protocol: icmp, fromPort: -1, toPort: -1, cidrBlocks: [10.1.0.0/16]}",
+    ))
+    .await
+    .expect("a valid rule");
+    for (what, rule, fragment) in [
+        (
+            "a malformed CIDR",
+            "{protocol: tcp, fromPort: 22, toPort: 22, cidrBlocks: [10.0.0.300/8]}",
+            "each entry must be an IPv4 CIDR",
+        ),
+        (
+            "a CIDR with host bits",
+            "{protocol: tcp, fromPort: 22, toPort: 22, cidrBlocks: [10.0.0.1/8]}",
+            "without host bits",
+        ),
+        (
+            "an IPv6 range among the IPv4 ones",
+            "{protocol: tcp, fromPort: 22, toPort: 22, cidrBlocks: ['2001:db8::/32']}",
+            "each entry must be an IPv4 CIDR",
+        ),
+        (
+            "a port out of range",
+            "{protocol: tcp, fromPort: 22, toPort: 70000, cidrBlocks: [10.0.0.0/8]}",
+            "spec.ingress[0].toPort",
+        ),
+        (
+            "a reversed port range",
+            "{protocol: udp, fromPort: 600, toPort: 500, cidrBlocks: [10.0.0.0/8]}",
+            "0 <= fromPort <= toPort",
+        ),
+        (
+            "tcp without ports",
+            "{protocol: tcp, cidrBlocks: [10.0.0.0/8]}",
+            "tcp and udp rules need fromPort and toPort",
+        ),
+        (
+            "ports on an all-protocols rule",
+            "{protocol: all, fromPort: 1, toPort: 2, cidrBlocks: [10.0.0.0/8]}",
+            "leave out fromPort and toPort",
+        ),
+        (
+            "a rule with no peer",
+            "{protocol: tcp, fromPort: 22, toPort: 22}",
+            "needs at least one of cidrBlocks",
+        ),
+        (
+            "an unknown protocol",
+            "{protocol: gre, cidrBlocks: [10.0.0.0/8]}",
+            "spec.ingress[0].protocol",
+        ),
+    ] {
+        match ns.apply(&group("bad", rule)).await {
+            Err(kube::Error::Api(status)) => assert!(
+                status.message.contains(fragment),
+                "{what}: {}",
+                status.message
+            ),
+            other => panic!("{what} was not refused: {other:?}"),
+        }
+    }
+    // Immutable fields.
+    let renamed = ns
+        .apply(
+            &group(
+                "ok",
+                "{protocol: icmp, fromPort: -1, toPort: -1, cidrBlocks: [10.1.0.0/16]}",
+            )
+            .replace("description: d", "description: e"),
+        )
+        .await;
+    match renamed {
+        Err(kube::Error::Api(status)) => {
+            assert!(
+                status.message.contains("description is immutable"),
+                "{}",
+                status.message
+            )
+        }
+        other => panic!("a description change was not refused: {other:?}"),
+    }
+    ns.delete().await;
+}
