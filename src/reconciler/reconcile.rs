@@ -344,7 +344,9 @@ where
             self.record_external_name(object, name).await?;
         }
         let must_update = !observe_only && !observed.is_up_to_date();
-        let mut pending = context.pending;
+        // Credentials still marked pending on a resource that matches the spec were
+        // applied (the create that used them succeeded, but clearing the mark did not).
+        let mut pending = context.pending && !observed.is_up_to_date();
         if must_update {
             if self.prepare(object, client, publisher, context).await? {
                 return Ok(self.requeue_wait());
