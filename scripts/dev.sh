@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local default: a local control plane (kube-apiserver + etcd + GC and namespace
 # controllers), a moto server on 127.0.0.1, tether's CRDs and the example
-# ProviderConfig, then `tether run` in the foreground. Ctrl-C stops everything: the
-# control plane and moto hold a pipe to this script and exit when it goes away.
+# ProviderConfig, the examples (a database and an instance), then `tether run` in the
+# foreground. Ctrl-C stops everything: the control plane and moto hold a pipe to this
+# script and exit when it goes away.
 #
 # Environment: TETHER_DEV_MOTO_PORT (default 5000), TETHER_DEV_ADMIN_PORT (8080),
 # TETHER_CACHE (~/.cache/tether), TETHER_DEV_DIR (.dev).
@@ -51,22 +52,28 @@ kubectl apply --server-side -f crds/
 kubectl wait --for=condition=Established --timeout=60s -f crds/
 sed "s|http://127.0.0.1:5000|http://127.0.0.1:$moto_port|" examples/provider-config-local.yaml | kubectl apply --server-side -f -
 
-kubectl apply --server-side -f examples/db-subnet-group-local.yaml -f examples/db-instance-local.yaml
+kubectl apply --server-side -f examples/db-subnet-group-local.yaml -f examples/db-instance-local.yaml \
+  -f examples/security-group-local.yaml -f examples/instance-local.yaml
 
 echo "starting tether (log: $state/tether.log)"
 cargo build --locked --quiet
 exec {tether_pipe}> >(exec "${CARGO_TARGET_DIR:-target}/debug/tether" run \
   --admin-addr "127.0.0.1:$admin_port" --kubeconfig "$KUBECONFIG" 2>"$state/tether.log")
-kubectl wait --for=condition=Ready --timeout=120s dbsubnetgroup/orders-subnets dbinstance/orders
-kubectl get dbsubnetgroups,dbinstances
-echo "Secret orders-db holds: $(kubectl get secret orders-db -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')"
+kubectl wait --for=condition=Ready --timeout=120s dbsubnetgroup/orders-subnets dbinstance/orders \
+  securitygroup/web instance.ec2.tether.dev/web-1
+kubectl get dbsubnetgroups,dbinstances,securitygroups,instances.ec2.tether.dev
+for secret in orders-db web-1-ssh; do
+  echo "Secret $secret holds: $(kubectl get secret $secret -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')"
+done
 
 cat <<EOT
 
-The database is Ready and its Secret is there. In another shell:
+The database and the instance are Ready and their Secrets are there. In another shell:
   export KUBECONFIG=$KUBECONFIG
   kubectl describe dbinstance orders
   kubectl get secret orders-db -o jsonpath='{.data.uri}' | base64 -d
+  kubectl describe instance.ec2.tether.dev web-1
+  kubectl get secret web-1-ssh -o jsonpath='{.data.ssh-privatekey}' | base64 -d
   curl http://127.0.0.1:$admin_port/healthz
 Ctrl-C stops tether, the control plane and moto.
 

@@ -1,6 +1,7 @@
-//! One database, then 100 at once, against moto: each gets exactly one create, becomes
-//! Ready and gets a complete Secret. The test also prints how long that took and how
-//! many AWS calls it made (figures, never asserted); `make bench` shows them.
+//! One database, then 100 at once, and one EC2 instance, then 50 at once, against
+//! moto: each gets exactly one create, becomes Ready and gets a complete Secret. The
+//! tests also print how long that took and how many AWS calls it made (figures, never
+//! asserted); `make bench` shows them.
 
 use std::time::{Duration, Instant};
 
@@ -10,11 +11,11 @@ use tether_api::{
     conditions::{self, READY},
     managed::Managed,
 };
-use tether_aws::rds::DBInstance;
+use tether_aws::{ec2::Instance, rds::DBInstance};
 
 use crate::world::World;
 
-fn manifests(world: &World, prefix: &str, count: usize) -> String {
+fn databases(world: &World, prefix: &str, count: usize) -> String {
     (0..count)
         .map(|i| {
             format!(
@@ -26,17 +27,32 @@ fn manifests(world: &World, prefix: &str, count: usize) -> String {
         .join("---\n")
 }
 
-/// Applies `count` databases and returns the times until all are Ready and until all
-/// their Secrets hold a password.
-async fn apply_and_time(world: &World, prefix: &str, count: usize) -> (Duration, Duration) {
-    let api: Api<DBInstance> = world.ns.api();
+fn instances(world: &World, prefix: &str, count: usize) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "apiVersion: ec2.tether.dev/v1alpha1\nkind: Instance\nmetadata: {{name: {prefix}-{i}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  imageId: ami-0123456789abcdef0\n  instanceType: t3.micro\n  sshKey: {{generate: true}}\n  writeConnectionSecretToRef: {{name: {prefix}-{i}-ssh}}\n",
+                world.provider_config
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// Applies `count` objects of kind `M` named `<prefix>-<i>` from `manifests`, and
+/// returns the times until all are Ready and until all their Secrets hold
+/// `secret_key`.
+async fn apply_and_time<M: Managed>(
+    world: &World,
+    manifests: &str,
+    prefix: &str,
+    count: usize,
+    secret_key: &str,
+) -> (Duration, Duration) {
+    let api: Api<M> = world.ns.api();
     let secrets: Api<Secret> = world.ns.api();
     let started = Instant::now();
-    world
-        .ns
-        .apply(&manifests(world, prefix, count))
-        .await
-        .unwrap();
+    world.ns.apply(manifests).await.unwrap();
     let (mut ready_at, mut secrets_at) = (None, None);
     while ready_at.is_none() || secrets_at.is_none() {
         assert!(
@@ -51,13 +67,14 @@ async fn apply_and_time(world: &World, prefix: &str, count: usize) -> (Duration,
                 .unwrap()
                 .items
                 .iter()
-                .filter(|db| {
-                    db.metadata
+                .filter(|object| {
+                    object
+                        .meta()
                         .name
                         .as_deref()
                         .is_some_and(|n| n.starts_with(prefix))
                 })
-                .filter(|db| conditions::is_true(db.conditions(), READY))
+                .filter(|object| conditions::is_true(object.conditions(), READY))
                 .count();
             if ready == count {
                 ready_at = Some(started.elapsed());
@@ -76,7 +93,7 @@ async fn apply_and_time(world: &World, prefix: &str, count: usize) -> (Duration,
                         .as_deref()
                         .is_some_and(|n| n.starts_with(prefix))
                 })
-                .filter(|s| s.data.as_ref().is_some_and(|d| d.contains_key("host")))
+                .filter(|s| s.data.as_ref().is_some_and(|d| d.contains_key(secret_key)))
                 .count();
             if published == count {
                 secrets_at = Some(started.elapsed());
@@ -92,7 +109,9 @@ async fn bench_one_then_a_hundred_databases_each_created_once_with_a_secret() {
     let world = World::start().await;
     for (prefix, count) in [("one", 1), ("many", 100)] {
         world.proxy.reset_counts();
-        let (ready, secret) = apply_and_time(&world, prefix, count).await;
+        let manifests = databases(&world, prefix, count);
+        let (ready, secret) =
+            apply_and_time::<DBInstance>(&world, &manifests, prefix, count, "host").await;
         let calls = world.proxy.calls().len();
         assert_eq!(
             world.proxy.count("CreateDBInstance"),
@@ -102,6 +121,31 @@ async fn bench_one_then_a_hundred_databases_each_created_once_with_a_secret() {
         );
         println!(
             "{count:>3} database(s): all Ready after {:.2} s, all Secrets complete after {:.2} s, {calls} AWS calls ({:.1} per database)",
+            ready.as_secs_f64(),
+            secret.as_secs_f64(),
+            calls as f64 / count as f64
+        );
+    }
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn bench_one_then_fifty_instances_each_launched_once_with_a_key() {
+    let world = World::start().await;
+    for (prefix, count) in [("one", 1), ("many", 50)] {
+        world.proxy.reset_counts();
+        let manifests = instances(&world, prefix, count);
+        let (ready, secret) =
+            apply_and_time::<Instance>(&world, &manifests, prefix, count, "instance-id").await;
+        let calls = world.proxy.calls().len();
+        assert_eq!(
+            world.proxy.count("RunInstances"),
+            count,
+            "exactly one launch per instance: {:?}",
+            world.proxy.counts()
+        );
+        println!(
+            "{count:>3} instance(s): all Ready after {:.2} s, all Secrets complete after {:.2} s, {calls} AWS calls ({:.1} per instance)",
             ready.as_secs_f64(),
             secret.as_secs_f64(),
             calls as f64 / count as f64

@@ -479,9 +479,11 @@ async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once() 
     let mut world = World::start().await;
     // A slow RunInstances widens the window in which a kill lands after EC2 made the
     // instance but before tether recorded its id.
-    world
-        .proxy
-        .inject("RunInstances", Fault::Latency(Duration::from_millis(300)), None);
+    world.proxy.inject(
+        "RunInstances",
+        Fault::Latency(Duration::from_millis(300)),
+        None,
+    );
     let api: Api<Instance> = world.ns.api();
     let manifests: String = (0..COUNT)
         .map(|i| {
