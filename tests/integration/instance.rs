@@ -23,7 +23,7 @@ use tether_aws::{
     ec2::{Instance, SecurityGroup, ssh_key},
     tags::UID_TAG,
 };
-use tether_testkit::{Fault, emulator::EmulatorKind};
+use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
 
 use crate::{
     db_instance_controller::{secret_data, wait_secret},
@@ -445,9 +445,8 @@ async fn assert_one_instance_with_its_key(world: &World, object: &Instance) {
     );
 }
 
-#[tokio::test]
-async fn a_lost_run_instances_answer_makes_exactly_one_instance() {
-    let world = World::start().await;
+async fn a_lost_run_instances_answer_makes_exactly_one_instance(emulator: EmulatorKind) {
+    let world = World::start_on(emulator).await;
     world
         .proxy
         .inject("RunInstances", Fault::DropResponse, Some(1));
@@ -471,12 +470,19 @@ async fn a_lost_run_instances_answer_makes_exactly_one_instance() {
     world.finish().await;
 }
 
-// Several threads: killing and restarting the controller blocks one, while the fault
-// proxy on another keeps serving the controller.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once() {
+#[tokio::test]
+async fn a_lost_run_instances_answer_makes_exactly_one_instance_on_moto() {
+    a_lost_run_instances_answer_makes_exactly_one_instance(EmulatorKind::Moto).await;
+}
+
+#[tokio::test]
+async fn a_lost_run_instances_answer_makes_exactly_one_instance_on_localstack() {
+    a_lost_run_instances_answer_makes_exactly_one_instance(EmulatorKind::LocalStack).await;
+}
+
+async fn killed_at_random_points_still_makes_each_of_20_instances_once(emulator: EmulatorKind) {
     const COUNT: usize = 20;
-    let mut world = World::start().await;
+    let mut world = World::start_on(emulator).await;
     // A slow RunInstances widens the window in which a kill lands after EC2 made the
     // instance but before tether recorded its id.
     world.proxy.inject(
@@ -524,7 +530,7 @@ async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once() 
         .matches("found the cloud resource this object created")
         .count();
     eprintln!(
-        "{COUNT} instances Ready {:.1?} after apply, with {kills} SIGKILLs; {} RunInstances, \
+        "{emulator:?}: {COUNT} instances Ready {:.1?} after apply, with {kills} SIGKILLs; {} RunInstances, \
          {} ImportKeyPair; {found_by_tag} ids recovered through the UID tag",
         started.elapsed(),
         world.proxy.count("RunInstances"),
@@ -544,4 +550,95 @@ async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once() 
         .collect();
     assert_eq!(ours.len(), COUNT, "exactly {COUNT} instances in all");
     world.finish().await;
+}
+
+// Several threads: killing and restarting the controller blocks one, while the fault
+// proxy on another keeps serving the controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_moto() {
+    killed_at_random_points_still_makes_each_of_20_instances_once(EmulatorKind::Moto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_localstack() {
+    killed_at_random_points_still_makes_each_of_20_instances_once(EmulatorKind::LocalStack).await;
+}
+
+#[tokio::test]
+async fn bad_instance_specs_are_refused_at_apply_time() {
+    let ns = TestNamespace::new().await;
+    cluster::install_crds(&ns.client).await;
+    let manifest = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: ec2.tether.dev/v1alpha1\nkind: Instance\nmetadata: {{name: {name}}}\nspec:\n  instanceType: t3.micro\n{spec}"
+        )
+    };
+    let valid = "  imageId: ami-0abc\n  sshKey: {generate: true}\n  writeConnectionSecretToRef: {name: ok-ssh}\n";
+    ns.apply(&manifest("ok", valid))
+        .await
+        .expect("a valid instance");
+    for (what, spec, fragment) in [
+        (
+            "a generated key without a Secret to keep it",
+            "  imageId: ami-0abc\n  sshKey: {generate: true}\n".to_owned(),
+            "writeConnectionSecretToRef is required when sshKey.generate is true",
+        ),
+        (
+            "both a generated key and a key pair name",
+            "  imageId: ami-0abc\n  sshKey: {generate: true, keyName: ops}\n  writeConnectionSecretToRef: {name: s}\n".to_owned(),
+            "set exactly one of generate: true and keyName",
+        ),
+        (
+            "a malformed image id",
+            "  imageId: ubuntu-24.04\n".to_owned(),
+            "spec.imageId",
+        ),
+        (
+            "a Snapshot policy",
+            "  imageId: ami-0abc\n  deletionPolicy: Snapshot\n".to_owned(),
+            "an instance has no snapshot",
+        ),
+    ] {
+        match ns.apply(&manifest("bad", &spec)).await {
+            Err(kube::Error::Api(status)) => assert!(
+                status.message.contains(fragment),
+                "{what}: {}",
+                status.message
+            ),
+            other => panic!("{what} was not refused: {other:?}"),
+        }
+    }
+    let bad_type = manifest("bad", "  imageId: ami-0abc\n").replace("t3.micro", "huge");
+    match ns.apply(&bad_type).await {
+        Err(kube::Error::Api(status)) => {
+            assert!(
+                status.message.contains("spec.instanceType"),
+                "{}",
+                status.message
+            )
+        }
+        other => panic!("a malformed instance type was not refused: {other:?}"),
+    }
+    for (what, spec, fragment) in [
+        (
+            "another image",
+            valid.replace("ami-0abc", "ami-0def"),
+            "imageId is immutable",
+        ),
+        (
+            "another key",
+            valid.replace("{generate: true}", "{keyName: ops}"),
+            "sshKey is immutable",
+        ),
+    ] {
+        match ns.apply(&manifest("ok", &spec)).await {
+            Err(kube::Error::Api(status)) => assert!(
+                status.message.contains(fragment),
+                "{what}: {}",
+                status.message
+            ),
+            other => panic!("{what} was not refused: {other:?}"),
+        }
+    }
+    ns.delete().await;
 }

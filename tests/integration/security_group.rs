@@ -303,9 +303,8 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
     world.finish().await;
 }
 
-#[tokio::test]
-async fn a_lost_create_answer_makes_no_second_group() {
-    let world = World::start().await;
+async fn a_lost_create_answer_makes_no_second_group(emulator: EmulatorKind) {
+    let world = World::start_on(emulator).await;
     world
         .proxy
         .inject("CreateSecurityGroup", Fault::DropResponse, Some(1));
@@ -358,6 +357,16 @@ async fn a_lost_create_answer_makes_no_second_group() {
     )
     .await;
     world.finish().await;
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_makes_no_second_group_on_moto() {
+    a_lost_create_answer_makes_no_second_group(EmulatorKind::Moto).await;
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_makes_no_second_group_on_localstack() {
+    a_lost_create_answer_makes_no_second_group(EmulatorKind::LocalStack).await;
 }
 
 #[tokio::test]
