@@ -38,6 +38,7 @@ type config struct {
 	kubeconfig    string
 	port          int
 	exitWithStdin bool
+	removeDataDir bool
 	verbose       bool
 	controllers   string
 }
@@ -60,6 +61,7 @@ func parseFlags() (*config, error) {
 	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "where to write the admin kubeconfig (default <data-dir>/kubeconfig)")
 	fs.IntVar(&cfg.port, "port", 0, "apiserver port on 127.0.0.1 (0 = pick a free port)")
 	fs.BoolVar(&cfg.exitWithStdin, "exit-with-stdin", false, "exit when standard input reaches end of file")
+	fs.BoolVar(&cfg.removeDataDir, "remove-data-dir-on-exit", false, "delete the data directory once everything has stopped (for throw-away test clusters)")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "log kube-apiserver, controller-manager and etcd info messages to stderr")
 	fs.StringVar(&cfg.controllers, "controllers", "garbagecollector,namespace,serviceaccount", "kube-controller-manager controllers to run")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -129,6 +131,14 @@ func run() int {
 	if err := lockDataDir(cfg.dataDir); err != nil {
 		logf("%v", err)
 		return 1
+	}
+	if cfg.removeDataDir {
+		// Deferred first, so it runs last: after etcd and the apiserver stopped.
+		defer func() {
+			if err := os.RemoveAll(cfg.dataDir); err != nil {
+				logf("removing data dir: %v", err)
+			}
+		}()
 	}
 	// A kubeconfig left by an earlier run names an old port: remove it, so
 	// that whoever waits for the file only ever sees this run's.

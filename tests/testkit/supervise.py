@@ -4,9 +4,14 @@ or SIGINT. A group that ignores SIGTERM for 3 s (LocalStack 2026.3 sometimes doe
 killed.
 
 usage: python3 supervise.py LOGFILE COMMAND [ARG...]
+
+With SUPERVISE_REMOVE_DIR set, that directory (the command's state) is deleted once
+the command has stopped: a test harness that never drops its shared emulator leaves
+nothing behind.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +46,7 @@ def main() -> None:
     while child.poll() is None and not stop_requested:
         time.sleep(0.1)
     if child.returncode is not None:
-        os._exit(child.returncode)
+        exit_after_cleanup(child.returncode)
     try:
         os.killpg(child.pid, signal.SIGTERM)
         child.wait(timeout=3)
@@ -50,7 +55,14 @@ def main() -> None:
         child.wait()
     except ProcessLookupError:
         pass
-    os._exit(0)
+    exit_after_cleanup(0)
+
+
+def exit_after_cleanup(status: int) -> None:
+    state_dir = os.environ.get("SUPERVISE_REMOVE_DIR")
+    if state_dir:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,33 @@ pub struct ManagedFields {
     pub write_connection_secret_to_ref: Option<LocalSecretReference>,
 }
 
+// Every managed kind's status; each kind names it for its own observation type, as in
+// `pub type DBInstanceStatus = ManagedStatus<DBInstanceObservation>`.
+/// What tether and the cloud report about the resource.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedStatus<A> {
+    /// `Ready` (the cloud resource can be used; the kind's description says when) and
+    /// `Synced` (the last reconcile succeeded), each with a reason, a message and the
+    /// generation it describes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// What the cloud reports about the resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_provider: Option<A>,
+}
+
+impl<A> Default for ManagedStatus<A> {
+    fn default() -> Self {
+        Self {
+            conditions: Vec::new(),
+            at_provider: None,
+        }
+    }
+}
+
 /// A custom resource that tether keeps in line with a cloud resource. The runtime
 /// reconciles every kind that implements it the same way.
 pub trait Managed:
@@ -111,11 +138,18 @@ pub trait Managed:
     /// The fields every managed spec has.
     fn managed_fields(&self) -> &ManagedFields;
 
+    /// The object's status, if it has one yet.
+    fn status(&self) -> Option<&ManagedStatus<Self::AtProvider>>;
+
     /// `status.conditions`, empty when there is no status yet.
-    fn conditions(&self) -> &[Condition];
+    fn conditions(&self) -> &[Condition] {
+        self.status().map_or(&[], |status| &status.conditions)
+    }
 
     /// `status.atProvider`, if recorded.
-    fn at_provider(&self) -> Option<&Self::AtProvider>;
+    fn at_provider(&self) -> Option<&Self::AtProvider> {
+        self.status()?.at_provider.as_ref()
+    }
 
     /// The cloud name tether gives the resource when no `tether.dev/external-name` is
     /// set; `None` when the cloud picks it (EC2 ids).

@@ -62,6 +62,9 @@ impl ControlPlane {
                 .arg("--kubeconfig")
                 .arg(&kubeconfig)
                 .arg("--exit-with-stdin")
+                // The shared control plane lives in a static that is never dropped,
+                // so its temporary directory would outlive the test run.
+                .arg("--remove-data-dir-on-exit")
                 .stdout(Stdio::piped()),
         )
         .unwrap_or_else(|error| panic!("starting {}: {error}", binary.display()));

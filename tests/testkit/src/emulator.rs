@@ -118,7 +118,9 @@ impl Emulator {
         let mut command = Command::new(&python);
         command
             .arg(crate::repo_root().join("tests/testkit/supervise.py"))
-            .arg(&log);
+            .arg(&log)
+            // The shared emulators live in statics that are never dropped.
+            .env("SUPERVISE_REMOVE_DIR", state_dir.path());
         match kind {
             EmulatorKind::Moto => {
                 command.arg(venv.join("bin/moto_server")).args([

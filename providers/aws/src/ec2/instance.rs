@@ -12,7 +12,6 @@ use aws_sdk_ec2::{
     types::{AttributeValue, Filter, Instance as Ec2Instance, InstanceType, ResourceType, Tag},
 };
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema, ResourceExt, core::ApiResource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,7 +21,7 @@ use tether_api::{
         ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
         Readiness,
     },
-    managed::{DeletionPolicy, Managed, ManagedFields},
+    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
 };
 
 use super::{
@@ -88,7 +87,7 @@ const KEY_PAIR_DUPLICATE: &str = "InvalidKeyPair.Duplicate";
     kind = "Instance",
     namespaced,
     status = "InstanceStatus",
-    doc = "An EC2 instance.",
+    doc = "An EC2 instance; Ready while it is running.",
     category = "tether",
     shortname = "ec2instance",
     printcolumn(
@@ -234,19 +233,7 @@ pub struct SshKey {
 }
 
 /// What tether and AWS report about the instance.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceStatus {
-    /// `Ready` (the instance is running) and `Synced` (the last reconcile
-    /// succeeded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
-
-    /// What AWS reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_provider: Option<InstanceObservation>,
-}
+pub type InstanceStatus = ManagedStatus<InstanceObservation>;
 
 /// The instance as AWS reports it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -307,12 +294,8 @@ impl Managed for Instance {
         &self.spec.managed
     }
 
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-
-    fn at_provider(&self) -> Option<&InstanceObservation> {
-        self.status.as_ref()?.at_provider.as_ref()
+    fn status(&self) -> Option<&ManagedStatus<InstanceObservation>> {
+        self.status.as_ref()
     }
 
     /// None: AWS assigns the instance id.

@@ -9,7 +9,6 @@ use std::{
 use aws_sdk_ec2::types::{
     IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, UserIdGroupPair,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema, ResourceExt, core::ApiResource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,7 @@ use tether_api::{
         ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
         Readiness,
     },
-    managed::{DeletionPolicy, Managed, ManagedFields},
+    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
     references::LocalReference,
 };
 
@@ -41,7 +40,7 @@ const TAGS: &str = "tags";
     kind = "SecurityGroup",
     namespaced,
     status = "SecurityGroupStatus",
-    doc = "An EC2 security group whose rules tether keeps exactly as declared.",
+    doc = "An EC2 security group whose rules tether keeps exactly as declared; Ready once it exists.",
     category = "tether",
     shortname = "sg",
     validation = kube::core::Rule::new("(!has(self.spec.ingress) || self.spec.ingress.all(r, !has(r.securityGroupRefs) || r.securityGroupRefs.all(g, g.name != self.metadata.name))) && (!has(self.spec.egress) || self.spec.egress.all(r, !has(r.securityGroupRefs) || r.securityGroupRefs.all(g, g.name != self.metadata.name)))")
@@ -206,18 +205,7 @@ pub struct SecurityGroupRule {
 }
 
 /// What tether and AWS report about the group.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SecurityGroupStatus {
-    /// `Ready` (the group exists) and `Synced` (the last reconcile succeeded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
-
-    /// What AWS reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_provider: Option<SecurityGroupObservation>,
-}
+pub type SecurityGroupStatus = ManagedStatus<SecurityGroupObservation>;
 
 /// The group as AWS reports it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -269,12 +257,8 @@ impl Managed for SecurityGroup {
         &self.spec.managed
     }
 
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-
-    fn at_provider(&self) -> Option<&SecurityGroupObservation> {
-        self.status.as_ref()?.at_provider.as_ref()
+    fn status(&self) -> Option<&ManagedStatus<SecurityGroupObservation>> {
+        self.status.as_ref()
     }
 
     /// None: AWS picks the group id.

@@ -12,7 +12,7 @@ use aws_sdk_rds::{
     },
     types::DbInstance,
 };
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, CustomResource, KubeSchema, ResourceExt, core::ApiResource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use tether_api::{
         ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
         Readiness,
     },
-    managed::{DeletionPolicy, Managed, ManagedFields},
+    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
 };
 
 use super::{
@@ -81,7 +81,7 @@ const DELETING: &str = "deleting";
     kind = "DBInstance",
     namespaced,
     status = "DBInstanceStatus",
-    doc = "An RDS DB instance.",
+    doc = "An RDS DB instance; Ready while RDS reports it available.",
     category = "tether",
     shortname = "dbinstance",
     validation = kube::core::Rule::new(
@@ -255,19 +255,7 @@ pub struct SecretKeyReference {
 }
 
 /// What tether and AWS report about the DB instance.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DBInstanceStatus {
-    /// `Ready` (the instance is available) and `Synced` (the last reconcile
-    /// succeeded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
-
-    /// What AWS reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_provider: Option<DBInstanceObservation>,
-}
+pub type DBInstanceStatus = ManagedStatus<DBInstanceObservation>;
 
 /// The DB instance as AWS reports it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -319,12 +307,8 @@ impl Managed for DBInstance {
         &self.spec.managed
     }
 
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-
-    fn at_provider(&self) -> Option<&DBInstanceObservation> {
-        self.status.as_ref()?.at_provider.as_ref()
+    fn status(&self) -> Option<&ManagedStatus<DBInstanceObservation>> {
+        self.status.as_ref()
     }
 
     /// `spec.identifier`, else `<namespace>-<name>`.

@@ -9,7 +9,6 @@ use aws_sdk_rds::{
     },
     types::Tag,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,7 +17,7 @@ use tether_api::{
         ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
         Readiness,
     },
-    managed::{DeletionPolicy, Managed, ManagedFields},
+    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
 };
 
 use crate::errors::{absent_if, provider_error};
@@ -40,7 +39,7 @@ const TAGS: &str = "tags";
     kind = "DBSubnetGroup",
     namespaced,
     status = "DBSubnetGroupStatus",
-    doc = "An RDS DB subnet group.",
+    doc = "An RDS DB subnet group; Ready when RDS reports it complete.",
     category = "tether",
     shortname = "dbsubnetgroup",
     validation = kube::core::Rule::new("size(self.metadata.name) <= 190")
@@ -76,19 +75,7 @@ pub struct DBSubnetGroupSpec {
 }
 
 /// What tether and AWS report about the subnet group.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DBSubnetGroupStatus {
-    /// `Ready` (the subnet group exists and is complete) and `Synced` (the last
-    /// reconcile succeeded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
-
-    /// What AWS reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_provider: Option<DBSubnetGroupObservation>,
-}
+pub type DBSubnetGroupStatus = ManagedStatus<DBSubnetGroupObservation>;
 
 /// The subnet group as AWS reports it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -113,12 +100,8 @@ impl Managed for DBSubnetGroup {
         &self.spec.managed
     }
 
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-
-    fn at_provider(&self) -> Option<&DBSubnetGroupObservation> {
-        self.status.as_ref()?.at_provider.as_ref()
+    fn status(&self) -> Option<&ManagedStatus<DBSubnetGroupObservation>> {
+        self.status.as_ref()
     }
 
     /// `<namespace>-<name>`.
