@@ -282,19 +282,40 @@ async fn lifecycle(emulator: EmulatorKind) {
         "EC2's key pair is the public half of the Secret's key"
     );
 
-    // Tags change in place.
+    // Tags and security groups change in place: the instance keeps running.
+    let admin_group = world
+        .ec2()
+        .create_security_group()
+        .group_name(format!("{}-admin", world.ns.name))
+        .description("admin access")
+        .send()
+        .await
+        .unwrap()
+        .group_id
+        .unwrap();
     instances
         .patch(
             "web-1",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"tags": {"team": "shop", "tier": "web"}}})),
+            &Patch::Merge(json!({"spec": {
+                "tags": {"team": "shop", "tier": "web"},
+                "securityGroupIds": [admin_group],
+            }})),
         )
         .await
         .unwrap();
-    wait_instance(&world, &id, "tier tag", |i| {
+    let changed = wait_instance(&world, &id, "tier tag and both groups", |i| {
+        let groups: BTreeSet<_> = i
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id())
+            .collect();
         tags(i).get("tier").map(String::as_str) == Some("web")
+            && groups == BTreeSet::from([group_id.as_str(), admin_group.as_str()])
     })
     .await;
+    assert_eq!(state(&changed), "running");
+    assert_eq!(world.proxy.count("StopInstances"), 0);
 
     // A new type needs a stop, which the spec does not allow yet.
     instances
