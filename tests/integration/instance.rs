@@ -282,6 +282,32 @@ async fn lifecycle(emulator: EmulatorKind) {
         "EC2's key pair is the public half of the Secret's key"
     );
 
+    // The private key appears nowhere but in the Secret: not in the trace-level log,
+    // the Events or the object.
+    let key_line = secret["ssh-privatekey"]
+        .lines()
+        .nth(1)
+        .expect("a key body")
+        .to_owned();
+    let log = world.tether.log();
+    assert!(
+        log.len() > 10_000,
+        "the trace log is written ({} bytes)",
+        log.len()
+    );
+    assert!(
+        !log.contains(&key_line),
+        "the private key is in tether's log"
+    );
+    for event in world.events("web-1").await {
+        assert!(!event.note.unwrap_or_default().contains(&key_line));
+    }
+    let object = serde_json::to_string(&instances.get("web-1").await.unwrap()).unwrap();
+    assert!(
+        !object.contains(&key_line),
+        "the private key is on the object"
+    );
+
     // Tags and security groups change in place: the instance keeps running.
     let admin_group = world
         .ec2()
