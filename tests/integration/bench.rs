@@ -112,19 +112,13 @@ async fn bench_one_then_a_hundred_databases_each_created_once_with_a_secret() {
         let manifests = databases(&world, prefix, count);
         let (ready, secret) =
             apply_and_time::<DBInstance>(&world, &manifests, prefix, count, "host").await;
-        let calls = world.proxy.calls().len();
         assert_eq!(
             world.proxy.count("CreateDBInstance"),
             count,
             "exactly one create per database: {:?}",
             world.proxy.counts()
         );
-        println!(
-            "{count:>3} database(s): all Ready after {:.2} s, all Secrets complete after {:.2} s, {calls} AWS calls ({:.1} per database)",
-            ready.as_secs_f64(),
-            secret.as_secs_f64(),
-            calls as f64 / count as f64
-        );
+        report(&world, "database", count, ready, secret);
     }
     world.finish().await;
 }
@@ -137,19 +131,31 @@ async fn bench_one_then_fifty_instances_each_launched_once_with_a_key() {
         let manifests = instances(&world, prefix, count);
         let (ready, secret) =
             apply_and_time::<Instance>(&world, &manifests, prefix, count, "instance-id").await;
-        let calls = world.proxy.calls().len();
         assert_eq!(
             world.proxy.count("RunInstances"),
             count,
             "exactly one launch per instance: {:?}",
             world.proxy.counts()
         );
-        println!(
-            "{count:>3} instance(s): all Ready after {:.2} s, all Secrets complete after {:.2} s, {calls} AWS calls ({:.1} per instance)",
-            ready.as_secs_f64(),
-            secret.as_secs_f64(),
-            calls as f64 / count as f64
-        );
+        report(&world, "instance", count, ready, secret);
     }
     world.finish().await;
+}
+
+/// Prints the figures of one run: times, and the AWS calls per object by operation.
+fn report(world: &World, kind: &str, count: usize, ready: Duration, secret: Duration) {
+    let calls = world.proxy.calls().len();
+    let mut per_object: Vec<(String, f64)> = world
+        .proxy
+        .counts()
+        .into_iter()
+        .map(|(operation, n)| (operation, n as f64 / count as f64))
+        .collect();
+    per_object.sort_by(|a, b| a.0.cmp(&b.0));
+    println!(
+        "{count:>3} {kind}(s): all Ready after {:.2} s, all Secrets complete after {:.2} s, {calls} AWS calls ({:.1} per {kind}: {per_object:?})",
+        ready.as_secs_f64(),
+        secret.as_secs_f64(),
+        calls as f64 / count as f64
+    );
 }
