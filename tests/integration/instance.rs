@@ -424,6 +424,23 @@ async fn lifecycle(emulator: EmulatorKind) {
         Some(format!("{}-ops", world.ns.name).as_str())
     );
 
+    // Deleting the Secret loses the only copy of the private key: tether says so
+    // rather than publish a Secret no one can log in with.
+    world
+        .ns
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .delete("web-1-ssh", &DeleteParams::default())
+        .await
+        .unwrap();
+    let lost = world
+        .wait_condition(&instances, "web-1", READY, "False", Some("SshKeyLost"))
+        .await;
+    assert!(
+        condition(&lost, READY)
+            .message
+            .contains("re-create this Instance")
+    );
+
     for name in ["web-1", "kept"] {
         instances
             .delete(name, &DeleteParams::default())

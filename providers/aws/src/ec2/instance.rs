@@ -464,6 +464,17 @@ fn readiness(state: Option<&str>, restart_after_stop: bool) -> Readiness {
     }
 }
 
+/// Whether tether generated the instance's key and the connection Secret lost it (it
+/// was deleted or edited): nobody can log in with the key the instance has.
+fn key_lost(object: &Instance, context: &Context<'_>) -> bool {
+    object.key_pair_name().is_some()
+        && context
+            .published
+            .0
+            .get(SSH_PRIVATE_KEY)
+            .is_none_or(|key| key.is_empty())
+}
+
 /// What observe reports of `instance`, the instance of `object`.
 fn observed(
     object: &Instance,
@@ -533,7 +544,15 @@ fn observed(
     Observed {
         external_name: id.clone(),
         differences,
-        readiness: readiness(state, restart_after_stop),
+        readiness: match readiness(state, restart_after_stop) {
+            Readiness::Ready if key_lost(object, context) => Readiness::NotReady {
+                reason: "SshKeyLost".to_owned(),
+                message: "the connection Secret no longer holds ssh-privatekey, and EC2 keeps \
+                          no copy of a private key: re-create this Instance for a new key pair"
+                    .to_owned(),
+            },
+            other => other,
+        },
         at_provider: InstanceObservation {
             instance_id: id,
             state: state.map(str::to_owned),
@@ -1166,6 +1185,34 @@ mod tests {
                 ..InstanceObservation::default()
             },
             connection: ConnectionDetails::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_generated_key_gone_from_the_secret_is_reported_not_ready() {
+        let running = || by_id(ID, vec![instance(ID, InstanceStateName::Running).build()]);
+        let (with_key, without_key) = (running(), running());
+        let key = published_key(&ssh_key::generate("shop/web").unwrap());
+        let nothing = ConnectionDetails::default();
+        let held = exists(
+            client(&[&with_key])
+                .observe(&generating(), with_published(&key, Some(ID)))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(held.readiness, Readiness::Ready);
+        let lost = exists(
+            client(&[&without_key])
+                .observe(&generating(), with_published(&nothing, Some(ID)))
+                .await
+                .unwrap(),
+        );
+        match lost.readiness {
+            Readiness::NotReady { reason, message } => {
+                assert_eq!(reason, "SshKeyLost");
+                assert!(message.contains("re-create this Instance"), "{message}");
+            }
+            Readiness::Ready => panic!("a lost key is not Ready"),
         }
     }
 
