@@ -745,12 +745,28 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
             .await
             .map_err(provider_error)?;
         let group_id = created.group_id().unwrap_or_default().to_owned();
-        // A new group allows all outbound IPv4 traffic and nothing inbound.
-        let egress = [ObservedRule::new("-1", None, None, "0.0.0.0/0".to_owned())];
-        for (direction, actual) in [
-            (Direction::Ingress, &[][..]),
-            (Direction::Egress, &egress[..]),
-        ] {
+        // A new group has AWS's default rules: all traffic out to 0.0.0.0/0, and to ::/0
+        // in a VPC with IPv6. Read them rather than assume them; if the group cannot be
+        // read yet, assume the IPv4 rule and let the next observe correct the rest.
+        let described = absent_if(
+            self.ec2
+                .describe_security_groups()
+                .group_ids(&group_id)
+                .send()
+                .await,
+            is_not_found,
+        )?;
+        let (ingress, egress) = match described.and_then(|d| d.security_groups().first().cloned()) {
+            Some(group) => (
+                observed_rules(&group, Direction::Ingress),
+                observed_rules(&group, Direction::Egress),
+            ),
+            None => (
+                Vec::new(),
+                vec![ObservedRule::new("-1", None, None, "0.0.0.0/0".to_owned())],
+            ),
+        };
+        for (direction, actual) in [(Direction::Ingress, &ingress), (Direction::Egress, &egress)] {
             self.converge(
                 &group_id,
                 direction,
@@ -1832,7 +1848,14 @@ mod tests {
                     && carried(request.ip_permissions()) == [tcp(22, "10.0.0.0/8")]
             })
             .then_output(|| AuthorizeSecurityGroupIngressOutput::builder().build());
-        let client = in_order(&[&create, &authorize]);
+        let fresh = by_id(
+            GROUP,
+            vec![group(
+                Vec::new(),
+                vec![all_traffic("0.0.0.0/0").to_permission()],
+            )],
+        );
+        let client = in_order(&[&create, &fresh, &authorize]);
         let created = client
             .create(&object(), Context::named(None))
             .await
@@ -1851,7 +1874,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn create_with_a_group_name_and_no_egress_revokes_the_default_egress() {
+    async fn create_with_a_group_name_and_no_egress_revokes_every_default_egress_rule() {
         let mut object = object();
         object.spec.group_name = Some("legacy-web".into());
         object.spec.vpc_id = None;
@@ -1865,10 +1888,22 @@ mod tests {
         let revoke = mock!(aws_sdk_ec2::Client::revoke_security_group_egress)
             .match_requests(|request| {
                 request.group_id() == Some(GROUP)
-                    && carried(request.ip_permissions()) == [all_traffic("0.0.0.0/0")]
+                    && carried(request.ip_permissions())
+                        == [all_traffic("0.0.0.0/0"), all_traffic("::/0")]
             })
             .then_output(|| RevokeSecurityGroupEgressOutput::builder().build());
-        let client = in_order(&[&create, &revoke]);
+        // In a VPC with IPv6, AWS's default egress covers ::/0 too.
+        let fresh = by_id(
+            GROUP,
+            vec![group(
+                Vec::new(),
+                vec![
+                    all_traffic("0.0.0.0/0").to_permission(),
+                    all_traffic("::/0").to_permission(),
+                ],
+            )],
+        );
+        let client = in_order(&[&create, &fresh, &revoke]);
         let created = client.create(&object, Context::named(None)).await.unwrap();
         assert_eq!(created.external_name.as_deref(), Some(GROUP));
         assert_eq!((create.num_calls(), revoke.num_calls()), (1, 1));
