@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_ec2::{
     error::ProvideErrorMetadata,
     primitives::{Blob, DateTimeFormat},
-    types::{AttributeValue, Filter, Instance as Ec2Instance, InstanceType, ResourceType, Tag},
+    types::{AttributeValue, Instance as Ec2Instance, InstanceType, ResourceType, Tag},
 };
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use kube::{CustomResource, KubeSchema, ResourceExt, core::ApiResource};
@@ -17,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tether_api::{
     ErrorClass, LocalReference, ObjectReference,
+    conditions::{self, READY, SYNCED},
     external::{
         ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
         Readiness,
@@ -25,8 +26,9 @@ use tether_api::{
 };
 
 use super::{
-    SecurityGroup, create_tags, is_not_found, ssh_key, tag_map, tag_specification, tags_differ,
-    uid_filter, without_retries,
+    SecurityGroup, create_tags,
+    instance_batch::{InstanceBatch, live_instances},
+    is_not_found, ssh_key, tag_map, tag_specification, tags_differ, uid_filter, without_retries,
 };
 use crate::errors::{absent_if, provider_error};
 
@@ -70,9 +72,6 @@ const STOPPING: &str = "stopping";
 const STOPPED: &str = "stopped";
 const SHUTTING_DOWN: &str = "shutting-down";
 const TERMINATED: &str = "terminated";
-/// The states of an instance that is (still) there; a terminated one is gone.
-const LIVE_STATES: [&str; 5] = [PENDING, RUNNING, STOPPING, STOPPED, SHUTTING_DOWN];
-
 /// EC2's error code for a key pair name already taken.
 const KEY_PAIR_DUPLICATE: &str = "InvalidKeyPair.Duplicate";
 
@@ -475,6 +474,18 @@ fn key_lost(object: &Instance, context: &Context<'_>) -> bool {
             .is_none_or(|key| key.is_empty())
 }
 
+/// Whether this reconcile is a routine poll: the object was Ready and Synced at its
+/// current generation and is not being deleted. Anything else looks at EC2 directly.
+fn is_routine_poll(object: &Instance) -> bool {
+    let generation = object.metadata.generation;
+    object.metadata.deletion_timestamp.is_none()
+        && [READY, SYNCED].into_iter().all(|type_| {
+            conditions::find(object.conditions(), type_).is_some_and(|condition| {
+                condition.status == "True" && condition.observed_generation == generation
+            })
+        })
+}
+
 /// What observe reports of `instance`, the instance of `object`.
 fn observed(
     object: &Instance,
@@ -591,12 +602,17 @@ fn observed(
 #[derive(Clone, Debug)]
 pub struct InstanceClient {
     ec2: aws_sdk_ec2::Client,
+    /// Answers routine polls for every instance of this ProviderConfig at once.
+    batch: InstanceBatch,
 }
 
 impl InstanceClient {
     /// A client that calls EC2 through `ec2`.
     pub fn new(ec2: aws_sdk_ec2::Client) -> Self {
-        Self { ec2 }
+        Self {
+            ec2,
+            batch: InstanceBatch::default(),
+        }
     }
 
     /// A client for the AWS account and region of `config` (the shape
@@ -623,36 +639,7 @@ impl InstanceClient {
     /// The live instance carrying the UID tag `uid`; the earliest launched when there
     /// are several (which tether never makes).
     async fn by_uid(&self, uid: &str) -> Result<Option<Ec2Instance>, ProviderError> {
-        let live = Filter::builder()
-            .name("instance-state-name")
-            .set_values(Some(LIVE_STATES.iter().map(|s| (*s).to_owned()).collect()))
-            .build();
-        let mut found = Vec::new();
-        let mut next_token = None;
-        loop {
-            let page = self
-                .ec2
-                .describe_instances()
-                .filters(uid_filter(uid))
-                .filters(live.clone())
-                .set_next_token(next_token)
-                .send()
-                .await
-                .map_err(provider_error)?;
-            found.extend(
-                page.reservations()
-                    .iter()
-                    .flat_map(|reservation| reservation.instances())
-                    .filter(|instance| {
-                        state_of(instance).is_some_and(|state| LIVE_STATES.contains(&state))
-                    })
-                    .cloned(),
-            );
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-                _ => break,
-            }
-        }
+        let found = live_instances(&self.ec2, uid_filter(uid)).await?;
         if found.len() > 1 {
             let ids: Vec<&str> = found.iter().filter_map(|i| i.instance_id()).collect();
             tracing::warn!(
@@ -747,6 +734,15 @@ impl ExternalClient<Instance> for InstanceClient {
         object: &Instance,
         context: Context<'_>,
     ) -> Result<Observation<InstanceObservation>, ProviderError> {
+        // A routine poll of an instance that is Ready and Synced: the shared snapshot
+        // answers, if it has it.
+        if is_routine_poll(object)
+            && let (Some(uid), Some(id)) = (object.uid(), context.external_name)
+            && let Some(instance) = self.batch.lookup(&self.ec2, &uid).await?
+            && instance.instance_id() == Some(id)
+        {
+            return Ok(Observation::Exists(observed(object, &context, &instance)));
+        }
         let mut instance = match context.external_name {
             Some(id) => self.by_id(id).await?,
             None => None,
@@ -818,6 +814,7 @@ impl ExternalClient<Instance> for InstanceClient {
         object: &Instance,
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
+        let _write = self.batch.write_guard();
         let spec = &object.spec;
         let uid = object.uid().ok_or_else(|| {
             terminal(
@@ -886,6 +883,7 @@ impl ExternalClient<Instance> for InstanceClient {
         context: Context<'_>,
         observed: &Observed<InstanceObservation>,
     ) -> Result<(), ProviderError> {
+        let _write = self.batch.write_guard();
         let spec = &object.spec;
         let at_provider = &observed.at_provider;
         let id = observed
@@ -963,6 +961,7 @@ impl ExternalClient<Instance> for InstanceClient {
         context: Context<'_>,
         _policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
+        let _write = self.batch.write_guard();
         if let Some(id) = context.external_name {
             absent_if(
                 self.ec2.terminate_instances().instance_ids(id).send().await,

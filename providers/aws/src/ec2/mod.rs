@@ -8,6 +8,7 @@ use tether_api::external::ProviderError;
 use crate::{errors::provider_error, tags::UID_TAG};
 
 pub mod instance;
+pub mod instance_batch;
 pub mod security_group;
 pub mod ssh_key;
 
