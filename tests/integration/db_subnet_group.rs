@@ -212,14 +212,8 @@ async fn the_api_server_refuses_a_snapshot_policy_and_overlong_names() {
             "at most 190 characters",
         ),
     ] {
-        match ns.apply(&yaml).await {
-            Err(kube::Error::Api(status)) => assert!(
-                status.message.contains(fragment),
-                "{what}: {}",
-                status.message
-            ),
-            other => panic!("{what} was not refused: {other:?}"),
-        }
+        let message = ns.refusal(&yaml, what).await;
+        assert!(message.contains(fragment), "{what}: {message}");
     }
     ns.delete().await;
 }

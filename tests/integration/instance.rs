@@ -20,7 +20,7 @@ use tether_api::{
     managed::EXTERNAL_NAME_ANNOTATION,
 };
 use tether_aws::{
-    ec2::{Instance, SecurityGroup, ssh_key},
+    ec2::{Instance, SecurityGroup, instance_batch::LIVE_STATES, ssh_key},
     tags::UID_TAG,
 };
 use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
@@ -63,11 +63,7 @@ async fn tagged_instances(world: &World, tag: &str, value: Option<&str>) -> Vec<
     filter = filter.values(value.unwrap_or(tag));
     let live = Filter::builder()
         .name("instance-state-name")
-        .set_values(Some(
-            ["pending", "running", "stopping", "stopped", "shutting-down"]
-                .map(String::from)
-                .to_vec(),
-        ))
+        .set_values(Some(LIVE_STATES.map(String::from).to_vec()))
         .build();
     let mut found = Vec::new();
     let mut pages = world
@@ -663,26 +659,12 @@ async fn bad_instance_specs_are_refused_at_apply_time() {
             "an instance has no snapshot",
         ),
     ] {
-        match ns.apply(&manifest("bad", &spec)).await {
-            Err(kube::Error::Api(status)) => assert!(
-                status.message.contains(fragment),
-                "{what}: {}",
-                status.message
-            ),
-            other => panic!("{what} was not refused: {other:?}"),
-        }
+        let message = ns.refusal(&manifest("bad", &spec), what).await;
+        assert!(message.contains(fragment), "{what}: {message}");
     }
     let bad_type = manifest("bad", "  imageId: ami-0abc\n").replace("t3.micro", "huge");
-    match ns.apply(&bad_type).await {
-        Err(kube::Error::Api(status)) => {
-            assert!(
-                status.message.contains("spec.instanceType"),
-                "{}",
-                status.message
-            )
-        }
-        other => panic!("a malformed instance type was not refused: {other:?}"),
-    }
+    let message = ns.refusal(&bad_type, "a malformed instance type").await;
+    assert!(message.contains("spec.instanceType"), "{message}");
     for (what, spec, fragment) in [
         (
             "another image",
@@ -695,14 +677,8 @@ async fn bad_instance_specs_are_refused_at_apply_time() {
             "sshKey is immutable",
         ),
     ] {
-        match ns.apply(&manifest("ok", &spec)).await {
-            Err(kube::Error::Api(status)) => assert!(
-                status.message.contains(fragment),
-                "{what}: {}",
-                status.message
-            ),
-            other => panic!("{what} was not refused: {other:?}"),
-        }
+        let message = ns.refusal(&manifest("ok", &spec), what).await;
+        assert!(message.contains(fragment), "{what}: {message}");
     }
     ns.delete().await;
 }

@@ -18,3 +18,11 @@ pub fn desired_tags(
     }
     tags
 }
+
+/// Whether `desired` tags are all on the resource with these values (tags added by
+/// others are left alone).
+pub fn tags_differ(desired: &BTreeMap<String, String>, actual: &BTreeMap<String, String>) -> bool {
+    desired
+        .iter()
+        .any(|(key, value)| actual.get(key) != Some(value))
+}

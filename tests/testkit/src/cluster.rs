@@ -67,6 +67,15 @@ impl TestNamespace {
         apply(&self.client, Some(&self.name), yaml).await
     }
 
+    /// Applies `yaml`, which the API server must refuse, and returns its message;
+    /// fails naming `what` when the apply succeeds or fails for another reason.
+    pub async fn refusal(&self, yaml: &str, what: &str) -> String {
+        match self.apply(yaml).await {
+            Err(kube::Error::Api(status)) => status.message,
+            other => panic!("{what} was not refused: {other:?}"),
+        }
+    }
+
     /// Deletes the namespace (a test calls this once it passed; a failed test leaves
     /// its namespace behind to look at).
     pub async fn delete(self) {

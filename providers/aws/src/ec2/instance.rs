@@ -28,9 +28,12 @@ use tether_api::{
 use super::{
     SecurityGroup, create_tags,
     instance_batch::{InstanceBatch, live_instances},
-    is_not_found, ssh_key, tag_map, tag_specification, tags_differ, uid_filter, without_retries,
+    is_not_found, ssh_key, tag_map, tag_specification, uid_filter, without_retries,
 };
-use crate::errors::{absent_if, provider_error};
+use crate::{
+    errors::{absent_if, provider_error},
+    tags::tags_differ,
+};
 
 /// Names of the spec fields `observe` can find different, as `Observed::differences`
 /// lists them and `update` reads them.

@@ -21,8 +21,7 @@ use crate::{errors::provider_error, tags::UID_TAG};
 pub const MAX_AGE: Duration = Duration::from_secs(30);
 
 /// EC2's states of an instance that is still there.
-pub(crate) const LIVE_STATES: [&str; 5] =
-    ["pending", "running", "stopping", "stopped", "shutting-down"];
+pub const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
 
 /// The shared snapshot; clones share it.
 #[derive(Clone, Debug, Default)]

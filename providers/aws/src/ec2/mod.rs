@@ -62,17 +62,6 @@ pub(crate) fn uid_filter(uid: &str) -> Filter {
         .build()
 }
 
-/// Whether `desired` tags are all on the resource with these values (tags added by
-/// others are left alone).
-pub(crate) fn tags_differ(
-    desired: &BTreeMap<String, String>,
-    actual: &BTreeMap<String, String>,
-) -> bool {
-    desired
-        .iter()
-        .any(|(key, value)| actual.get(key) != Some(value))
-}
-
 /// Adds (or overwrites) `tags` on the EC2 resource `id`.
 pub(crate) async fn create_tags(
     ec2: &aws_sdk_ec2::Client,

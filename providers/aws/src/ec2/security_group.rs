@@ -22,10 +22,11 @@ use tether_api::{
     references::LocalReference,
 };
 
-use super::{
-    create_tags, is_not_found, tag_map, tag_specification, tags_differ, uid_filter, without_retries,
+use super::{create_tags, is_not_found, tag_map, tag_specification, uid_filter, without_retries};
+use crate::{
+    errors::{absent_if, provider_error},
+    tags::tags_differ,
 };
-use crate::errors::{absent_if, provider_error};
 
 /// The name of the tags difference, as `Observed::differences` lists it.
 const TAGS: &str = "tags";
@@ -538,23 +539,31 @@ impl SecurityGroupClient {
     }
 
     /// The group with id `external_name`, else the one tagged with the object's UID.
+    /// The group `id`, unless EC2 has no such group.
+    async fn by_id(
+        &self,
+        id: &str,
+    ) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>, ProviderError> {
+        let described = absent_if(
+            self.ec2
+                .describe_security_groups()
+                .group_ids(id)
+                .send()
+                .await,
+            is_not_found,
+        )?;
+        Ok(described.and_then(|d| d.security_groups().first().cloned()))
+    }
+
     async fn find(
         &self,
         object: &SecurityGroup,
         external_name: Option<&str>,
     ) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>, ProviderError> {
-        if let Some(id) = external_name {
-            let described = absent_if(
-                self.ec2
-                    .describe_security_groups()
-                    .group_ids(id)
-                    .send()
-                    .await,
-                is_not_found,
-            )?;
-            if let Some(group) = described.and_then(|d| d.security_groups().first().cloned()) {
-                return Ok(Some(group));
-            }
+        if let Some(id) = external_name
+            && let Some(group) = self.by_id(id).await?
+        {
+            return Ok(Some(group));
         }
         let Some(uid) = object.uid() else {
             return Ok(None);
@@ -748,15 +757,7 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         // A new group has AWS's default rules: all traffic out to 0.0.0.0/0, and to ::/0
         // in a VPC with IPv6. Read them rather than assume them; if the group cannot be
         // read yet, assume the IPv4 rule and let the next observe correct the rest.
-        let described = absent_if(
-            self.ec2
-                .describe_security_groups()
-                .group_ids(&group_id)
-                .send()
-                .await,
-            is_not_found,
-        )?;
-        let (ingress, egress) = match described.and_then(|d| d.security_groups().first().cloned()) {
+        let (ingress, egress) = match self.by_id(&group_id).await? {
             Some(group) => (
                 observed_rules(&group, Direction::Ingress),
                 observed_rules(&group, Direction::Egress),

@@ -757,10 +757,15 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         let spec = &object.spec;
         let desired_groups = object.desired_security_groups(&context);
         let pending = instance.pending_modified_values();
-        let tags: BTreeMap<&str, &str> = instance
+        let tags: BTreeMap<String, String> = instance
             .tag_list()
             .iter()
-            .filter_map(|tag| Some((tag.key()?, tag.value().unwrap_or_default())))
+            .filter_map(|tag| {
+                Some((
+                    tag.key()?.to_owned(),
+                    tag.value().unwrap_or_default().to_owned(),
+                ))
+            })
             .collect();
         let (password, password_differs) =
             self.observe_password(object, &context, &instance).await?;
@@ -825,10 +830,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         );
         differs(
             TAGS,
-            object
-                .desired_tags()
-                .iter()
-                .any(|(k, v)| tags.get(k.as_str()) != Some(&v.as_str())),
+            crate::tags::tags_differ(&object.desired_tags(), &tags),
         );
 
         let status = instance.db_instance_status().map(str::to_owned);

@@ -206,11 +206,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         if subnet_ids != object.spec.subnet_ids.iter().cloned().collect() {
             differences.push(SUBNET_IDS.to_owned());
         }
-        if object
-            .desired_tags()
-            .iter()
-            .any(|(k, v)| tags.get(k) != Some(v))
-        {
+        if crate::tags::tags_differ(&object.desired_tags(), &tags) {
             differences.push(TAGS.to_owned());
         }
         let status = group.subnet_group_status().map(str::to_owned);
