@@ -1,13 +1,14 @@
 //! The connection Secret of a managed object: rendered from the provider's connection
-//! details, owned by the object (so it goes when the object goes), and never written
-//! over a Secret that tether does not own.
+//! details, owned by the object (so it goes when the object goes, unless the cloud
+//! resource is kept: then it is orphaned first), and never written over a Secret that
+//! tether does not own, not even one created between tether's read and its write.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
     core::ObjectMeta,
 };
 use tether_api::{external::ConnectionDetails, managed::LocalSecretReference};
@@ -47,6 +48,9 @@ pub enum Error {
 pub struct Publisher {
     api: Api<Secret>,
     name: Option<String>,
+    /// The Secret's resourceVersion as read (or last written); `None` when it does not
+    /// exist. Every write is conditional on it.
+    resource_version: Option<String>,
     published: ConnectionDetails,
     pending: bool,
 }
@@ -66,6 +70,7 @@ impl Publisher {
             return Ok(Self {
                 api,
                 name: None,
+                resource_version: None,
                 published: ConnectionDetails::default(),
                 pending: false,
             });
@@ -96,6 +101,7 @@ impl Publisher {
         Ok(Self {
             api,
             name: Some(target.name.clone()),
+            resource_version: existing.and_then(|secret| secret.metadata.resource_version),
             published,
             pending,
         })
@@ -140,21 +146,86 @@ impl Publisher {
                 "true".to_owned(),
             )]));
         }
-        self.api
-            .patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .map_err(|source| Error::Kube {
-                name: name.clone(),
-                source,
-            })?;
+        let kube_error = |source| Error::Kube {
+            name: name.clone(),
+            source,
+        };
+        let written = match &self.resource_version {
+            // Created, not applied: a Secret someone made since it was read is never
+            // taken over (the create fails, and the next reconcile reads it).
+            None => self
+                .api
+                .create(
+                    &PostParams {
+                        field_manager: Some(FIELD_MANAGER.to_owned()),
+                        ..PostParams::default()
+                    },
+                    &secret,
+                )
+                .await
+                .map_err(kube_error)?,
+            // Applied on condition that it is still the Secret that was read.
+            Some(version) => {
+                secret.metadata.resource_version = Some(version.clone());
+                self.api
+                    .patch(
+                        name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&secret),
+                    )
+                    .await
+                    .map_err(kube_error)?
+            }
+        };
+        self.resource_version = written.metadata.resource_version;
         self.published = merged;
         self.pending = pending;
         Ok(true)
     }
+}
+
+/// Drops `owner`'s owner reference from its connection Secret `name`, so that the
+/// garbage collector keeps the Secret when `owner` goes; returns the name when the
+/// Secret exists and `owner` no longer owns it. A Secret of someone else is left as it
+/// is. The write is conditional on the Secret not having changed since it was read.
+pub async fn orphan<K>(kube: &kube::Client, owner: &K, name: &str) -> Result<Option<String>, Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let api = Api::<Secret>::namespaced(kube.clone(), &owner.namespace().unwrap_or_default());
+    let kube_error = |source| Error::Kube {
+        name: name.to_owned(),
+        source,
+    };
+    let Some(secret) = api.get_opt(name).await.map_err(kube_error)? else {
+        return Ok(None);
+    };
+    let owner_uid = owner.uid().ok_or(Error::NoUid)?;
+    let references = secret.owner_references();
+    let remaining: Vec<_> = references
+        .iter()
+        .filter(|reference| reference.uid != owner_uid)
+        .collect();
+    if remaining.len() == references.len() {
+        let owned_by_tether =
+            secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+        return Ok(owned_by_tether.then(|| name.to_owned()));
+    }
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": secret.metadata.resource_version,
+        "ownerReferences": remaining,
+    }});
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_error)?;
+    Ok(Some(name.to_owned()))
 }
 
 /// The connection Secret `name` for `owner`, in the owner's namespace, holding

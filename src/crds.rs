@@ -45,6 +45,24 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     crds
 }
 
+/// Whether the CustomResourceDefinition of kind `K` is being deleted or is gone: the
+/// API server then deletes every object of the kind, which is no request to delete
+/// their cloud resources.
+pub async fn being_deleted<K>(kube: &kube::Client) -> Result<bool, Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let name = format!("{}.{}", K::plural(&()), K::group(&()));
+    let crd = Api::<CustomResourceDefinition>::all(kube.clone())
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Read {
+            name: name.clone(),
+            source,
+        })?;
+    Ok(crd.is_none_or(|crd| crd.metadata.deletion_timestamp.is_some()))
+}
+
 /// One CRD as a YAML document, with the generated-file header.
 pub fn to_yaml_document(crd: &CustomResourceDefinition) -> String {
     let body = serde_saphyr::to_string(crd).expect("a CRD always serializes to YAML");

@@ -46,6 +46,8 @@ pub enum Error {
     ConnectionSecret(#[from] connection_secret::Error),
     #[error("writing to the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Crd(#[from] crate::crds::Error),
     /// Not a failure: the cloud is still deleting the resource, so the finalizer stays.
     #[error("waiting for the cloud to finish deleting")]
     StillDeleting,
@@ -70,9 +72,9 @@ impl Error {
             Self::Annotation(_) => ErrorClass::Terminal,
             Self::ReferenceNotReady(_) | Self::StillDeleting => ErrorClass::Pending,
             Self::Provider { source, .. } => source.class,
-            Self::ConnectionSecret(connection_secret::Error::Kube { .. }) | Self::Kube(_) => {
-                ErrorClass::Transient
-            }
+            Self::ConnectionSecret(connection_secret::Error::Kube { .. })
+            | Self::Kube(_)
+            | Self::Crd(_) => ErrorClass::Transient,
             Self::ConnectionSecret(_) => ErrorClass::Terminal,
         }
     }
@@ -92,7 +94,7 @@ impl Error {
             },
             Self::ConnectionSecret(connection_secret::Error::NotOwned { .. }) => "SecretConflict",
             Self::ConnectionSecret(_) => "SecretWriteFailed",
-            Self::Kube(_) => "KubernetesError",
+            Self::Kube(_) | Self::Crd(_) => "KubernetesError",
             Self::StillDeleting => "Deleting",
         }
     }

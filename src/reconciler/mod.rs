@@ -6,6 +6,7 @@
 //! update, or nothing → publish the connection Secret → status → requeue with jitter.
 
 mod error;
+mod ownership;
 mod pacing;
 mod reconcile;
 mod references;
@@ -217,8 +218,13 @@ fn referrers<M: Managed>(
         .collect()
 }
 
-/// Only Kubernetes API failures the reconcile could not record reach this point.
-fn error_policy<M: Managed, C>(_object: Arc<M>, error: &Error, _shared: Arc<Shared<C>>) -> Action {
-    tracing::warn!(%error, "reconcile failed before its outcome could be recorded");
-    Action::requeue(pacing::jitter(Duration::from_secs(10)))
+/// Only Kubernetes API failures the reconcile could not record reach this point; the
+/// object backs off like any other transient failure (5 s doubling to 10 min), so an
+/// API server in trouble is not hammered by every object at a fixed rate.
+fn error_policy<M: Managed, C>(object: Arc<M>, error: &Error, shared: Arc<Shared<C>>) -> Action {
+    let retry_in = shared
+        .pacing
+        .failed(&object.uid().unwrap_or_default(), false);
+    tracing::warn!(%error, name = object.name_any(), ?retry_in, "reconcile failed before its outcome could be recorded");
+    Action::requeue(retry_in)
 }

@@ -20,25 +20,33 @@ use tether_api::{
         ConnectionDetails, Connector, Context, ExternalClient, Observation, Observed, Readiness,
     },
     managed::{
-        ControlAnnotations, DeletionPolicy, EXTERNAL_NAME_ANNOTATION, Managed, ManagementPolicy,
-        PAUSED_ANNOTATION,
+        CREATE_PENDING_ANNOTATION, ControlAnnotations, DeletionPolicy, EXTERNAL_NAME_ANNOTATION,
+        Managed, ManagementPolicy, PAUSED_ANNOTATION,
     },
 };
 
 use super::{
     Shared,
     error::{Error, Phase},
+    ownership::{self, CREATE_GRACE, Claim, WhenMissing},
     pacing::jitter,
     references,
     status::{self, StatusUpdate},
 };
-use crate::{FIELD_MANAGER, connection_secret::Publisher};
+use crate::{
+    FIELD_MANAGER,
+    connection_secret::{self, Publisher},
+    crds,
+};
 
 /// The finalizer that keeps an object until its cloud resource is dealt with.
 pub const FINALIZER: &str = "tether.dev/finalizer";
 
 /// Reason of `Ready` while the cloud deletes the resource.
 const DELETING: &str = "Deleting";
+
+/// Reason of `Ready` and `Synced` for a resource that is someone else's.
+const NOT_OWNED: &str = "NotOwned";
 
 /// When to look at a resource right after creating it: many (subnet groups, security
 /// groups) are usable at once, and the objects waiting for them should not wait a
@@ -67,18 +75,36 @@ where
     M: Managed,
     C: Connector<M>,
 {
+    let deleting = object.meta().deletion_timestamp.is_some();
+    if deleting
+        && object.finalizers().iter().any(|f| f == FINALIZER)
+        && crds::being_deleted::<M>(&shared.kube).await?
+    {
+        return let_go_with_crd(api, &object, shared).await;
+    }
     let annotations = ControlAnnotations::parse(object.annotations())?;
     if annotations.paused {
-        status::write(
-            api,
-            &*object,
-            StatusUpdate::conditions(vec![ConditionUpdate::fails(
-                SYNCED,
+        let (reason, message) = if deleting {
+            (
+                "DeletionPaused",
+                format!(
+                    "the object is being deleted, but {PAUSED_ANNOTATION} is \"true\": remove \
+                     the annotation to let tether act on deletionPolicy {:?}",
+                    object.deletion_policy()
+                ),
+            )
+        } else {
+            (
                 "ReconcilePaused",
                 format!(
                     "{PAUSED_ANNOTATION} is \"true\": tether makes no cloud call for this object"
                 ),
-            )]),
+            )
+        };
+        status::write(
+            api,
+            &*object,
+            StatusUpdate::conditions(vec![ConditionUpdate::fails(SYNCED, reason, message)]),
         )
         .await?;
         return Ok(Action::await_change());
@@ -168,6 +194,73 @@ where
     Ok(Action::requeue(delay))
 }
 
+/// The object's CustomResourceDefinition is being deleted, and the API server is
+/// deleting every object of the kind with it: that is uninstalling, not a request to
+/// delete cloud resources. The cloud resource is left alone, the connection Secret
+/// loses its owner reference so that the credentials survive, and the finalizer goes.
+async fn let_go_with_crd<M, C>(
+    api: &Api<M>,
+    object: &M,
+    shared: &Shared<C>,
+) -> Result<Action, Error>
+where
+    M: Managed,
+{
+    let secret = orphan_connection_secret(&shared.kube, object).await?;
+    let kind = M::kind(&());
+    let external_name = object
+        .annotations()
+        .get(EXTERNAL_NAME_ANNOTATION)
+        .map_or("(not recorded)", String::as_str);
+    let message = format!(
+        "the CustomResourceDefinition of {kind} is being deleted: {kind} {external_name} is left in the cloud{}",
+        kept_secret(secret.as_deref())
+    );
+    tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+    publish_event(shared, object, EventType::Warning, "LeftInCloud", message).await;
+    remove_finalizer(api, object).await?;
+    Ok(Action::await_change())
+}
+
+/// Drops the object's owner reference from its connection Secret, if it has one, so
+/// the Secret outlives the object; returns the Secret's name.
+async fn orphan_connection_secret<M: Managed>(
+    kube: &kube::Client,
+    object: &M,
+) -> Result<Option<String>, Error> {
+    let Some(target) = &object.managed_fields().write_connection_secret_to_ref else {
+        return Ok(None);
+    };
+    Ok(connection_secret::orphan(kube, object, &target.name).await?)
+}
+
+/// ", and Secret <name> keeps its credentials", or nothing.
+fn kept_secret(secret: Option<&str>) -> String {
+    secret.map_or_else(String::new, |name| {
+        format!("; Secret {name} is kept with the credentials")
+    })
+}
+
+/// Removes tether's finalizer, by a JSON patch that checks it is where it was.
+async fn remove_finalizer<M: Managed>(api: &Api<M>, object: &M) -> Result<(), Error> {
+    let Some(index) = object.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{index}");
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": path, "value": FINALIZER},
+        {"op": "remove", "path": path},
+    ]))
+    .map_err(kube::Error::SerdeError)?;
+    api.patch::<M>(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Json(patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// The poll interval of `object`: its annotation's, or the controller's.
 fn poll_interval<M: Managed>(object: &M, settings: &super::Settings) -> Duration {
     ControlAnnotations::parse(object.annotations())
@@ -251,8 +344,37 @@ where
                     .await?;
                 Ok(self.requeue_poll())
             }
-            Observation::Missing => self.create(object, &client, &mut publisher, context).await,
+            Observation::Missing => match WhenMissing::decide(
+                self.annotations.create_pending,
+                k8s_openapi::jiff::Timestamp::now(),
+            ) {
+                WhenMissing::Wait(sent) => {
+                    let message = format!(
+                        "asked the cloud to create it at {sent}; waiting for the cloud to show it \
+                         (reads lag behind writes), and creating nothing more until then"
+                    );
+                    tracing::debug!(kind = %M::kind(&()), name = object.name_any(), "{message}");
+                    self.write_status(object, fails(READY, "Creating", message), None)
+                        .await?;
+                    Ok(self.requeue_wait())
+                }
+                WhenMissing::GaveUpWaiting(sent) => {
+                    let message = format!(
+                        "the cloud still does not show the {} created at {sent}, {} s later: creating it again",
+                        M::kind(&()),
+                        CREATE_GRACE.as_secs()
+                    );
+                    tracing::warn!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), "{message}");
+                    self.event(object, EventType::Warning, "NotFoundAfterCreate", message)
+                        .await;
+                    self.create(object, &client, &mut publisher, context).await
+                }
+                WhenMissing::Missing => self.create(object, &client, &mut publisher, context).await,
+            },
             Observation::Exists(observed) => {
+                if let Claim::NotOurs { owner_uid } = self.claim(object, &observed) {
+                    return self.refuse_foreign(object, &observed, owner_uid).await;
+                }
                 self.keep(
                     object,
                     &client,
@@ -266,6 +388,65 @@ where
         }
     }
 
+    /// Whose the observed resource is, for this object.
+    fn claim(&self, object: &M, observed: &Observed<M::AtProvider>) -> Claim {
+        let observe_only =
+            object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;
+        let named_by_user = ownership::annotation_set_by_user(
+            object.meta(),
+            EXTERNAL_NAME_ANNOTATION,
+            FIELD_MANAGER,
+        );
+        Claim::of(
+            object.uid().as_deref(),
+            observed.owner_uid.as_deref(),
+            observe_only || named_by_user,
+        )
+    }
+
+    /// The resource exists but was not created by this object, and no user adopted it:
+    /// tether writes nothing to it and says so.
+    async fn refuse_foreign(
+        &self,
+        object: &M,
+        observed: &Observed<M::AtProvider>,
+        owner_uid: Option<String>,
+    ) -> Result<Action, Error> {
+        let kind = M::kind(&());
+        let name = self.shown_name(object, observed);
+        let carries = match owner_uid {
+            Some(uid) => format!("it belongs to the object with UID {uid}"),
+            None => "it carries no tether UID".to_owned(),
+        };
+        let message = format!(
+            "{kind} {name} exists in the cloud and was not created by this object ({carries}): \
+             tether will neither change nor delete it. To manage it, set the annotation \
+             {EXTERNAL_NAME_ANNOTATION}: {name}; for a new one, choose another name"
+        );
+        tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+        self.event(object, EventType::Warning, NOT_OWNED, message.clone())
+            .await;
+        status::write(
+            self.api,
+            object,
+            StatusUpdate::conditions(vec![
+                fails(READY, NOT_OWNED, message.clone()),
+                fails(SYNCED, NOT_OWNED, message),
+            ]),
+        )
+        .await?;
+        Ok(self.requeue_poll())
+    }
+
+    /// The name to show for the observed resource.
+    fn shown_name(&self, object: &M, observed: &Observed<M::AtProvider>) -> String {
+        observed
+            .external_name
+            .clone()
+            .or_else(|| self.external_name(object))
+            .unwrap_or_else(|| "(unnamed)".to_owned())
+    }
+
     async fn create(
         &self,
         object: &M,
@@ -273,22 +454,40 @@ where
         publisher: &mut Publisher,
         context: Context<'_>,
     ) -> Result<Action, Error> {
-        // Record the name first, so that after a crash during create observe still
-        // looks in the right place. The annotation's watch event brings the object
-        // straight back to create; creating now as well would create twice.
-        if self.annotations.external_name.is_none()
-            && let Some(name) = context.external_name
-        {
-            self.record_external_name(object, name).await?;
-            return Ok(self.requeue_wait());
-        }
         if self.prepare(object, client, publisher, context).await? {
             return Ok(self.requeue_wait());
         }
-        let created = client
-            .create(object, context)
-            .await
-            .map_err(Error::provider(Phase::Create))?;
+        // Recorded before the call: the name, so that a later derivation never looks
+        // elsewhere, and the time, so that a resource the cloud does not show yet is
+        // waited for instead of created again. The patch's watch event queues the next
+        // reconcile, which runs once this one is done and sees both.
+        let mut annotations = serde_json::Map::new();
+        if self.annotations.external_name.is_none()
+            && let Some(name) = context.external_name
+        {
+            annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
+        }
+        annotations.insert(
+            CREATE_PENDING_ANNOTATION.to_owned(),
+            json!(k8s_openapi::jiff::Timestamp::now().to_string()),
+        );
+        self.annotate(object, annotations).await?;
+        let created = match client.create(object, context).await {
+            Ok(created) => created,
+            Err(error) => {
+                // Refused or throttled: nothing was made, so nothing is to be waited for.
+                if matches!(error.class, ErrorClass::Terminal | ErrorClass::Throttled) {
+                    let cleared = serde_json::Map::from_iter([(
+                        CREATE_PENDING_ANNOTATION.to_owned(),
+                        serde_json::Value::Null,
+                    )]);
+                    if let Err(clear_error) = self.annotate(object, cleared).await {
+                        tracing::debug!(error = %clear_error, "could not clear the create-pending mark");
+                    }
+                }
+                return Err(Error::provider(Phase::Create)(error));
+            }
+        };
         if let Some(name) = &created.external_name {
             self.record_external_name(object, name).await?;
         }
@@ -335,13 +534,23 @@ where
         observed: Observed<M::AtProvider>,
         observe_only: bool,
     ) -> Result<Action, Error> {
-        if let Some(name) = &observed.external_name
+        let mut annotations = serde_json::Map::new();
+        if let Some(name) = observed.external_name.as_deref().or(context.external_name)
             && self.annotations.external_name.as_deref() != Some(name)
         {
             // Found by its UID tag: after a create whose answer never came back, or in
             // place of a resource that is gone.
             tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), external_name = name, "found the cloud resource this object created");
-            self.record_external_name(object, name).await?;
+            annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
+        }
+        if self.annotations.create_pending.is_some() {
+            annotations.insert(
+                CREATE_PENDING_ANNOTATION.to_owned(),
+                serde_json::Value::Null,
+            );
+        }
+        if !annotations.is_empty() {
+            self.annotate(object, annotations).await?;
         }
         let must_update = !observe_only && !observed.is_up_to_date();
         // Credentials still marked pending on a resource that matches the spec were
@@ -429,13 +638,14 @@ where
             } else {
                 "deletionPolicy Retain"
             };
-            self.event(
-                object,
-                EventType::Normal,
-                "Retained",
-                format!("{why}: {kind} {shown_name} is left in the cloud"),
-            )
-            .await;
+            let secret = orphan_connection_secret(&self.shared.kube, object).await?;
+            let message = format!(
+                "{why}: {kind} {shown_name} is left in the cloud{}",
+                kept_secret(secret.as_deref())
+            );
+            tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+            self.event(object, EventType::Normal, "Retained", message)
+                .await;
             return Ok(Action::await_change());
         }
         let namespace = object.namespace().unwrap_or_default();
@@ -453,6 +663,18 @@ where
             .map_err(Error::provider(Phase::Observe))?
         {
             Observation::Missing => {
+                if let WhenMissing::Wait(sent) = WhenMissing::decide(
+                    self.annotations.create_pending,
+                    k8s_openapi::jiff::Timestamp::now(),
+                ) {
+                    // Letting go now would leave behind what the create made.
+                    let message = format!(
+                        "the {kind} created at {sent} is not visible yet; deleting it once the cloud shows it"
+                    );
+                    self.write_status(object, fails(READY, DELETING, message), None)
+                        .await?;
+                    return Err(Error::StillDeleting);
+                }
                 tracing::info!(%kind, namespace, name = object.name_any(), "gone from the cloud");
                 self.event(
                     object,
@@ -465,6 +687,15 @@ where
             }
             Observation::Exists(observed) => observed,
         };
+        if let Claim::NotOurs { .. } = self.claim(object, &observed) {
+            let name = self.shown_name(object, &observed);
+            let message =
+                format!("{kind} {name} was not created by this object and is left in the cloud");
+            tracing::info!(%kind, namespace, name = object.name_any(), "{message}");
+            self.event(object, EventType::Normal, "Retained", message)
+                .await;
+            return Ok(Action::await_change());
+        }
         let found_name = observed.external_name.as_deref();
         let context = Context {
             external_name: context.external_name.or(found_name),
@@ -518,7 +749,18 @@ where
     }
 
     async fn record_external_name(&self, object: &M, name: &str) -> Result<(), Error> {
-        let patch = json!({"metadata": {"annotations": {EXTERNAL_NAME_ANNOTATION: name}}});
+        let annotations =
+            serde_json::Map::from_iter([(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name))]);
+        self.annotate(object, annotations).await
+    }
+
+    /// Sets (or, for `null` values, removes) tether's annotations on the object.
+    async fn annotate(
+        &self,
+        object: &M,
+        annotations: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        let patch = json!({"metadata": {"annotations": annotations}});
         self.api
             .patch(
                 &object.name_any(),

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Calls that change something in AWS.
-const RDS_WRITES: &[&str] = &[
+pub(crate) const RDS_WRITES: &[&str] = &[
     "CreateDBInstance",
     "ModifyDBInstance",
     "DeleteDBInstance",
@@ -42,7 +42,7 @@ pub(crate) fn rds(world: &World) -> aws_sdk_rds::Client {
     aws_sdk_rds::Client::new(&world.direct_sdk_config())
 }
 
-async fn instance_exists(world: &World, identifier: &str) -> bool {
+pub(crate) async fn instance_exists(world: &World, identifier: &str) -> bool {
     rds(world)
         .describe_db_instances()
         .db_instance_identifier(identifier)

@@ -40,7 +40,7 @@ const SECRET_KEYS: &[&str] = &[
     "username",
 ];
 
-fn instance(world: &World, name: &str, extra: &str) -> String {
+pub(crate) fn instance(world: &World, name: &str, extra: &str) -> String {
     format!(
         "apiVersion: ec2.tether.dev/v1alpha1\nkind: Instance\nmetadata: {{name: {name}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  imageId: ami-0123456789abcdef0\n  instanceType: t3.micro\n  tags: {{team: shop}}\n{extra}",
         world.provider_config
@@ -48,14 +48,18 @@ fn instance(world: &World, name: &str, extra: &str) -> String {
 }
 
 /// `sshKey.generate` with its Secret `<name>-ssh`.
-fn generated_key(name: &str) -> String {
+pub(crate) fn generated_key(name: &str) -> String {
     format!(
         "  sshKey: {{generate: true, username: admin}}\n  writeConnectionSecretToRef: {{name: {name}-ssh}}\n"
     )
 }
 
 /// Every instance (not terminated) carrying `tag` (any value, or `value`).
-async fn tagged_instances(world: &World, tag: &str, value: Option<&str>) -> Vec<Ec2Instance> {
+pub(crate) async fn tagged_instances(
+    world: &World,
+    tag: &str,
+    value: Option<&str>,
+) -> Vec<Ec2Instance> {
     let mut filter = Filter::builder().name(match value {
         Some(_) => format!("tag:{tag}"),
         None => "tag-key".to_owned(),

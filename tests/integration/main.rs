@@ -12,5 +12,6 @@ mod db_instance_controller;
 mod db_subnet_group;
 mod instance;
 mod provider_config;
+mod safety;
 mod security_group;
 mod world;

@@ -25,7 +25,7 @@ use crate::{
 
 const SSH_AND_HTTPS: &str = "  ingress:\n  - {protocol: tcp, fromPort: 22, toPort: 22, cidrBlocks: [10.0.0.0/8]}\n  - {protocol: tcp, fromPort: 443, toPort: 443, cidrBlocks: [0.0.0.0/0], ipv6CidrBlocks: ['::/0']}\n";
 
-fn security_group(world: &World, name: &str, rules: &str) -> String {
+pub(crate) fn security_group(world: &World, name: &str, rules: &str) -> String {
     format!(
         "apiVersion: ec2.tether.dev/v1alpha1\nkind: SecurityGroup\nmetadata: {{name: {name}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  description: {name} servers\n  tags: {{team: shop}}\n{rules}",
         world.provider_config

@@ -9,7 +9,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::{Api, api::ListParams};
 use tether_api::{conditions, managed::Managed};
 use tether_testkit::{
-    Emulator, FaultProxy, TestNamespace, Tether, cluster, emulator::EmulatorKind,
+    ControlPlane, Emulator, FaultProxy, TestNamespace, Tether, cluster, emulator::EmulatorKind,
 };
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
@@ -23,6 +23,8 @@ pub struct World {
     pub provider_config: String,
     /// The emulator behind the proxy.
     pub emulator: EmulatorKind,
+    /// The test's own control plane, when it has one (stopped last).
+    pub control_plane: Option<ControlPlane>,
 }
 
 impl World {
@@ -34,7 +36,23 @@ impl World {
     /// A namespace, CRDs, a proxy over the `emulator`, a ProviderConfig and
     /// `tether run`.
     pub async fn start_on(emulator: EmulatorKind) -> World {
-        let ns = TestNamespace::new().await;
+        Self::start_in(emulator, None).await
+    }
+
+    /// A world on a control plane of its own, for a test that changes what every
+    /// test shares (such as deleting the CRDs), over moto.
+    pub async fn start_alone() -> World {
+        let control_plane = tokio::task::spawn_blocking(ControlPlane::start)
+            .await
+            .expect("starting a control plane");
+        Self::start_in(EmulatorKind::Moto, Some(control_plane)).await
+    }
+
+    async fn start_in(emulator: EmulatorKind, control_plane: Option<ControlPlane>) -> World {
+        let ns = match &control_plane {
+            Some(control_plane) => TestNamespace::new_on(control_plane).await,
+            None => TestNamespace::new().await,
+        };
         cluster::install_crds(&ns.client).await;
         let proxy = FaultProxy::start(Emulator::of(emulator).endpoint()).await;
         let provider_config = ns.name.clone();
@@ -48,13 +66,26 @@ impl World {
         )
         .await
         .expect("applying the test's ProviderConfig");
-        let tether = Tether::start(TETHER, &ns.name);
+        let kubeconfig = control_plane
+            .as_ref()
+            .unwrap_or_else(|| ControlPlane::shared())
+            .kubeconfig()
+            .to_owned();
+        let tether = Tether::start_on(TETHER, &ns.name, &kubeconfig);
         World {
             ns,
             proxy,
             tether,
             provider_config,
             emulator,
+            control_plane,
+        }
+    }
+
+    /// Applies `yaml` in the test's namespace; fails when the API server refuses it.
+    pub async fn apply(&self, yaml: &str) {
+        if let Err(error) = self.ns.apply(yaml).await {
+            panic!("the API server refused {yaml}: {error}");
         }
     }
 
@@ -111,6 +142,7 @@ impl World {
             ns,
             proxy,
             mut tether,
+            control_plane,
             ..
         } = self;
         // Waiting for the process blocks a thread; not this one, which also runs the
@@ -125,6 +157,7 @@ impl World {
         );
         drop(proxy);
         ns.delete().await;
+        drop(control_plane);
     }
 }
 

@@ -49,6 +49,11 @@ pub struct Observed<A> {
     /// is how a resource found by the object's UID tag (after a create whose answer was
     /// lost) gets its id recorded. `None` for kinds named before create.
     pub external_name: Option<String>,
+    /// The UID of the Kubernetes object that created the resource, as the resource
+    /// records it (for AWS, its `tether.dev/uid` tag); `None` when it records none.
+    /// The runtime changes or deletes a resource only when this is the object's own
+    /// UID, or when the user adopted the resource explicitly.
+    pub owner_uid: Option<String>,
     /// The fields where the resource differs from the spec; empty when up to date.
     pub differences: Vec<String>,
     /// Whether it can be used.

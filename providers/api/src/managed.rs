@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -17,6 +17,11 @@ pub const EXTERNAL_NAME_ANNOTATION: &str = "tether.dev/external-name";
 pub const PAUSED_ANNOTATION: &str = "tether.dev/paused";
 /// Annotation overriding the poll interval, as a Go duration such as `10m`.
 pub const POLL_INTERVAL_ANNOTATION: &str = "tether.dev/poll-interval";
+/// Annotation tether sets (to an RFC 3339 time) right before it asks the cloud to
+/// create the resource, and removes once it has seen the resource. While it is there
+/// and young, a resource the cloud does not show yet counts as on its way, not as
+/// missing: cloud reads lag behind writes, and creating again would make a second one.
+pub const CREATE_PENDING_ANNOTATION: &str = "tether.dev/create-pending";
 
 /// The shortest poll interval an annotation may ask for, to keep AWS calls bounded.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -193,6 +198,9 @@ pub struct ControlAnnotations {
     pub paused: bool,
     /// The poll interval asked for, if any.
     pub poll_interval: Option<Duration>,
+    /// When tether last asked the cloud to create the resource without having seen
+    /// it since (see [`CREATE_PENDING_ANNOTATION`]).
+    pub create_pending: Option<Timestamp>,
 }
 
 /// Why the tether annotations of an object could not be read.
@@ -206,6 +214,10 @@ pub enum AnnotationError {
     PollIntervalTooShort { value: String },
     #[error("annotation {PAUSED_ANNOTATION}: {value:?} is neither \"true\" nor \"false\"")]
     PausedValue { value: String },
+    #[error(
+        "annotation {CREATE_PENDING_ANNOTATION}: {value:?} is not an RFC 3339 time; tether sets it, remove it only when no create is on its way"
+    )]
+    CreatePendingFormat { value: String },
 }
 
 impl ControlAnnotations {
@@ -228,12 +240,60 @@ impl ControlAnnotations {
             .get(EXTERNAL_NAME_ANNOTATION)
             .filter(|name| !name.is_empty())
             .cloned();
+        let create_pending = annotations
+            .get(CREATE_PENDING_ANNOTATION)
+            .map(|value| {
+                value
+                    .parse::<Timestamp>()
+                    .map_err(|_| AnnotationError::CreatePendingFormat {
+                        value: value.clone(),
+                    })
+            })
+            .transpose()?;
         Ok(Self {
             external_name,
             paused,
             poll_interval,
+            create_pending,
         })
     }
+}
+
+/// How many hex digits of the object's UID a derived cloud name carries: 40 random
+/// bits, so two objects practically never share a name.
+const UID_DIGITS_IN_NAMES: usize = 10;
+
+/// The cloud name tether derives for the object `namespace/name` with `uid`:
+/// `<namespace>-<name>-<first 10 hex digits of the UID>`, in lower-case letters, digits
+/// and single hyphens, starting with a letter, at most `max_len` characters (the
+/// readable part is cut to fit). The UID part makes it unique per object: `a-b/c` and
+/// `a/b-c`, or an object deleted and created again, never share a name. Fits RDS
+/// identifiers, DB subnet group names and EC2 security group names alike.
+pub fn derived_name(namespace: &str, name: &str, uid: &str, max_len: usize) -> String {
+    let suffix: String = uid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(UID_DIGITS_IN_NAMES)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let mut readable = String::new();
+    for c in format!("{namespace}-{name}").chars() {
+        let c = if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '-'
+        };
+        let repeated_hyphen = c == '-' && (readable.is_empty() || readable.ends_with('-'));
+        if !repeated_hyphen {
+            readable.push(c);
+        }
+    }
+    if !readable.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        readable.insert_str(0, "t-");
+    }
+    readable.truncate(max_len.saturating_sub(suffix.len() + 1));
+    let readable = readable.trim_end_matches('-');
+    format!("{readable}-{suffix}")
 }
 
 fn parse_poll_interval(value: &str) -> Result<Duration, AnnotationError> {
@@ -302,6 +362,69 @@ mod tests {
                 value: "yes".into()
             })
         );
+    }
+
+    #[test]
+    fn a_create_pending_time_is_read_and_a_malformed_one_refused() {
+        let parsed = ControlAnnotations::parse(&annotations(&[(
+            CREATE_PENDING_ANNOTATION,
+            "2026-11-30T12:00:00Z",
+        )]))
+        .unwrap();
+        assert_eq!(
+            parsed.create_pending,
+            Some("2026-11-30T12:00:00Z".parse().unwrap())
+        );
+        let error = ControlAnnotations::parse(&annotations(&[(CREATE_PENDING_ANNOTATION, "soon")]))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains(CREATE_PENDING_ANNOTATION),
+            "{error}"
+        );
+    }
+
+    const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
+
+    #[test]
+    fn derived_names_are_readable_and_carry_the_uid() {
+        assert_eq!(
+            derived_name("shop", "orders", UID, 63),
+            "shop-orders-0c9f3a1e5b"
+        );
+        assert_eq!(
+            derived_name("Team.A", "my_db..x", UID, 63),
+            "team-a-my-db-x-0c9f3a1e5b"
+        );
+        assert_eq!(derived_name("1st", "db", UID, 63), "t-1st-db-0c9f3a1e5b");
+    }
+
+    #[test]
+    fn names_that_collided_before_differ_by_their_uid() {
+        let other = "7d2e4b1a-0000-4000-8000-000000000000";
+        let first = derived_name("a-b", "c", UID, 63);
+        let second = derived_name("a", "b-c", other, 63);
+        assert_ne!(first, second);
+        assert!(first.starts_with("a-b-c-") && second.starts_with("a-b-c-"));
+    }
+
+    #[test]
+    fn derived_names_fit_rds_rules_at_any_length() {
+        let long = "x".repeat(253);
+        for (namespace, name) in [("n", long.as_str()), (&*"a-".repeat(40), "b")] {
+            let derived = derived_name(namespace, name, UID, 63);
+            assert!(derived.len() <= 63, "{derived}");
+            assert!(derived.starts_with(|c: char| c.is_ascii_lowercase()));
+            assert!(
+                !derived.contains("--") && !derived.ends_with('-'),
+                "{derived}"
+            );
+            assert!(derived.ends_with("-0c9f3a1e5b"), "{derived}");
+            assert!(
+                derived
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            );
+        }
     }
 
     #[test]

@@ -31,7 +31,12 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Creates a fresh namespace (`t-` and a random suffix) on the shared control plane.
     pub async fn new() -> TestNamespace {
-        let client = ControlPlane::shared().client().await;
+        Self::new_on(ControlPlane::shared()).await
+    }
+
+    /// Creates a fresh namespace on `control_plane` (one of the test's own).
+    pub async fn new_on(control_plane: &ControlPlane) -> TestNamespace {
+        let client = control_plane.client().await;
         let namespace = Api::<Namespace>::all(client.clone())
             .create(
                 &PostParams::default(),

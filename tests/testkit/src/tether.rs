@@ -18,6 +18,7 @@ pub struct Tether {
     process: Supervised,
     binary: String,
     namespace: String,
+    kubeconfig: PathBuf,
     admin_port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -29,14 +30,21 @@ impl Tether {
     /// AWS credentials come from the environment (the emulator takes any). Returns once
     /// the controller answers `/readyz`; fails with its log if it exits first.
     pub fn start(binary: &str, namespace: &str) -> Tether {
+        Self::start_on(binary, namespace, ControlPlane::shared().kubeconfig())
+    }
+
+    /// Like [`Tether::start`], on the cluster of `kubeconfig` (a control plane of the
+    /// test's own).
+    pub fn start_on(binary: &str, namespace: &str, kubeconfig: &Path) -> Tether {
         let dir = tempfile::tempdir().expect("a temp dir for the log");
         let log = dir.path().join("tether.log");
         let admin_port = free_port();
-        let process = spawn(binary, namespace, admin_port, &log);
+        let process = spawn(binary, namespace, kubeconfig, admin_port, &log);
         let mut tether = Tether {
             process,
             binary: binary.to_owned(),
             namespace: namespace.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
             admin_port,
             log,
             _dir: dir,
@@ -50,7 +58,13 @@ impl Tether {
     pub fn kill_and_restart(&mut self) {
         self.process.kill();
         self.admin_port = free_port();
-        self.process = spawn(&self.binary, &self.namespace, self.admin_port, &self.log);
+        self.process = spawn(
+            &self.binary,
+            &self.namespace,
+            &self.kubeconfig,
+            self.admin_port,
+            &self.log,
+        );
         self.wait_ready();
     }
 
@@ -86,8 +100,13 @@ impl Tether {
 }
 
 /// Starts `binary run` for `namespace`, appending its log to `log`.
-fn spawn(binary: &str, namespace: &str, admin_port: u16, log: &Path) -> Supervised {
-    let kubeconfig = ControlPlane::shared().kubeconfig().to_owned();
+fn spawn(
+    binary: &str,
+    namespace: &str,
+    kubeconfig: &Path,
+    admin_port: u16,
+    log: &Path,
+) -> Supervised {
     let admin_addr = format!("127.0.0.1:{admin_port}");
     let log = File::options()
         .create(true)
@@ -99,7 +118,7 @@ fn spawn(binary: &str, namespace: &str, admin_port: u16, log: &Path) -> Supervis
         Command::new(binary)
             .arg("run")
             .arg("--kubeconfig")
-            .arg(&kubeconfig)
+            .arg(kubeconfig)
             .args(["--admin-addr", &admin_addr, "--namespace", namespace])
             .args(["--poll-interval", "10s", "--wait-interval", "1s"])
             .env("TETHER_LOG", "trace")

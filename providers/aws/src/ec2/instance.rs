@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     errors::{absent_if, provider_error},
-    tags::tags_differ,
+    tags::{UID_TAG, tags_differ},
 };
 
 /// Names of the spec fields `observe` can find different, as `Observed::differences`
@@ -557,6 +557,7 @@ fn observed(
 
     Observed {
         external_name: id.clone(),
+        owner_uid: tags.get(UID_TAG).cloned(),
         differences,
         readiness: match readiness(state, restart_after_stop) {
             Readiness::Ready if key_lost(object, context) => Readiness::NotReady {
@@ -765,6 +766,8 @@ impl ExternalClient<Instance> for InstanceClient {
             // The instance is gone but its key pair is not: delete removes it.
             return Ok(Observation::Exists(Observed {
                 external_name: None,
+                // Named after the object's UID: only this object makes it.
+                owner_uid: object.uid(),
                 differences: Vec::new(),
                 readiness: Readiness::NotReady {
                     reason: "KeyPairRemains".to_owned(),
@@ -1010,7 +1013,6 @@ mod tests {
     use tether_api::managed::LocalSecretReference;
 
     use super::*;
-    use crate::tags::UID_TAG;
 
     const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
     const ID: &str = "i-0123456789abcdef0";
@@ -1177,6 +1179,7 @@ mod tests {
     ) -> Observed<InstanceObservation> {
         Observed {
             external_name: Some(ID.into()),
+            owner_uid: Some(UID.into()),
             differences: differences.iter().map(|d| d.to_string()).collect(),
             readiness: Readiness::Ready,
             at_provider: InstanceObservation {

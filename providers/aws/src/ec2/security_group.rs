@@ -6,27 +6,35 @@ use std::{
     fmt,
 };
 
-use aws_sdk_ec2::types::{
-    IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, UserIdGroupPair,
+use aws_sdk_ec2::{
+    error::ProvideErrorMetadata,
+    types::{
+        Filter, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, UserIdGroupPair,
+    },
 };
 use kube::{CustomResource, KubeSchema, ResourceExt, core::ApiResource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tether_api::{
-    ObjectReference,
+    ErrorClass, ObjectReference,
     external::{
         ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
         Readiness,
     },
-    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
+    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus, derived_name},
     references::LocalReference,
 };
 
 use super::{create_tags, is_not_found, tag_map, tag_specification, uid_filter, without_retries};
 use crate::{
     errors::{absent_if, provider_error},
-    tags::tags_differ,
+    tags::{UID_TAG, tags_differ},
 };
+
+/// The longest security group name EC2 accepts.
+const MAX_GROUP_NAME_LENGTH: usize = 255;
+/// EC2's answer to a create whose group name is taken in the VPC.
+const GROUP_DUPLICATE: &str = "InvalidGroup.Duplicate";
 
 /// The name of the tags difference, as `Observed::differences` lists it.
 const TAGS: &str = "tags";
@@ -61,7 +69,8 @@ pub struct SecurityGroupSpec {
     #[serde(flatten)]
     pub managed: ManagedFields,
 
-    /// The group's name in AWS, unique within its VPC; default `<namespace>-<name>`.
+    /// The group's name in AWS, unique within its VPC; default `<namespace>-<name>-<first
+    /// 10 hex digits of the object's UID>`.
     /// Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[ -~]+$"))]
@@ -318,13 +327,15 @@ impl SecurityGroup {
             .chain(egress.map(|(index, rule)| (Direction::Egress, index, rule)))
     }
 
-    /// The group's name in AWS: `spec.groupName`, else `<namespace>-<name>`.
+    /// The group's name in AWS: `spec.groupName`, else derived from the namespace,
+    /// name and UID (see [`derived_name`]).
     pub fn group_name(&self) -> String {
         self.spec.group_name.clone().unwrap_or_else(|| {
-            format!(
-                "{}-{}",
-                self.namespace().unwrap_or_default(),
-                self.name_any()
+            derived_name(
+                &self.namespace().unwrap_or_default(),
+                &self.name_any(),
+                &self.uid().unwrap_or_default(),
+                MAX_GROUP_NAME_LENGTH,
             )
         })
     }
@@ -578,6 +589,61 @@ impl SecurityGroupClient {
         Ok(described.security_groups().first().cloned())
     }
 
+    /// After `InvalidGroup.Duplicate`: the group named `group_name` in the object's VPC
+    /// is this object's own (it carries the object's UID), found again; any other is
+    /// someone else's, and the create fails with `error`'s code and a message that says
+    /// so. A group not visible yet is Pending.
+    async fn duplicate(
+        &self,
+        object: &SecurityGroup,
+        group_name: &str,
+        error: ProviderError,
+    ) -> Result<Created, ProviderError> {
+        let mut filters = vec![
+            Filter::builder()
+                .name("group-name")
+                .values(group_name)
+                .build(),
+        ];
+        if let Some(vpc) = &object.spec.vpc_id {
+            filters.push(Filter::builder().name("vpc-id").values(vpc).build());
+        }
+        let described = self
+            .ec2
+            .describe_security_groups()
+            .set_filters(Some(filters))
+            .send()
+            .await
+            .map_err(provider_error)?;
+        let Some(group) = described.security_groups().first() else {
+            return Err(ProviderError {
+                class: ErrorClass::Pending,
+                message: format!(
+                    "security group {group_name} exists but DescribeSecurityGroups does not show it yet"
+                ),
+                ..error
+            });
+        };
+        let ours = object.uid().is_some_and(|uid| {
+            tag_map(group.tags()).get(UID_TAG).map(String::as_str) == Some(uid.as_str())
+        });
+        match group.group_id() {
+            Some(id) if ours => Ok(Created {
+                external_name: Some(id.to_owned()),
+            }),
+            id => Err(ProviderError {
+                class: ErrorClass::Terminal,
+                message: format!(
+                    "security group {group_name} ({}) exists and was not created by this object; \
+                     to manage it, set {}; for a new one, choose another groupName",
+                    id.unwrap_or("no id"),
+                    tether_api::managed::EXTERNAL_NAME_ANNOTATION
+                ),
+                ..error
+            }),
+        }
+    }
+
     /// Makes the group's rules in `direction` the `desired` ones, given `actual`:
     /// adds first, then removes, so traffic allowed before and after never stops.
     async fn converge(
@@ -713,8 +779,9 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
             ingress: observed_rules(&group, Direction::Ingress),
             egress: observed_rules(&group, Direction::Egress),
         };
+        let tags = tag_map(group.tags());
         let mut differences = Vec::new();
-        if tags_differ(&object.desired_tags(), &tag_map(group.tags())) {
+        if tags_differ(&object.desired_tags(), &tags) {
             differences.push(TAGS.to_owned());
         }
         for (direction, actual) in [
@@ -726,6 +793,7 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         }
         Ok(Observation::Exists(Observed {
             external_name: Some(at_provider.group_id.clone()),
+            owner_uid: tags.get(UID_TAG).cloned(),
             differences,
             readiness: Readiness::Ready,
             at_provider,
@@ -738,10 +806,11 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         object: &SecurityGroup,
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
+        let group_name = object.group_name();
         let created = self
             .ec2
             .create_security_group()
-            .group_name(object.group_name())
+            .group_name(&group_name)
             .description(&object.spec.description)
             .set_vpc_id(object.spec.vpc_id.clone())
             .tag_specifications(tag_specification(
@@ -751,9 +820,18 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
             .customize()
             .config_override(without_retries())
             .send()
-            .await
-            .map_err(provider_error)?;
-        let group_id = created.group_id().unwrap_or_default().to_owned();
+            .await;
+        let group_id = match created {
+            Ok(created) => created.group_id().unwrap_or_default().to_owned(),
+            Err(error) if error.code() == Some(GROUP_DUPLICATE) => {
+                // The name is taken: by this object's own group, which a read right
+                // after its create did not show, or by someone else's.
+                return self
+                    .duplicate(object, &group_name, provider_error(error))
+                    .await;
+            }
+            Err(error) => return Err(provider_error(error)),
+        };
         // A new group has AWS's default rules: all traffic out to 0.0.0.0/0, and to ::/0
         // in a VPC with IPv6. Read them rather than assume them; if the group cannot be
         // read yet, assume the IPv4 rule and let the next observe correct the rest.
@@ -839,7 +917,7 @@ mod tests {
             authorize_security_group_ingress::{
                 AuthorizeSecurityGroupIngressError, AuthorizeSecurityGroupIngressOutput,
             },
-            create_security_group::CreateSecurityGroupOutput,
+            create_security_group::{CreateSecurityGroupError, CreateSecurityGroupOutput},
             create_tags::CreateTagsOutput,
             delete_security_group::{DeleteSecurityGroupError, DeleteSecurityGroupOutput},
             describe_security_groups::{DescribeSecurityGroupsError, DescribeSecurityGroupsOutput},
@@ -855,7 +933,6 @@ mod tests {
     use tether_api::ErrorClass;
 
     use super::*;
-    use crate::tags::UID_TAG;
 
     const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
     const GROUP: &str = "sg-0123456789abcdef0";
@@ -1050,6 +1127,7 @@ mod tests {
     ) -> Observed<SecurityGroupObservation> {
         Observed {
             external_name: Some(GROUP.into()),
+            owner_uid: Some(UID.into()),
             differences: differences.iter().map(|d| d.to_string()).collect(),
             readiness: Readiness::Ready,
             at_provider: SecurityGroupObservation {
@@ -1329,9 +1407,9 @@ mod tests {
     }
 
     #[test]
-    fn the_group_name_defaults_to_namespace_and_name() {
+    fn the_group_name_defaults_to_namespace_name_and_uid() {
         let mut object = object();
-        assert_eq!(object.group_name(), "shop-web");
+        assert_eq!(object.group_name(), "shop-web-0c9f3a1e5b");
         object.spec.group_name = Some("legacy-web".into());
         assert_eq!(object.group_name(), "legacy-web");
     }
@@ -1830,11 +1908,71 @@ mod tests {
 
     // Create.
 
+    /// CreateSecurityGroup answering that the name is taken.
+    fn create_duplicate() -> Rule {
+        mock!(aws_sdk_ec2::Client::create_security_group).then_error(|| {
+            CreateSecurityGroupError::generic(error(
+                "InvalidGroup.Duplicate",
+                "The security group 'shop-web-0c9f3a1e5b' already exists for VPC 'vpc-0a'",
+            ))
+        })
+    }
+
+    /// DescribeSecurityGroups by the derived name in the object's VPC, answering `groups`.
+    fn by_name(groups: Vec<Ec2Group>) -> Rule {
+        mock!(aws_sdk_ec2::Client::describe_security_groups)
+            .match_requests(|request| {
+                let filter = |name: &str, value: &str| {
+                    request
+                        .filters()
+                        .iter()
+                        .any(|f| f.name() == Some(name) && f.values() == [value])
+                };
+                filter("group-name", "shop-web-0c9f3a1e5b") && filter("vpc-id", "vpc-0a")
+            })
+            .then_output(move || described(groups.clone()))
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_name_of_our_own_group_finds_it_instead_of_failing() {
+        let (create, find) = (create_duplicate(), by_name(vec![group(vec![], all_out())]));
+        let created = in_order(&[&create, &find])
+            .create(&object(), Context::named(None))
+            .await
+            .expect("the group a lost read hid is this object's");
+        assert_eq!(created.external_name.as_deref(), Some(GROUP));
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_name_of_someone_elses_group_is_refused_and_a_hidden_one_waited_for() {
+        let mut theirs = group(vec![], all_out());
+        theirs.tags = Some(vec![Tag::builder().key(UID_TAG).value("another").build()]);
+        let (create, find) = (create_duplicate(), by_name(vec![theirs]));
+        let refused = in_order(&[&create, &find])
+            .create(&object(), Context::named(None))
+            .await
+            .expect_err("someone else's group");
+        assert_eq!(refused.class, ErrorClass::Terminal);
+        assert_eq!(refused.code.as_deref(), Some("InvalidGroup.Duplicate"));
+        assert!(
+            refused.message.contains("was not created by this object"),
+            "{}",
+            refused.message
+        );
+
+        let (create, find) = (create_duplicate(), by_name(vec![]));
+        let hidden = in_order(&[&create, &find])
+            .create(&object(), Context::named(None))
+            .await
+            .expect_err("not visible yet");
+        assert_eq!(hidden.class, ErrorClass::Pending);
+    }
+
     #[tokio::test]
     async fn create_names_describes_and_tags_the_group_then_authorizes_its_ingress() {
         let create = mock!(aws_sdk_ec2::Client::create_security_group)
             .match_requests(|request| {
-                request.group_name() == Some("shop-web")
+                request.group_name() == Some("shop-web-0c9f3a1e5b")
                     && request.description() == Some("web servers")
                     && request.vpc_id() == Some("vpc-0a")
                     && request.tag_specifications().iter().any(|spec| {

@@ -22,7 +22,7 @@ use tether_api::{
         ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
         Readiness,
     },
-    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
+    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus, derived_name},
 };
 
 use super::{
@@ -62,6 +62,8 @@ fn security_group_ref_field(index: usize) -> String {
 const PASSWORD_KEY: &str = "password";
 const USERNAME_KEY: &str = "username";
 
+/// The longest DB instance identifier RDS accepts.
+const MAX_IDENTIFIER_LENGTH: usize = 63;
 /// The longest DB snapshot identifier RDS accepts.
 const MAX_SNAPSHOT_IDENTIFIER_LENGTH: usize = 255;
 
@@ -84,15 +86,27 @@ const DELETING: &str = "deleting";
     doc = "An RDS DB instance; Ready while RDS reports it available.",
     category = "tether",
     shortname = "dbinstance",
-    validation = kube::core::Rule::new(
-        "has(self.spec.identifier) || (size(self.metadata.name) <= 61 && !self.metadata.name.contains('.') && !self.metadata.name.contains('--'))"
-    )
-    .message("without spec.identifier the RDS identifier is <namespace>-<name>, at most 63 letters, digits and single hyphens: set spec.identifier, or use a metadata.name of at most 61 characters without '.' or '--'"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Synced",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Synced\")].status"
+    ),
     printcolumn(name = "Engine", type_ = "string", json_path = ".spec.engine"),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.atProvider.endpointAddress"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.atProvider.endpointAddress"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = kube::core::Rule::new("has(self.identifier) == has(oldSelf.identifier)")
     .message("identifier cannot be added or removed after creation: the DB instance keeps the RDS identifier it was created with")
@@ -115,7 +129,11 @@ pub struct DBInstanceSpec {
     #[serde(flatten)]
     pub managed: ManagedFields,
 
-    /// The RDS DB instance identifier; default `<namespace>-<name>`. Immutable, and
+    /// The RDS DB instance identifier; default `<namespace>-<name>-<first 10 hex
+    /// digits of the object's UID>`, cut to 63 characters, so that no two objects share
+    /// one. tether manages only an instance it created (it carries the object's UID in
+    /// the tag `tether.dev/uid`) or one adopted with the annotation
+    /// `tether.dev/external-name`. Immutable, and
     /// can be neither added nor removed after creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
@@ -311,16 +329,18 @@ impl Managed for DBInstance {
         self.status.as_ref()
     }
 
-    /// `spec.identifier`, else `<namespace>-<name>`.
+    /// `spec.identifier`, else `<namespace>-<name>-<UID digits>` cut to RDS's 63
+    /// characters (see [`derived_name`]); `None` before the object has a UID.
     fn default_external_name(&self) -> Option<String> {
-        Some(match &self.spec.identifier {
-            Some(identifier) => identifier.clone(),
-            None => format!(
-                "{}-{}",
-                self.namespace().unwrap_or_default(),
-                self.name_any()
-            ),
-        })
+        match &self.spec.identifier {
+            Some(identifier) => Some(identifier.clone()),
+            None => Some(derived_name(
+                &self.namespace().unwrap_or_default(),
+                &self.name_any(),
+                &self.uid()?,
+                MAX_IDENTIFIER_LENGTH,
+            )),
+        }
     }
 
     fn references(&self) -> Vec<ObjectReference> {
@@ -855,6 +875,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         };
         Ok(Observation::Exists(Observed {
             external_name: None,
+            owner_uid: tags.get(UID_TAG).cloned(),
             differences,
             readiness: readiness(status.as_deref()),
             connection: instance_connection(object, &instance, password.as_ref()),
@@ -1333,6 +1354,7 @@ mod tests {
     fn observed(differences: &[&str]) -> Observed<DBInstanceObservation> {
         Observed {
             external_name: None,
+            owner_uid: Some(UID.into()),
             differences: differences.iter().map(|d| d.to_string()).collect(),
             readiness: Readiness::Ready,
             at_provider: DBInstanceObservation {
@@ -2069,7 +2091,7 @@ mod tests {
         let mut object = object();
         assert_eq!(
             object.default_external_name().as_deref(),
-            Some("shop-orders")
+            Some("shop-orders-0c9f3a1e5b")
         );
         assert!(object.references().is_empty());
         assert!(object.secret_references().is_empty());

@@ -17,16 +17,22 @@ use tether_api::{
         ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
         Readiness,
     },
-    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
+    managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus, derived_name},
 };
 
-use crate::errors::{absent_if, provider_error};
+use crate::{
+    errors::{absent_if, provider_error},
+    tags::UID_TAG,
+};
 
 /// Names of the spec fields `observe` can find different, as `Observed::differences`
 /// lists them and `update` reads them.
 const DESCRIPTION: &str = "description";
 const SUBNET_IDS: &str = "subnetIds";
 const TAGS: &str = "tags";
+
+/// The longest DB subnet group name RDS accepts.
+const MAX_NAME_LENGTH: usize = 255;
 
 /// An RDS DB subnet group: the subnets, in at least two availability zones, that a
 /// `DBInstance` may be placed in.
@@ -42,12 +48,22 @@ const TAGS: &str = "tags";
     doc = "An RDS DB subnet group; Ready when RDS reports it complete.",
     category = "tether",
     shortname = "dbsubnetgroup",
-    validation = kube::core::Rule::new("size(self.metadata.name) <= 190")
-        .message("metadata.name must be at most 190 characters: the RDS name is <namespace>-<name>"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Synced",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Synced\")].status"
+    ),
     printcolumn(name = "VPC", type_ = "string", json_path = ".status.atProvider.vpcId"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = kube::core::Rule::new("!has(self.deletionPolicy) || self.deletionPolicy != 'Snapshot'")
     .message("a DB subnet group has no snapshot: use Delete or Retain")
@@ -104,12 +120,14 @@ impl Managed for DBSubnetGroup {
         self.status.as_ref()
     }
 
-    /// `<namespace>-<name>`.
+    /// `<namespace>-<name>-<UID digits>` (see [`derived_name`]); `None` before the
+    /// object has a UID.
     fn default_external_name(&self) -> Option<String> {
-        Some(format!(
-            "{}-{}",
-            self.namespace().unwrap_or_default(),
-            self.name_any()
+        Some(derived_name(
+            &self.namespace().unwrap_or_default(),
+            &self.name_any(),
+            &self.uid()?,
+            MAX_NAME_LENGTH,
         ))
     }
 }
@@ -219,6 +237,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         };
         Ok(Observation::Exists(Observed {
             external_name: None,
+            owner_uid: tags.get(UID_TAG).cloned(),
             differences,
             readiness,
             at_provider: DBSubnetGroupObservation {
@@ -308,11 +327,16 @@ mod tests {
 
     use super::*;
 
+    const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
+    /// The name derived for `object()`.
+    const NAME: &str = "shop-orders-0c9f3a1e5b";
+
     fn object() -> DBSubnetGroup {
         DBSubnetGroup {
             metadata: ObjectMeta {
                 name: Some("orders".into()),
                 namespace: Some("shop".into()),
+                uid: Some(UID.into()),
                 ..ObjectMeta::default()
             },
             spec: DBSubnetGroupSpec {
@@ -328,6 +352,7 @@ mod tests {
     fn observed(differences: &[&str]) -> Observed<DBSubnetGroupObservation> {
         Observed {
             external_name: None,
+            owner_uid: Some(UID.into()),
             differences: differences.iter().map(|d| d.to_string()).collect(),
             readiness: Readiness::Ready,
             at_provider: DBSubnetGroupObservation {
@@ -342,7 +367,7 @@ mod tests {
     async fn update_sends_the_desired_description_and_subnets_only() {
         let modify = mock!(aws_sdk_rds::Client::modify_db_subnet_group)
             .match_requests(|request| {
-                request.db_subnet_group_name() == Some("shop-orders")
+                request.db_subnet_group_name() == Some(NAME)
                     && request.db_subnet_group_description() == Some("all zones")
                     && request.subnet_ids() == ["subnet-0a", "subnet-0b", "subnet-0c"]
             })
@@ -386,7 +411,7 @@ mod tests {
         let error = client
             .update(
                 &object,
-                Context::named(Some("shop-orders")),
+                Context::named(Some(NAME)),
                 &observed(&["subnetIds"]),
             )
             .await

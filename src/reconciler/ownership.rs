@@ -1,0 +1,198 @@
+//! The rules that decide what tether may do to a cloud resource it sees: whether the
+//! resource is this object's to change and delete, and whether a resource the cloud
+//! does not show is really missing or only not visible yet. Pure: no I/O.
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp};
+
+/// How long after a create a resource the cloud does not show still counts as on its
+/// way. AWS's reads are eventually consistent: `DescribeInstances` may answer
+/// `InvalidInstanceID.NotFound`, and tag-filtered reads may omit the instance, for a
+/// while after `RunInstances`.
+pub const CREATE_GRACE: Duration = Duration::from_secs(300);
+
+/// Whose a cloud resource is, as far as this object is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This object created it: it records the object's UID.
+    Ours,
+    /// A user named it in `tether.dev/external-name`, or the object only observes it
+    /// (`ObserveOnly`): tether may act on it as the spec says.
+    Adopted,
+    /// Someone else's: tether reads it and never writes to it. `owner_uid` is the UID
+    /// it records, if any.
+    NotOurs { owner_uid: Option<String> },
+}
+
+impl Claim {
+    /// Whose the resource is: ours when it records `object_uid`, adopted when the
+    /// user asked for it (`adopted`), else not ours.
+    pub fn of(object_uid: Option<&str>, owner_uid: Option<&str>, adopted: bool) -> Self {
+        match (object_uid, owner_uid) {
+            (Some(object_uid), Some(owner_uid)) if object_uid == owner_uid => Self::Ours,
+            _ if adopted => Self::Adopted,
+            _ => Self::NotOurs {
+                owner_uid: owner_uid.map(str::to_owned),
+            },
+        }
+    }
+}
+
+/// Whether a user (any field manager but `own_manager`) set the annotation `key` on
+/// the object, as the API server's managed fields record it. tether records the
+/// external name itself, and its own record is no adoption: a user adopts a resource
+/// by setting the annotation, with `kubectl annotate`, `kubectl apply` or any client.
+pub fn annotation_set_by_user(meta: &ObjectMeta, key: &str, own_manager: &str) -> bool {
+    let field = format!("f:{key}");
+    meta.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() != Some(own_manager)
+            && entry.fields_v1.as_ref().is_some_and(|fields| {
+                fields
+                    .0
+                    .pointer("/f:metadata/f:annotations")
+                    .and_then(|annotations| annotations.get(&field))
+                    .is_some()
+            })
+    })
+}
+
+/// What to do about a resource the cloud does not show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenMissing {
+    /// No create is on its way: it is missing.
+    Missing,
+    /// A create was sent at this time, within [`CREATE_GRACE`]: wait for it to show.
+    Wait(Timestamp),
+    /// A create was sent at this time, longer ago than [`CREATE_GRACE`], and the
+    /// resource never showed: it is missing after all.
+    GaveUpWaiting(Timestamp),
+}
+
+impl WhenMissing {
+    /// Decides from the time of the create not yet seen (`create_pending`), at `now`.
+    pub fn decide(create_pending: Option<Timestamp>, now: Timestamp) -> Self {
+        let Some(sent) = create_pending else {
+            return Self::Missing;
+        };
+        let waited = now.duration_since(sent);
+        let grace = k8s_openapi::jiff::SignedDuration::try_from(CREATE_GRACE)
+            .expect("the grace period fits a signed duration");
+        if waited < grace {
+            Self::Wait(sent)
+        } else {
+            Self::GaveUpWaiting(sent)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use serde_json::json;
+
+    use super::*;
+
+    const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
+    const OTHER: &str = "7d2e4b1a-0000-4000-8000-000000000000";
+
+    #[test]
+    fn a_resource_with_our_uid_is_ours_even_when_named_by_hand() {
+        assert_eq!(Claim::of(Some(UID), Some(UID), false), Claim::Ours);
+        assert_eq!(Claim::of(Some(UID), Some(UID), true), Claim::Ours);
+    }
+
+    #[test]
+    fn a_resource_without_our_uid_is_not_ours_unless_adopted() {
+        assert_eq!(
+            Claim::of(Some(UID), None, false),
+            Claim::NotOurs { owner_uid: None }
+        );
+        assert_eq!(
+            Claim::of(Some(UID), Some(OTHER), false),
+            Claim::NotOurs {
+                owner_uid: Some(OTHER.to_owned())
+            }
+        );
+        assert_eq!(Claim::of(Some(UID), None, true), Claim::Adopted);
+        assert_eq!(Claim::of(Some(UID), Some(OTHER), true), Claim::Adopted);
+        assert_eq!(
+            Claim::of(None, Some(OTHER), false),
+            Claim::NotOurs {
+                owner_uid: Some(OTHER.to_owned())
+            }
+        );
+    }
+
+    fn managed_by(manager: &str, annotations: serde_json::Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            operation: Some("Update".to_owned()),
+            fields_v1: Some(FieldsV1(
+                json!({"f:metadata": {"f:annotations": annotations}}),
+            )),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    #[test]
+    fn an_annotation_counts_as_the_users_only_when_another_manager_set_it() {
+        let key = "tether.dev/external-name";
+        let by_tether = ObjectMeta {
+            managed_fields: Some(vec![managed_by(
+                "tether",
+                json!({"f:tether.dev/external-name": {}}),
+            )]),
+            ..ObjectMeta::default()
+        };
+        assert!(!annotation_set_by_user(&by_tether, key, "tether"));
+        let by_user = ObjectMeta {
+            managed_fields: Some(vec![
+                managed_by("tether", json!({"f:tether.dev/create-pending": {}})),
+                managed_by(
+                    "kubectl-annotate",
+                    json!({"f:tether.dev/external-name": {}}),
+                ),
+            ]),
+            ..ObjectMeta::default()
+        };
+        assert!(annotation_set_by_user(&by_user, key, "tether"));
+        let other_annotation = ObjectMeta {
+            managed_fields: Some(vec![managed_by(
+                "kubectl-client-side-apply",
+                json!({"f:team": {}}),
+            )]),
+            ..ObjectMeta::default()
+        };
+        assert!(!annotation_set_by_user(&other_annotation, key, "tether"));
+        assert!(!annotation_set_by_user(
+            &ObjectMeta::default(),
+            key,
+            "tether"
+        ));
+    }
+
+    #[test]
+    fn a_resource_not_shown_after_a_create_is_waited_for_within_the_grace() {
+        let sent: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let at = |seconds: i64| sent + k8s_openapi::jiff::SignedDuration::from_secs(seconds);
+        assert_eq!(WhenMissing::decide(None, at(0)), WhenMissing::Missing);
+        assert_eq!(
+            WhenMissing::decide(Some(sent), at(20)),
+            WhenMissing::Wait(sent)
+        );
+        assert_eq!(
+            WhenMissing::decide(Some(sent), at(299)),
+            WhenMissing::Wait(sent)
+        );
+        assert_eq!(
+            WhenMissing::decide(Some(sent), at(300)),
+            WhenMissing::GaveUpWaiting(sent)
+        );
+        // A clock that went backwards still waits.
+        assert_eq!(
+            WhenMissing::decide(Some(sent), at(-5)),
+            WhenMissing::Wait(sent)
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! The rules that keep users safe (DESIGN.md), each shown where it used to break, with
+//! the real `tether run`: a resource tether did not create is never changed or
+//! deleted; reads that lag behind a create never make a second resource; deleting the
+//! CRDs leaves the cloud alone; `Retain` keeps the credentials.
+
+use std::time::Duration;
+
+use crate::{
+    db_instance_controller::{
+        RDS_WRITES, database, instance_exists, rds, secret_data, wait_secret,
+    },
+    instance::{generated_key, instance, tagged_instances},
+    security_group::security_group,
+    world::{World, condition},
+};
+use aws_sdk_rds::types::Tag;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use serde_json::json;
+use tether_api::{
+    conditions::{READY, SYNCED},
+    managed::EXTERNAL_NAME_ANNOTATION,
+};
+use tether_aws::{
+    ec2::{Instance, SecurityGroup},
+    rds::DBInstance,
+    tags::UID_TAG,
+};
+
+/// The tags of the RDS instance `identifier`, as moto holds them.
+async fn rds_tags(world: &World, identifier: &str) -> Vec<(String, String)> {
+    rds(world)
+        .describe_db_instances()
+        .db_instance_identifier(identifier)
+        .send()
+        .await
+        .expect("describing the instance")
+        .db_instances()[0]
+        .tag_list()
+        .iter()
+        .map(|tag| {
+            (
+                tag.key().unwrap_or_default().to_owned(),
+                tag.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_rds_instance_tether_did_not_create_is_neither_changed_nor_deleted() {
+    let world = World::start().await;
+    let identifier = format!("{}-legacy", world.ns.name);
+    rds(&world)
+        .create_db_instance()
+        .db_instance_identifier(&identifier)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("owner")
+        .master_user_password("Their-Own-Password-1")
+        .tags(Tag::builder().key("team").value("legacy").build())
+        .send()
+        .await
+        .expect("creating someone else's database");
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .apply(&database(
+            &world,
+            "squatter",
+            &format!("  identifier: {identifier}\n  deletionPolicy: Delete\n"),
+        ))
+        .await;
+
+    let refused = world
+        .wait_condition(&api, "squatter", SYNCED, "False", Some("NotOwned"))
+        .await;
+    let message = condition(&refused, SYNCED).message;
+    assert!(
+        message.contains(&identifier) && message.contains("was not created by this object"),
+        "{message}"
+    );
+    assert!(
+        message.contains(EXTERNAL_NAME_ANNOTATION),
+        "says how to adopt: {message}"
+    );
+    assert_eq!(condition(&refused, READY).reason, "NotOwned");
+    world.wait_for_event("squatter", "NotOwned").await;
+    // Another poll comes and goes (every 10 s): still nothing is written.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let counts = world.proxy.counts();
+    for write in RDS_WRITES {
+        assert_eq!(counts.get(*write), None, "{write} was sent: {counts:?}");
+    }
+    assert!(
+        !rds_tags(&world, &identifier)
+            .await
+            .iter()
+            .any(|(key, _)| key == UID_TAG),
+        "the database was not tagged"
+    );
+    assert_eq!(
+        secret_data(&world, "squatter-db").await,
+        None,
+        "no connection Secret for someone else's database"
+    );
+
+    // Deleting the object leaves the database where it is.
+    api.delete("squatter", &DeleteParams::default())
+        .await
+        .unwrap();
+    world.wait_gone(&api, "squatter").await;
+    assert!(instance_exists(&world, &identifier).await);
+    assert_eq!(world.proxy.count("DeleteDBInstance"), 0);
+    let retained = world.wait_for_event("squatter", "Retained").await;
+    assert!(
+        retained
+            .note
+            .unwrap_or_default()
+            .contains("was not created by this object"),
+    );
+
+    // A user who names it adopts it: then tether manages it (and tags it as its own).
+    world
+        .apply(&database(
+            &world,
+            "adopter",
+            &format!("  identifier: {identifier}\n  deletionPolicy: Retain\n"),
+        ))
+        .await;
+    api.patch(
+        "adopter",
+        &PatchParams::apply("platform-team"),
+        &Patch::Apply(json!({
+            "apiVersion": "rds.tether.dev/v1alpha1",
+            "kind": "DBInstance",
+            "metadata": {"name": "adopter", "annotations": {EXTERNAL_NAME_ANNOTATION: identifier}},
+        })),
+    )
+    .await
+    .unwrap();
+    let adopted = world
+        .wait_condition(&api, "adopter", READY, "True", Some("Available"))
+        .await;
+    let uid = adopted.uid().unwrap();
+    for _ in 0..40 {
+        if rds_tags(&world, &identifier)
+            .await
+            .contains(&(UID_TAG.to_owned(), uid.clone()))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        rds_tags(&world, &identifier)
+            .await
+            .contains(&(UID_TAG.to_owned(), uid)),
+        "the adopted database carries its new owner's UID"
+    );
+    wait_secret(&world, "adopter-db", "hold a password", |data| {
+        data.contains_key("password")
+    })
+    .await;
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn under_20_s_of_read_lag_ten_instances_and_three_groups_are_each_created_once() {
+    let world = World::start().await;
+    world.proxy.hide_new_resources_for(Duration::from_secs(20));
+    let instances: Vec<String> = (0..10).map(|i| format!("vm-{i}")).collect();
+    let groups: Vec<String> = (0..3).map(|i| format!("sg-{i}")).collect();
+    for name in &groups {
+        world.apply(&security_group(
+                &world,
+                name,
+                "  ingress:\n  - {protocol: tcp, fromPort: 443, toPort: 443, cidrBlocks: [10.0.0.0/8]}\n",
+            )).await;
+    }
+    for name in &instances {
+        world.apply(&instance(&world, name, "")).await;
+    }
+    let instance_api: Api<Instance> = world.ns.api();
+    let group_api: Api<SecurityGroup> = world.ns.api();
+    for name in &instances {
+        world
+            .wait_condition(&instance_api, name, READY, "True", None)
+            .await;
+    }
+    for name in &groups {
+        world
+            .wait_condition(&group_api, name, READY, "True", None)
+            .await;
+    }
+    assert_eq!(
+        world.proxy.count("RunInstances"),
+        10,
+        "one launch per Instance; controller log:\n{}",
+        world.log_tail()
+    );
+    assert_eq!(world.proxy.count("CreateSecurityGroup"), 3);
+    for name in &instances {
+        let uid = instance_api.get(name).await.unwrap().uid().unwrap();
+        assert_eq!(
+            tagged_instances(&world, UID_TAG, Some(&uid)).await.len(),
+            1,
+            "{name} has exactly one instance in EC2"
+        );
+    }
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn deleting_the_crds_leaves_the_cloud_resources_and_their_secrets() {
+    let world = World::start_alone().await;
+    world
+        .apply(&database(&world, "orders", "  deletionPolicy: Delete\n"))
+        .await;
+    world
+        .apply(&instance(
+            &world,
+            "web",
+            &format!("  deletionPolicy: Delete\n{}", generated_key("web")),
+        ))
+        .await;
+    let databases: Api<DBInstance> = world.ns.api();
+    let instances: Api<Instance> = world.ns.api();
+    let database = world
+        .wait_condition(&databases, "orders", READY, "True", None)
+        .await;
+    let identifier = database.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
+    let vm = world
+        .wait_condition(&instances, "web", READY, "True", None)
+        .await;
+    let instance_uid = vm.uid().unwrap();
+    let password = wait_secret(&world, "orders-db", "hold a password", |d| {
+        d.contains_key("password")
+    })
+    .await["password"]
+        .clone();
+    let key = wait_secret(&world, "web-ssh", "hold the key", |d| {
+        d.contains_key("ssh-privatekey")
+    })
+    .await["ssh-privatekey"]
+        .clone();
+
+    // Uninstalling: the CRDs go, and the API server deletes their objects.
+    let crds: Api<CustomResourceDefinition> = Api::all(world.ns.client.clone());
+    for crd in ["dbinstances.rds.tether.dev", "instances.ec2.tether.dev"] {
+        crds.delete(crd, &DeleteParams::default()).await.unwrap();
+    }
+    for crd in ["dbinstances.rds.tether.dev", "instances.ec2.tether.dev"] {
+        let mut gone = false;
+        for _ in 0..240 {
+            if crds.get_opt(crd).await.unwrap().is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(
+            gone,
+            "CRD {crd} still exists 120 s after its deletion:\n{}",
+            world.log_tail()
+        );
+    }
+
+    for call in ["DeleteDBInstance", "TerminateInstances", "DeleteKeyPair"] {
+        assert_eq!(world.proxy.count(call), 0, "{call} was sent");
+    }
+    assert!(instance_exists(&world, &identifier).await);
+    assert_eq!(
+        tagged_instances(&world, UID_TAG, Some(&instance_uid))
+            .await
+            .len(),
+        1,
+        "the instance still runs"
+    );
+    // The garbage collector deletes a Secret whose owner is gone unless tether let go.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let kept_password = secret_data(&world, "orders-db").await.expect("Secret kept");
+    assert_eq!(kept_password["password"], password);
+    let kept_key = secret_data(&world, "web-ssh").await.expect("Secret kept");
+    assert_eq!(kept_key["ssh-privatekey"], key);
+    let log = world.tether.log();
+    assert!(
+        log.contains("CustomResourceDefinition of DBInstance is being deleted")
+            && log.contains("CustomResourceDefinition of Instance is being deleted"),
+        "the log says why nothing was deleted:\n{}",
+        world.log_tail()
+    );
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn retained_objects_leave_their_credentials_behind() {
+    let world = World::start().await;
+    world
+        .apply(&database(&world, "kept", "  deletionPolicy: Retain\n"))
+        .await;
+    world
+        .apply(&database(&world, "dropped", "  deletionPolicy: Delete\n"))
+        .await;
+    world
+        .apply(&instance(
+            &world,
+            "kept-vm",
+            &format!("  deletionPolicy: Retain\n{}", generated_key("kept-vm")),
+        ))
+        .await;
+    let databases: Api<DBInstance> = world.ns.api();
+    let instances: Api<Instance> = world.ns.api();
+    for name in ["kept", "dropped"] {
+        world
+            .wait_condition(&databases, name, READY, "True", None)
+            .await;
+    }
+    let kept = databases.get("kept").await.unwrap();
+    let uid_digits: String = kept.uid().unwrap().replace('-', "")[..10].to_owned();
+    assert_eq!(
+        kept.annotations()[EXTERNAL_NAME_ANNOTATION],
+        format!("{}-kept-{uid_digits}", world.ns.name),
+        "the derived identifier is readable and unique per object"
+    );
+    world
+        .wait_condition(&instances, "kept-vm", READY, "True", None)
+        .await;
+    let password = wait_secret(&world, "kept-db", "hold a password", |d| {
+        d.contains_key("password")
+    })
+    .await["password"]
+        .clone();
+    let key = wait_secret(&world, "kept-vm-ssh", "hold the key", |d| {
+        d.contains_key("ssh-privatekey")
+    })
+    .await["ssh-privatekey"]
+        .clone();
+    wait_secret(&world, "dropped-db", "hold a password", |d| {
+        d.contains_key("password")
+    })
+    .await;
+
+    databases
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    databases
+        .delete("dropped", &DeleteParams::default())
+        .await
+        .unwrap();
+    instances
+        .delete("kept-vm", &DeleteParams::default())
+        .await
+        .unwrap();
+    for name in ["kept", "dropped"] {
+        world.wait_gone(&databases, name).await;
+    }
+    world.wait_gone(&instances, "kept-vm").await;
+    // The garbage collector is at work: the deleted database's Secret goes.
+    let mut collected = false;
+    for _ in 0..60 {
+        if secret_data(&world, "dropped-db").await.is_none() {
+            collected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(collected, "the Delete object's Secret is garbage-collected");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = world.ns.api();
+    for (secret, key_name, value) in [
+        ("kept-db", "password", &password),
+        ("kept-vm-ssh", "ssh-privatekey", &key),
+    ] {
+        let kept = secrets.get(secret).await.expect("the Secret is kept");
+        assert!(kept.owner_references().is_empty(), "{secret} is orphaned");
+        assert_eq!(&secret_data(&world, secret).await.unwrap()[key_name], value);
+    }
+    for (object, secret) in [("kept", "kept-db"), ("kept-vm", "kept-vm-ssh")] {
+        let event = world.wait_for_event(object, "Retained").await;
+        assert!(
+            event.note.unwrap_or_default().contains(secret),
+            "the Retained Event names Secret {secret}"
+        );
+    }
+    world.finish().await;
+}
