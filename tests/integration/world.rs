@@ -14,6 +14,10 @@ use tether_testkit::{
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
+/// The ProviderConfig credentials of a test world: the SDK's chain, which finds the
+/// keys `tether run` gets in its environment.
+const DEFAULT_CREDENTIALS: &str = "{source: Default}";
+
 /// Everything one controller test needs.
 pub struct World {
     pub ns: TestNamespace,
@@ -36,7 +40,13 @@ impl World {
     /// A namespace, CRDs, a proxy over the `emulator`, a ProviderConfig and
     /// `tether run`.
     pub async fn start_on(emulator: EmulatorKind) -> World {
-        Self::start_in(emulator, None).await
+        Self::start_in(emulator, None, DEFAULT_CREDENTIALS).await
+    }
+
+    /// A world over moto whose ProviderConfig has `credentials` (the YAML of the
+    /// `credentials` field, e.g. `{source: AssumeRole, assumeRole: {roleArn: …}}`).
+    pub async fn start_with_credentials(credentials: &str) -> World {
+        Self::start_in(EmulatorKind::Moto, None, credentials).await
     }
 
     /// A world on a control plane of its own, for a test that changes what every
@@ -45,10 +55,14 @@ impl World {
         let control_plane = tokio::task::spawn_blocking(ControlPlane::start)
             .await
             .expect("starting a control plane");
-        Self::start_in(EmulatorKind::Moto, Some(control_plane)).await
+        Self::start_in(EmulatorKind::Moto, Some(control_plane), DEFAULT_CREDENTIALS).await
     }
 
-    async fn start_in(emulator: EmulatorKind, control_plane: Option<ControlPlane>) -> World {
+    async fn start_in(
+        emulator: EmulatorKind,
+        control_plane: Option<ControlPlane>,
+        credentials: &str,
+    ) -> World {
         let ns = match &control_plane {
             Some(control_plane) => TestNamespace::new_on(control_plane).await,
             None => TestNamespace::new().await,
@@ -60,7 +74,7 @@ impl World {
             &ns.client,
             None,
             &format!(
-                "apiVersion: tether.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {provider_config}}}\nspec:\n  region: us-east-1\n  endpoint: {}\n  credentials: {{source: Default}}\n",
+                "apiVersion: tether.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {provider_config}}}\nspec:\n  region: us-east-1\n  endpoint: {}\n  credentials: {credentials}\n",
                 proxy.endpoint()
             ),
         )

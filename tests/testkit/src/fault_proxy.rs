@@ -14,7 +14,7 @@
 //! text, the rest is kept byte for byte); every other answer passes through unchanged.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::SocketAddr,
     ops::Range,
     sync::{Arc, Mutex},
@@ -72,6 +72,9 @@ struct State {
     hide_new_for: Duration,
     /// Until when each created resource (by kind and normalized id) stays hidden.
     hidden_until: HashMap<(NewResource, String), Instant>,
+    /// Session tokens the calls carried, and the secret keys and session tokens STS
+    /// handed out: what must never reach a log.
+    credentials_seen: BTreeSet<String>,
 }
 
 impl State {
@@ -210,6 +213,19 @@ impl FaultProxy {
         state.hide_new_for(Duration::ZERO);
     }
 
+    /// Every session token a call through the proxy carried (`X-Amz-Security-Token`),
+    /// and every secret access key and session token that STS's `AssumeRole` answers
+    /// handed out through it: secrets a test can search logs for.
+    pub fn credentials_seen(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .credentials_seen
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Every call seen so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
@@ -268,6 +284,15 @@ impl Forwarder {
         let access_key_id =
             credential_scope_part(&parts.headers, SCOPE_ACCESS_KEY_ID).unwrap_or_default();
         let operation = operation(&parts.headers, parts.uri.path(), &body).unwrap_or_default();
+        if let Some(token) = parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|token| token.to_str().ok())
+        {
+            let mut state = self.state.lock().unwrap();
+            state.credentials_seen.insert(token.to_owned());
+        }
+        let assume_role = service == "sts" && operation == "AssumeRole";
         let faults = self.state.lock().unwrap().faults_for(&operation);
         let create = NewResource::created_by(&service, &operation);
         let read = NewResource::read_by(&service, &operation);
@@ -318,6 +343,10 @@ impl Forwarder {
             && parts.status.is_success()
         {
             self.learn_created(kind, &request_body, &parts.headers, &body);
+        }
+        if assume_role && parts.status.is_success() {
+            let issued = issued_credentials(&body);
+            self.state.lock().unwrap().credentials_seen.extend(issued);
         }
         if faults.contains(&Fault::DropResponse) {
             return Err(DroppedResponse);
@@ -765,6 +794,22 @@ fn xml_response(answer: XmlAnswer) -> Response<Full<Bytes>> {
         .expect("a valid response")
 }
 
+/// The `SecretAccessKey` and `SessionToken` of an STS answer.
+fn issued_credentials(body: &[u8]) -> Vec<String> {
+    let Some(document) = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| roxmltree::Document::parse(text).ok())
+    else {
+        return Vec::new();
+    };
+    document
+        .descendants()
+        .filter(|node| matches!(node.tag_name().name(), "SecretAccessKey" | "SessionToken"))
+        .filter_map(|node| node.text())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn plain_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -813,6 +858,16 @@ mod tests {
             credential_scope_part(&headers, SCOPE_ACCESS_KEY_ID).as_deref(),
             Some("AKID")
         );
+    }
+
+    #[test]
+    fn the_keys_sts_hands_out_are_picked_from_its_answer() {
+        let answer = br#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult><Credentials><AccessKeyId>ASIAEXAMPLE</AccessKeyId><SecretAccessKey>secret/key+1</SecretAccessKey><SessionToken>FQoGZXIvYXdzEXAMPLE</SessionToken><Expiration>2026-11-30T13:00:00Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>"#;
+        assert_eq!(
+            issued_credentials(answer),
+            ["secret/key+1", "FQoGZXIvYXdzEXAMPLE"]
+        );
+        assert!(issued_credentials(b"not xml").is_empty());
     }
 
     #[test]

@@ -421,6 +421,16 @@ impl DBInstance {
     }
 }
 
+/// Whether RDS refused a deletion because the instance has deletion protection on
+/// (`InvalidParameterCombination`, "Cannot delete protected DB Instance, please disable
+/// deletion protection and try again.").
+fn is_deletion_protected<E: ProvideErrorMetadata>(error: &E) -> bool {
+    error.code() == Some("InvalidParameterCombination")
+        && error
+            .message()
+            .is_some_and(|message| message.to_ascii_lowercase().contains("protect"))
+}
+
 /// The identifier of the final snapshot taken when the instance `identifier`, managed
 /// by the object with `uid`, is deleted with the `Snapshot` policy:
 /// `<identifier>-final-<first 8 characters of the UID>`, lower-case, made a valid RDS
@@ -1120,7 +1130,34 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 )
             }
         };
-        match request.send().await {
+        let result = match request.clone().send().await {
+            Err(error) if is_deletion_protected(&error) => {
+                if object.spec.deletion_protection != Some(false) {
+                    let refused = provider_error(error);
+                    return Err(ProviderError {
+                        class: ErrorClass::Terminal,
+                        message: format!(
+                            "{} (DB instance {identifier} has deletion protection on: set \
+                             spec.deletionProtection: false to let tether delete it)",
+                            refused.message
+                        ),
+                        ..refused
+                    });
+                }
+                // The spec turned it off after the deletion began: apply that first.
+                self.rds
+                    .modify_db_instance()
+                    .db_instance_identifier(identifier)
+                    .deletion_protection(false)
+                    .apply_immediately(true)
+                    .send()
+                    .await
+                    .map_err(provider_error)?;
+                request.send().await
+            }
+            result => result,
+        };
+        match result {
             Err(error)
                 if error
                     .as_service_error()
@@ -2025,6 +2062,50 @@ mod tests {
             client.delete(&object, at, DeletionPolicy::Snapshot).await,
             Ok(None),
             "gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn deletion_protection_is_turned_off_first_only_when_the_spec_says_so() {
+        let protected = || {
+            DeleteDBInstanceError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidParameterCombination")
+                    .message("Cannot delete protected DB Instance, please disable deletion protection and try again.")
+                    .build(),
+            )
+        };
+        let refused = mock!(aws_sdk_rds::Client::delete_db_instance).then_error(protected);
+        let mut object = object();
+        let at = Context::named(Some(IDENTIFIER));
+        let error = client(&[&refused])
+            .delete(&object, at, DeletionPolicy::Delete)
+            .await
+            .expect_err("protected");
+        assert_eq!(error.class, ErrorClass::Terminal);
+        assert!(
+            error.message.contains("set spec.deletionProtection: false"),
+            "{}",
+            error.message
+        );
+
+        object.spec.deletion_protection = Some(false);
+        let delete = mock!(aws_sdk_rds::Client::delete_db_instance)
+            .sequence()
+            .error(protected)
+            .output(|| DeleteDbInstanceOutput::builder().build())
+            .build();
+        let unprotect = mock!(aws_sdk_rds::Client::modify_db_instance)
+            .match_requests(|request| {
+                request.deletion_protection() == Some(false)
+                    && request.apply_immediately() == Some(true)
+            })
+            .then_output(|| ModifyDbInstanceOutput::builder().build());
+        assert_eq!(
+            client(&[&delete, &unprotect])
+                .delete(&object, at, DeletionPolicy::Delete)
+                .await,
+            Ok(None)
         );
     }
 
