@@ -164,14 +164,25 @@ impl Publisher {
                 )
                 .await
                 .map_err(kube_error)?,
-            // Applied on condition that it is still the Secret that was read.
+            // Patched on condition that it is still the Secret that was read. A merge
+            // patch, not an apply: it can remove the pending mark that the create set.
             Some(version) => {
-                secret.metadata.resource_version = Some(version.clone());
+                let patch = serde_json::json!({
+                    "metadata": {
+                        "resourceVersion": version,
+                        "labels": secret.metadata.labels,
+                        "annotations": {PENDING_ANNOTATION: pending.then_some("true")},
+                    },
+                    "data": secret.data,
+                });
                 self.api
                     .patch(
                         name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&secret),
+                        &PatchParams {
+                            field_manager: Some(FIELD_MANAGER.to_owned()),
+                            ..PatchParams::default()
+                        },
+                        &Patch::Merge(&patch),
                     )
                     .await
                     .map_err(kube_error)?

@@ -154,9 +154,13 @@ mod tests {
             .collect();
         for (name, content) in &expected {
             let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            let first_difference = on_disk
+                .lines()
+                .zip(content.lines())
+                .find(|(disk, code)| disk != code);
             assert!(
                 on_disk == *content,
-                "crds/{name} is stale or missing: run `make crds` (cargo run -- crds --output-dir crds)"
+                "crds/{name} is stale or missing: run `make crds` (cargo run -- crds --output-dir crds); first difference (on disk, from the code): {first_difference:?}"
             );
         }
         let mut extra: Vec<String> = std::fs::read_dir(&dir)

@@ -31,7 +31,10 @@ use kube::{
         watcher,
     },
 };
-use tether_api::{external::Connector, managed::Managed};
+use tether_api::{
+    external::Connector,
+    managed::{CREATE_PENDING_ANNOTATION, Managed},
+};
 
 pub use error::{Error, Phase};
 
@@ -107,7 +110,7 @@ where
         .applied_objects()
         .predicate_filter(
             predicates::generation::<M>
-                .combine(predicates::annotations)
+                .combine(annotations_but_create_pending)
                 .combine(predicates::finalizers),
             Default::default(),
         );
@@ -202,6 +205,21 @@ where
         () = deadline => {}
     }
     tracing::info!(kind = %M::kind(&()), "controller stopped");
+}
+
+/// A hash of the object's annotations without `tether.dev/create-pending`: tether
+/// sets and clears that one around every create, and a refused create must not come
+/// straight back (it waits for a change or the next poll).
+fn annotations_but_create_pending<M: Managed>(object: &M) -> Option<u64> {
+    let mut hasher = std::hash::DefaultHasher::new();
+    for entry in object
+        .annotations()
+        .iter()
+        .filter(|(key, _)| *key != CREATE_PENDING_ANNOTATION)
+    {
+        std::hash::Hash::hash(&entry, &mut hasher);
+    }
+    Some(std::hash::Hasher::finish(&hasher))
 }
 
 /// The objects in `namespace` (from the controller's cache) for which `refers` holds.

@@ -12,6 +12,13 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp
 /// while after `RunInstances`.
 pub const CREATE_GRACE: Duration = Duration::from_secs(300);
 
+/// How long after a create that the cloud does not show yet the same create is sent
+/// again, and then how often: for when the first never reached the cloud (tether was
+/// killed between recording the attempt and sending it). The repeat is harmless when
+/// the first did arrive: it carries the same idempotency token or unique name, so the
+/// cloud answers with what the first made.
+pub const CREATE_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// Whose a cloud resource is, as far as this object is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -62,8 +69,13 @@ pub fn annotation_set_by_user(meta: &ObjectMeta, key: &str, own_manager: &str) -
 pub enum WhenMissing {
     /// No create is on its way: it is missing.
     Missing,
-    /// A create was sent at this time, within [`CREATE_GRACE`]: wait for it to show.
+    /// A create was sent at this time, less than [`CREATE_RETRY_AFTER`] ago: wait
+    /// for it to show.
     Wait(Timestamp),
+    /// A create was sent at this time, within [`CREATE_GRACE`] but longer than
+    /// [`CREATE_RETRY_AFTER`] ago: send the same create again (same attempt time,
+    /// same idempotency token), in case the first never arrived.
+    Repeat(Timestamp),
     /// A create was sent at this time, longer ago than [`CREATE_GRACE`], and the
     /// resource never showed: it is missing after all.
     GaveUpWaiting(Timestamp),
@@ -76,10 +88,14 @@ impl WhenMissing {
             return Self::Missing;
         };
         let waited = now.duration_since(sent);
-        let grace = k8s_openapi::jiff::SignedDuration::try_from(CREATE_GRACE)
-            .expect("the grace period fits a signed duration");
-        if waited < grace {
+        let signed = |duration: Duration| {
+            k8s_openapi::jiff::SignedDuration::try_from(duration)
+                .expect("the periods fit a signed duration")
+        };
+        if waited < signed(CREATE_RETRY_AFTER) {
             Self::Wait(sent)
+        } else if waited < signed(CREATE_GRACE) {
+            Self::Repeat(sent)
         } else {
             Self::GaveUpWaiting(sent)
         }
@@ -182,8 +198,12 @@ mod tests {
             WhenMissing::Wait(sent)
         );
         assert_eq!(
+            WhenMissing::decide(Some(sent), at(30)),
+            WhenMissing::Repeat(sent)
+        );
+        assert_eq!(
             WhenMissing::decide(Some(sent), at(299)),
-            WhenMissing::Wait(sent)
+            WhenMissing::Repeat(sent)
         );
         assert_eq!(
             WhenMissing::decide(Some(sent), at(300)),

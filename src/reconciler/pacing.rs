@@ -25,6 +25,7 @@ pub fn jitter(interval: Duration) -> Duration {
 pub struct Pacing {
     failures: Mutex<HashMap<String, u32>>,
     throttled_until: Mutex<HashMap<String, Instant>>,
+    create_repeated: Mutex<HashMap<String, Instant>>,
 }
 
 impl Pacing {
@@ -55,6 +56,20 @@ impl Pacing {
         let mut throttled = lock(&self.throttled_until);
         let entry = throttled.entry(name.to_owned()).or_insert(until);
         *entry = (*entry).max(until);
+    }
+
+    /// Whether object `uid` may send its unconfirmed create again now: not within
+    /// `every` of the last repeat (a restart forgets, which costs one more repeat of
+    /// an idempotent call at most). Records the repeat when it is due.
+    pub fn create_repeat_due(&self, uid: &str, every: Duration) -> bool {
+        let now = Instant::now();
+        let mut repeated = lock(&self.create_repeated);
+        repeated.retain(|_, at| now.duration_since(*at) < every);
+        if repeated.contains_key(uid) {
+            return false;
+        }
+        repeated.insert(uid.to_owned(), now);
+        true
     }
 
     /// How long objects of ProviderConfig `name` must still wait, if they must.
@@ -106,6 +121,17 @@ mod tests {
 
         pacing.succeeded("a");
         assert!(within(pacing.failed("a", false), 5), "reset after success");
+    }
+
+    #[test]
+    fn an_unconfirmed_create_is_repeated_at_most_once_per_period() {
+        let pacing = Pacing::default();
+        let every = Duration::from_millis(200);
+        assert!(pacing.create_repeat_due("a", every));
+        assert!(!pacing.create_repeat_due("a", every), "not again so soon");
+        assert!(pacing.create_repeat_due("b", every), "per object");
+        std::thread::sleep(every);
+        assert!(pacing.create_repeat_due("a", every), "due again");
     }
 
     #[test]

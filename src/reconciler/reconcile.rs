@@ -28,7 +28,7 @@ use tether_api::{
 use super::{
     Shared,
     error::{Error, Phase},
-    ownership::{self, CREATE_GRACE, Claim, WhenMissing},
+    ownership::{self, CREATE_GRACE, CREATE_RETRY_AFTER, Claim, WhenMissing},
     pacing::jitter,
     references,
     status::{self, StatusUpdate},
@@ -326,6 +326,7 @@ where
             references: &references,
             published: &published,
             pending: publisher.pending(),
+            create_attempt: None,
         };
         let observe_only =
             object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;
@@ -358,6 +359,17 @@ where
                         .await?;
                     Ok(self.requeue_wait())
                 }
+                WhenMissing::Repeat(sent)
+                    if self.shared.pacing.create_repeat_due(
+                        &object.uid().unwrap_or_default(),
+                        CREATE_RETRY_AFTER,
+                    ) =>
+                {
+                    tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), %sent, "the cloud does not show the resource yet: sending the same create again, in case the first never arrived");
+                    self.create(object, &client, &mut publisher, context, Some(sent))
+                        .await
+                }
+                WhenMissing::Repeat(_) => Ok(self.requeue_wait()),
                 WhenMissing::GaveUpWaiting(sent) => {
                     let message = format!(
                         "the cloud still does not show the {} created at {sent}, {} s later: creating it again",
@@ -367,9 +379,13 @@ where
                     tracing::warn!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), "{message}");
                     self.event(object, EventType::Warning, "NotFoundAfterCreate", message)
                         .await;
-                    self.create(object, &client, &mut publisher, context).await
+                    self.create(object, &client, &mut publisher, context, None)
+                        .await
                 }
-                WhenMissing::Missing => self.create(object, &client, &mut publisher, context).await,
+                WhenMissing::Missing => {
+                    self.create(object, &client, &mut publisher, context, None)
+                        .await
+                }
             },
             Observation::Exists(observed) => {
                 if let Claim::NotOurs { owner_uid } = self.claim(object, &observed) {
@@ -447,31 +463,43 @@ where
             .unwrap_or_else(|| "(unnamed)".to_owned())
     }
 
+    /// Creates the resource; `repeat` is the time of the first attempt when this
+    /// sends that create again (the cloud did not show its result yet).
     async fn create(
         &self,
         object: &M,
         client: &C::Client,
         publisher: &mut Publisher,
         context: Context<'_>,
+        repeat: Option<k8s_openapi::jiff::Timestamp>,
     ) -> Result<Action, Error> {
-        if self.prepare(object, client, publisher, context).await? {
-            return Ok(self.requeue_wait());
-        }
-        // Recorded before the call: the name, so that a later derivation never looks
-        // elsewhere, and the time, so that a resource the cloud does not show yet is
-        // waited for instead of created again. The patch's watch event queues the next
-        // reconcile, which runs once this one is done and sees both.
-        let mut annotations = serde_json::Map::new();
+        // Record the name first, so that a later derivation never looks elsewhere. The
+        // annotation's watch event brings the object straight back to create; creating
+        // now as well would create twice when the create fails.
         if self.annotations.external_name.is_none()
             && let Some(name) = context.external_name
         {
-            annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
+            self.record_external_name(object, name).await?;
+            return Ok(self.requeue_wait());
         }
-        annotations.insert(
-            CREATE_PENDING_ANNOTATION.to_owned(),
-            json!(k8s_openapi::jiff::Timestamp::now().to_string()),
-        );
-        self.annotate(object, annotations).await?;
+        if self.prepare(object, client, publisher, context).await? {
+            return Ok(self.requeue_wait());
+        }
+        // The time of the attempt, recorded before the call, so that a resource the
+        // cloud does not show yet is waited for instead of created again. Its watch
+        // event triggers nothing (see `annotations_but_create_pending`).
+        let attempt = repeat.unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
+        if repeat.is_none() {
+            let marker = serde_json::Map::from_iter([(
+                CREATE_PENDING_ANNOTATION.to_owned(),
+                json!(attempt.to_string()),
+            )]);
+            self.annotate(object, marker).await?;
+        }
+        let context = Context {
+            create_attempt: Some(attempt),
+            ..context
+        };
         let created = match client.create(object, context).await {
             Ok(created) => created,
             Err(error) => {

@@ -446,3 +446,51 @@ async fn a_missing_credentials_secret_is_a_terminal_error_naming_it() {
     );
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn the_proxy_plays_ec2s_read_lag_and_client_token_idempotency() {
+    let ns = TestNamespace::new().await;
+    let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
+    let ec2 = ec2(&sdk_config_for(&ns, &proxy.endpoint(), "source: Secret").await);
+    proxy.hide_new_resources_for(Duration::from_secs(3));
+    let token = format!("{}-launch", ns.name);
+    let launch = || {
+        ec2.run_instances()
+            .image_id("ami-0123456789abcdef0")
+            .min_count(1)
+            .max_count(1)
+            .client_token(&token)
+            .send()
+    };
+    let first = launch().await.expect("the first launch");
+    let id = first.instances()[0].instance_id().unwrap().to_owned();
+    let repeated = launch().await.expect("the repeated launch");
+    assert_eq!(repeated.instances()[0].instance_id(), Some(id.as_str()));
+    let launches: Vec<bool> = proxy
+        .calls()
+        .iter()
+        .filter(|call| call.operation == "RunInstances")
+        .map(|call| call.forwarded)
+        .collect();
+    assert_eq!(launches, [true, false], "the repeat launched nothing");
+
+    let hidden = ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .expect_err("not visible right after the launch");
+    assert_eq!(hidden.code(), Some("InvalidInstanceID.NotFound"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let shown = ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .expect("visible once the lag is over");
+    assert_eq!(
+        shown.reservations()[0].instances()[0].instance_id(),
+        Some(id.as_str())
+    );
+    ns.delete().await;
+}

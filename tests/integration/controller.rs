@@ -17,7 +17,7 @@ use tether_aws::rds::DBSubnetGroup;
 
 use crate::{
     db_subnet_group::default_subnets,
-    world::{World, condition},
+    world::{World, condition, derived_name},
 };
 
 /// Calls that change something in AWS.
@@ -64,7 +64,7 @@ async fn a_subnet_group_is_created_updated_and_deleted() {
     let ready = world
         .wait_condition(&api, "orders", READY, "True", Some("Available"))
         .await;
-    let external_name = format!("{}-orders", world.ns.name);
+    let external_name = derived_name(&world.ns.name, "orders", &ready.uid().unwrap());
     assert_eq!(
         ready.annotations().get(EXTERNAL_NAME_ANNOTATION),
         Some(&external_name),
@@ -139,9 +139,10 @@ async fn retain_leaves_the_group_in_aws() {
         ))
         .await
         .unwrap();
-    world
+    let kept = world
         .wait_condition(&api, "kept", READY, "True", None)
         .await;
+    let kept_name = kept.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
     api.delete("kept", &DeleteParams::default()).await.unwrap();
     world.wait_gone(&api, "kept").await;
     let retained = world.wait_for_event("kept", "Retained").await;
@@ -149,7 +150,7 @@ async fn retain_leaves_the_group_in_aws() {
         retained.note.unwrap().contains("deletionPolicy Retain"),
         "the Event says why"
     );
-    assert!(group_exists(&world, &format!("{}-kept", world.ns.name)).await);
+    assert!(group_exists(&world, &kept_name).await);
     assert_eq!(world.proxy.count("DeleteDBSubnetGroup"), 0);
     world.finish().await;
 }

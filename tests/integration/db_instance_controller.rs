@@ -9,8 +9,11 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
 };
 use serde_json::json;
-use tether_api::conditions::{READY, SYNCED};
-use tether_aws::rds::DBInstance;
+use tether_api::{
+    conditions::{READY, SYNCED},
+    managed::EXTERNAL_NAME_ANNOTATION,
+};
+use tether_aws::rds::{DBInstance, DBSubnetGroup};
 
 use crate::{
     db_subnet_group::default_subnets,
@@ -163,7 +166,12 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
         note.contains("instanceClass") && note.contains("backupRetentionDays"),
         "{note}"
     );
-    let identifier = |name: &str| format!("{}-{name}", world.ns.name);
+    let mut identifiers = BTreeMap::new();
+    for name in ["snap", "gone", "kept"] {
+        let object = api.get(name).await.unwrap();
+        identifiers.insert(name, object.annotations()[EXTERNAL_NAME_ANNOTATION].clone());
+    }
+    let identifier = |name: &str| identifiers[name].clone();
     let described = rds(&world)
         .describe_db_instances()
         .db_instance_identifier(identifier("snap"))
@@ -442,21 +450,27 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
         ))
         .await
         .unwrap();
-    world
+    let ready = world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
     let described = rds(&world)
         .describe_db_instances()
-        .db_instance_identifier(format!("{}-orders", world.ns.name))
+        .db_instance_identifier(&ready.annotations()[EXTERNAL_NAME_ANNOTATION])
         .send()
         .await
         .unwrap();
     let group = described.db_instances()[0]
         .db_subnet_group()
         .and_then(|g| g.db_subnet_group_name());
+    let subnet_group = world
+        .ns
+        .api::<DBSubnetGroup>()
+        .get("orders-subnets")
+        .await
+        .unwrap();
     assert_eq!(
         group,
-        Some(format!("{}-orders-subnets", world.ns.name).as_str())
+        Some(subnet_group.annotations()[EXTERNAL_NAME_ANNOTATION].as_str())
     );
     world.finish().await;
 }

@@ -427,3 +427,54 @@ async fn credentials_of_an_assumed_role_never_reach_the_log() {
     }
     world.finish().await;
 }
+
+/// A credentials Secret for the test's ProviderConfig holding `access_key_id`.
+fn aws_keys(access_key_id: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: aws-keys}}\nstringData: {{aws_access_key_id: {access_key_id}, aws_secret_access_key: not-checked-by-moto}}\n"
+    )
+}
+
+#[tokio::test]
+async fn rotated_keys_in_the_credentials_secret_are_used_without_a_restart() {
+    const FIRST: &str = "AKIAROTATIONTEST0001";
+    const SECOND: &str = "AKIAROTATIONTEST0002";
+    let world = World::start().await;
+    world.apply(&aws_keys(FIRST)).await;
+    world
+        .apply(&format!(
+            "apiVersion: tether.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {}}}\nspec:\n  region: us-east-1\n  endpoint: {}\n  credentials: {{source: Secret, secretRef: {{namespace: {}, name: aws-keys}}}}\n",
+            world.provider_config,
+            world.proxy.endpoint(),
+            world.ns.name
+        ))
+        .await;
+    world.apply(&security_group(&world, "web", "")).await;
+    let api: Api<SecurityGroup> = world.ns.api();
+    world.wait_condition(&api, "web", READY, "True", None).await;
+    let signed_with = |key: &str| {
+        world
+            .proxy
+            .calls()
+            .iter()
+            .any(|call| call.service == "ec2" && call.access_key_id == key)
+    };
+    assert!(signed_with(FIRST), "the Secret's keys sign the calls");
+
+    world.apply(&aws_keys(SECOND)).await;
+    // The group is polled every 10 s; the keys are read again within a minute.
+    let mut rotated = false;
+    for _ in 0..100 {
+        if signed_with(SECOND) {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        rotated,
+        "no call signed with the rotated keys within 100 s:\n{}",
+        world.log_tail()
+    );
+    world.finish().await;
+}

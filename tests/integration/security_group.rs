@@ -20,7 +20,7 @@ use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
 
 use crate::{
     db_instance_controller::{database, rds},
-    world::{World, condition},
+    world::{World, condition, derived_name},
 };
 
 const SSH_AND_HTTPS: &str = "  ingress:\n  - {protocol: tcp, fromPort: 22, toPort: 22, cidrBlocks: [10.0.0.0/8]}\n  - {protocol: tcp, fromPort: 443, toPort: 443, cidrBlocks: [0.0.0.0/0], ipv6CidrBlocks: ['::/0']}\n";
@@ -123,12 +123,13 @@ async fn lifecycle_and_drift(emulator: EmulatorKind) {
         .get(EXTERNAL_NAME_ANNOTATION)
         .expect("the group id is recorded")
         .clone();
+    let uid = ready.uid().unwrap();
     let at_provider = ready.status.unwrap().at_provider.unwrap();
     assert_eq!(at_provider.group_id, group_id);
     let group = describe(&world, &group_id).await.expect("the group exists");
     assert_eq!(
         group.group_name(),
-        Some(format!("{}-web", world.ns.name).as_str())
+        Some(derived_name(&world.ns.name, "web", &uid).as_str())
     );
     assert_eq!(group.description(), Some("web servers"));
     let tags: BTreeSet<(String, String)> = group
@@ -280,12 +281,12 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
         ))
         .await
         .unwrap();
-    world
+    let database = world
         .wait_condition(&databases, "orders", READY, "True", None)
         .await;
     let described = rds(&world)
         .describe_db_instances()
-        .db_instance_identifier(format!("{}-orders", world.ns.name))
+        .db_instance_identifier(&database.annotations()[EXTERNAL_NAME_ANNOTATION])
         .send()
         .await
         .unwrap();

@@ -230,6 +230,12 @@ impl World {
     }
 }
 
+/// The cloud name tether derives for the object `name` with `uid` in `namespace`:
+/// `<namespace>-<name>-<first 10 hex digits of the UID>`.
+pub fn derived_name(namespace: &str, name: &str, uid: &str) -> String {
+    format!("{namespace}-{name}-{}", &uid.replace('-', "")[..10])
+}
+
 /// The condition `type_` of `object`; fails if it has none.
 pub fn condition<M: Managed>(
     object: &M,

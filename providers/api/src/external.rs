@@ -103,6 +103,12 @@ pub struct Context<'a> {
     /// Whether `published` holds credentials from [`ExternalClient::prepare`] that no
     /// create or update has applied yet.
     pub pending: bool,
+    /// When the create now being made was first attempted. A create repeated because
+    /// the cloud did not show the first one yet carries the first one's time, so a
+    /// provider derives idempotency tokens from it (EC2's `ClientToken`): the repeat
+    /// then returns what the first made instead of making another. `None` outside
+    /// `create`.
+    pub create_attempt: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 static NOTHING_RESOLVED: BTreeMap<String, String> = BTreeMap::new();
@@ -116,6 +122,7 @@ impl<'a> Context<'a> {
             references: &NOTHING_RESOLVED,
             published: &NOTHING_PUBLISHED,
             pending: false,
+            create_attempt: None,
         }
     }
 

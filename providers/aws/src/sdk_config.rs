@@ -2,9 +2,18 @@
 //!
 //! Nothing here calls AWS: the default chain and the assumed role are resolved lazily,
 //! on the first request that needs credentials, so a LocalStack or moto endpoint works.
+//! Keys from a Secret are read again every minute, so rotating them needs no restart.
+
+use std::{
+    fmt,
+    time::{Duration, SystemTime},
+};
 
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig, sts::AssumeRoleProvider};
-use aws_credential_types::Credentials;
+use aws_credential_types::{
+    Credentials,
+    provider::{self, ProvideCredentials, error::CredentialsError},
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tether_api::{ErrorClass, SecretReference};
@@ -19,6 +28,10 @@ pub const SECRET_ACCESS_KEY_KEY: &str = "aws_secret_access_key";
 pub const SESSION_TOKEN_KEY: &str = "aws_session_token";
 /// Session name used for `AssumeRole` when the ProviderConfig names none.
 pub const DEFAULT_SESSION_NAME: &str = "tether";
+/// How long keys read from a credentials Secret are used before the Secret is read
+/// again (the SDK's identity cache asks a little before they expire): a rotated Secret
+/// is in use within about a minute, for one Secret read a minute per ProviderConfig.
+pub const SECRET_KEYS_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Why an SDK configuration could not be built. Messages never hold a credential value.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +81,14 @@ pub async fn load(spec: &ProviderConfigSpec, kube: &kube::Client) -> Result<SdkC
     // The default chain never uses a Secret, even one left in the spec.
     let static_keys = match (&credentials.secret_ref, credentials.source) {
         (Some(secret), CredentialsSource::Secret | CredentialsSource::AssumeRole) => {
-            Some(read_static_credentials(kube, secret).await?)
+            let keys = SecretKeys {
+                kube: kube.clone(),
+                secret: secret.clone(),
+            };
+            // Read once now, so that a missing or malformed Secret is a clear error
+            // when the ProviderConfig is used, not a failed signature later.
+            keys.read().await?;
+            Some(keys)
         }
         _ => None,
     };
@@ -115,9 +135,48 @@ fn loader(spec: &ProviderConfigSpec) -> ConfigLoader {
     }
 }
 
+/// The keys in a credentials Secret, read again whenever the SDK's identity cache asks:
+/// they expire [`SECRET_KEYS_LIFETIME`] after each read.
+#[derive(Clone)]
+struct SecretKeys {
+    kube: kube::Client,
+    secret: SecretReference,
+}
+
+impl fmt::Debug for SecretKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretKeys")
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretKeys {
+    async fn read(&self) -> Result<Credentials, Error> {
+        read_static_credentials(
+            &self.kube,
+            &self.secret,
+            SystemTime::now() + SECRET_KEYS_LIFETIME,
+        )
+        .await
+    }
+}
+
+impl ProvideCredentials for SecretKeys {
+    fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        provider::future::ProvideCredentials::new(async move {
+            self.read().await.map_err(CredentialsError::provider_error)
+        })
+    }
+}
+
 async fn read_static_credentials(
     kube: &kube::Client,
     reference: &SecretReference,
+    expiry: SystemTime,
 ) -> Result<Credentials, Error> {
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &reference.namespace);
     let secret = secrets
@@ -153,7 +212,7 @@ async fn read_static_credentials(
         required(ACCESS_KEY_ID_KEY)?,
         required(SECRET_ACCESS_KEY_KEY)?,
         value(SESSION_TOKEN_KEY)?,
-        None,
+        Some(expiry),
         "tether-provider-config-secret",
     ))
 }

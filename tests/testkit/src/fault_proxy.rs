@@ -75,6 +75,8 @@ struct State {
     /// Session tokens the calls carried, and the secret keys and session tokens STS
     /// handed out: what must never reach a log.
     credentials_seen: BTreeSet<String>,
+    /// EC2's answer to each successful `RunInstances`, by its `ClientToken`.
+    launches: HashMap<String, Bytes>,
 }
 
 impl State {
@@ -293,6 +295,28 @@ impl Forwarder {
             state.credentials_seen.insert(token.to_owned());
         }
         let assume_role = service == "sts" && operation == "AssumeRole";
+        // EC2's documented idempotency: a RunInstances repeated with a ClientToken it
+        // has seen answers with the first launch, and launches nothing. The emulators
+        // do not play it.
+        let client_token = (operation == "RunInstances")
+            .then(|| form_value(&body, "ClientToken"))
+            .flatten();
+        if let Some(token) = &client_token {
+            let first = self.state.lock().unwrap().launches.get(token).cloned();
+            if let Some(answer) = first {
+                self.state.lock().unwrap().calls.push(Call {
+                    service,
+                    operation,
+                    access_key_id,
+                    forwarded: false,
+                });
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(http::header::CONTENT_TYPE, "text/xml")
+                    .body(Full::new(answer))
+                    .expect("a valid response"));
+            }
+        }
         let faults = self.state.lock().unwrap().faults_for(&operation);
         let create = NewResource::created_by(&service, &operation);
         let read = NewResource::read_by(&service, &operation);
@@ -343,6 +367,15 @@ impl Forwarder {
             && parts.status.is_success()
         {
             self.learn_created(kind, &request_body, &parts.headers, &body);
+        }
+        if let Some(token) = client_token
+            && parts.status.is_success()
+        {
+            self.state
+                .lock()
+                .unwrap()
+                .launches
+                .insert(token, body.clone());
         }
         if assume_role && parts.status.is_success() {
             let issued = issued_credentials(&body);
@@ -792,6 +825,13 @@ fn xml_response(answer: XmlAnswer) -> Response<Full<Bytes>> {
         .header(http::header::CONTENT_TYPE, "text/xml")
         .body(Full::new(Bytes::from(answer.body)))
         .expect("a valid response")
+}
+
+/// The value of `key` in a query-protocol form body.
+fn form_value(body: &[u8], key: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.into_owned())
 }
 
 /// The `SecretAccessKey` and `SessionToken` of an STS answer.

@@ -12,6 +12,7 @@ use aws_sdk_ec2::{
     types::{AttributeValue, Instance as Ec2Instance, InstanceType, ResourceType, Tag},
 };
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use k8s_openapi::jiff::Timestamp;
 use kube::{CustomResource, KubeSchema, ResourceExt, core::ApiResource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -400,12 +401,16 @@ impl Instance {
     }
 }
 
-/// The `ClientToken` of the RunInstances call for the object with `uid`: the UID for
-/// the first launch; `<uid>-<previous id>` to replace an instance terminated outside
-/// tether, so EC2 does not answer with the old launch. At most 64 characters.
-fn client_token(uid: &str, previous: Option<&str>) -> String {
-    let token = match previous {
-        Some(previous) => format!("{uid}-{previous}"),
+/// The `ClientToken` of the RunInstances call for the object with `uid`, for the
+/// create first attempted at `attempt`: `<uid>-<attempt in Unix seconds>`. A launch
+/// sent again because EC2 did not show the first one yet carries the same attempt, so
+/// EC2 answers with the instance the first made; a launch after positive evidence that
+/// the instance is gone (it was seen terminated, or never showed within the runtime's
+/// grace period) is a new attempt with a new token. Without an attempt time, the UID.
+/// At most 64 characters.
+fn client_token(uid: &str, attempt: Option<Timestamp>) -> String {
+    let token = match attempt {
+        Some(attempt) => format!("{uid}-{}", attempt.as_second()),
         None => uid.to_owned(),
     };
     token.chars().take(MAX_CLIENT_TOKEN_CHARS).collect()
@@ -860,7 +865,7 @@ impl ExternalClient<Instance> for InstanceClient {
             .set_security_group_ids(security_groups)
             .set_key_name(object.launch_key_name())
             .set_user_data(spec.user_data.as_ref().map(|data| BASE64.encode(data)))
-            .client_token(client_token(&uid, context.external_name))
+            .client_token(client_token(&uid, context.create_attempt))
             .tag_specifications(tag_specification(ResourceType::Instance, &tags))
             .tag_specifications(tag_specification(ResourceType::Volume, &tags))
             .customize()
@@ -1635,11 +1640,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_relaunch_after_a_termination_by_hand_gets_a_new_token() {
+    async fn a_repeated_launch_keeps_its_token_and_a_new_attempt_gets_a_new_one() {
+        let first: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let later: Timestamp = "2026-11-30T12:10:00Z".parse().unwrap();
         let run = mock!(aws_sdk_ec2::Client::run_instances)
             .match_requests(|request| {
-                request.client_token()
-                    == Some("0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c-i-0fedcba9876543210")
+                request.client_token() == Some("0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c-1796040000")
                     && request.key_name() == Some("ops")
                     && request.security_group_ids().is_empty()
                     && request.user_data().is_none()
@@ -1655,12 +1661,23 @@ mod tests {
             key_name: Some("ops".into()),
             ..SshKey::default()
         });
-        let created = client
-            .create(&object, Context::named(Some(OLD_ID)))
-            .await
-            .unwrap();
-        assert_eq!(created.external_name.as_deref(), Some(ID));
-        assert_eq!(client_token(UID, Some(&"i-".repeat(40))).len(), 64);
+        let attempt = |at| Context {
+            create_attempt: Some(at),
+            ..Context::named(Some(OLD_ID))
+        };
+        // Sent again (EC2 did not show the first launch yet): the same token, so EC2
+        // answers with the first launch's instance.
+        for _ in 0..2 {
+            let created = client.create(&object, attempt(first)).await.unwrap();
+            assert_eq!(created.external_name.as_deref(), Some(ID));
+        }
+        assert_eq!(run.num_calls(), 2);
+        assert_ne!(
+            client_token(UID, Some(first)),
+            client_token(UID, Some(later)),
+            "a new attempt launches anew"
+        );
+        assert!(client_token(UID, Some(later)).len() <= 64);
     }
 
     #[tokio::test]

@@ -1290,6 +1290,7 @@ mod tests {
         Context {
             published,
             pending,
+            create_attempt: None,
             ..Context::named(Some(IDENTIFIER))
         }
     }
