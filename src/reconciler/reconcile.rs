@@ -118,6 +118,7 @@ where
         api,
         shared,
         annotations,
+        waiting_for_references: std::sync::OnceLock::new(),
     };
     finalizer(api, FINALIZER, object, |event| async {
         match event {
@@ -297,6 +298,9 @@ struct Steps<'a, M, C> {
     api: &'a Api<M>,
     shared: &'a Shared<C>,
     annotations: ControlAnnotations,
+    /// Why references not needed to create are not resolved yet, once known: the
+    /// reconcile goes on without them, and `Synced` says what it waits for.
+    waiting_for_references: std::sync::OnceLock<String>,
 }
 
 impl<M, C> Steps<'_, M, C>
@@ -308,7 +312,11 @@ where
     async fn apply(&self, object: &M) -> Result<Action, Error> {
         let kube = &self.shared.kube;
         let namespace = object.namespace().unwrap_or_default();
-        let references = references::resolve(kube, &namespace, &object.references(), true).await?;
+        let resolved = references::resolve(kube, &namespace, &object.references(), true).await?;
+        if !resolved.waiting.is_empty() {
+            let _ = self.waiting_for_references.set(resolved.waiting.join("; "));
+        }
+        let references = resolved.names;
         let client = self.connect(object).await?;
         let mut publisher = Publisher::load(
             kube,
@@ -619,7 +627,9 @@ where
             }
             Readiness::NotReady { reason, message } => fails(READY, reason, message),
         };
-        let settled = observed.readiness == Readiness::Ready && !must_update;
+        let settled = observed.readiness == Readiness::Ready
+            && !must_update
+            && self.waiting_for_references.get().is_none();
         self.write_status(object, ready, Some((synced_message, observed.at_provider)))
             .await?;
         Ok(if settled {
@@ -678,7 +688,9 @@ where
         }
         let namespace = object.namespace().unwrap_or_default();
         let references =
-            references::resolve(&self.shared.kube, &namespace, &object.references(), false).await?;
+            references::resolve(&self.shared.kube, &namespace, &object.references(), false)
+                .await?
+                .names;
         let client = self.connect(object).await?;
         // The connection Secret is not read: a foreign Secret must not block deletion.
         let context = Context {
@@ -814,14 +826,15 @@ where
             Some((message, at_provider)) => (message, Some(at_provider)),
             None => (String::new(), None),
         };
+        let synced = match self.waiting_for_references.get() {
+            Some(waiting) => fails(SYNCED, "ReferenceNotReady", waiting.clone()),
+            None => ConditionUpdate::holds(SYNCED, "ReconcileSuccess", message),
+        };
         status::write(
             self.api,
             object,
             StatusUpdate {
-                conditions: vec![
-                    ready,
-                    ConditionUpdate::holds(SYNCED, "ReconcileSuccess", message),
-                ],
+                conditions: vec![ready, synced],
                 at_provider,
             },
         )

@@ -15,26 +15,36 @@ use tether_api::{
 
 use super::error::Error;
 
+/// The references of an object, resolved as far as they can be.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Reference field → the referenced object's external name.
+    pub names: BTreeMap<String, String>,
+    /// Why each reference not needed to create is not resolved yet, in words.
+    pub waiting: Vec<String>,
+}
+
 /// Resolves `references` of an object in `namespace` into reference field → external
-/// name. When `wait` is false (the object is being deleted) unresolvable references
-/// are left out instead of failing.
+/// name. A reference [`ObjectReference::needed_to_create`] that does not resolve fails
+/// the whole when `wait` is true; any other is left out (and said in `waiting`). When
+/// `wait` is false (the object is being deleted) every unresolvable one is left out.
 pub async fn resolve(
     kube: &kube::Client,
     namespace: &str,
     references: &[ObjectReference],
     wait: bool,
-) -> Result<BTreeMap<String, String>, Error> {
-    let mut resolved = BTreeMap::new();
+) -> Result<Resolved, Error> {
+    let mut resolved = Resolved::default();
     for reference in references {
         let api: Api<DynamicObject> =
             Api::namespaced_with(kube.clone(), namespace, &reference.resource);
         let object = api.get_opt(&reference.name).await?;
         match external_name_if_ready(reference, object.as_ref()) {
             Ok(name) => {
-                resolved.insert(reference.field.to_owned(), name);
+                resolved.names.insert(reference.field.to_owned(), name);
             }
-            Err(error) if wait => return Err(error),
-            Err(_) => {}
+            Err(error) if wait && reference.needed_to_create => return Err(error),
+            Err(error) => resolved.waiting.push(error.to_string()),
         }
     }
     Ok(resolved)
@@ -95,6 +105,7 @@ mod tests {
                 plural: "dbsubnetgroups".into(),
             },
             name: "orders".into(),
+            needed_to_create: true,
         }
     }
 

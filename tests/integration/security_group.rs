@@ -445,3 +445,40 @@ async fn bad_rules_are_refused_at_apply_time() {
     assert!(message.contains("description is immutable"), "{message}");
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn two_groups_that_allow_each_other_both_become_ready() {
+    let world = World::start().await;
+    let groups: Api<SecurityGroup> = world.ns.api();
+    for (name, port, peer) in [("db", 5432, "app"), ("app", 8080, "db")] {
+        world
+            .apply(&security_group(
+                &world,
+                name,
+                &format!("  ingress:\n  - {{protocol: tcp, fromPort: {port}, toPort: {port}, securityGroupRefs: [{{name: {peer}}}]}}\n"),
+            ))
+            .await;
+    }
+    let mut ids = Vec::new();
+    for name in ["db", "app"] {
+        let synced = world
+            .wait_condition(&groups, name, SYNCED, "True", None)
+            .await;
+        assert_eq!(condition(&synced, READY).status, "True");
+        ids.push(synced.annotations()[EXTERNAL_NAME_ANNOTATION].clone());
+    }
+    let (db_id, app_id) = (&ids[0], &ids[1]);
+    wait_rules(&world, db_id, "admit the app's group", |ingress, _| {
+        *ingress == set(&[&format!("tcp 5432-5432 {app_id}")])
+    })
+    .await;
+    wait_rules(
+        &world,
+        app_id,
+        "admit the database's group",
+        |ingress, _| *ingress == set(&[&format!("tcp 8080-8080 {db_id}")]),
+    )
+    .await;
+    assert_eq!(world.proxy.count("CreateSecurityGroup"), 2);
+    world.finish().await;
+}

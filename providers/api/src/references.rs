@@ -24,7 +24,8 @@ impl std::fmt::Display for SecretReference {
 }
 
 /// A reference from a managed object to another managed object in its namespace,
-/// which must be Ready before the referring object is created or updated.
+/// which must be Ready before the referring object is created or updated, unless the
+/// reference is not [`ObjectReference::needed_to_create`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObjectReference {
     /// The spec field holding the reference, e.g. `dbSubnetGroupRef`, or
@@ -35,6 +36,13 @@ pub struct ObjectReference {
     pub resource: ApiResource,
     /// Name of the referenced object.
     pub name: String,
+    /// Whether the referring resource cannot be created or changed without it (the DB
+    /// subnet group of a database). A reference that is not (the peer group of a
+    /// security group rule) is resolved when it can be: until then the resource is
+    /// created and kept without what depends on it, `Synced=False` names the
+    /// reference, and the provider finds it missing from `Context::references`. Two
+    /// security groups that allow each other's traffic need this to both exist.
+    pub needed_to_create: bool,
 }
 
 /// A reference to another object in the same namespace, by name, as CRD specs hold it.

@@ -315,6 +315,7 @@ impl Managed for Instance {
                 field: security_group_ref_field(index),
                 resource: ApiResource::erase::<SecurityGroup>(&()),
                 name: reference.name.clone(),
+                needed_to_create: true,
             })
             .collect()
     }

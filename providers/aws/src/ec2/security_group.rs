@@ -286,6 +286,9 @@ impl Managed for SecurityGroup {
                         field: rule_reference_field(direction, index, position),
                         resource: ApiResource::erase::<SecurityGroup>(&()),
                         name: reference.name.clone(),
+                        // The group exists without its peers: two groups that allow
+                        // each other's traffic are each created first.
+                        needed_to_create: false,
                     })
             })
             .collect()
@@ -350,6 +353,15 @@ impl SecurityGroup {
     /// The rules the spec declares in `direction`, one per peer, with references
     /// resolved through `context` (a reference not resolved, while the object is being
     /// deleted, is left out).
+    /// Whether a rule's peer group is not resolved yet (its SecurityGroup is not Ready,
+    /// or the object is being deleted): the desired rules then lack it, and rules with
+    /// a peer group are not removed, since one of them may be that peer's.
+    fn peers_unresolved(&self, context: &Context<'_>) -> bool {
+        self.references()
+            .iter()
+            .any(|reference| context.reference(&reference.field).is_none())
+    }
+
     fn desired_rules(&self, direction: Direction, context: &Context<'_>) -> BTreeSet<ObservedRule> {
         let mut desired = BTreeSet::new();
         for (rule_direction, index, rule) in self.rules() {
@@ -482,8 +494,20 @@ struct RuleChanges {
 }
 
 impl RuleChanges {
-    fn between(desired: &BTreeSet<ObservedRule>, actual: &[ObservedRule]) -> Self {
-        let actual: BTreeSet<&ObservedRule> = actual.iter().collect();
+    /// The changes from `actual` to `desired`; with `keep_group_peers`, rules whose
+    /// peer is a security group are never removed (`desired` lacks peers not yet
+    /// resolved, and such a rule may be one of theirs).
+    fn between(
+        desired: &BTreeSet<ObservedRule>,
+        actual: &[ObservedRule],
+        keep_group_peers: bool,
+    ) -> Self {
+        let actual: BTreeSet<&ObservedRule> = actual
+            .iter()
+            .filter(|rule| {
+                !(keep_group_peers && rule.peer.starts_with("sg-")) || desired.contains(*rule)
+            })
+            .collect();
         Self {
             add: desired
                 .iter()
@@ -652,8 +676,9 @@ impl SecurityGroupClient {
         direction: Direction,
         desired: &BTreeSet<ObservedRule>,
         actual: &[ObservedRule],
+        keep_group_peers: bool,
     ) -> Result<(), ProviderError> {
-        let changes = RuleChanges::between(desired, actual);
+        let changes = RuleChanges::between(desired, actual, keep_group_peers);
         self.change(group_id, direction, Change::Add, &changes.add)
             .await?;
         self.change(group_id, direction, Change::Remove, &changes.remove)
@@ -788,7 +813,11 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
             (Direction::Ingress, &at_provider.ingress),
             (Direction::Egress, &at_provider.egress),
         ] {
-            let changes = RuleChanges::between(&object.desired_rules(direction, &context), actual);
+            let changes = RuleChanges::between(
+                &object.desired_rules(direction, &context),
+                actual,
+                object.peers_unresolved(&context),
+            );
             differences.extend(changes.describe(direction));
         }
         Ok(Observation::Exists(Observed {
@@ -851,6 +880,7 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
                 direction,
                 &object.desired_rules(direction, &context),
                 actual,
+                object.peers_unresolved(&context),
             )
             .await?;
         }
@@ -878,6 +908,7 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
                 direction,
                 &object.desired_rules(direction, &context),
                 actual,
+                object.peers_unresolved(&context),
             )
             .await?;
         }
@@ -1516,6 +1547,23 @@ mod tests {
             observed.differences,
             ["ingress: add tcp 22 from 10.0.0.0/8"]
         );
+    }
+
+    #[test]
+    fn while_a_peer_is_unresolved_no_rule_with_a_peer_group_is_removed() {
+        let desired = BTreeSet::from([tcp(443, "10.0.0.0/8"), tcp(5432, "sg-0aaa")]);
+        let actual = [
+            tcp(5432, "sg-0aaa"),
+            tcp(8080, "sg-0bbb"),
+            tcp(22, "0.0.0.0/0"),
+        ];
+        let complete = RuleChanges::between(&desired, &actual, false);
+        assert_eq!(complete.add, [tcp(443, "10.0.0.0/8")]);
+        assert_eq!(complete.remove, [tcp(22, "0.0.0.0/0"), tcp(8080, "sg-0bbb")]);
+        // sg-0bbb may be the peer not resolved yet: it stays; the CIDR rule goes.
+        let partial = RuleChanges::between(&desired, &actual, true);
+        assert_eq!(partial.add, [tcp(443, "10.0.0.0/8")]);
+        assert_eq!(partial.remove, [tcp(22, "0.0.0.0/0")]);
     }
 
     #[tokio::test]

@@ -352,6 +352,7 @@ impl Managed for DBInstance {
                 field: DB_SUBNET_GROUP_REF.to_owned(),
                 resource: ApiResource::erase::<DBSubnetGroup>(&()),
                 name: reference.name.clone(),
+                needed_to_create: true,
             });
         let security_groups =
             self.spec
@@ -362,6 +363,7 @@ impl Managed for DBInstance {
                     field: security_group_ref_field(index),
                     resource: ApiResource::erase::<SecurityGroup>(&()),
                     name: reference.name.clone(),
+                    needed_to_create: true,
                 });
         subnet_group.chain(security_groups).collect()
     }
