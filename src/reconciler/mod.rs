@@ -33,7 +33,7 @@ use kube::{
 };
 use tether_api::{
     external::Connector,
-    managed::{CREATE_PENDING_ANNOTATION, Managed},
+    managed::{BOOKKEEPING_ANNOTATIONS, Managed},
 };
 
 pub use error::{Error, Phase};
@@ -110,7 +110,7 @@ where
         .applied_objects()
         .predicate_filter(
             predicates::generation::<M>
-                .combine(annotations_but_create_pending)
+                .combine(annotations_but_bookkeeping)
                 .combine(predicates::finalizers),
             Default::default(),
         );
@@ -207,15 +207,15 @@ where
     tracing::info!(kind = %M::kind(&()), "controller stopped");
 }
 
-/// A hash of the object's annotations without `tether.dev/create-pending`: tether
-/// sets and clears that one around every create, and a refused create must not come
-/// straight back (it waits for a change or the next poll).
-fn annotations_but_create_pending<M: Managed>(object: &M) -> Option<u64> {
+/// A hash of the object's annotations without tether's bookkeeping ones: tether sets
+/// and clears `tether.dev/create-pending` around every create, and a refused create
+/// must not come straight back (it waits for a change or the next poll).
+fn annotations_but_bookkeeping<M: Managed>(object: &M) -> Option<u64> {
     let mut hasher = std::hash::DefaultHasher::new();
     for entry in object
         .annotations()
         .iter()
-        .filter(|(key, _)| *key != CREATE_PENDING_ANNOTATION)
+        .filter(|(key, _)| !BOOKKEEPING_ANNOTATIONS.contains(&key.as_str()))
     {
         std::hash::Hash::hash(&entry, &mut hasher);
     }

@@ -1,7 +1,7 @@
 //! One reconcile of one managed object: the steps in DESIGN.md's order, and the record
 //! (conditions, Events, next look) of how it went.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use kube::{
     Api, ResourceExt,
@@ -20,8 +20,8 @@ use tether_api::{
         ConnectionDetails, Connector, Context, ExternalClient, Observation, Observed, Readiness,
     },
     managed::{
-        CREATE_PENDING_ANNOTATION, ControlAnnotations, DeletionPolicy, EXTERNAL_NAME_ANNOTATION,
-        Managed, ManagementPolicy, PAUSED_ANNOTATION,
+        APPLIED_TAGS_ANNOTATION, CREATE_PENDING_ANNOTATION, ControlAnnotations, DeletionPolicy,
+        EXTERNAL_NAME_ANNOTATION, Managed, ManagementPolicy, PAUSED_ANNOTATION,
     },
 };
 
@@ -44,6 +44,9 @@ pub const FINALIZER: &str = "tether.dev/finalizer";
 
 /// Reason of `Ready` while the cloud deletes the resource.
 const DELETING: &str = "Deleting";
+
+/// `Context::applied_tags` before tether recorded any.
+static NO_TAGS: BTreeSet<String> = BTreeSet::new();
 
 /// Reason of `Ready` and `Synced` for a resource that is someone else's.
 const NOT_OWNED: &str = "NotOwned";
@@ -335,6 +338,7 @@ where
             published: &published,
             pending: publisher.pending(),
             create_attempt: None,
+            applied_tags: self.annotations.applied_tags.as_ref().unwrap_or(&NO_TAGS),
         };
         let observe_only =
             object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;
@@ -495,7 +499,7 @@ where
         }
         // The time of the attempt, recorded before the call, so that a resource the
         // cloud does not show yet is waited for instead of created again. Its watch
-        // event triggers nothing (see `annotations_but_create_pending`).
+        // event triggers nothing (see `annotations_but_bookkeeping`).
         let attempt = repeat.unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
         if repeat.is_none() {
             let marker = serde_json::Map::from_iter([(
@@ -524,8 +528,12 @@ where
                 return Err(Error::provider(Phase::Create)(error));
             }
         };
+        let mut annotations = self.tags_to_record(object);
         if let Some(name) = &created.external_name {
-            self.record_external_name(object, name).await?;
+            annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
+        }
+        if !annotations.is_empty() {
+            self.annotate(object, annotations).await?;
         }
         if context.pending {
             publisher
@@ -609,6 +617,10 @@ where
                 format!("updated {}", observed.differences.join(", ")),
             )
             .await;
+        }
+        let applied = self.tags_to_record(object);
+        if !observe_only && !applied.is_empty() {
+            self.annotate(object, applied).await?;
         }
         publisher
             .publish(object, &observed.connection, pending)
@@ -792,6 +804,20 @@ where
         let annotations =
             serde_json::Map::from_iter([(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name))]);
         self.annotate(object, annotations).await
+    }
+
+    /// The annotation recording the keys of the spec's tags, now applied, when it does
+    /// not say so already; empty otherwise.
+    fn tags_to_record(&self, object: &M) -> serde_json::Map<String, serde_json::Value> {
+        let Some(tags) = object.spec_tags() else {
+            return serde_json::Map::new();
+        };
+        let keys: BTreeSet<String> = tags.keys().cloned().collect();
+        if self.annotations.applied_tags.as_ref() == Some(&keys) {
+            return serde_json::Map::new();
+        }
+        let keys = serde_json::to_string(&keys).expect("tag keys serialize");
+        serde_json::Map::from_iter([(APPLIED_TAGS_ANNOTATION.to_owned(), json!(keys))])
     }
 
     /// Sets (or, for `null` values, removes) tether's annotations on the object.

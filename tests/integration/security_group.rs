@@ -482,3 +482,54 @@ async fn two_groups_that_allow_each_other_both_become_ready() {
     assert_eq!(world.proxy.count("CreateSecurityGroup"), 2);
     world.finish().await;
 }
+
+#[tokio::test]
+async fn a_tag_dropped_from_the_spec_goes_and_tags_of_others_stay() {
+    let world = World::start().await;
+    let groups: Api<SecurityGroup> = world.ns.api();
+    let tagged = |tags: &str| {
+        security_group(&world, "web", "")
+            .replace("tags: {team: shop}", &format!("tags: {{{tags}}}"))
+    };
+    world.apply(&tagged("team: shop, env: dev")).await;
+    let ready = world
+        .wait_condition(&groups, "web", READY, "True", None)
+        .await;
+    let id = ready.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
+    world
+        .ec2()
+        .create_tags()
+        .resources(&id)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("cost-center")
+                .value("42")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("tagging by hand");
+
+    world.apply(&tagged("team: shop")).await;
+    let mut keys = BTreeSet::new();
+    for _ in 0..60 {
+        let group = describe(&world, &id).await.expect("the group exists");
+        keys = group
+            .tags()
+            .iter()
+            .filter_map(|tag| tag.key().map(str::to_owned))
+            .collect();
+        if !keys.contains("env") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        keys,
+        set(&["cost-center", "team", UID_TAG]),
+        "env goes, the tag added by hand and tether's own stay:\n{}",
+        world.log_tail()
+    );
+    assert!(world.proxy.count("DeleteTags") >= 1);
+    world.finish().await;
+}

@@ -4,7 +4,11 @@
 //! Observe comes first and is the only call in `ObserveOnly` mode; the runtime picks
 //! create, update or nothing from what it returns.
 
-use std::{collections::BTreeMap, fmt, future::Future};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    future::Future,
+};
 
 use crate::{
     ErrorClass,
@@ -109,10 +113,15 @@ pub struct Context<'a> {
     /// then returns what the first made instead of making another. `None` outside
     /// `create`.
     pub create_attempt: Option<k8s_openapi::jiff::Timestamp>,
+    /// The keys of the spec's tags tether applied before (`tether.dev/applied-tags`):
+    /// one the spec no longer has is to be removed from the resource. Empty when
+    /// unknown.
+    pub applied_tags: &'a BTreeSet<String>,
 }
 
 static NOTHING_RESOLVED: BTreeMap<String, String> = BTreeMap::new();
 static NOTHING_PUBLISHED: ConnectionDetails = ConnectionDetails(BTreeMap::new());
+static NO_TAGS: BTreeSet<String> = BTreeSet::new();
 
 impl<'a> Context<'a> {
     /// A context with an external name only: no references, nothing published.
@@ -123,6 +132,7 @@ impl<'a> Context<'a> {
             published: &NOTHING_PUBLISHED,
             pending: false,
             create_attempt: None,
+            applied_tags: &NO_TAGS,
         }
     }
 

@@ -2,7 +2,12 @@
 //! uses, what happens on deletion, whether tether may write, where the connection
 //! Secret goes, and the `tether.dev/*` annotations for adoption, pausing and polling.
 
-use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    str::FromStr,
+    time::Duration,
+};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use schemars::JsonSchema;
@@ -22,6 +27,12 @@ pub const POLL_INTERVAL_ANNOTATION: &str = "tether.dev/poll-interval";
 /// and young, a resource the cloud does not show yet counts as on its way, not as
 /// missing: cloud reads lag behind writes, and creating again would make a second one.
 pub const CREATE_PENDING_ANNOTATION: &str = "tether.dev/create-pending";
+/// Annotation tether sets to the keys (a JSON array) of the spec's tags it last
+/// applied to the cloud resource: a key there that the spec no longer has is removed
+/// from the resource, and tags that others put on it are left alone.
+pub const APPLIED_TAGS_ANNOTATION: &str = "tether.dev/applied-tags";
+/// Annotations tether keeps for itself: a change to them starts no reconcile.
+pub const BOOKKEEPING_ANNOTATIONS: [&str; 2] = [CREATE_PENDING_ANNOTATION, APPLIED_TAGS_ANNOTATION];
 
 /// The shortest poll interval an annotation may ask for, to keep AWS calls bounded.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -181,6 +192,13 @@ pub trait Managed:
         Vec::new()
     }
 
+    /// The tags (labels) the spec asks for, for kinds whose cloud resource has them;
+    /// the runtime records their keys so that a tag removed from the spec is removed
+    /// from the resource.
+    fn spec_tags(&self) -> Option<&BTreeMap<String, String>> {
+        None
+    }
+
     /// The deletion policy in force.
     fn deletion_policy(&self) -> DeletionPolicy {
         self.managed_fields()
@@ -201,6 +219,9 @@ pub struct ControlAnnotations {
     /// When tether last asked the cloud to create the resource without having seen
     /// it since (see [`CREATE_PENDING_ANNOTATION`]).
     pub create_pending: Option<Timestamp>,
+    /// The keys of the spec's tags tether last applied (see
+    /// [`APPLIED_TAGS_ANNOTATION`]); `None` before it recorded any.
+    pub applied_tags: Option<BTreeSet<String>>,
 }
 
 /// Why the tether annotations of an object could not be read.
@@ -218,6 +239,10 @@ pub enum AnnotationError {
         "annotation {CREATE_PENDING_ANNOTATION}: {value:?} is not an RFC 3339 time; tether sets it, remove it only when no create is on its way"
     )]
     CreatePendingFormat { value: String },
+    #[error(
+        "annotation {APPLIED_TAGS_ANNOTATION}: {value:?} is not a JSON array of tag keys; tether sets it, remove it to reset"
+    )]
+    AppliedTagsFormat { value: String },
 }
 
 impl ControlAnnotations {
@@ -250,11 +275,20 @@ impl ControlAnnotations {
                     })
             })
             .transpose()?;
+        let applied_tags = annotations
+            .get(APPLIED_TAGS_ANNOTATION)
+            .map(|value| {
+                serde_json::from_str(value).map_err(|_| AnnotationError::AppliedTagsFormat {
+                    value: value.clone(),
+                })
+            })
+            .transpose()?;
         Ok(Self {
             external_name,
             paused,
             poll_interval,
             create_pending,
+            applied_tags,
         })
     }
 }
@@ -425,6 +459,23 @@ mod tests {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             );
         }
+    }
+
+    #[test]
+    fn applied_tags_are_a_json_array_of_keys() {
+        let parsed = ControlAnnotations::parse(&annotations(&[(
+            APPLIED_TAGS_ANNOTATION,
+            r#"["env","team"]"#,
+        )]))
+        .unwrap();
+        assert_eq!(
+            parsed.applied_tags,
+            Some(BTreeSet::from(["env".to_owned(), "team".to_owned()]))
+        );
+        assert!(matches!(
+            ControlAnnotations::parse(&annotations(&[(APPLIED_TAGS_ANNOTATION, "env,team")])),
+            Err(AnnotationError::AppliedTagsFormat { .. })
+        ));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tether_api::{
 use super::{
     SecurityGroup, create_tags,
     instance_batch::{InstanceBatch, live_instances},
-    is_not_found, ssh_key, tag_map, tag_specification, uid_filter, without_retries,
+    is_not_found, ssh_key, sync_tags, tag_map, tag_specification, uid_filter, without_retries,
 };
 use crate::{
     errors::{absent_if, provider_error},
@@ -301,6 +301,10 @@ impl Managed for Instance {
         self.status.as_ref()
     }
 
+    fn spec_tags(&self) -> Option<&BTreeMap<String, String>> {
+        Some(&self.spec.tags)
+    }
+
     /// None: AWS assigns the instance id.
     fn default_external_name(&self) -> Option<String> {
         None
@@ -514,7 +518,7 @@ fn observed(
     let (running, stopped) = (state == Some(RUNNING), state == Some(STOPPED));
 
     let mut differences = Vec::new();
-    if tags_differ(&object.desired_tags(), &tags) {
+    if tags_differ(&object.desired_tags(), context.applied_tags, &tags) {
         differences.push(TAGS.to_owned());
     }
     // Unresolved references (only while the object is being deleted) compare nothing.
@@ -908,7 +912,7 @@ impl ExternalClient<Instance> for InstanceClient {
         let state = at_provider.state.as_deref();
 
         if differs(TAGS) {
-            create_tags(&self.ec2, id, &object.desired_tags()).await?;
+            sync_tags(&self.ec2, id, &object.desired_tags(), context.applied_tags).await?;
         }
         if differs(SECURITY_GROUP_IDS)
             && let Some(groups) = object.desired_security_groups(&context)?

@@ -1,11 +1,14 @@
 //! EC2 kinds and their external clients, and the tag and filter helpers they share.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use tether_api::external::ProviderError;
 
-use crate::{errors::provider_error, tags::UID_TAG};
+use crate::{
+    errors::provider_error,
+    tags::{UID_TAG, stale_tags},
+};
 
 pub mod instance;
 pub mod instance_batch;
@@ -74,6 +77,32 @@ pub(crate) async fn create_tags(
         .send()
         .await
         .map_err(provider_error)?;
+    Ok(())
+}
+
+/// Puts `desired` tags on the EC2 resource `id`, and takes off those tether applied
+/// before (`applied`) that `desired` no longer has.
+pub(crate) async fn sync_tags(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    desired: &BTreeMap<String, String>,
+    applied: &BTreeSet<String>,
+) -> Result<(), ProviderError> {
+    create_tags(ec2, id, desired).await?;
+    let stale = stale_tags(applied, desired);
+    if !stale.is_empty() {
+        ec2.delete_tags()
+            .resources(id)
+            .set_tags(Some(
+                stale
+                    .into_iter()
+                    .map(|key| Tag::builder().key(key).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(provider_error)?;
+    }
     Ok(())
 }
 

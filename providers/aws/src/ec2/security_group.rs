@@ -25,7 +25,7 @@ use tether_api::{
     references::LocalReference,
 };
 
-use super::{create_tags, is_not_found, tag_map, tag_specification, uid_filter, without_retries};
+use super::{is_not_found, sync_tags, tag_map, tag_specification, uid_filter, without_retries};
 use crate::{
     errors::{absent_if, provider_error},
     tags::{UID_TAG, tags_differ},
@@ -269,6 +269,10 @@ impl Managed for SecurityGroup {
 
     fn status(&self) -> Option<&ManagedStatus<SecurityGroupObservation>> {
         self.status.as_ref()
+    }
+
+    fn spec_tags(&self) -> Option<&BTreeMap<String, String>> {
+        Some(&self.spec.tags)
     }
 
     /// None: AWS picks the group id.
@@ -806,7 +810,7 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         };
         let tags = tag_map(group.tags());
         let mut differences = Vec::new();
-        if tags_differ(&object.desired_tags(), &tags) {
+        if tags_differ(&object.desired_tags(), context.applied_tags, &tags) {
             differences.push(TAGS.to_owned());
         }
         for (direction, actual) in [
@@ -897,7 +901,13 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
     ) -> Result<(), ProviderError> {
         let group = &observed.at_provider;
         if observed.differences.iter().any(|d| d == TAGS) {
-            create_tags(&self.ec2, &group.group_id, &object.desired_tags()).await?;
+            sync_tags(
+                &self.ec2,
+                &group.group_id,
+                &object.desired_tags(),
+                context.applied_tags,
+            )
+            .await?;
         }
         for (direction, actual) in [
             (Direction::Ingress, &group.ingress),
@@ -1559,7 +1569,10 @@ mod tests {
         ];
         let complete = RuleChanges::between(&desired, &actual, false);
         assert_eq!(complete.add, [tcp(443, "10.0.0.0/8")]);
-        assert_eq!(complete.remove, [tcp(22, "0.0.0.0/0"), tcp(8080, "sg-0bbb")]);
+        assert_eq!(
+            complete.remove,
+            [tcp(22, "0.0.0.0/0"), tcp(8080, "sg-0bbb")]
+        );
         // sg-0bbb may be the peer not resolved yet: it stays; the CIDR rule goes.
         let partial = RuleChanges::between(&desired, &actual, true);
         assert_eq!(partial.add, [tcp(443, "10.0.0.0/8")]);

@@ -329,6 +329,10 @@ impl Managed for DBInstance {
         self.status.as_ref()
     }
 
+    fn spec_tags(&self) -> Option<&BTreeMap<String, String>> {
+        Some(&self.spec.tags)
+    }
+
     /// `spec.identifier`, else `<namespace>-<name>-<UID digits>` cut to RDS's 63
     /// characters (see [`derived_name`]); `None` before the object has a UID.
     fn default_external_name(&self) -> Option<String> {
@@ -862,7 +866,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         );
         differs(
             TAGS,
-            crate::tags::tags_differ(&object.desired_tags(), &tags),
+            crate::tags::tags_differ(&object.desired_tags(), context.applied_tags, &tags),
         );
 
         let status = instance.db_instance_status().map(str::to_owned);
@@ -1097,7 +1101,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 .map_err(|error| redacted(provider_error(error), password.as_ref()))?;
         }
         if let (true, Some(arn)) = (differs(TAGS), &observed.at_provider.arn) {
-            super::add_tags(&self.rds, arn, &object.desired_tags()).await?;
+            super::sync_tags(&self.rds, arn, &object.desired_tags(), context.applied_tags).await?;
         }
         Ok(())
     }
@@ -1676,6 +1680,36 @@ mod tests {
             .await
             .expect("no ModifyDBInstance");
         assert_eq!(tag.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_tag_dropped_from_the_spec_is_removed_and_one_never_applied_is_not() {
+        let add = mock!(aws_sdk_rds::Client::add_tags_to_resource).then_output(|| {
+            aws_sdk_rds::operation::add_tags_to_resource::AddTagsToResourceOutput::builder().build()
+        });
+        let remove = mock!(aws_sdk_rds::Client::remove_tags_from_resource)
+            .match_requests(|request| request.tag_keys() == ["env"])
+            .then_output(|| {
+                aws_sdk_rds::operation::remove_tags_from_resource::RemoveTagsFromResourceOutput::builder()
+                    .build()
+            });
+        let client = client(&[&add, &remove]);
+        let secret = published("pw");
+        let mut object = object();
+        object.spec.tags = BTreeMap::from([("team".to_owned(), "shop".to_owned())]);
+        let applied = BTreeSet::from(["env".to_owned(), "team".to_owned()]);
+        client
+            .update(
+                &object,
+                Context {
+                    applied_tags: &applied,
+                    ..context(&secret, false)
+                },
+                &observed(&["tags"]),
+            )
+            .await
+            .expect("tags synced");
+        assert_eq!((add.num_calls(), remove.num_calls()), (1, 1));
     }
 
     #[tokio::test]

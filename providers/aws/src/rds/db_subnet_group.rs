@@ -120,6 +120,10 @@ impl Managed for DBSubnetGroup {
         self.status.as_ref()
     }
 
+    fn spec_tags(&self) -> Option<&BTreeMap<String, String>> {
+        Some(&self.spec.tags)
+    }
+
     /// `<namespace>-<name>-<UID digits>` (see [`derived_name`]); `None` before the
     /// object has a UID.
     fn default_external_name(&self) -> Option<String> {
@@ -224,7 +228,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         if subnet_ids != object.spec.subnet_ids.iter().cloned().collect() {
             differences.push(SUBNET_IDS.to_owned());
         }
-        if crate::tags::tags_differ(&object.desired_tags(), &tags) {
+        if crate::tags::tags_differ(&object.desired_tags(), context.applied_tags, &tags) {
             differences.push(TAGS.to_owned());
         }
         let status = group.subnet_group_status().map(str::to_owned);
@@ -287,7 +291,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
                 .map_err(provider_error)?;
         }
         if let (true, Some(arn)) = (differs(TAGS), &observed.at_provider.arn) {
-            super::add_tags(&self.rds, arn, &object.desired_tags()).await?;
+            super::sync_tags(&self.rds, arn, &object.desired_tags(), context.applied_tags).await?;
         }
         Ok(())
     }
