@@ -22,7 +22,7 @@ use kube::{
 use serde_json::json;
 use tether_api::{
     conditions::{READY, SYNCED},
-    managed::EXTERNAL_NAME_ANNOTATION,
+    managed::{EXTERNAL_NAME_ANNOTATION, PAUSED_ANNOTATION},
 };
 use tether_aws::{
     ec2::{Instance, SecurityGroup},
@@ -476,5 +476,101 @@ async fn rotated_keys_in_the_credentials_secret_are_used_without_a_restart() {
         "no call signed with the rotated keys within 100 s:\n{}",
         world.log_tail()
     );
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn deletion_protection_lifted_in_the_spec_lets_a_deletion_finish() {
+    let world = World::start().await;
+    world
+        .apply(&database(
+            &world,
+            "guarded",
+            "  deletionPolicy: Delete\n  deletionProtection: true\n",
+        ))
+        .await;
+    let api: Api<DBInstance> = world.ns.api();
+    let ready = world
+        .wait_condition(&api, "guarded", READY, "True", None)
+        .await;
+    let identifier = ready.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
+    api.delete("guarded", &DeleteParams::default())
+        .await
+        .unwrap();
+    let refused = world
+        .wait_condition(&api, "guarded", SYNCED, "False", Some("DeleteFailed"))
+        .await;
+    let message = condition(&refused, SYNCED).message;
+    assert!(
+        message.contains("deletion protection")
+            && message.contains("spec.deletionProtection: false"),
+        "{message}"
+    );
+    // A refusal waits for a change or the next poll (10 s here): no retry storm.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(world.proxy.count("DeleteDBInstance"), 1);
+    assert!(instance_exists(&world, &identifier).await);
+
+    api.patch(
+        "guarded",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"deletionProtection": false}})),
+    )
+    .await
+    .unwrap();
+    world.wait_gone(&api, "guarded").await;
+    assert!(!instance_exists(&world, &identifier).await);
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_paused_object_that_is_deleted_waits_for_unpausing() {
+    let world = World::start().await;
+    world.apply(&security_group(&world, "paused", "")).await;
+    let api: Api<SecurityGroup> = world.ns.api();
+    let ready = world
+        .wait_condition(&api, "paused", READY, "True", None)
+        .await;
+    let group_id = ready.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
+    let annotate = |value: &str| json!({"metadata": {"annotations": {PAUSED_ANNOTATION: value}}});
+    api.patch(
+        "paused",
+        &PatchParams::default(),
+        &Patch::Merge(annotate("true")),
+    )
+    .await
+    .unwrap();
+    world
+        .wait_condition(&api, "paused", SYNCED, "False", Some("ReconcilePaused"))
+        .await;
+    api.delete("paused", &DeleteParams::default())
+        .await
+        .unwrap();
+    let waiting = world
+        .wait_condition(&api, "paused", SYNCED, "False", Some("DeletionPaused"))
+        .await;
+    assert!(
+        condition(&waiting, SYNCED)
+            .message
+            .contains("remove the annotation"),
+    );
+    assert_eq!(world.proxy.count("DeleteSecurityGroup"), 0);
+
+    api.patch(
+        "paused",
+        &PatchParams::default(),
+        &Patch::Merge(annotate("false")),
+    )
+    .await
+    .unwrap();
+    world.wait_gone(&api, "paused").await;
+    assert_eq!(world.proxy.count("DeleteSecurityGroup"), 1);
+    let gone = world
+        .ec2()
+        .describe_security_groups()
+        .group_ids(&group_id)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the group is deleted in AWS");
     world.finish().await;
 }
