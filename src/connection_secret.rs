@@ -24,6 +24,10 @@ pub const MANAGED_BY_VALUE: &str = "tether";
 /// Annotation set while the Secret holds credentials written ahead of the cloud call
 /// that applies them (see `ExternalClient::prepare`).
 pub const PENDING_ANNOTATION: &str = "tether.dev/pending-credentials";
+/// Annotation on a Secret left behind when its object was deleted and its cloud
+/// resource kept: `<Kind>/<external name>` of that resource. An object that adopts
+/// the same resource takes the Secret over, credentials and all.
+pub const RETAINED_FROM_ANNOTATION: &str = "tether.dev/retained-from";
 
 /// Why a connection Secret may not be written.
 #[derive(Debug, thiserror::Error)]
@@ -53,14 +57,20 @@ pub struct Publisher {
     resource_version: Option<String>,
     published: ConnectionDetails,
     pending: bool,
+    /// Whether the Secret is one left behind for the resource `owner` adopts, to be
+    /// taken over by the next write.
+    taking_over: bool,
 }
 
 impl Publisher {
     /// Reads the connection Secret `target` of `owner` (none when `target` is `None`).
+    /// `adopted` is `<Kind>/<external name>` when a user adopted the cloud resource: a
+    /// Secret left behind for that resource (see [`orphan`]) may then be taken over.
     pub async fn load<K>(
         kube: &kube::Client,
         owner: &K,
         target: Option<&LocalSecretReference>,
+        adopted: Option<&str>,
     ) -> Result<Self, Error>
     where
         K: Resource<DynamicType = ()>,
@@ -73,6 +83,7 @@ impl Publisher {
                 resource_version: None,
                 published: ConnectionDetails::default(),
                 pending: false,
+                taking_over: false,
             });
         };
         let existing = api
@@ -82,7 +93,18 @@ impl Publisher {
                 name: target.name.clone(),
                 source,
             })?;
-        check_ownership(owner, existing.as_ref())?;
+        let taking_over = match check_ownership(owner, existing.as_ref()) {
+            Ok(()) => false,
+            Err(refused) => {
+                let retained_for = existing
+                    .as_ref()
+                    .and_then(|secret| secret.annotations().get(RETAINED_FROM_ANNOTATION));
+                if adopted.is_none() || retained_for.map(String::as_str) != adopted {
+                    return Err(refused);
+                }
+                true
+            }
+        };
         let published = ConnectionDetails(
             existing
                 .as_ref()
@@ -104,6 +126,7 @@ impl Publisher {
             resource_version: existing.and_then(|secret| secret.metadata.resource_version),
             published,
             pending,
+            taking_over,
         })
     }
 
@@ -136,7 +159,7 @@ impl Publisher {
         merged
             .0
             .extend(details.0.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if merged == self.published && pending == self.pending {
+        if merged == self.published && pending == self.pending && !self.taking_over {
             return Ok(false);
         }
         let mut secret = render(owner, name, &merged)?;
@@ -167,7 +190,7 @@ impl Publisher {
             // Patched on condition that it is still the Secret that was read. A merge
             // patch, not an apply: it can remove the pending mark that the create set.
             Some(version) => {
-                let patch = serde_json::json!({
+                let mut patch = serde_json::json!({
                     "metadata": {
                         "resourceVersion": version,
                         "labels": secret.metadata.labels,
@@ -175,6 +198,12 @@ impl Publisher {
                     },
                     "data": secret.data,
                 });
+                if self.taking_over {
+                    patch["metadata"]["ownerReferences"] =
+                        serde_json::json!(secret.metadata.owner_references);
+                    patch["metadata"]["annotations"][RETAINED_FROM_ANNOTATION] =
+                        serde_json::Value::Null;
+                }
                 self.api
                     .patch(
                         name,
@@ -191,15 +220,23 @@ impl Publisher {
         self.resource_version = written.metadata.resource_version;
         self.published = merged;
         self.pending = pending;
+        self.taking_over = false;
         Ok(true)
     }
 }
 
 /// Drops `owner`'s owner reference from its connection Secret `name`, so that the
-/// garbage collector keeps the Secret when `owner` goes; returns the name when the
-/// Secret exists and `owner` no longer owns it. A Secret of someone else is left as it
-/// is. The write is conditional on the Secret not having changed since it was read.
-pub async fn orphan<K>(kube: &kube::Client, owner: &K, name: &str) -> Result<Option<String>, Error>
+/// garbage collector keeps the Secret when `owner` goes, and marks it as left behind
+/// for the cloud resource `retained_from` (`<Kind>/<external name>`); returns the name
+/// when the Secret exists and `owner` no longer owns it. A Secret of someone else is
+/// left as it is. The write is conditional on the Secret not having changed since it
+/// was read.
+pub async fn orphan<K>(
+    kube: &kube::Client,
+    owner: &K,
+    name: &str,
+    retained_from: &str,
+) -> Result<Option<String>, Error>
 where
     K: Resource<DynamicType = ()>,
 {
@@ -225,6 +262,7 @@ where
     let patch = serde_json::json!({"metadata": {
         "resourceVersion": secret.metadata.resource_version,
         "ownerReferences": remaining,
+        "annotations": {RETAINED_FROM_ANNOTATION: retained_from},
     }});
     api.patch(
         name,

@@ -227,7 +227,8 @@ where
 }
 
 /// Drops the object's owner reference from its connection Secret, if it has one, so
-/// the Secret outlives the object; returns the Secret's name.
+/// the Secret outlives the object (an object adopting the same cloud resource later
+/// takes it over); returns the Secret's name.
 async fn orphan_connection_secret<M: Managed>(
     kube: &kube::Client,
     object: &M,
@@ -235,7 +236,14 @@ async fn orphan_connection_secret<M: Managed>(
     let Some(target) = &object.managed_fields().write_connection_secret_to_ref else {
         return Ok(None);
     };
-    Ok(connection_secret::orphan(kube, object, &target.name).await?)
+    let external_name = object
+        .annotations()
+        .get(EXTERNAL_NAME_ANNOTATION)
+        .cloned()
+        .or_else(|| object.default_external_name())
+        .unwrap_or_default();
+    let retained_from = format!("{}/{external_name}", M::kind(&()));
+    Ok(connection_secret::orphan(kube, object, &target.name, &retained_from).await?)
 }
 
 /// ", and Secret <name> keeps its credentials", or nothing.
@@ -321,6 +329,20 @@ where
         }
         let references = resolved.names;
         let client = self.connect(object).await?;
+        let external_name = self.external_name(object);
+        // A resource a user adopted may come with the Secret its last object left.
+        let adopted = ownership::annotation_set_by_user(
+            object.meta(),
+            EXTERNAL_NAME_ANNOTATION,
+            FIELD_MANAGER,
+        )
+        .then(|| {
+            format!(
+                "{}/{}",
+                M::kind(&()),
+                external_name.as_deref().unwrap_or_default()
+            )
+        });
         let mut publisher = Publisher::load(
             kube,
             object,
@@ -328,9 +350,9 @@ where
                 .managed_fields()
                 .write_connection_secret_to_ref
                 .as_ref(),
+            adopted.as_deref(),
         )
         .await?;
-        let external_name = self.external_name(object);
         let published = publisher.published().clone();
         let context = Context {
             external_name: external_name.as_deref(),

@@ -260,16 +260,16 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
     let lb = world
         .wait_condition(&groups, "lb", READY, "True", None)
         .await;
+    // The application's group existed all along; its rule comes once lb is Ready.
     let app = world
-        .wait_condition(&groups, "app", READY, "True", None)
+        .wait_condition(&groups, "app", SYNCED, "True", None)
         .await;
     let lb_id = lb.status.unwrap().at_provider.unwrap().group_id;
     let app_id = app.status.unwrap().at_provider.unwrap().group_id;
-    let group = describe(&world, &app_id).await.unwrap();
-    assert_eq!(
-        rules(group.ip_permissions()),
-        set(&[&format!("tcp 8080-8080 {lb_id}")])
-    );
+    wait_rules(&world, &app_id, "admit the lb's group", |ingress, _| {
+        *ingress == set(&[&format!("tcp 8080-8080 {lb_id}")])
+    })
+    .await;
 
     // A database joins the application's group by reference.
     world
