@@ -15,12 +15,13 @@ use kube::{
 use serde_json::json;
 use tether_api::{
     ErrorClass,
-    conditions::{self, ConditionUpdate, READY, SYNCED},
+    conditions::{ConditionUpdate, READY, SYNCED},
     external::{
-        ConnectionDetails, Connector, Context, ExternalClient, Observation, Observed, Readiness,
+        ConnectionDetails, Connector, Context, Delta, ExternalClient, Observation, ObservedOf,
+        Readiness,
     },
     managed::{
-        APPLIED_TAGS_ANNOTATION, CREATE_PENDING_ANNOTATION, ControlAnnotations, DeletionPolicy,
+        APPLIED_TAGS_ANNOTATION, CREATE_PENDING_ANNOTATION, ControlAnnotations,
         EXTERNAL_NAME_ANNOTATION, Managed, ManagementPolicy, PAUSED_ANNOTATION,
     },
 };
@@ -33,11 +34,9 @@ use super::{
     references,
     status::{self, StatusUpdate},
 };
-use crate::{
-    FIELD_MANAGER,
-    connection_secret::{self, Publisher},
-    crds,
-};
+mod deletion;
+
+use crate::{FIELD_MANAGER, connection_secret::Publisher, crds};
 
 /// The finalizer that keeps an object until its cloud resource is dealt with.
 pub const FINALIZER: &str = "tether.dev/finalizer";
@@ -83,7 +82,7 @@ where
         && object.finalizers().iter().any(|f| f == FINALIZER)
         && crds::being_deleted::<M>(&shared.kube).await?
     {
-        return let_go_with_crd(api, &object, shared).await;
+        return deletion::let_go_with_crd(api, &object, shared).await;
     }
     let annotations = ControlAnnotations::parse(object.annotations())?;
     if annotations.paused {
@@ -196,81 +195,6 @@ where
         .await?;
     }
     Ok(Action::requeue(delay))
-}
-
-/// The object's CustomResourceDefinition is being deleted, and the API server is
-/// deleting every object of the kind with it: that is uninstalling, not a request to
-/// delete cloud resources. The cloud resource is left alone, the connection Secret
-/// loses its owner reference so that the credentials survive, and the finalizer goes.
-async fn let_go_with_crd<M, C>(
-    api: &Api<M>,
-    object: &M,
-    shared: &Shared<C>,
-) -> Result<Action, Error>
-where
-    M: Managed,
-{
-    let secret = orphan_connection_secret(&shared.kube, object).await?;
-    let kind = M::kind(&());
-    let external_name = object
-        .annotations()
-        .get(EXTERNAL_NAME_ANNOTATION)
-        .map_or("(not recorded)", String::as_str);
-    let message = format!(
-        "the CustomResourceDefinition of {kind} is being deleted: {kind} {external_name} is left in the cloud{}",
-        kept_secret(secret.as_deref())
-    );
-    tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-    publish_event(shared, object, EventType::Warning, "LeftInCloud", message).await;
-    remove_finalizer(api, object).await?;
-    Ok(Action::await_change())
-}
-
-/// Drops the object's owner reference from its connection Secret, if it has one, so
-/// the Secret outlives the object (an object adopting the same cloud resource later
-/// takes it over); returns the Secret's name.
-async fn orphan_connection_secret<M: Managed>(
-    kube: &kube::Client,
-    object: &M,
-) -> Result<Option<String>, Error> {
-    let Some(target) = &object.managed_fields().write_connection_secret_to_ref else {
-        return Ok(None);
-    };
-    let external_name = object
-        .annotations()
-        .get(EXTERNAL_NAME_ANNOTATION)
-        .cloned()
-        .or_else(|| object.default_external_name())
-        .unwrap_or_default();
-    let retained_from = format!("{}/{external_name}", M::kind(&()));
-    Ok(connection_secret::orphan(kube, object, &target.name, &retained_from).await?)
-}
-
-/// ", and Secret <name> keeps its credentials", or nothing.
-fn kept_secret(secret: Option<&str>) -> String {
-    secret.map_or_else(String::new, |name| {
-        format!("; Secret {name} is kept with the credentials")
-    })
-}
-
-/// Removes tether's finalizer, by a JSON patch that checks it is where it was.
-async fn remove_finalizer<M: Managed>(api: &Api<M>, object: &M) -> Result<(), Error> {
-    let Some(index) = object.finalizers().iter().position(|f| f == FINALIZER) else {
-        return Ok(());
-    };
-    let path = format!("/metadata/finalizers/{index}");
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": path, "value": FINALIZER},
-        {"op": "remove", "path": path},
-    ]))
-    .map_err(kube::Error::SerdeError)?;
-    api.patch::<M>(
-        &object.name_any(),
-        &PatchParams::default(),
-        &Patch::Json(patch),
-    )
-    .await?;
-    Ok(())
 }
 
 /// The poll interval of `object`: its annotation's, or the controller's.
@@ -439,7 +363,7 @@ where
     }
 
     /// Whose the observed resource is, for this object.
-    fn claim(&self, object: &M, observed: &Observed<M::AtProvider>) -> Claim {
+    fn claim(&self, object: &M, observed: &ObservedOf<M>) -> Claim {
         let observe_only =
             object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;
         let named_by_user = ownership::annotation_set_by_user(
@@ -459,7 +383,7 @@ where
     async fn refuse_foreign(
         &self,
         object: &M,
-        observed: &Observed<M::AtProvider>,
+        observed: &ObservedOf<M>,
         owner_uid: Option<String>,
     ) -> Result<Action, Error> {
         let kind = M::kind(&());
@@ -489,7 +413,7 @@ where
     }
 
     /// The name to show for the observed resource.
-    fn shown_name(&self, object: &M, observed: &Observed<M::AtProvider>) -> String {
+    fn shown_name(&self, object: &M, observed: &ObservedOf<M>) -> String {
         observed
             .external_name
             .clone()
@@ -597,7 +521,7 @@ where
         client: &C::Client,
         publisher: &mut Publisher,
         context: Context<'_>,
-        observed: Observed<M::AtProvider>,
+        observed: ObservedOf<M>,
         observe_only: bool,
     ) -> Result<Action, Error> {
         let mut annotations = serde_json::Map::new();
@@ -631,12 +555,12 @@ where
                 .await
                 .map_err(Error::provider(Phase::Update))?;
             pending = false;
-            tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), fields = ?observed.differences, "updated in the cloud");
+            tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), fields = ?observed.delta.describe(), "updated in the cloud");
             self.event(
                 object,
                 EventType::Normal,
                 "Updated",
-                format!("updated {}", observed.differences.join(", ")),
+                format!("updated {}", observed.delta.describe().join(", ")),
             )
             .await;
         }
@@ -650,7 +574,7 @@ where
         let synced_message = if observe_only && !observed.is_up_to_date() {
             format!(
                 "ObserveOnly: the cloud resource differs from the spec in {}",
-                observed.differences.join(", ")
+                observed.delta.describe().join(", ")
             )
         } else {
             String::new()
@@ -693,118 +617,6 @@ where
             Some(details) => Ok(publisher.publish(object, &details, true).await?),
             None => Ok(false),
         }
-    }
-
-    /// The object is being deleted: act per deletion policy, and let the finalizer go
-    /// only when the cloud says the resource is gone (or it is to be kept).
-    async fn cleanup(&self, object: &M) -> Result<Action, Error> {
-        let kind = M::kind(&());
-        let external_name = self.external_name(object);
-        let shown_name = external_name.as_deref().unwrap_or("(never created)");
-        let policy = object.deletion_policy();
-        let observe_only =
-            object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;
-        if policy == DeletionPolicy::Retain || observe_only {
-            let why = if observe_only {
-                "managementPolicy ObserveOnly"
-            } else {
-                "deletionPolicy Retain"
-            };
-            let secret = orphan_connection_secret(&self.shared.kube, object).await?;
-            let message = format!(
-                "{why}: {kind} {shown_name} is left in the cloud{}",
-                kept_secret(secret.as_deref())
-            );
-            tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-            self.event(object, EventType::Normal, "Retained", message)
-                .await;
-            return Ok(Action::await_change());
-        }
-        let namespace = object.namespace().unwrap_or_default();
-        let references =
-            references::resolve(&self.shared.kube, &namespace, &object.references(), false)
-                .await?
-                .names;
-        let client = self.connect(object).await?;
-        // The connection Secret is not read: a foreign Secret must not block deletion.
-        let context = Context {
-            references: &references,
-            ..Context::named(external_name.as_deref())
-        };
-        let observed = match client
-            .observe(object, context)
-            .await
-            .map_err(Error::provider(Phase::Observe))?
-        {
-            Observation::Missing => {
-                if let WhenMissing::Wait(sent) = WhenMissing::decide(
-                    self.annotations.create_pending,
-                    k8s_openapi::jiff::Timestamp::now(),
-                ) {
-                    // Letting go now would leave behind what the create made.
-                    let message = format!(
-                        "the {kind} created at {sent} is not visible yet; deleting it once the cloud shows it"
-                    );
-                    self.write_status(object, fails(READY, DELETING, message), None)
-                        .await?;
-                    return Err(Error::StillDeleting);
-                }
-                tracing::info!(%kind, namespace, name = object.name_any(), "gone from the cloud");
-                self.event(
-                    object,
-                    EventType::Normal,
-                    "Deleted",
-                    format!("{kind} {shown_name} is gone from the cloud"),
-                )
-                .await;
-                return Ok(Action::await_change());
-            }
-            Observation::Exists(observed) => observed,
-        };
-        if let Claim::NotOurs { .. } = self.claim(object, &observed) {
-            let name = self.shown_name(object, &observed);
-            let message =
-                format!("{kind} {name} was not created by this object and is left in the cloud");
-            tracing::info!(%kind, namespace, name = object.name_any(), "{message}");
-            self.event(object, EventType::Normal, "Retained", message)
-                .await;
-            return Ok(Action::await_change());
-        }
-        let found_name = observed.external_name.as_deref();
-        let context = Context {
-            external_name: context.external_name.or(found_name),
-            ..context
-        };
-        let deletion_started =
-            conditions::find(object.conditions(), READY).filter(|ready| ready.reason == DELETING);
-        let message = if let Some(ready) = deletion_started {
-            ready.message.clone()
-        } else {
-            let note = client
-                .delete(object, context, policy)
-                .await
-                .map_err(Error::provider(Phase::Delete))?;
-            let message = match note {
-                Some(note) => format!("deleting {kind} {shown_name}, {note}"),
-                None => format!("deleting {kind} {shown_name}"),
-            };
-            tracing::info!(%kind, namespace, name = object.name_any(), ?policy, "{message}");
-            self.event(
-                object,
-                EventType::Normal,
-                "DeletionStarted",
-                message.clone(),
-            )
-            .await;
-            message
-        };
-        self.write_status(
-            object,
-            fails(READY, DELETING, message),
-            Some((String::new(), observed.at_provider)),
-        )
-        .await?;
-        Err(Error::StillDeleting)
     }
 
     async fn connect(&self, object: &M) -> Result<C::Client, Error> {

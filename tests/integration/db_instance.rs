@@ -13,15 +13,14 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::core::ObjectMeta;
 use tether_api::{
     ErrorClass,
-    external::{ConnectionDetails, Context, ExternalClient, Observation, Observed, Readiness},
+    external::{
+        ConnectionDetails, Context, Delta, ExternalClient, Observation, ObservedOf, Readiness,
+    },
     managed::{DeletionPolicy, LocalSecretReference, Managed, ManagedFields},
 };
 use tether_aws::rds::{
     DBInstance, DBInstanceClient,
-    db_instance::{
-        DBInstanceObservation, DBInstanceSpec, MasterPassword, SecretKeyReference,
-        final_snapshot_identifier,
-    },
+    db_instance::{DBInstanceSpec, MasterPassword, SecretKeyReference, final_snapshot_identifier},
 };
 use tether_testkit::{Emulator, FaultProxy, TestNamespace, cluster};
 
@@ -78,7 +77,7 @@ async fn observed(
     client: &DBInstanceClient,
     object: &DBInstance,
     at: Context<'_>,
-) -> Observed<DBInstanceObservation> {
+) -> ObservedOf<DBInstance> {
     match client.observe(object, at).await.expect("observe") {
         Observation::Exists(observed) => observed,
         Observation::Missing => panic!("the instance is observed"),
@@ -129,7 +128,7 @@ async fn the_client_creates_updates_and_deletes_a_postgres_instance_on_moto() {
     assert!(
         observed_now.is_up_to_date(),
         "{:?}",
-        observed_now.differences
+        observed_now.delta.describe()
     );
     assert_eq!(observed_now.readiness, Readiness::Ready);
     let at_provider = &observed_now.at_provider;
@@ -161,14 +160,14 @@ async fn the_client_creates_updates_and_deletes_a_postgres_instance_on_moto() {
 
     // A pending mark (a crash between publish and create) asks for the password again.
     let pending = observed(&client, &object, with(&name, &published, true)).await;
-    assert_eq!(pending.differences, ["masterPassword"]);
+    assert_eq!(pending.delta.describe(), ["masterPassword"]);
 
     // A bigger class and longer backups: one ModifyDBInstance, then up to date.
     object.spec.instance_class = "db.t3.small".into();
     object.spec.backup_retention_days = Some(7);
     let changed = observed(&client, &object, with(&name, &published, false)).await;
     assert_eq!(
-        changed.differences,
+        changed.delta.describe(),
         ["instanceClass", "backupRetentionDays"]
     );
     proxy.reset_counts();
@@ -183,7 +182,7 @@ async fn the_client_creates_updates_and_deletes_a_postgres_instance_on_moto() {
         "the tags did not differ"
     );
     let updated = observed(&client, &object, with(&name, &published, false)).await;
-    assert!(updated.is_up_to_date(), "{:?}", updated.differences);
+    assert!(updated.is_up_to_date(), "{:?}", updated.delta.describe());
     assert_eq!(
         updated.at_provider.instance_class.as_deref(),
         Some("db.t3.small")
@@ -284,7 +283,7 @@ async fn aws_refusals_are_terminal_with_aws_message() {
     assert!(refused.message.contains("deletion protection"), "{refused}");
     protected.spec.deletion_protection = Some(false);
     let changed = observed(&client, &protected, with(&name, &published, false)).await;
-    assert_eq!(changed.differences, ["deletionProtection"]);
+    assert_eq!(changed.delta.describe(), ["deletionProtection"]);
     client
         .update(&protected, with(&name, &published, false), &changed)
         .await
@@ -343,18 +342,18 @@ async fn a_user_supplied_password_is_read_from_the_users_secret() {
     let first = observed(&client, &object, with(&name, &nothing, false)).await;
     assert_eq!(text(&first.connection, "password"), "first-Secret-1");
     assert_eq!(
-        first.differences,
+        first.delta.describe(),
         ["masterPassword"],
         "not published yet, so not known to be applied"
     );
     let published = first.connection.clone();
     let settled = observed(&client, &object, with(&name, &published, false)).await;
-    assert!(settled.is_up_to_date(), "{:?}", settled.differences);
+    assert!(settled.is_up_to_date(), "{:?}", settled.delta.describe());
 
     // The user changes the Secret: the new password is a difference update applies.
     ns.apply(&secret("second-Secret-2")).await.unwrap();
     let rotated = observed(&client, &object, with(&name, &published, false)).await;
-    assert_eq!(rotated.differences, ["masterPassword"]);
+    assert_eq!(rotated.delta.describe(), ["masterPassword"]);
     assert_eq!(text(&rotated.connection, "password"), "second-Secret-2");
     client
         .update(&object, with(&name, &published, false), &rotated)
@@ -405,7 +404,7 @@ async fn an_rds_managed_password_is_mirrored_from_secrets_manager() {
         .await
         .expect("CreateDBInstance with ManageMasterUserPassword");
     let observed = observed(&client, &object, with(&name, &nothing, false)).await;
-    assert!(observed.is_up_to_date(), "{:?}", observed.differences);
+    assert!(observed.is_up_to_date(), "{:?}", observed.delta.describe());
     assert!(
         observed
             .at_provider

@@ -8,7 +8,7 @@ use aws_sdk_ec2::config::retry::RetryConfig;
 use kube::core::ObjectMeta;
 use tether_api::{
     ErrorClass,
-    external::{Context, ExternalClient, Observation, Readiness},
+    external::{Context, Delta, ExternalClient, Observation, Readiness},
     managed::{DeletionPolicy, Managed, ManagedFields},
 };
 use tether_aws::rds::{DBSubnetGroup, DBSubnetGroupClient, db_subnet_group::DBSubnetGroupSpec};
@@ -94,7 +94,7 @@ async fn the_client_creates_updates_and_deletes_a_subnet_group_on_moto() {
     let Observation::Exists(observed) = client.observe(&object, at).await.unwrap() else {
         panic!("the created subnet group is observed");
     };
-    assert!(observed.is_up_to_date(), "{:?}", observed.differences);
+    assert!(observed.is_up_to_date(), "{:?}", observed.delta.describe());
     assert_eq!(observed.readiness, Readiness::Ready);
     let mut expected = subnets[..2].to_vec();
     expected.sort();
@@ -122,14 +122,14 @@ async fn the_client_creates_updates_and_deletes_a_subnet_group_on_moto() {
     let Observation::Exists(observed) = client.observe(&changed, at).await.unwrap() else {
         panic!("still there");
     };
-    assert_eq!(observed.differences, ["description", "subnetIds"]);
+    assert_eq!(observed.delta.describe(), ["description", "subnetIds"]);
 
     // A new tag is a difference that update applies with AddTagsToResource alone.
     object.spec.tags.insert("cost-centre".into(), "42".into());
     let Observation::Exists(observed) = client.observe(&object, at).await.unwrap() else {
         panic!("still there");
     };
-    assert_eq!(observed.differences, ["tags"]);
+    assert_eq!(observed.delta.describe(), ["tags"]);
     proxy.reset_counts();
     client.update(&object, at, &observed).await.expect("update");
     assert_eq!(proxy.count("AddTagsToResource"), 1);
@@ -141,7 +141,7 @@ async fn the_client_creates_updates_and_deletes_a_subnet_group_on_moto() {
     let Observation::Exists(observed) = client.observe(&object, at).await.unwrap() else {
         panic!("still there");
     };
-    assert!(observed.is_up_to_date(), "{:?}", observed.differences);
+    assert!(observed.is_up_to_date(), "{:?}", observed.delta.describe());
 
     client
         .delete(&object, at, DeletionPolicy::Delete)

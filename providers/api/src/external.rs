@@ -36,18 +36,36 @@ pub enum Readiness {
     NotReady { reason: String, message: String },
 }
 
-/// What the provider saw of the cloud resource.
+/// How a cloud resource differs from its spec: a type of each kind's own, so that
+/// `update` changes exactly what `observe` found different, and a misnamed field is a
+/// compile error rather than a skipped update.
+pub trait Delta: Clone + fmt::Debug + Default + PartialEq + Send + Sync {
+    /// Whether the resource matches the spec.
+    fn is_empty(&self) -> bool;
+
+    /// The differences in words, e.g. `instanceClass` or `ingress: add tcp 22 from
+    /// 10.0.0.0/8`, for Events and conditions.
+    fn describe(&self) -> Vec<String>;
+}
+
+/// What the provider saw of the cloud resource, with `A` its `status.atProvider` and
+/// `D` its [`Delta`].
 #[derive(Clone, Debug, PartialEq)]
-pub enum Observation<A> {
+pub enum Observation<A, D> {
     /// There is no such resource.
     Missing,
     /// The resource exists.
-    Exists(Observed<A>),
+    Exists(Observed<A, D>),
 }
+
+/// The observation of kind `M`'s cloud resource.
+pub type ObservationOf<M> = Observation<<M as Managed>::AtProvider, <M as Managed>::Delta>;
+/// An existing cloud resource of kind `M`, as observed.
+pub type ObservedOf<M> = Observed<<M as Managed>::AtProvider, <M as Managed>::Delta>;
 
 /// An existing cloud resource, as observed.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Observed<A> {
+pub struct Observed<A, D> {
     /// The resource's name or id, for kinds whose cloud picks it (EC2 ids); the
     /// runtime records it in `tether.dev/external-name` when that says otherwise. This
     /// is how a resource found by the object's UID tag (after a create whose answer was
@@ -58,8 +76,8 @@ pub struct Observed<A> {
     /// The runtime changes or deletes a resource only when this is the object's own
     /// UID, or when the user adopted the resource explicitly.
     pub owner_uid: Option<String>,
-    /// The fields where the resource differs from the spec; empty when up to date.
-    pub differences: Vec<String>,
+    /// Where the resource differs from the spec; empty when up to date.
+    pub delta: D,
     /// Whether it can be used.
     pub readiness: Readiness,
     /// What AWS reports, for `status.atProvider`.
@@ -68,10 +86,10 @@ pub struct Observed<A> {
     pub connection: ConnectionDetails,
 }
 
-impl<A> Observed<A> {
+impl<A, D: Delta> Observed<A, D> {
     /// Whether the resource matches the spec.
     pub fn is_up_to_date(&self) -> bool {
-        self.differences.is_empty()
+        self.delta.is_empty()
     }
 }
 
@@ -166,7 +184,7 @@ pub trait ExternalClient<M: Managed>: Send + Sync {
         &self,
         object: &M,
         context: Context<'_>,
-    ) -> impl Future<Output = Result<Observation<M::AtProvider>, ProviderError>> + Send;
+    ) -> impl Future<Output = Result<ObservationOf<M>, ProviderError>> + Send;
 
     /// Credentials that must reach the connection Secret before the next create or
     /// update call (a generated password, a new SSH key), or `None` when the published
@@ -195,7 +213,7 @@ pub trait ExternalClient<M: Managed>: Send + Sync {
         &self,
         object: &M,
         context: Context<'_>,
-        observed: &Observed<M::AtProvider>,
+        observed: &ObservedOf<M>,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// Starts deleting the resource per `policy` (never called for `Retain`). Done

@@ -148,6 +148,9 @@ pub trait Managed:
     /// What the cloud reports about the resource, written to `status.atProvider`.
     type AtProvider: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Send + Sync;
 
+    /// How the cloud resource can differ from the spec.
+    type Delta: crate::external::Delta;
+
     /// The deletion policy when the spec names none.
     const DEFAULT_DELETION_POLICY: DeletionPolicy;
 

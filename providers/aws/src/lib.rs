@@ -5,6 +5,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub mod connector;
+mod delta;
 pub mod ec2;
 pub mod errors;
 pub mod provider_config;

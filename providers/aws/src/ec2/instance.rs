@@ -20,8 +20,8 @@ use tether_api::{
     ErrorClass, LocalReference, ObjectReference,
     conditions::{self, READY, SYNCED},
     external::{
-        ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
-        Readiness,
+        ConnectionDetails, Context, Created, ExternalClient, Observation, ObservationOf, Observed,
+        ObservedOf, ProviderError, Readiness,
     },
     managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
 };
@@ -36,14 +36,23 @@ use crate::{
     tags::{UID_TAG, tags_differ},
 };
 
-/// Names of the spec fields `observe` can find different, as `Observed::differences`
-/// lists them and `update` reads them.
-const TAGS: &str = "tags";
-const SECURITY_GROUP_IDS: &str = "securityGroupIds";
-const INSTANCE_TYPE: &str = "instanceType";
-/// Not a spec field: the instance is stopped (or carries a stale marker) after tether
-/// stopped it to change its type, and must be started again.
-const INSTANCE_STATE: &str = "instanceState";
+crate::delta::field_delta! {
+    /// Where an EC2 instance differs from its spec.
+    InstanceDelta {
+        /// `tags`, tether's UID tag included.
+        tags => "tags",
+        /// `securityGroupIds` and `securityGroupRefs`.
+        security_group_ids => "securityGroupIds",
+        /// `instanceType`, and the instance can be stopped or is stopped.
+        instance_type => "instanceType",
+        /// Not a spec field: the instance is stopped (or carries a stale marker) after
+        /// tether stopped it to change its type, and must be started again.
+        instance_state => "instanceState",
+    }
+}
+
+/// The value of [`RESTART_TAG`] while tether changes the instance type.
+const RESTART_FOR_INSTANCE_TYPE: &str = "instanceType";
 
 /// Tag tether puts on an instance before it stops it to apply a change that needs a
 /// stopped instance (its value names the change, e.g. `instanceType`). While it is
@@ -290,6 +299,7 @@ pub struct InstanceObservation {
 
 impl Managed for Instance {
     type AtProvider = InstanceObservation;
+    type Delta = InstanceDelta;
 
     const DEFAULT_DELETION_POLICY: DeletionPolicy = DeletionPolicy::Delete;
 
@@ -504,7 +514,7 @@ fn observed(
     object: &Instance,
     context: &Context<'_>,
     instance: &Ec2Instance,
-) -> Observed<InstanceObservation> {
+) -> ObservedOf<Instance> {
     let spec = &object.spec;
     let tags = tag_map(instance.tags());
     let state = state_of(instance);
@@ -517,28 +527,23 @@ fn observed(
     let restart_after_stop = tags.contains_key(RESTART_TAG);
     let (running, stopped) = (state == Some(RUNNING), state == Some(STOPPED));
 
-    let mut differences = Vec::new();
-    if tags_differ(&object.desired_tags(), context.applied_tags, &tags) {
-        differences.push(TAGS.to_owned());
-    }
-    // Unresolved references (only while the object is being deleted) compare nothing.
-    if let Ok(Some(wanted)) = object.desired_security_groups(context)
-        && wanted.iter().cloned().collect::<BTreeSet<_>>() != groups
-    {
-        differences.push(SECURITY_GROUP_IDS.to_owned());
-    }
     // While the instance is pending, stopping or shutting down, nothing can be done.
     let type_differs =
         instance_type.as_deref() != Some(spec.instance_type.as_str()) && (running || stopped);
-    if type_differs {
-        differences.push(INSTANCE_TYPE.to_owned());
-    }
     // Stopped by tether: start it again. Running with the tag and no stop coming: the
     // start happened but the tag stayed, so only the tag goes.
     let stop_coming = running && type_differs && spec.allow_stop;
-    if restart_after_stop && (stopped || (running && !stop_coming)) {
-        differences.push(INSTANCE_STATE.to_owned());
-    }
+    let delta = InstanceDelta {
+        tags: tags_differ(&object.desired_tags(), context.applied_tags, &tags),
+        // Unresolved references (only while the object is being deleted) compare nothing.
+        security_group_ids: object
+            .desired_security_groups(context)
+            .ok()
+            .flatten()
+            .is_some_and(|wanted| wanted.iter().cloned().collect::<BTreeSet<_>>() != groups),
+        instance_type: type_differs,
+        instance_state: restart_after_stop && (stopped || (running && !stop_coming)),
+    };
 
     let id = instance.instance_id().map(str::to_owned);
     let private_ip = instance.private_ip_address().map(str::to_owned);
@@ -568,7 +573,7 @@ fn observed(
     Observed {
         external_name: id.clone(),
         owner_uid: tags.get(UID_TAG).cloned(),
-        differences,
+        delta,
         readiness: match readiness(state, restart_after_stop) {
             Readiness::Ready if key_lost(object, context) => Readiness::NotReady {
                 reason: "SshKeyLost".to_owned(),
@@ -747,7 +752,7 @@ impl ExternalClient<Instance> for InstanceClient {
         &self,
         object: &Instance,
         context: Context<'_>,
-    ) -> Result<Observation<InstanceObservation>, ProviderError> {
+    ) -> Result<ObservationOf<Instance>, ProviderError> {
         // A routine poll of an instance that is Ready and Synced: the shared snapshot
         // answers, if it has it.
         if is_routine_poll(object)
@@ -778,7 +783,7 @@ impl ExternalClient<Instance> for InstanceClient {
                 external_name: None,
                 // Named after the object's UID: only this object makes it.
                 owner_uid: object.uid(),
-                differences: Vec::new(),
+                delta: InstanceDelta::default(),
                 readiness: Readiness::NotReady {
                     reason: "KeyPairRemains".to_owned(),
                     message: format!(
@@ -897,7 +902,7 @@ impl ExternalClient<Instance> for InstanceClient {
         &self,
         object: &Instance,
         context: Context<'_>,
-        observed: &Observed<InstanceObservation>,
+        observed: &ObservedOf<Instance>,
     ) -> Result<(), ProviderError> {
         let _write = self.batch.write_guard();
         let spec = &object.spec;
@@ -908,13 +913,13 @@ impl ExternalClient<Instance> for InstanceClient {
             .or(at_provider.instance_id.as_deref())
             .or(context.external_name)
             .ok_or_else(|| terminal("the observed instance has no id".to_owned()))?;
-        let differs = |field: &str| observed.differences.iter().any(|d| d == field);
+        let delta = &observed.delta;
         let state = at_provider.state.as_deref();
 
-        if differs(TAGS) {
+        if delta.tags {
             sync_tags(&self.ec2, id, &object.desired_tags(), context.applied_tags).await?;
         }
-        if differs(SECURITY_GROUP_IDS)
+        if delta.security_group_ids
             && let Some(groups) = object.desired_security_groups(&context)?
         {
             self.ec2
@@ -927,7 +932,7 @@ impl ExternalClient<Instance> for InstanceClient {
         }
         let mut refused = None;
         let mut started = false;
-        if differs(INSTANCE_TYPE) {
+        if delta.instance_type {
             if !spec.allow_stop {
                 refused = Some(terminal(format!(
                     "instanceType: changing {} to {} needs the instance stopped; set \
@@ -938,7 +943,10 @@ impl ExternalClient<Instance> for InstanceClient {
             } else if state == Some(RUNNING) {
                 // The tag first: it is what makes tether start the instance again,
                 // even after a crash right after the stop.
-                let marker = BTreeMap::from([(RESTART_TAG.to_owned(), INSTANCE_TYPE.to_owned())]);
+                let marker = BTreeMap::from([(
+                    RESTART_TAG.to_owned(),
+                    RESTART_FOR_INSTANCE_TYPE.to_owned(),
+                )]);
                 create_tags(&self.ec2, id, &marker).await?;
                 self.ec2
                     .stop_instances()
@@ -962,7 +970,7 @@ impl ExternalClient<Instance> for InstanceClient {
                 }
             }
         }
-        if differs(INSTANCE_STATE) && !started {
+        if delta.instance_state && !started {
             if state == Some(STOPPED) {
                 self.start(id).await?;
             }
@@ -1023,6 +1031,7 @@ mod tests {
     use tether_api::managed::LocalSecretReference;
 
     use super::*;
+    use tether_api::external::Delta;
 
     const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
     const ID: &str = "i-0123456789abcdef0";
@@ -1137,7 +1146,7 @@ mod tests {
         ))
     }
 
-    fn exists(observation: Observation<InstanceObservation>) -> Observed<InstanceObservation> {
+    fn exists(observation: ObservationOf<Instance>) -> ObservedOf<Instance> {
         match observation {
             Observation::Exists(observed) => observed,
             Observation::Missing => panic!("the instance is observed"),
@@ -1185,12 +1194,12 @@ mod tests {
         state: &str,
         instance_type: &str,
         restart_after_stop: bool,
-        differences: &[&str],
-    ) -> Observed<InstanceObservation> {
+        delta: InstanceDelta,
+    ) -> ObservedOf<Instance> {
         Observed {
             external_name: Some(ID.into()),
             owner_uid: Some(UID.into()),
-            differences: differences.iter().map(|d| d.to_string()).collect(),
+            delta,
             readiness: Readiness::Ready,
             at_provider: InstanceObservation {
                 instance_id: Some(ID.into()),
@@ -1243,7 +1252,7 @@ mod tests {
         let observed = exists(client.observe(&object, Context::named(None)).await.unwrap());
         assert_eq!(observed.external_name.as_deref(), Some(ID));
         assert_eq!(observed.readiness, Readiness::Ready);
-        assert!(observed.is_up_to_date(), "{:?}", observed.differences);
+        assert!(observed.is_up_to_date(), "{:?}", observed.delta.describe());
         let at = &observed.at_provider;
         assert_eq!(at.instance_id.as_deref(), Some(ID));
         assert_eq!(at.state.as_deref(), Some("running"));
@@ -1351,7 +1360,7 @@ mod tests {
         let running = instance(ID, InstanceStateName::Running).build();
         let observed = observed(&object, &context, &running);
         assert_eq!(
-            observed.differences,
+            observed.delta.describe(),
             ["tags", "securityGroupIds", "instanceType"]
         );
 
@@ -1373,7 +1382,7 @@ mod tests {
         assert!(
             observed.is_up_to_date(),
             "nothing can change while stopping: {:?}",
-            observed.differences
+            observed.delta.describe()
         );
     }
 
@@ -1395,7 +1404,16 @@ mod tests {
             .update(
                 &object,
                 Context::named(Some(ID)),
-                &observation("running", "t3.micro", false, &["tags", "instanceType"]),
+                &observation(
+                    "running",
+                    "t3.micro",
+                    false,
+                    InstanceDelta {
+                        tags: true,
+                        instance_type: true,
+                        ..InstanceDelta::default()
+                    },
+                ),
             )
             .await
             .expect_err("refused");
@@ -1429,7 +1447,15 @@ mod tests {
             .update(
                 &object,
                 Context::named(Some(ID)),
-                &observation("running", "t3.micro", false, &["instanceType"]),
+                &observation(
+                    "running",
+                    "t3.micro",
+                    false,
+                    InstanceDelta {
+                        instance_type: true,
+                        ..InstanceDelta::default()
+                    },
+                ),
             )
             .await
             .unwrap();
@@ -1474,7 +1500,7 @@ mod tests {
         object.spec.allow_stop = true;
         let context = Context::named(Some(ID));
         let observed = exists(client.observe(&object, context).await.unwrap());
-        assert_eq!(observed.differences, ["instanceType", "instanceState"]);
+        assert_eq!(observed.delta.describe(), ["instanceType", "instanceState"]);
         assert!(observed.at_provider.restart_after_stop);
         assert!(matches!(
             &observed.readiness,
@@ -1501,7 +1527,11 @@ mod tests {
         let object = object();
         let context = Context::named(Some(ID));
         let observed = observed(&object, &context, &tagged_stopped);
-        assert_eq!(observed.differences, ["instanceState"], "the type matches");
+        assert_eq!(
+            observed.delta.describe(),
+            ["instanceState"],
+            "the type matches"
+        );
         let start = mock!(aws_sdk_ec2::Client::start_instances)
             .then_output(|| StartInstancesOutput::builder().build());
         let untag = mock!(aws_sdk_ec2::Client::delete_tags)
@@ -1548,7 +1578,15 @@ mod tests {
             .update(
                 &object,
                 context,
-                &observation("running", "t3.micro", false, &["securityGroupIds"]),
+                &observation(
+                    "running",
+                    "t3.micro",
+                    false,
+                    InstanceDelta {
+                        security_group_ids: true,
+                        ..InstanceDelta::default()
+                    },
+                ),
             )
             .await
             .unwrap();

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tether_api::{
     ErrorClass, LocalReference, ObjectReference,
     external::{
-        ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
-        Readiness,
+        ConnectionDetails, Context, Created, ExternalClient, Observation, ObservationOf, Observed,
+        ObservedOf, ProviderError, Readiness,
     },
     managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus, derived_name},
 };
@@ -36,18 +36,31 @@ use crate::{
     tags::UID_TAG,
 };
 
-/// Names of the spec fields `observe` can find different, as `Observed::differences`
-/// lists them and `update` reads them.
-const ENGINE_VERSION: &str = "engineVersion";
-const INSTANCE_CLASS: &str = "instanceClass";
-const ALLOCATED_STORAGE: &str = "allocatedStorageGiB";
-const MASTER_PASSWORD: &str = "masterPassword";
-const VPC_SECURITY_GROUP_IDS: &str = "vpcSecurityGroupIds";
-const MULTI_AZ: &str = "multiAZ";
-const PUBLICLY_ACCESSIBLE: &str = "publiclyAccessible";
-const BACKUP_RETENTION_DAYS: &str = "backupRetentionDays";
-const DELETION_PROTECTION: &str = "deletionProtection";
-const TAGS: &str = "tags";
+crate::delta::field_delta! {
+    /// Where an RDS DB instance differs from its spec.
+    DBInstanceDelta {
+        /// `engineVersion`.
+        engine_version => "engineVersion",
+        /// `instanceClass`.
+        instance_class => "instanceClass",
+        /// `allocatedStorageGiB`.
+        allocated_storage => "allocatedStorageGiB",
+        /// The master password (generated, the user's, or RDS-managed).
+        master_password => "masterPassword",
+        /// `vpcSecurityGroupIds` and `vpcSecurityGroupRefs`.
+        vpc_security_group_ids => "vpcSecurityGroupIds",
+        /// `multiAZ`.
+        multi_az => "multiAZ",
+        /// `publiclyAccessible`.
+        publicly_accessible => "publiclyAccessible",
+        /// `backupRetentionDays`.
+        backup_retention_days => "backupRetentionDays",
+        /// `deletionProtection`.
+        deletion_protection => "deletionProtection",
+        /// `tags`, tether's UID tag included.
+        tags => "tags",
+    }
+}
 
 /// The reference field naming the DB subnet group; the key of its resolved name in
 /// `Context::references`.
@@ -309,6 +322,7 @@ pub struct DBInstanceObservation {
 
 impl Managed for DBInstance {
     type AtProvider = DBInstanceObservation;
+    type Delta = DBInstanceDelta;
 
     const DEFAULT_DELETION_POLICY: DeletionPolicy = DeletionPolicy::Snapshot;
 
@@ -785,7 +799,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         &self,
         object: &DBInstance,
         context: Context<'_>,
-    ) -> Result<Observation<DBInstanceObservation>, ProviderError> {
+    ) -> Result<ObservationOf<DBInstance>, ProviderError> {
         let identifier = context.require_external_name()?;
         let Some(instance) = self.describe(identifier).await? else {
             return Ok(Observation::Missing);
@@ -806,68 +820,37 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         let (password, password_differs) =
             self.observe_password(object, &context, &instance).await?;
 
-        let mut differences = Vec::new();
-        let mut differs = |field: &str, differs: bool| {
-            if differs {
-                differences.push(field.to_owned());
-            }
-        };
+        let wanted_class = Some(spec.instance_class.as_str());
         // A value AWS is still applying counts as applied: no second modify for it.
-        differs(
-            ENGINE_VERSION,
-            spec.engine_version.as_deref().is_some_and(|wanted| {
+        let delta = DBInstanceDelta {
+            engine_version: spec.engine_version.as_deref().is_some_and(|wanted| {
                 let applied = |actual: Option<&str>| {
                     actual.is_some_and(|actual| version_matches(wanted, actual))
                 };
                 !applied(instance.engine_version())
                     && !applied(pending.and_then(|p| p.engine_version()))
             }),
-        );
-        let wanted_class = Some(spec.instance_class.as_str());
-        differs(
-            INSTANCE_CLASS,
-            instance.db_instance_class() != wanted_class
+            instance_class: instance.db_instance_class() != wanted_class
                 && pending.and_then(|p| p.db_instance_class()) != wanted_class,
-        );
-        differs(
-            ALLOCATED_STORAGE,
-            spec.allocated_storage_gib.is_some()
+            allocated_storage: spec.allocated_storage_gib.is_some()
                 && instance.allocated_storage() != spec.allocated_storage_gib
                 && pending.and_then(|p| p.allocated_storage()) != spec.allocated_storage_gib,
-        );
-        differs(MASTER_PASSWORD, password_differs);
-        differs(
-            VPC_SECURITY_GROUP_IDS,
-            desired_groups
+            master_password: password_differs,
+            vpc_security_group_ids: desired_groups
                 .as_ref()
                 .is_some_and(|desired| *desired != security_group_ids(&instance)),
-        );
-        differs(
-            MULTI_AZ,
-            spec.multi_az.is_some()
+            multi_az: spec.multi_az.is_some()
                 && instance.multi_az() != spec.multi_az
                 && pending.and_then(|p| p.multi_az()) != spec.multi_az,
-        );
-        differs(
-            PUBLICLY_ACCESSIBLE,
-            spec.publicly_accessible.is_some()
+            publicly_accessible: spec.publicly_accessible.is_some()
                 && instance.publicly_accessible() != spec.publicly_accessible,
-        );
-        differs(
-            BACKUP_RETENTION_DAYS,
-            spec.backup_retention_days.is_some()
+            backup_retention_days: spec.backup_retention_days.is_some()
                 && instance.backup_retention_period() != spec.backup_retention_days
                 && pending.and_then(|p| p.backup_retention_period()) != spec.backup_retention_days,
-        );
-        differs(
-            DELETION_PROTECTION,
-            spec.deletion_protection.is_some()
+            deletion_protection: spec.deletion_protection.is_some()
                 && instance.deletion_protection() != spec.deletion_protection,
-        );
-        differs(
-            TAGS,
-            crate::tags::tags_differ(&object.desired_tags(), context.applied_tags, &tags),
-        );
+            tags: crate::tags::tags_differ(&object.desired_tags(), context.applied_tags, &tags),
+        };
 
         let status = instance.db_instance_status().map(str::to_owned);
         let deleting_with_snapshot = object.metadata.deletion_timestamp.is_some()
@@ -892,7 +875,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         Ok(Observation::Exists(Observed {
             external_name: None,
             owner_uid: tags.get(UID_TAG).cloned(),
-            differences,
+            delta,
             readiness: readiness(status.as_deref()),
             connection: instance_connection(object, &instance, password.as_ref()),
             at_provider,
@@ -1022,18 +1005,18 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         &self,
         object: &DBInstance,
         context: Context<'_>,
-        observed: &Observed<DBInstanceObservation>,
+        observed: &ObservedOf<DBInstance>,
     ) -> Result<(), ProviderError> {
         let identifier = context.require_external_name()?;
         let spec = &object.spec;
-        let differs = |field: &str| observed.differences.iter().any(|d| d == field);
+        let delta = &observed.delta;
         let mut modify = self
             .rds
             .modify_db_instance()
             .db_instance_identifier(identifier)
             .apply_immediately(true);
         let mut modifies = false;
-        if let (true, Some(version)) = (differs(ENGINE_VERSION), &spec.engine_version) {
+        if let (true, Some(version)) = (delta.engine_version, &spec.engine_version) {
             let current = observed.at_provider.engine_version.as_deref();
             let major_change = current.is_none_or(|current| {
                 major_version(&spec.engine, current) != major_version(&spec.engine, version)
@@ -1043,16 +1026,16 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 .set_allow_major_version_upgrade(major_change.then_some(true));
             modifies = true;
         }
-        if differs(INSTANCE_CLASS) {
+        if delta.instance_class {
             modify = modify.db_instance_class(&spec.instance_class);
             modifies = true;
         }
-        if let (true, Some(gib)) = (differs(ALLOCATED_STORAGE), spec.allocated_storage_gib) {
+        if let (true, Some(gib)) = (delta.allocated_storage, spec.allocated_storage_gib) {
             modify = modify.allocated_storage(gib);
             modifies = true;
         }
         let mut password = None;
-        if differs(MASTER_PASSWORD) {
+        if delta.master_password {
             password = match object.password_source() {
                 // The value observe read from the user's Secret: the one the runtime
                 // then publishes. Reading the Secret again could apply a newer value
@@ -1072,25 +1055,25 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
             modifies = true;
         }
         if let (true, Some(groups)) = (
-            differs(VPC_SECURITY_GROUP_IDS),
+            delta.vpc_security_group_ids,
             object.desired_security_groups(&context),
         ) {
             modify = modify.set_vpc_security_group_ids(Some(groups.into_iter().collect()));
             modifies = true;
         }
-        if let (true, Some(multi_az)) = (differs(MULTI_AZ), spec.multi_az) {
+        if let (true, Some(multi_az)) = (delta.multi_az, spec.multi_az) {
             modify = modify.multi_az(multi_az);
             modifies = true;
         }
-        if let (true, Some(public)) = (differs(PUBLICLY_ACCESSIBLE), spec.publicly_accessible) {
+        if let (true, Some(public)) = (delta.publicly_accessible, spec.publicly_accessible) {
             modify = modify.publicly_accessible(public);
             modifies = true;
         }
-        if let (true, Some(days)) = (differs(BACKUP_RETENTION_DAYS), spec.backup_retention_days) {
+        if let (true, Some(days)) = (delta.backup_retention_days, spec.backup_retention_days) {
             modify = modify.backup_retention_period(days);
             modifies = true;
         }
-        if let (true, Some(protect)) = (differs(DELETION_PROTECTION), spec.deletion_protection) {
+        if let (true, Some(protect)) = (delta.deletion_protection, spec.deletion_protection) {
             modify = modify.deletion_protection(protect);
             modifies = true;
         }
@@ -1100,7 +1083,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 .await
                 .map_err(|error| redacted(provider_error(error), password.as_ref()))?;
         }
-        if let (true, Some(arn)) = (differs(TAGS), &observed.at_provider.arn) {
+        if let (true, Some(arn)) = (delta.tags, &observed.at_provider.arn) {
             super::sync_tags(&self.rds, arn, &object.desired_tags(), context.applied_tags).await?;
         }
         Ok(())
@@ -1212,6 +1195,7 @@ mod tests {
     use kube::core::ObjectMeta;
 
     use super::*;
+    use tether_api::external::Delta;
 
     const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
     const IDENTIFIER: &str = "shop-orders";
@@ -1301,7 +1285,7 @@ mod tests {
         }
     }
 
-    fn exists(observation: Observation<DBInstanceObservation>) -> Observed<DBInstanceObservation> {
+    fn exists(observation: ObservationOf<DBInstance>) -> ObservedOf<DBInstance> {
         match observation {
             Observation::Exists(observed) => observed,
             Observation::Missing => panic!("the instance is observed"),
@@ -1314,7 +1298,7 @@ mod tests {
         object: &DBInstance,
         published: &ConnectionDetails,
         pending: bool,
-    ) -> Observed<DBInstanceObservation> {
+    ) -> ObservedOf<DBInstance> {
         exists(
             client
                 .observe(object, context(published, pending))
@@ -1395,11 +1379,11 @@ mod tests {
             .build()
     }
 
-    fn observed(differences: &[&str]) -> Observed<DBInstanceObservation> {
+    fn observed(delta: DBInstanceDelta) -> ObservedOf<DBInstance> {
         Observed {
             external_name: None,
             owner_uid: Some(UID.into()),
-            differences: differences.iter().map(|d| d.to_string()).collect(),
+            delta,
             readiness: Readiness::Ready,
             at_provider: DBInstanceObservation {
                 arn: Some(format!(
@@ -1429,7 +1413,7 @@ mod tests {
                     message: "AWS reports the DB instance as creating".into(),
                 }
             );
-            assert!(observed.is_up_to_date(), "{:?}", observed.differences);
+            assert!(observed.is_up_to_date(), "{:?}", observed.delta.describe());
             assert_eq!(
                 observed.connection,
                 ConnectionDetails::default(),
@@ -1562,7 +1546,7 @@ mod tests {
         assert!(
             observed.is_up_to_date(),
             "pending values count as applied: {:?}",
-            observed.differences
+            observed.delta.describe()
         );
         assert_eq!(
             observed.readiness,
@@ -1576,7 +1560,7 @@ mod tests {
         let mut bigger = object();
         bigger.spec.instance_class = "db.m6g.large".into();
         let observed = observe(&client, &bigger, &secret, false).await;
-        assert_eq!(observed.differences, ["instanceClass"]);
+        assert_eq!(observed.delta.describe(), ["instanceClass"]);
     }
 
     #[tokio::test]
@@ -1611,7 +1595,7 @@ mod tests {
         let nothing = ConnectionDetails::default();
         let observed = observe(&client, &object, &nothing, false).await;
         assert_eq!(
-            observed.differences,
+            observed.delta.describe(),
             [
                 "engineVersion",
                 "instanceClass",
@@ -1652,7 +1636,11 @@ mod tests {
             .update(
                 &object(),
                 context(&secret, false),
-                &observed(&["instanceClass", "backupRetentionDays"]),
+                &observed(DBInstanceDelta {
+                    instance_class: true,
+                    backup_retention_days: true,
+                    ..DBInstanceDelta::default()
+                }),
             )
             .await
             .expect("one ModifyDBInstance with the two fields, and no tag call");
@@ -1676,7 +1664,14 @@ mod tests {
         let client = client(&[&tag]);
         let secret = published("pw");
         client
-            .update(&object(), context(&secret, false), &observed(&["tags"]))
+            .update(
+                &object(),
+                context(&secret, false),
+                &observed(DBInstanceDelta {
+                    tags: true,
+                    ..DBInstanceDelta::default()
+                }),
+            )
             .await
             .expect("no ModifyDBInstance");
         assert_eq!(tag.num_calls(), 1);
@@ -1705,7 +1700,10 @@ mod tests {
                     applied_tags: &applied,
                     ..context(&secret, false)
                 },
-                &observed(&["tags"]),
+                &observed(DBInstanceDelta {
+                    tags: true,
+                    ..DBInstanceDelta::default()
+                }),
             )
             .await
             .expect("tags synced");
@@ -1735,7 +1733,10 @@ mod tests {
                 .update(
                     &object,
                     context(&secret, false),
-                    &observed(&["engineVersion"]),
+                    &observed(DBInstanceDelta {
+                        engine_version: true,
+                        ..DBInstanceDelta::default()
+                    }),
                 )
                 .await
                 .unwrap_or_else(|error| panic!("{version}: {error}"));
@@ -1759,10 +1760,10 @@ mod tests {
         let secret = published("new-generated");
 
         let settled = observe(&client, &object, &secret, false).await;
-        assert!(settled.is_up_to_date(), "{:?}", settled.differences);
+        assert!(settled.is_up_to_date(), "{:?}", settled.delta.describe());
 
         let pending = observe(&client, &object, &secret, true).await;
-        assert_eq!(pending.differences, ["masterPassword"]);
+        assert_eq!(pending.delta.describe(), ["masterPassword"]);
         client
             .update(&object, context(&secret, true), &pending)
             .await
@@ -1772,7 +1773,7 @@ mod tests {
         let nothing = ConnectionDetails::default();
         let unknown = observe(&client, &object, &nothing, false).await;
         assert_eq!(
-            unknown.differences,
+            unknown.delta.describe(),
             ["masterPassword"],
             "an instance whose password tether does not hold gets a new one"
         );
@@ -1903,7 +1904,10 @@ mod tests {
             .update(
                 &object,
                 context(&secret, true),
-                &observed(&["masterPassword"]),
+                &observed(DBInstanceDelta {
+                    master_password: true,
+                    ..DBInstanceDelta::default()
+                }),
             )
             .await
             .expect_err("refused");
@@ -1957,7 +1961,7 @@ mod tests {
         object.spec.manage_master_user_password = Some(true);
         let nothing = ConnectionDetails::default();
         let observed = observe(&client, &object, &nothing, false).await;
-        assert!(observed.is_up_to_date(), "{:?}", observed.differences);
+        assert!(observed.is_up_to_date(), "{:?}", observed.delta.describe());
         let text = |key: &str| String::from_utf8(observed.connection.0[key].clone()).unwrap();
         assert_eq!(text("password"), "rotated:pw");
         assert_eq!(text("username"), "app_admin");
@@ -2012,7 +2016,7 @@ mod tests {
         object.spec.manage_master_user_password = Some(true);
         let secret = published("old");
         let observed = observe(&client, &object, &secret, false).await;
-        assert_eq!(observed.differences, ["masterPassword"]);
+        assert_eq!(observed.delta.describe(), ["masterPassword"]);
         client
             .update(&object, context(&secret, false), &observed)
             .await

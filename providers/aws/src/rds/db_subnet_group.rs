@@ -14,8 +14,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tether_api::{
     external::{
-        ConnectionDetails, Context, Created, ExternalClient, Observation, Observed, ProviderError,
-        Readiness,
+        ConnectionDetails, Context, Created, ExternalClient, Observation, ObservationOf, Observed,
+        ObservedOf, ProviderError, Readiness,
     },
     managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus, derived_name},
 };
@@ -25,11 +25,17 @@ use crate::{
     tags::UID_TAG,
 };
 
-/// Names of the spec fields `observe` can find different, as `Observed::differences`
-/// lists them and `update` reads them.
-const DESCRIPTION: &str = "description";
-const SUBNET_IDS: &str = "subnetIds";
-const TAGS: &str = "tags";
+crate::delta::field_delta! {
+    /// Where a DB subnet group differs from its spec.
+    DBSubnetGroupDelta {
+        /// `description`.
+        description => "description",
+        /// `subnetIds`.
+        subnet_ids => "subnetIds",
+        /// `tags`, tether's UID tag included.
+        tags => "tags",
+    }
+}
 
 /// The longest DB subnet group name RDS accepts.
 const MAX_NAME_LENGTH: usize = 255;
@@ -109,6 +115,7 @@ pub struct DBSubnetGroupObservation {
 
 impl Managed for DBSubnetGroup {
     type AtProvider = DBSubnetGroupObservation;
+    type Delta = DBSubnetGroupDelta;
 
     const DEFAULT_DELETION_POLICY: DeletionPolicy = DeletionPolicy::Delete;
 
@@ -194,7 +201,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         &self,
         object: &DBSubnetGroup,
         context: Context<'_>,
-    ) -> Result<Observation<DBSubnetGroupObservation>, ProviderError> {
+    ) -> Result<ObservationOf<DBSubnetGroup>, ProviderError> {
         let external_name = context.require_external_name()?;
         let described = absent_if(
             self.rds
@@ -221,16 +228,12 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
             None => BTreeMap::new(),
         };
 
-        let mut differences = Vec::new();
-        if group.db_subnet_group_description() != Some(object.spec.description.as_str()) {
-            differences.push(DESCRIPTION.to_owned());
-        }
-        if subnet_ids != object.spec.subnet_ids.iter().cloned().collect() {
-            differences.push(SUBNET_IDS.to_owned());
-        }
-        if crate::tags::tags_differ(&object.desired_tags(), context.applied_tags, &tags) {
-            differences.push(TAGS.to_owned());
-        }
+        let delta = DBSubnetGroupDelta {
+            description: group.db_subnet_group_description()
+                != Some(object.spec.description.as_str()),
+            subnet_ids: subnet_ids != object.spec.subnet_ids.iter().cloned().collect(),
+            tags: crate::tags::tags_differ(&object.desired_tags(), context.applied_tags, &tags),
+        };
         let status = group.subnet_group_status().map(str::to_owned);
         let readiness = match status.as_deref() {
             Some("Complete") | None => Readiness::Ready,
@@ -242,7 +245,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         Ok(Observation::Exists(Observed {
             external_name: None,
             owner_uid: tags.get(UID_TAG).cloned(),
-            differences,
+            delta,
             readiness,
             at_provider: DBSubnetGroupObservation {
                 arn,
@@ -276,11 +279,11 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         &self,
         object: &DBSubnetGroup,
         context: Context<'_>,
-        observed: &Observed<DBSubnetGroupObservation>,
+        observed: &ObservedOf<DBSubnetGroup>,
     ) -> Result<(), ProviderError> {
         let external_name = context.require_external_name()?;
-        let differs = |field: &str| observed.differences.iter().any(|d| d == field);
-        if differs(DESCRIPTION) || differs(SUBNET_IDS) {
+        let delta = &observed.delta;
+        if delta.description || delta.subnet_ids {
             self.rds
                 .modify_db_subnet_group()
                 .db_subnet_group_name(external_name)
@@ -290,7 +293,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
                 .await
                 .map_err(provider_error)?;
         }
-        if let (true, Some(arn)) = (differs(TAGS), &observed.at_provider.arn) {
+        if let (true, Some(arn)) = (delta.tags, &observed.at_provider.arn) {
             super::sync_tags(&self.rds, arn, &object.desired_tags(), context.applied_tags).await?;
         }
         Ok(())
@@ -353,11 +356,11 @@ mod tests {
         }
     }
 
-    fn observed(differences: &[&str]) -> Observed<DBSubnetGroupObservation> {
+    fn observed(delta: DBSubnetGroupDelta) -> ObservedOf<DBSubnetGroup> {
         Observed {
             external_name: None,
             owner_uid: Some(UID.into()),
-            differences: differences.iter().map(|d| d.to_string()).collect(),
+            delta,
             readiness: Readiness::Ready,
             at_provider: DBSubnetGroupObservation {
                 arn: Some("arn:aws:rds:us-east-1:123456789012:subgrp:shop-orders".into()),
@@ -384,7 +387,11 @@ mod tests {
             .update(
                 &object,
                 Context::named(name.as_deref()),
-                &observed(&["description", "subnetIds"]),
+                &observed(DBSubnetGroupDelta {
+                    description: true,
+                    subnet_ids: true,
+                    ..DBSubnetGroupDelta::default()
+                }),
             )
             .await
             .expect("the modify call matches");
@@ -416,7 +423,10 @@ mod tests {
             .update(
                 &object,
                 Context::named(Some(NAME)),
-                &observed(&["subnetIds"]),
+                &observed(DBSubnetGroupDelta {
+                    subnet_ids: true,
+                    ..DBSubnetGroupDelta::default()
+                }),
             )
             .await
             .expect_err("busy");
