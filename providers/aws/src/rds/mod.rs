@@ -16,7 +16,7 @@ pub use db_subnet_group::{DBSubnetGroup, DBSubnetGroupClient};
 
 /// Adds (or overwrites) `desired` tags on the RDS resource `arn`, and removes those
 /// tether applied before (`applied`) that `desired` no longer has.
-async fn sync_tags(
+pub(crate) async fn sync_tags(
     rds: &aws_sdk_rds::Client,
     arn: &str,
     desired: &BTreeMap<String, String>,
