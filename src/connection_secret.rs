@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::{Patch, PostParams},
     core::ObjectMeta,
 };
 use tether_api::{external::ConnectionDetails, managed::LocalSecretReference};
@@ -205,14 +205,7 @@ impl Publisher {
                         serde_json::Value::Null;
                 }
                 self.api
-                    .patch(
-                        name,
-                        &PatchParams {
-                            field_manager: Some(FIELD_MANAGER.to_owned()),
-                            ..PatchParams::default()
-                        },
-                        &Patch::Merge(&patch),
-                    )
+                    .patch(name, &crate::patch_params(), &Patch::Merge(&patch))
                     .await
                     .map_err(kube_error)?
             }
@@ -264,16 +257,9 @@ where
         "ownerReferences": remaining,
         "annotations": {RETAINED_FROM_ANNOTATION: retained_from},
     }});
-    api.patch(
-        name,
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        },
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(kube_error)?;
+    api.patch(name, &crate::patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_error)?;
     Ok(Some(name.to_owned()))
 }
 

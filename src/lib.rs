@@ -13,3 +13,11 @@ pub mod telemetry;
 
 /// The field manager of every write tether makes, and the controller name in Events.
 pub const FIELD_MANAGER: &str = "tether";
+
+/// Parameters of a JSON merge or JSON patch written under [`FIELD_MANAGER`].
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..kube::api::PatchParams::default()
+    }
+}

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
+    api::Patch,
     runtime::{
         controller::Action,
         events::{Event, EventType},
@@ -664,10 +664,7 @@ where
         self.api
             .patch(
                 &object.name_any(),
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.to_owned()),
-                    ..PatchParams::default()
-                },
+                &crate::patch_params(),
                 &Patch::Merge(&patch),
             )
             .await?;

@@ -4,7 +4,7 @@
 
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
+    api::Patch,
     runtime::{controller::Action, events::EventType},
 };
 use serde_json::json;
@@ -93,7 +93,7 @@ async fn remove_finalizer<M: Managed>(api: &Api<M>, object: &M) -> Result<(), Er
     .map_err(kube::Error::SerdeError)?;
     api.patch::<M>(
         &object.name_any(),
-        &PatchParams::default(),
+        &crate::patch_params(),
         &Patch::Json(patch),
     )
     .await?;

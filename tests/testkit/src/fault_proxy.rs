@@ -299,7 +299,7 @@ impl Forwarder {
         // has seen answers with the first launch, and launches nothing. The emulators
         // do not play it.
         let client_token = (operation == "RunInstances")
-            .then(|| form_value(&body, "ClientToken"))
+            .then(|| form_values(&body, |name| name == "ClientToken").pop())
             .flatten();
         if let Some(token) = &client_token {
             let first = self.state.lock().unwrap().launches.get(token).cloned();
@@ -825,13 +825,6 @@ fn xml_response(answer: XmlAnswer) -> Response<Full<Bytes>> {
         .header(http::header::CONTENT_TYPE, "text/xml")
         .body(Full::new(Bytes::from(answer.body)))
         .expect("a valid response")
-}
-
-/// The value of `key` in a query-protocol form body.
-fn form_value(body: &[u8], key: &str) -> Option<String> {
-    form_urlencoded::parse(body)
-        .find(|(name, _)| name == key)
-        .map(|(_, value)| value.into_owned())
 }
 
 /// The `SecretAccessKey` and `SessionToken` of an STS answer.
