@@ -29,9 +29,11 @@ pub(crate) const RDS_WRITES: &[&str] = &[
     "RemoveTagsFromResource",
 ];
 
-/// The keys every database connection Secret holds.
-const SECRET_KEYS: &[&str] = &[
-    "dbname", "engine", "host", "password", "port", "uri", "username",
+/// The keys every database connection Secret holds (`database`, `provider` and `type`
+/// are the Service Binding specification's).
+pub(crate) const SECRET_KEYS: &[&str] = &[
+    "database", "dbname", "engine", "host", "password", "port", "provider", "type", "uri",
+    "username",
 ];
 
 pub(crate) fn database(world: &World, name: &str, extra: &str) -> String {
@@ -125,6 +127,9 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
         assert_eq!(data["engine"], "postgres");
         assert_eq!(data["username"], "app");
         assert_eq!(data["dbname"], "orders");
+        assert_eq!(data["database"], "orders");
+        assert_eq!(data["type"], "postgresql");
+        assert_eq!(data["provider"], "aws-rds");
         assert_eq!(
             Some(data["host"].as_str()),
             at_provider.endpoint_address.as_deref()

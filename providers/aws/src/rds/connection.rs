@@ -1,6 +1,8 @@
 //! The connection details of a database, as its connection Secret holds them: `host`,
 //! `port`, `username`, `password`, `dbname`, `engine` and a `uri` for the engine's
-//! clients, with user, password and database name percent-encoded.
+//! clients, with user, password and database name percent-encoded; and the Service
+//! Binding specification's (servicebinding.io) `type`, `provider` and `database`, so
+//! that Spring Cloud Bindings and Quarkus read a mounted Secret as it is.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +42,22 @@ pub fn uri_scheme(engine: &str) -> &'static str {
     }
 }
 
+/// The Service Binding `provider` of every database Secret.
+pub const BINDING_PROVIDER: &str = "aws-rds";
+
+/// The Service Binding `type` of a database of `engine`: the name Spring Cloud
+/// Bindings and Quarkus look for.
+pub fn binding_type(engine: &str) -> &'static str {
+    match engine {
+        "postgres" | "aurora-postgresql" => "postgresql",
+        "mariadb" => "mariadb",
+        engine if engine.starts_with("sqlserver") => "sqlserver",
+        engine if engine.starts_with("oracle") => "oracle",
+        engine if engine.starts_with("db2") => "db2",
+        _ => "mysql",
+    }
+}
+
 /// The connection details of `endpoint` with `password`.
 pub fn connection_details(
     endpoint: &DatabaseEndpoint<'_>,
@@ -62,8 +80,11 @@ pub fn connection_details(
         ("username", endpoint.username.to_owned()),
         ("password", password.expose().to_owned()),
         ("dbname", database_name.to_owned()),
+        ("database", database_name.to_owned()),
         ("engine", endpoint.engine.to_owned()),
         ("uri", uri),
+        ("type", binding_type(endpoint.engine).to_owned()),
+        ("provider", BINDING_PROVIDER.to_owned()),
     ];
     ConnectionDetails(
         entries
@@ -100,11 +121,30 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "dbname", "engine", "host", "password", "port", "uri", "username"
+                "database", "dbname", "engine", "host", "password", "port", "provider", "type",
+                "uri", "username"
             ]
         );
+        assert_eq!(text(&details, "type"), "postgresql");
+        assert_eq!(text(&details, "provider"), "aws-rds");
+        assert_eq!(text(&details, "database"), "orders");
         assert_eq!(text(&details, "port"), "5432");
         assert_eq!(text(&details, "dbname"), "orders");
+    }
+
+    #[test]
+    fn the_binding_type_is_the_name_spring_and_quarkus_know() {
+        for (engine, binding) in [
+            ("postgres", "postgresql"),
+            ("aurora-postgresql", "postgresql"),
+            ("mysql", "mysql"),
+            ("aurora-mysql", "mysql"),
+            ("mariadb", "mariadb"),
+            ("sqlserver-ex", "sqlserver"),
+            ("oracle-ee", "oracle"),
+        ] {
+            assert_eq!(binding_type(engine), binding, "{engine}");
+        }
     }
 
     #[test]
