@@ -22,7 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster).
     Run(run::RunArgs),
-    /// Print every CustomResourceDefinition as multi-document YAML.
+    /// Print every CustomResourceDefinition and admission policy as multi-document
+    /// YAML.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
         #[arg(long)]
@@ -36,7 +37,7 @@ pub fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let outcome = match cli.command {
         Command::Crds { output_dir: None } => {
-            print!("{}", crds::to_yaml(&crds::all()));
+            print!("{}", crds::to_yaml());
             Ok(())
         }
         Command::Crds {

@@ -1,11 +1,16 @@
-//! The CustomResourceDefinitions tether serves: listing, rendering and checking them.
+//! The CustomResourceDefinitions tether serves, and the admission policies that check
+//! claims against their classes: listing, rendering (`crds/`, `tether crds`) and
+//! checking them.
 
 use std::{
     io,
     path::{Path, PathBuf},
 };
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{
+    api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{Api, ResourceExt};
 
 /// Header of every rendered CRD document.
@@ -63,34 +68,67 @@ where
     Ok(crd.is_none_or(|crd| crd.metadata.deletion_timestamp.is_some()))
 }
 
-/// One CRD as a YAML document, with the generated-file header.
-pub fn to_yaml_document(crd: &CustomResourceDefinition) -> String {
-    let body = serde_saphyr::to_string(crd).expect("a CRD always serializes to YAML");
-    format!("{GENERATED_HEADER}{body}")
-}
-
-/// All `crds` as one multi-document YAML stream.
-pub fn to_yaml(crds: &[CustomResourceDefinition]) -> String {
-    crds.iter()
-        .map(|crd| format!("---\n{}", to_yaml_document(crd)))
+/// The admission policies, each with its binding, in a stable order.
+pub fn admission_policies() -> Vec<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)> {
+    tether_aws::self_service::admission_policies()
+        .into_iter()
+        .zip(tether_aws::self_service::admission_policy_bindings())
         .collect()
 }
 
-/// The file a CRD is written to inside a directory: `<plural>.<group>.yaml`.
-pub fn file_name(crd: &CustomResourceDefinition) -> String {
-    format!("{}.yaml", crd.name_any())
+/// One file of `crds/`: its name and its YAML documents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// `<plural>.<group>.yaml` for a CRD; `validating-admission-policy.<name>.yaml`
+    /// for a policy and its binding, named to sort after every CRD, so that
+    /// `kubectl apply -f crds/` creates the parameter kinds first.
+    pub file_name: String,
+    /// The YAML, starting with the generated-file header.
+    pub yaml: String,
 }
 
-/// Writes every CRD into `dir`, one file each.
+/// Every file of `crds/`: the CRDs, then the admission policies.
+pub fn manifests() -> Vec<Manifest> {
+    let crds = all().into_iter().map(|crd| Manifest {
+        file_name: format!("{}.yaml", crd.name_any()),
+        yaml: document(&crd),
+    });
+    let policies = admission_policies()
+        .into_iter()
+        .map(|(policy, binding)| Manifest {
+            file_name: format!("validating-admission-policy.{}.yaml", policy.name_any()),
+            yaml: format!("{}---\n{}", document(&policy), yaml_body(&binding)),
+        });
+    crds.chain(policies).collect()
+}
+
+/// One object as YAML, with the generated-file header.
+fn document(object: &impl serde::Serialize) -> String {
+    format!("{GENERATED_HEADER}{}", yaml_body(object))
+}
+
+fn yaml_body(object: &impl serde::Serialize) -> String {
+    serde_saphyr::to_string(object).expect("a Kubernetes object always serializes to YAML")
+}
+
+/// Every manifest as one multi-document YAML stream, for `kubectl apply -f -`.
+pub fn to_yaml() -> String {
+    manifests()
+        .iter()
+        .map(|manifest| format!("---\n{}", manifest.yaml))
+        .collect()
+}
+
+/// Writes every manifest into `dir`, one file each.
 pub fn write_dir(dir: &Path) -> Result<(), Error> {
     let write_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(write_error(dir))?;
-    for crd in all() {
-        let path = dir.join(file_name(&crd));
-        std::fs::write(&path, to_yaml_document(&crd)).map_err(write_error(&path))?;
+    for manifest in manifests() {
+        let path = dir.join(&manifest.file_name);
+        std::fs::write(&path, manifest.yaml).map_err(write_error(&path))?;
     }
     Ok(())
 }
@@ -148,25 +186,22 @@ mod tests {
     #[test]
     fn checked_in_crds_match_the_code() {
         let dir = checked_in_dir();
-        let expected: Vec<(String, String)> = all()
-            .iter()
-            .map(|crd| (file_name(crd), to_yaml_document(crd)))
-            .collect();
-        for (name, content) in &expected {
-            let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let expected = manifests();
+        for Manifest { file_name, yaml } in &expected {
+            let on_disk = std::fs::read_to_string(dir.join(file_name)).unwrap_or_default();
             let first_difference = on_disk
                 .lines()
-                .zip(content.lines())
+                .zip(yaml.lines())
                 .find(|(disk, code)| disk != code);
             assert!(
-                on_disk == *content,
-                "crds/{name} is stale or missing: run `make crds` (cargo run -- crds --output-dir crds); first difference (on disk, from the code): {first_difference:?}"
+                on_disk == *yaml,
+                "crds/{file_name} is stale or missing: run `make crds` (cargo run -- crds --output-dir crds); first difference (on disk, from the code): {first_difference:?}"
             );
         }
         let mut extra: Vec<String> = std::fs::read_dir(&dir)
             .expect("crds/ exists")
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| expected.iter().all(|(known, _)| known != name))
+            .filter(|name| expected.iter().all(|known| known.file_name != *name))
             .collect();
         extra.sort();
         assert!(
@@ -176,10 +211,32 @@ mod tests {
     }
 
     #[test]
-    fn rendered_stream_parses_back_into_every_crd() {
-        let crds = all();
-        let parsed: Vec<CustomResourceDefinition> =
-            serde_saphyr::from_multiple(&to_yaml(&crds)).expect("valid YAML");
-        assert_eq!(parsed, crds);
+    fn rendered_stream_parses_back_into_every_crd_and_policy() {
+        let documents: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&to_yaml()).expect("valid YAML");
+        let crds: Vec<CustomResourceDefinition> = documents
+            .iter()
+            .filter(|document| document["kind"] == "CustomResourceDefinition")
+            .map(|document| serde_json::from_value(document.clone()).expect("a CRD"))
+            .collect();
+        assert_eq!(crds, all());
+        let policies: Vec<ValidatingAdmissionPolicy> = documents
+            .iter()
+            .filter(|document| document["kind"] == "ValidatingAdmissionPolicy")
+            .map(|document| serde_json::from_value(document.clone()).expect("a policy"))
+            .collect();
+        let bindings = documents
+            .iter()
+            .filter(|document| document["kind"] == "ValidatingAdmissionPolicyBinding")
+            .count();
+        assert_eq!(
+            policies,
+            admission_policies()
+                .into_iter()
+                .map(|(policy, _)| policy)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(bindings, policies.len(), "one binding per policy");
+        assert_eq!(documents.len(), crds.len() + policies.len() + bindings);
     }
 }

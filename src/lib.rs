@@ -3,9 +3,12 @@
 //! The runtime never names an AWS type; providers plug in through `tether-api`.
 
 pub mod admin;
+pub mod claims;
 pub mod cli;
 pub mod connection_secret;
 pub mod crds;
+pub mod events;
+pub mod finalizers;
 pub mod providers;
 pub mod reconciler;
 pub mod run;

@@ -1,4 +1,5 @@
-//! The one place that names the providers' kinds: starts a controller for each.
+//! The one place that names the providers' kinds: starts a controller for each managed
+//! kind and each claim kind.
 
 use std::future::Future;
 
@@ -7,9 +8,13 @@ use tether_aws::{
     connector::{AwsConnector, SdkConfigs},
     ec2::{Instance, InstanceClient, SecurityGroup, SecurityGroupClient},
     rds::{DBInstance, DBInstanceClient, DBSubnetGroup, DBSubnetGroupClient},
+    self_service::{DatabaseClaim, InstanceClaim},
 };
 
-use crate::reconciler::{self, Settings};
+use crate::{
+    claims,
+    reconciler::{self, Settings},
+};
 
 /// Runs the controllers of every managed kind until `shutdown` completes.
 pub async fn run(
@@ -44,5 +49,7 @@ pub async fn run(
             settings.clone(),
             shutdown.clone(),
         ),
+        claims::run::<DatabaseClaim>(kube.clone(), settings.clone(), shutdown.clone()),
+        claims::run::<InstanceClaim>(kube.clone(), settings.clone(), shutdown.clone()),
     );
 }

@@ -8,7 +8,7 @@ use kube::{
     api::Patch,
     runtime::{
         controller::Action,
-        events::{Event, EventType},
+        events::EventType,
         finalizer::{self, finalizer},
     },
 };
@@ -212,20 +212,7 @@ async fn publish_event<M: Managed, C>(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = shared
-        .recorder
-        .publish(&event, &object.object_ref(&()))
-        .await
-    {
-        tracing::debug!(%error, "could not publish an Event");
-    }
+    crate::events::publish(&shared.recorder, object, type_, reason, "Reconcile", note).await;
 }
 
 /// The steps of one reconcile of an object that is not paused.

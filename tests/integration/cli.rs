@@ -6,7 +6,6 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use tether_testkit::{
     ControlPlane, cluster,
@@ -23,29 +22,55 @@ fn tether(args: &[&str]) -> Output {
 }
 
 #[test]
-fn crds_prints_every_crd_as_it_is_checked_in() {
+fn crds_prints_every_crd_and_admission_policy_as_they_are_checked_in() {
     let output = tether(&["crds"]);
     assert!(output.status.success());
-    let printed: Vec<CustomResourceDefinition> =
+    let printed: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(&String::from_utf8(output.stdout).unwrap())
             .expect("multi-document YAML");
-    let names: Vec<String> = printed.iter().map(|crd| crd.name_any()).collect();
+    let mut checked_in: Vec<serde_json::Value> = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(tether_testkit::repo_root().join("crds"))
+        .expect("crds/")
+        .map(|entry| entry.expect("a directory entry").path())
+        .collect();
+    files.sort();
+    for file in files {
+        checked_in.extend(
+            serde_saphyr::from_multiple::<serde_json::Value>(
+                &std::fs::read_to_string(&file).expect("reading a manifest"),
+            )
+            .expect("multi-document YAML"),
+        );
+    }
+    let names = |documents: &[serde_json::Value]| {
+        let mut names: Vec<String> = documents
+            .iter()
+            .map(|document| {
+                format!(
+                    "{}/{}",
+                    document["kind"].as_str().unwrap_or_default(),
+                    document["metadata"]["name"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let printed_names = names(&printed);
     assert!(
-        names.contains(&"providerconfigs.tether.dev".to_owned()),
-        "{names:?}"
+        printed_names.contains(&"CustomResourceDefinition/providerconfigs.tether.dev".to_owned())
+            && printed_names
+                .contains(&"ValidatingAdmissionPolicy/databaseclaims.tether.dev".to_owned())
+            && printed_names
+                .contains(&"ValidatingAdmissionPolicyBinding/databaseclaims.tether.dev".to_owned()),
+        "{printed_names:?}"
     );
-    for crd in &printed {
-        let file = tether_testkit::repo_root()
-            .join("crds")
-            .join(format!("{}.yaml", crd.name_any()));
-        let checked_in: CustomResourceDefinition =
-            serde_saphyr::from_str(&std::fs::read_to_string(&file).expect("a file per CRD"))
-                .unwrap();
-        assert_eq!(
-            &checked_in,
-            crd,
-            "{} differs from `tether crds`",
-            file.display()
+    assert_eq!(printed_names, names(&checked_in));
+    for document in &printed {
+        assert!(
+            checked_in.contains(document),
+            "{} differs from crds/",
+            document["metadata"]["name"]
         );
     }
 }

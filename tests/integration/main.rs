@@ -14,4 +14,5 @@ mod instance;
 mod provider_config;
 mod safety;
 mod security_group;
+mod self_service;
 mod world;

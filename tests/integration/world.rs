@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, api::ListParams};
 use tether_api::{conditions, managed::Managed};
 use tether_testkit::{
@@ -177,7 +178,10 @@ impl World {
 
 impl World {
     /// Waits up to 60 s until object `name` is gone (its finalizer released).
-    pub async fn wait_gone<M: Managed>(&self, api: &Api<M>, name: &str) {
+    pub async fn wait_gone<K>(&self, api: &Api<K>, name: &str)
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
         for _ in 0..120 {
             if api
                 .get_opt(name)
@@ -206,12 +210,29 @@ impl World {
         status: &str,
         reason: Option<&str>,
     ) -> M {
+        self.wait_condition_of(api, name, type_, status, reason, M::conditions)
+            .await
+    }
+
+    /// [`World::wait_condition`] for any kind, whose conditions `conditions` reads.
+    pub async fn wait_condition_of<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+        conditions: impl Fn(&K) -> &[Condition],
+    ) -> K
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
         let mut last = None;
         for _ in 0..240 {
             let object = api.get_opt(name).await.expect("reading the object");
             let holds = object
                 .as_ref()
-                .and_then(|object| conditions::find(object.conditions(), type_))
+                .and_then(|object| conditions::find(conditions(object), type_))
                 .is_some_and(|condition| {
                     condition.status == status && reason.is_none_or(|r| condition.reason == r)
                 });
@@ -224,7 +245,7 @@ impl World {
         panic!(
             "{name} was not {type_}={status} {} within 60 s; its conditions: {:#?}\ncontroller log:\n{}",
             reason.unwrap_or_default(),
-            last.as_ref().map(|object| object.conditions().to_vec()),
+            last.as_ref().map(|object| conditions(object).to_vec()),
             self.log_tail()
         );
     }

@@ -3,6 +3,7 @@
 //! Providers (AWS today) define their custom resources with these building blocks, so
 //! that the runtime can treat every managed kind alike without naming a cloud type.
 
+pub mod claim;
 pub mod conditions;
 pub mod error_class;
 pub mod external;

@@ -1,5 +1,6 @@
 //! tether's AWS provider: the `ProviderConfig` kind, the AWS SDK clients built from it,
-//! and the managed kinds (RDS and EC2) with their external clients.
+//! the managed kinds (RDS and EC2) with their external clients, and the self-service
+//! classes and claims built on them.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -11,6 +12,7 @@ pub mod errors;
 pub mod provider_config;
 pub mod rds;
 pub mod sdk_config;
+pub mod self_service;
 pub mod tags;
 
 pub use provider_config::{ProviderConfig, ProviderConfigSpec};
@@ -23,5 +25,9 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         rds::DBSubnetGroup::crd(),
         ec2::SecurityGroup::crd(),
         ec2::Instance::crd(),
+        self_service::DatabaseClass::crd(),
+        self_service::DatabaseClaim::crd(),
+        self_service::InstanceClass::crd(),
+        self_service::InstanceClaim::crd(),
     ]
 }

@@ -4,10 +4,8 @@
 
 use kube::{
     Api, ResourceExt,
-    api::Patch,
     runtime::{controller::Action, events::EventType},
 };
-use serde_json::json;
 use tether_api::{
     conditions::{self, READY},
     external::{Connector, Context, ExternalClient, Observation},
@@ -80,23 +78,9 @@ pub(super) fn kept_secret(secret: Option<&str>) -> String {
     })
 }
 
-/// Removes tether's finalizer, by a JSON patch that checks it is where it was.
+/// Removes tether's finalizer, checking it is where it was.
 async fn remove_finalizer<M: Managed>(api: &Api<M>, object: &M) -> Result<(), Error> {
-    let Some(index) = object.finalizers().iter().position(|f| f == FINALIZER) else {
-        return Ok(());
-    };
-    let path = format!("/metadata/finalizers/{index}");
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": path, "value": FINALIZER},
-        {"op": "remove", "path": path},
-    ]))
-    .map_err(kube::Error::SerdeError)?;
-    api.patch::<M>(
-        &object.name_any(),
-        &crate::patch_params(),
-        &Patch::Json(patch),
-    )
-    .await?;
+    crate::finalizers::remove(api, object, FINALIZER).await?;
     Ok(())
 }
 

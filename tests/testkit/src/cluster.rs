@@ -72,6 +72,21 @@ impl TestNamespace {
         apply(&self.client, Some(&self.name), yaml).await
     }
 
+    /// Dry-runs `yaml` until the API server's admission refuses it (up to 60 s: an
+    /// admission policy whose parameter kind is a new CRD takes effect only once the
+    /// API server has discovered that CRD, kubernetes#124237), and returns its message;
+    /// fails naming `what` when it is still admitted then.
+    pub async fn refusal_at_admission(&self, yaml: &str, what: &str) -> String {
+        for _ in 0..60 {
+            match dry_run(&self.client, Some(&self.name), yaml).await {
+                Err(kube::Error::Api(status)) => return status.message,
+                Err(other) => panic!("dry-running {what}: {other}"),
+                Ok(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+        panic!("{what} was still admitted after 60 s");
+    }
+
     /// Applies `yaml`, which the API server must refuse, and returns its message;
     /// fails naming `what` when the apply succeeds or fails for another reason.
     pub async fn refusal(&self, yaml: &str, what: &str) -> String {
@@ -97,6 +112,37 @@ pub async fn apply(
     client: &kube::Client,
     namespace: Option<&str>,
     yaml: &str,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    apply_with(
+        client,
+        namespace,
+        yaml,
+        PatchParams::apply(FIELD_MANAGER).force(),
+    )
+    .await
+}
+
+/// [`apply`] as a server-side dry run: the API server validates and admits (or
+/// refuses) every document, and stores nothing.
+pub async fn dry_run(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    yaml: &str,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    apply_with(
+        client,
+        namespace,
+        yaml,
+        PatchParams::apply(FIELD_MANAGER).force().dry_run(),
+    )
+    .await
+}
+
+async fn apply_with(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    yaml: &str,
+    params: PatchParams,
 ) -> Result<Vec<DynamicObject>, kube::Error> {
     let documents: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(yaml).expect("the test's YAML parses");
@@ -124,7 +170,6 @@ pub async fn apply(
             }
         };
         let name = object.name_any();
-        let params = PatchParams::apply(FIELD_MANAGER).force();
         applied.push(api.patch(&name, &params, &Patch::Apply(&object)).await?);
     }
     Ok(applied)
@@ -136,33 +181,39 @@ pub async fn install_crds(client: &kube::Client) {
     install_crds_from(client, &dir).await;
 }
 
-/// Applies every YAML file of `dir` and waits until each CRD is Established.
+/// Applies every YAML file of `dir`: the CRDs first, waiting until each is
+/// Established, then the rest (the admission policies, whose parameters are CRDs).
 pub async fn install_crds_from(client: &kube::Client, dir: &Path) {
-    let mut names = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display()))
         .map(|entry| entry.expect("a directory entry").path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
         .collect();
     files.sort();
-    for file in files {
-        let yaml = std::fs::read_to_string(&file).expect("reading a CRD file");
-        for object in apply(client, None, &yaml)
+    let (crds, others): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .map(|file| {
+            let yaml = std::fs::read_to_string(&file).expect("reading a CRD file");
+            (file, yaml)
+        })
+        .partition(|(_, yaml)| yaml.contains("\nkind: CustomResourceDefinition\n"));
+    let mut names = Vec::new();
+    for (file, yaml) in &crds {
+        for object in apply(client, None, yaml)
             .await
             .unwrap_or_else(|error| panic!("applying {}: {error}", file.display()))
         {
             names.push(object.name_any());
         }
     }
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in names {
-        wait_for(
-            &crds,
-            &name,
-            conditions::is_crd_established(),
-            "Established",
-        )
-        .await;
+        wait_for(&api, &name, conditions::is_crd_established(), "Established").await;
+    }
+    for (file, yaml) in &others {
+        apply(client, None, yaml)
+            .await
+            .unwrap_or_else(|error| panic!("applying {}: {error}", file.display()));
     }
 }
 

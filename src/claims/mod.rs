@@ -1,0 +1,164 @@
+//! The self-service controllers, one pair per claim kind: the claim controller turns
+//! each admitted claim into its managed object (same namespace, owned by the claim)
+//! and reports that object's state on the claim; the class controller keeps a class
+//! from disappearing while claims use it.
+//!
+//! Neither makes a cloud call: the managed object's own controller does, so a refused
+//! claim costs the cloud nothing.
+
+mod admission;
+mod class;
+mod reconcile;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    Api, ResourceExt,
+    runtime::{
+        Controller,
+        controller::{self, Action},
+        events::{Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tether_api::claim::Claim;
+
+use crate::reconciler::{Settings, Shutdown};
+
+/// The finalizer that keeps a claim until its managed object is gone.
+pub const CLAIM_FINALIZER: &str = "tether.dev/claim";
+
+/// The finalizer that keeps a class while claims in this controller's scope use it:
+/// `tether.dev/claims` for a controller of every namespace, `claims.tether.dev/<ns>`
+/// for one that watches namespace `<ns>` only (so that controllers of different
+/// namespaces never release each other's hold).
+pub fn class_finalizer(namespace: Option<&str>) -> String {
+    match namespace {
+        None => "tether.dev/claims".to_owned(),
+        Some(namespace) => format!("claims.tether.dev/{namespace}"),
+    }
+}
+
+/// Why a reconcile of a claim or a class did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading or writing Kubernetes objects: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Crd(#[from] crate::crds::Error),
+    /// Not a failure: the claim's managed object is still being deleted, so the
+    /// claim's finalizer stays.
+    #[error("waiting for the claim's resource to be deleted")]
+    WaitingForDeletion,
+}
+
+/// Everything the reconciles of one claim kind and its class share.
+struct Shared<C: Claim> {
+    kube: kube::Client,
+    recorder: Recorder,
+    settings: Settings,
+    /// The claims in scope, as the claim controller's cache holds them.
+    claims: Store<C>,
+    /// The class finalizer of this controller's scope.
+    class_finalizer: String,
+}
+
+/// How long a failed reconcile waits before it is tried again.
+const RETRY: Duration = Duration::from_secs(10);
+
+/// Runs the controllers of claim kind `C` and its class until `shutdown` completes.
+pub async fn run<C: Claim>(kube: kube::Client, settings: Settings, shutdown: Shutdown) {
+    let claims_api = scoped::<C>(&kube, settings.namespace.as_deref());
+    let managed_api = scoped::<C::Managed>(&kube, settings.namespace.as_deref());
+    let classes_api = Api::<C::Class>::all(kube.clone());
+    let claim_controller = Controller::new(claims_api.clone(), watcher::Config::default());
+    let claims = claim_controller.store();
+    let recorder = Recorder::new(
+        kube.clone(),
+        Reporter {
+            controller: crate::FIELD_MANAGER.to_owned(),
+            instance: settings.instance.clone(),
+        },
+    );
+    let shared = Arc::new(Shared {
+        kube,
+        recorder,
+        class_finalizer: class_finalizer(settings.namespace.as_deref()),
+        settings,
+        claims: claims.clone(),
+    });
+    let concurrency = shared.settings.concurrency;
+    let claims_running = claim_controller
+        .owns(managed_api, watcher::Config::default())
+        .watches(
+            classes_api.clone(),
+            watcher::Config::default(),
+            move |class| users(&claims, &class.name_any()),
+        )
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile::reconcile, error_policy, shared.clone())
+        .for_each(log_outcome);
+    let classes_running = Controller::new(classes_api, watcher::Config::default())
+        .watches(claims_api, watcher::Config::default(), |claim: C| {
+            Some(ObjectRef::new(claim.class_name()))
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(class::reconcile, error_policy, shared)
+        .for_each(log_outcome);
+    tracing::info!(kind = %C::kind(&()), "claim controller started");
+    // As for managed kinds: kube-runtime's graceful shutdown can wait for a cache that
+    // never fills, so stopping is bounded.
+    let deadline = async move {
+        shutdown.await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+    tokio::select! {
+        _ = futures::future::join(claims_running, classes_running) => {}
+        () = deadline => {}
+    }
+    tracing::info!(kind = %C::kind(&()), "claim controller stopped");
+}
+
+/// The claims (from the cache) that use class `class`.
+fn users<C: Claim>(claims: &Store<C>, class: &str) -> Vec<ObjectRef<C>> {
+    claims
+        .state()
+        .into_iter()
+        .filter(|claim| claim.class_name() == class)
+        .map(|claim| ObjectRef::from_obj(&*claim))
+        .collect()
+}
+
+/// Objects of kind `K` in the controller's namespace, or in all.
+fn scoped<K>(kube: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(kube.clone(), namespace),
+        None => Api::all(kube.clone()),
+    }
+}
+
+async fn log_outcome<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(error) = result {
+        tracing::debug!(error = %error, "reconcile did not complete");
+    }
+}
+
+/// Kubernetes API failures are retried shortly; a claim whose resource is being
+/// deleted is looked at again at the wait interval (and as soon as the resource goes).
+fn error_policy<K: kube::Resource<DynamicType = ()>, C: Claim>(
+    object: Arc<K>,
+    error: &Error,
+    shared: Arc<Shared<C>>,
+) -> Action {
+    if let Error::WaitingForDeletion = error {
+        return Action::requeue(shared.settings.wait_interval);
+    }
+    tracing::warn!(%error, kind = %K::kind(&()), name = object.name_any(), "reconcile failed; retrying in {RETRY:?}");
+    Action::requeue(RETRY)
+}
