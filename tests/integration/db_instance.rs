@@ -5,7 +5,7 @@
 //! at once (so it never reports PendingModifiedValues), deletes at once (no
 //! `deleting`), and keeps an RDS-managed master password in its Secrets Manager with
 //! a fixed value. The states in between are covered by the mocked unit tests in
-//! providers/aws/src/rds/db_instance.rs.
+//! providers/aws/src/rds/db_instance/tests.rs.
 
 use std::collections::BTreeMap;
 
