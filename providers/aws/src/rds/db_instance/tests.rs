@@ -38,7 +38,10 @@ use super::{
     master_password::PASSWORD_KEY,
     *,
 };
-use crate::{rds::password, tags::UID_TAG};
+use crate::{
+    rds::password,
+    tags::{UID_TAG, fixtures::a_dropped_tag},
+};
 
 const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
 const IDENTIFIER: &str = "shop-orders";
@@ -1232,12 +1235,7 @@ fn security_groups_are_the_ids_and_resolved_references_and_removals_do_not_count
 fn a_tag_tether_applied_and_the_spec_dropped_is_a_difference_others_tags_are_not() {
     let object = object();
     let instance = instance("available").build();
-    let on_rds = BTreeMap::from([
-        (UID_TAG.to_owned(), UID.to_owned()),
-        ("env".to_owned(), "dev".to_owned()),
-        ("cost-center".to_owned(), "42".to_owned()),
-    ]);
-    let applied = BTreeSet::from(["env".to_owned()]);
+    let (on_rds, applied) = a_dropped_tag(UID);
     let context = Context {
         applied_tags: &applied,
         ..Context::named(Some(IDENTIFIER))

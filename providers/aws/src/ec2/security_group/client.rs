@@ -1,0 +1,407 @@
+//! The EC2 calls that find, create, change and delete a security group, and add and
+//! remove its rules.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_ec2::{
+    error::ProvideErrorMetadata,
+    types::{Filter, IpPermission, ResourceType},
+};
+use kube::ResourceExt;
+use tether_api::{
+    ErrorClass,
+    external::{
+        ConnectionDetails, Context, Created, ExternalClient, Observation, ObservationOf, Observed,
+        ObservedOf, ProviderError, Readiness,
+    },
+    managed::DeletionPolicy,
+};
+
+use super::{
+    Direction, ObservedRule, SecurityGroup, SecurityGroupObservation,
+    diff::{RuleChanges, diff},
+    rules::observed_rules,
+};
+use crate::{
+    ec2::{is_not_found, sync_tags, tag_map, tag_specification, uid_filter, without_retries},
+    errors::{absent_if, provider_error},
+    tags::UID_TAG,
+};
+
+/// EC2's answer to a create whose group name is taken in the VPC.
+const GROUP_DUPLICATE: &str = "InvalidGroup.Duplicate";
+
+/// Adding or removing rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Change {
+    Add,
+    Remove,
+}
+
+impl Change {
+    /// The error code that says the change was already made: a rule added that is
+    /// there, or removed that is gone.
+    fn already_done_code(self) -> &'static str {
+        match self {
+            Self::Add => "InvalidPermission.Duplicate",
+            Self::Remove => "InvalidPermission.NotFound",
+        }
+    }
+}
+
+/// Observes and changes security groups through the EC2 API.
+#[derive(Clone, Debug)]
+pub struct SecurityGroupClient {
+    ec2: aws_sdk_ec2::Client,
+}
+
+impl SecurityGroupClient {
+    /// A client that calls EC2 through `ec2`.
+    pub fn new(ec2: aws_sdk_ec2::Client) -> Self {
+        Self { ec2 }
+    }
+
+    /// A client for the AWS account and region of `config` (the shape
+    /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
+    pub fn from_config(config: &aws_config::SdkConfig, _kube: kube::Client) -> Self {
+        Self::new(aws_sdk_ec2::Client::new(config))
+    }
+
+    /// The group `id`, unless EC2 has no such group.
+    async fn by_id(
+        &self,
+        id: &str,
+    ) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>, ProviderError> {
+        let described = absent_if(
+            self.ec2
+                .describe_security_groups()
+                .group_ids(id)
+                .send()
+                .await,
+            is_not_found,
+        )?;
+        Ok(described.and_then(|d| d.security_groups().first().cloned()))
+    }
+
+    /// The group with id `external_name`, else the one tagged with the object's UID.
+    async fn find(
+        &self,
+        object: &SecurityGroup,
+        external_name: Option<&str>,
+    ) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>, ProviderError> {
+        if let Some(id) = external_name
+            && let Some(group) = self.by_id(id).await?
+        {
+            return Ok(Some(group));
+        }
+        let Some(uid) = object.uid() else {
+            return Ok(None);
+        };
+        let described = self
+            .ec2
+            .describe_security_groups()
+            .filters(uid_filter(&uid))
+            .send()
+            .await
+            .map_err(provider_error)?;
+        Ok(described.security_groups().first().cloned())
+    }
+
+    /// After `InvalidGroup.Duplicate`: the group named `group_name` in the object's VPC
+    /// is this object's own (it carries the object's UID), found again; any other is
+    /// someone else's, and the create fails with `error`'s code and a message that says
+    /// so. A group not visible yet is Pending.
+    async fn duplicate(
+        &self,
+        object: &SecurityGroup,
+        group_name: &str,
+        error: ProviderError,
+    ) -> Result<Created, ProviderError> {
+        let mut filters = vec![
+            Filter::builder()
+                .name("group-name")
+                .values(group_name)
+                .build(),
+        ];
+        if let Some(vpc) = &object.spec.vpc_id {
+            filters.push(Filter::builder().name("vpc-id").values(vpc).build());
+        }
+        let described = self
+            .ec2
+            .describe_security_groups()
+            .set_filters(Some(filters))
+            .send()
+            .await
+            .map_err(provider_error)?;
+        let Some(group) = described.security_groups().first() else {
+            return Err(ProviderError {
+                class: ErrorClass::Pending,
+                message: format!(
+                    "security group {group_name} exists but DescribeSecurityGroups does not show it yet"
+                ),
+                ..error
+            });
+        };
+        let ours = object.uid().is_some_and(|uid| {
+            tag_map(group.tags()).get(UID_TAG).map(String::as_str) == Some(uid.as_str())
+        });
+        match group.group_id() {
+            Some(id) if ours => Ok(Created {
+                external_name: Some(id.to_owned()),
+            }),
+            id => Err(ProviderError {
+                class: ErrorClass::Terminal,
+                message: format!(
+                    "security group {group_name} ({}) exists and was not created by this object; \
+                     to manage it, set {}; for a new one, choose another groupName",
+                    id.unwrap_or("no id"),
+                    tether_api::managed::EXTERNAL_NAME_ANNOTATION
+                ),
+                ..error
+            }),
+        }
+    }
+
+    /// Makes the group's rules in `direction` the `desired` ones, given `actual`:
+    /// adds first, then removes, so traffic allowed before and after never stops.
+    async fn converge(
+        &self,
+        group_id: &str,
+        direction: Direction,
+        desired: &BTreeSet<ObservedRule>,
+        actual: &[ObservedRule],
+        keep_group_peers: bool,
+    ) -> Result<(), ProviderError> {
+        let changes = RuleChanges::between(desired, actual, keep_group_peers);
+        self.change(group_id, direction, Change::Add, &changes.add)
+            .await?;
+        self.change(group_id, direction, Change::Remove, &changes.remove)
+            .await
+    }
+
+    /// Adds or removes `rules`, in one call; when AWS says part of it was already
+    /// done (our view of the rules was stale), one call per rule, skipping those.
+    pub(super) async fn change(
+        &self,
+        group_id: &str,
+        direction: Direction,
+        change: Change,
+        rules: &[ObservedRule],
+    ) -> Result<(), ProviderError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let permissions: Vec<IpPermission> =
+            rules.iter().map(ObservedRule::to_permission).collect();
+        let already_done =
+            |error: &ProviderError| error.code.as_deref() == Some(change.already_done_code());
+        match self
+            .send(group_id, direction, change, permissions.clone())
+            .await
+        {
+            Err(error) if already_done(&error) && permissions.len() > 1 => {
+                for permission in permissions {
+                    match self
+                        .send(group_id, direction, change, vec![permission])
+                        .await
+                    {
+                        Err(error) if !already_done(&error) => return Err(error),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            Err(error) if already_done(&error) => Ok(()),
+            result => result,
+        }
+    }
+
+    async fn send(
+        &self,
+        group_id: &str,
+        direction: Direction,
+        change: Change,
+        permissions: Vec<IpPermission>,
+    ) -> Result<(), ProviderError> {
+        let permissions = Some(permissions);
+        match (direction, change) {
+            (Direction::Ingress, Change::Add) => self
+                .ec2
+                .authorize_security_group_ingress()
+                .group_id(group_id)
+                .set_ip_permissions(permissions)
+                .send()
+                .await
+                .map(drop)
+                .map_err(provider_error),
+            (Direction::Ingress, Change::Remove) => self
+                .ec2
+                .revoke_security_group_ingress()
+                .group_id(group_id)
+                .set_ip_permissions(permissions)
+                .send()
+                .await
+                .map(drop)
+                .map_err(provider_error),
+            (Direction::Egress, Change::Add) => self
+                .ec2
+                .authorize_security_group_egress()
+                .group_id(group_id)
+                .set_ip_permissions(permissions)
+                .send()
+                .await
+                .map(drop)
+                .map_err(provider_error),
+            (Direction::Egress, Change::Remove) => self
+                .ec2
+                .revoke_security_group_egress()
+                .group_id(group_id)
+                .set_ip_permissions(permissions)
+                .send()
+                .await
+                .map(drop)
+                .map_err(provider_error),
+        }
+    }
+}
+
+impl ExternalClient<SecurityGroup> for SecurityGroupClient {
+    async fn observe(
+        &self,
+        object: &SecurityGroup,
+        context: Context<'_>,
+    ) -> Result<ObservationOf<SecurityGroup>, ProviderError> {
+        let Some(group) = self.find(object, context.external_name).await? else {
+            return Ok(Observation::Missing);
+        };
+        let at_provider = SecurityGroupObservation {
+            group_id: group.group_id().unwrap_or_default().to_owned(),
+            arn: group.security_group_arn().map(str::to_owned),
+            group_name: group.group_name().map(str::to_owned),
+            vpc_id: group.vpc_id().map(str::to_owned),
+            ingress: observed_rules(&group, Direction::Ingress),
+            egress: observed_rules(&group, Direction::Egress),
+        };
+        let tags = tag_map(group.tags());
+        let delta = diff(object, &context, &at_provider, &tags);
+        Ok(Observation::Exists(Observed {
+            external_name: Some(at_provider.group_id.clone()),
+            owner_uid: tags.get(UID_TAG).cloned(),
+            delta,
+            readiness: Readiness::Ready,
+            at_provider,
+            connection: ConnectionDetails::default(),
+        }))
+    }
+
+    async fn create(
+        &self,
+        object: &SecurityGroup,
+        context: Context<'_>,
+    ) -> Result<Created, ProviderError> {
+        let group_name = object.group_name();
+        let created = self
+            .ec2
+            .create_security_group()
+            .group_name(&group_name)
+            .description(&object.spec.description)
+            .set_vpc_id(object.spec.vpc_id.clone())
+            .tag_specifications(tag_specification(
+                ResourceType::SecurityGroup,
+                &object.desired_tags(),
+            ))
+            .customize()
+            .config_override(without_retries())
+            .send()
+            .await;
+        let group_id = match created {
+            Ok(created) => created.group_id().unwrap_or_default().to_owned(),
+            Err(error) if error.code() == Some(GROUP_DUPLICATE) => {
+                // The name is taken: by this object's own group, which a read right
+                // after its create did not show, or by someone else's.
+                return self
+                    .duplicate(object, &group_name, provider_error(error))
+                    .await;
+            }
+            Err(error) => return Err(provider_error(error)),
+        };
+        // A new group has AWS's default rules: all traffic out to 0.0.0.0/0, and to ::/0
+        // in a VPC with IPv6. Read them rather than assume them; if the group cannot be
+        // read yet, assume the IPv4 rule and let the next observe correct the rest.
+        let (ingress, egress) = match self.by_id(&group_id).await? {
+            Some(group) => (
+                observed_rules(&group, Direction::Ingress),
+                observed_rules(&group, Direction::Egress),
+            ),
+            None => (
+                Vec::new(),
+                vec![ObservedRule::new("-1", None, None, "0.0.0.0/0".to_owned())],
+            ),
+        };
+        for (direction, actual) in [(Direction::Ingress, &ingress), (Direction::Egress, &egress)] {
+            self.converge(
+                &group_id,
+                direction,
+                &object.desired_rules(direction, &context),
+                actual,
+                object.peers_unresolved(&context),
+            )
+            .await?;
+        }
+        Ok(Created {
+            external_name: Some(group_id),
+        })
+    }
+
+    async fn update(
+        &self,
+        object: &SecurityGroup,
+        context: Context<'_>,
+        observed: &ObservedOf<SecurityGroup>,
+    ) -> Result<(), ProviderError> {
+        let group = &observed.at_provider;
+        if observed.delta.tags {
+            sync_tags(
+                &self.ec2,
+                &group.group_id,
+                &object.desired_tags(),
+                context.applied_tags,
+            )
+            .await?;
+        }
+        for (direction, actual) in [
+            (Direction::Ingress, &group.ingress),
+            (Direction::Egress, &group.egress),
+        ] {
+            self.converge(
+                &group.group_id,
+                direction,
+                &object.desired_rules(direction, &context),
+                actual,
+                object.peers_unresolved(&context),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        _object: &SecurityGroup,
+        context: Context<'_>,
+        _policy: DeletionPolicy,
+    ) -> Result<Option<String>, ProviderError> {
+        let Some(group_id) = context.external_name else {
+            return Ok(None);
+        };
+        absent_if(
+            self.ec2
+                .delete_security_group()
+                .group_id(group_id)
+                .send()
+                .await,
+            is_not_found,
+        )?;
+        Ok(None)
+    }
+}
