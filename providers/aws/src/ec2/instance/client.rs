@@ -1,0 +1,628 @@
+//! The EC2 calls that find an instance by its UID tag, launch it exactly once (with the
+//! key pair tether imports for it), change its tags, security groups and type
+//! (stopping and starting it only when allowed), and terminate it; and what observe
+//! reports of an instance.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::{
+    error::ProvideErrorMetadata,
+    primitives::{Blob, DateTimeFormat},
+    types::{AttributeValue, Instance as Ec2Instance, InstanceType, ResourceType, Tag},
+};
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use tether_api::{
+    ErrorClass,
+    conditions::{self, READY, SYNCED},
+    external::{
+        ConnectionDetails, Context, Created, ExternalClient, Observation, ObservationOf, Observed,
+        ObservedOf, ProviderError, Readiness,
+    },
+    managed::{DeletionPolicy, Managed},
+};
+
+use super::{
+    Instance, InstanceDelta, InstanceObservation,
+    diff::diff,
+    types::{DEFAULT_USERNAME, PENDING, RUNNING, SHUTTING_DOWN, STOPPED, STOPPING, TERMINATED},
+};
+use crate::{
+    ec2::{
+        create_tags,
+        instance_batch::{InstanceBatch, live_instances},
+        is_not_found, ssh_key, sync_tags, tag_map, tag_specification, uid_filter, without_retries,
+    },
+    errors::{absent_if, provider_error},
+    tags::UID_TAG,
+};
+
+/// The value of [`RESTART_TAG`] while tether changes the instance type.
+const RESTART_FOR_INSTANCE_TYPE: &str = "instanceType";
+
+/// Tag tether puts on an instance before it stops it to apply a change that needs a
+/// stopped instance (its value names the change, e.g. `instanceType`). While it is
+/// there, tether starts the instance again once the change is made; it survives a
+/// crash between the stop and the start.
+pub const RESTART_TAG: &str = "tether.dev/restart-after-stop";
+
+/// The longest `ClientToken` EC2 accepts.
+const MAX_CLIENT_TOKEN_CHARS: usize = 64;
+
+/// Connection-Secret keys.
+pub(super) const SSH_PRIVATE_KEY: &str = "ssh-privatekey";
+const USERNAME_KEY: &str = "username";
+const HOST_KEY: &str = "host";
+const PRIVATE_IP_KEY: &str = "private-ip";
+const PUBLIC_IP_KEY: &str = "public-ip";
+const INSTANCE_ID_KEY: &str = "instance-id";
+
+/// EC2's error code for a key pair name already taken.
+const KEY_PAIR_DUPLICATE: &str = "InvalidKeyPair.Duplicate";
+
+/// The `ClientToken` of the RunInstances call for the object with `uid`, for the
+/// create first attempted at `attempt`: `<uid>-<attempt in Unix seconds>`. A launch
+/// sent again because EC2 did not show the first one yet carries the same attempt, so
+/// EC2 answers with the instance the first made; a launch after positive evidence that
+/// the instance is gone (it was seen terminated, or never showed within the runtime's
+/// grace period) is a new attempt with a new token. Without an attempt time, the UID.
+/// At most 64 characters.
+pub(super) fn client_token(uid: &str, attempt: Option<Timestamp>) -> String {
+    let token = match attempt {
+        Some(attempt) => format!("{uid}-{}", attempt.as_second()),
+        None => uid.to_owned(),
+    };
+    token.chars().take(MAX_CLIENT_TOKEN_CHARS).collect()
+}
+
+fn terminal(message: String) -> ProviderError {
+    ProviderError {
+        class: ErrorClass::Terminal,
+        code: None,
+        message,
+    }
+}
+
+/// EC2's state name of an instance.
+fn state_of(instance: &Ec2Instance) -> Option<&str> {
+    instance
+        .state()
+        .and_then(|state| state.name())
+        .map(|name| name.as_str())
+}
+
+/// Readiness from the instance's state and whether it carries [`RESTART_TAG`].
+fn readiness(state: Option<&str>, restart_after_stop: bool) -> Readiness {
+    let not_ready = |reason: &str, message: String| Readiness::NotReady {
+        reason: reason.to_owned(),
+        message,
+    };
+    match (state, restart_after_stop) {
+        (Some(RUNNING), false) => Readiness::Ready,
+        (Some(RUNNING), true) => not_ready(
+            "Restarting",
+            "tether is stopping the instance to change its type, and will start it again"
+                .to_owned(),
+        ),
+        (Some(state), true) => not_ready(
+            "Restarting",
+            format!(
+                "tether stopped the instance to change its type and will start it again; it is {state}"
+            ),
+        ),
+        (Some(PENDING), false) => not_ready("Pending", "the instance is starting".to_owned()),
+        (Some(STOPPING), false) => not_ready("Stopping", "the instance is stopping".to_owned()),
+        (Some(STOPPED), false) => not_ready(
+            "Stopped",
+            "the instance is stopped; tether does not start an instance it did not stop".to_owned(),
+        ),
+        (Some(SHUTTING_DOWN), false) => not_ready(
+            "ShuttingDown",
+            "the instance is shutting down and will be terminated".to_owned(),
+        ),
+        (Some(other), false) => {
+            not_ready("Unknown", format!("AWS reports the instance as {other}"))
+        }
+        (None, _) => not_ready(
+            "Unknown",
+            "AWS reports no state for the instance".to_owned(),
+        ),
+    }
+}
+
+/// Whether tether generated the instance's key and the connection Secret lost it (it
+/// was deleted or edited): nobody can log in with the key the instance has.
+fn key_lost(object: &Instance, context: &Context<'_>) -> bool {
+    object.key_pair_name().is_some()
+        && context
+            .published
+            .0
+            .get(SSH_PRIVATE_KEY)
+            .is_none_or(|key| key.is_empty())
+}
+
+/// Whether this reconcile is a routine poll: the object was Ready and Synced at its
+/// current generation and is not being deleted. Anything else looks at EC2 directly.
+fn is_routine_poll(object: &Instance) -> bool {
+    let generation = object.metadata.generation;
+    object.metadata.deletion_timestamp.is_none()
+        && [READY, SYNCED].into_iter().all(|type_| {
+            conditions::find(object.conditions(), type_).is_some_and(|condition| {
+                condition.status == "True" && condition.observed_generation == generation
+            })
+        })
+}
+
+/// What observe reports of `instance`, the instance of `object`.
+pub(super) fn observed(
+    object: &Instance,
+    context: &Context<'_>,
+    instance: &Ec2Instance,
+) -> ObservedOf<Instance> {
+    let tags = tag_map(instance.tags());
+    let state = state_of(instance);
+    let instance_type = instance.instance_type().map(|t| t.as_str().to_owned());
+    let groups: BTreeSet<String> = instance
+        .security_groups()
+        .iter()
+        .filter_map(|group| group.group_id().map(str::to_owned))
+        .collect();
+    let restart_after_stop = tags.contains_key(RESTART_TAG);
+
+    let id = instance.instance_id().map(str::to_owned);
+    let private_ip = instance.private_ip_address().map(str::to_owned);
+    let public_ip = instance.public_ip_address().map(str::to_owned);
+    let mut connection = BTreeMap::from([
+        (
+            HOST_KEY.to_owned(),
+            public_ip
+                .clone()
+                .or_else(|| private_ip.clone())
+                .unwrap_or_default(),
+        ),
+        (
+            PRIVATE_IP_KEY.to_owned(),
+            private_ip.clone().unwrap_or_default(),
+        ),
+        (
+            PUBLIC_IP_KEY.to_owned(),
+            public_ip.clone().unwrap_or_default(),
+        ),
+        (INSTANCE_ID_KEY.to_owned(), id.clone().unwrap_or_default()),
+    ]);
+    if let Some(username) = object.username() {
+        connection.insert(USERNAME_KEY.to_owned(), username.to_owned());
+    }
+
+    let at_provider = InstanceObservation {
+        instance_id: id.clone(),
+        state: state.map(str::to_owned),
+        instance_type,
+        image_id: instance.image_id().map(str::to_owned),
+        subnet_id: instance.subnet_id().map(str::to_owned),
+        vpc_id: instance.vpc_id().map(str::to_owned),
+        private_ip,
+        public_ip,
+        private_dns_name: instance
+            .private_dns_name()
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned),
+        public_dns_name: instance
+            .public_dns_name()
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned),
+        key_name: instance.key_name().map(str::to_owned),
+        security_group_ids: groups.into_iter().collect(),
+        launch_time: instance
+            .launch_time()
+            .and_then(|time| time.fmt(DateTimeFormat::DateTime).ok()),
+        restart_after_stop,
+    };
+    let delta = diff(object, context, &at_provider, &tags);
+
+    Observed {
+        external_name: id,
+        owner_uid: tags.get(UID_TAG).cloned(),
+        delta,
+        readiness: match readiness(state, restart_after_stop) {
+            Readiness::Ready if key_lost(object, context) => Readiness::NotReady {
+                reason: "SshKeyLost".to_owned(),
+                message: "the connection Secret no longer holds ssh-privatekey, and EC2 keeps \
+                          no copy of a private key: re-create this Instance for a new key pair"
+                    .to_owned(),
+            },
+            other => other,
+        },
+        at_provider,
+        connection: ConnectionDetails(
+            connection
+                .into_iter()
+                .map(|(key, value)| (key, value.into_bytes()))
+                .collect(),
+        ),
+    }
+}
+
+/// Observes and changes EC2 instances (and the key pairs tether imports for them)
+/// through the EC2 API.
+#[derive(Clone, Debug)]
+pub struct InstanceClient {
+    ec2: aws_sdk_ec2::Client,
+    /// Answers routine polls for every instance of this ProviderConfig at once.
+    batch: InstanceBatch,
+}
+
+impl InstanceClient {
+    /// A client that calls EC2 through `ec2`.
+    pub fn new(ec2: aws_sdk_ec2::Client) -> Self {
+        Self {
+            ec2,
+            batch: InstanceBatch::default(),
+        }
+    }
+
+    /// A client for the AWS account and region of `config` (the shape
+    /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
+    pub fn from_config(config: &aws_config::SdkConfig, _kube: kube::Client) -> Self {
+        Self::new(aws_sdk_ec2::Client::new(config))
+    }
+
+    /// The instance `id`, unless EC2 has no such instance or it is terminated.
+    async fn by_id(&self, id: &str) -> Result<Option<Ec2Instance>, ProviderError> {
+        let described = absent_if(
+            self.ec2.describe_instances().instance_ids(id).send().await,
+            is_not_found,
+        )?;
+        Ok(described
+            .into_iter()
+            .flat_map(|described| described.reservations.unwrap_or_default())
+            .flat_map(|reservation| reservation.instances.unwrap_or_default())
+            .find(|instance| {
+                instance.instance_id() == Some(id) && state_of(instance) != Some(TERMINATED)
+            }))
+    }
+
+    /// The live instance carrying the UID tag `uid`; the earliest launched when there
+    /// are several (which tether never makes).
+    async fn by_uid(&self, uid: &str) -> Result<Option<Ec2Instance>, ProviderError> {
+        let found = live_instances(&self.ec2, uid_filter(uid)).await?;
+        if found.len() > 1 {
+            let ids: Vec<&str> = found.iter().filter_map(|i| i.instance_id()).collect();
+            tracing::warn!(
+                uid,
+                instances = ?ids,
+                "several instances carry the same tether.dev/uid; managing the earliest launched"
+            );
+        }
+        Ok(found.into_iter().min_by(|a, b| {
+            let key = |i: &Ec2Instance| (i.launch_time().is_none(), i.launch_time().copied());
+            key(a)
+                .cmp(&key(b))
+                .then_with(|| a.instance_id().cmp(&b.instance_id()))
+        }))
+    }
+
+    /// Whether the EC2 key pair `name` exists.
+    async fn key_pair_exists(&self, name: &str) -> Result<bool, ProviderError> {
+        let described = absent_if(
+            self.ec2.describe_key_pairs().key_names(name).send().await,
+            is_not_found,
+        )?;
+        Ok(described.is_some_and(|described| {
+            described
+                .key_pairs()
+                .iter()
+                .any(|pair| pair.key_name() == Some(name))
+        }))
+    }
+
+    /// Imports `public_key` as the key pair `name`, replacing a key pair of that name
+    /// left by an earlier attempt: the connection Secret's key is the one that counts.
+    async fn import_key_pair(
+        &self,
+        name: &str,
+        public_key: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let import = || {
+            self.ec2
+                .import_key_pair()
+                .key_name(name)
+                .public_key_material(Blob::new(public_key.as_bytes()))
+                .tag_specifications(tag_specification(ResourceType::KeyPair, tags))
+                .send()
+        };
+        match import().await {
+            Ok(_) => Ok(()),
+            Err(error) if error.code() == Some(KEY_PAIR_DUPLICATE) => {
+                self.delete_key_pair(name).await?;
+                import().await.map_err(provider_error)?;
+                Ok(())
+            }
+            Err(error) => Err(provider_error(error)),
+        }
+    }
+
+    /// Deletes the key pair `name`; one that is gone already is fine.
+    async fn delete_key_pair(&self, name: &str) -> Result<(), ProviderError> {
+        absent_if(
+            self.ec2.delete_key_pair().key_name(name).send().await,
+            is_not_found,
+        )?;
+        Ok(())
+    }
+
+    async fn start(&self, id: &str) -> Result<(), ProviderError> {
+        self.ec2
+            .start_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(provider_error)?;
+        Ok(())
+    }
+
+    async fn remove_restart_tag(&self, id: &str) -> Result<(), ProviderError> {
+        self.ec2
+            .delete_tags()
+            .resources(id)
+            .tags(Tag::builder().key(RESTART_TAG).build())
+            .send()
+            .await
+            .map_err(provider_error)?;
+        Ok(())
+    }
+}
+
+impl ExternalClient<Instance> for InstanceClient {
+    async fn observe(
+        &self,
+        object: &Instance,
+        context: Context<'_>,
+    ) -> Result<ObservationOf<Instance>, ProviderError> {
+        // A routine poll of an instance that is Ready and Synced: the shared snapshot
+        // answers, if it has it.
+        if is_routine_poll(object)
+            && let (Some(uid), Some(id)) = (object.uid(), context.external_name)
+            && let Some(instance) = self.batch.lookup(&self.ec2, &uid).await?
+            && instance.instance_id() == Some(id)
+        {
+            return Ok(Observation::Exists(observed(object, &context, &instance)));
+        }
+        let mut instance = match context.external_name {
+            Some(id) => self.by_id(id).await?,
+            None => None,
+        };
+        if instance.is_none()
+            && let Some(uid) = object.uid()
+        {
+            instance = self.by_uid(&uid).await?;
+        }
+        if let Some(instance) = instance {
+            return Ok(Observation::Exists(observed(object, &context, &instance)));
+        }
+        if object.metadata.deletion_timestamp.is_some()
+            && let Some(name) = object.key_pair_name()
+            && self.key_pair_exists(&name).await?
+        {
+            // The instance is gone but its key pair is not: delete removes it.
+            return Ok(Observation::Exists(Observed {
+                external_name: None,
+                // Named after the object's UID: only this object makes it.
+                owner_uid: object.uid(),
+                delta: InstanceDelta::default(),
+                readiness: Readiness::NotReady {
+                    reason: "KeyPairRemains".to_owned(),
+                    message: format!(
+                        "the instance is gone; its key pair {name} is still to be deleted"
+                    ),
+                },
+                at_provider: InstanceObservation::default(),
+                connection: ConnectionDetails::default(),
+            }));
+        }
+        Ok(Observation::Missing)
+    }
+
+    async fn prepare(
+        &self,
+        object: &Instance,
+        context: Context<'_>,
+    ) -> Result<Option<ConnectionDetails>, ProviderError> {
+        let generate = object.spec.ssh_key.as_ref().is_some_and(|key| key.generate);
+        if !generate
+            || context.external_name.is_some()
+            || context
+                .published
+                .0
+                .get(SSH_PRIVATE_KEY)
+                .is_some_and(|key| !key.is_empty())
+        {
+            return Ok(None);
+        }
+        let comment = format!(
+            "{}/{}",
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        );
+        let private_key = ssh_key::generate(&comment).map_err(|error| ProviderError {
+            class: ErrorClass::Transient,
+            code: None,
+            message: error.to_string(),
+        })?;
+        let username = object.username().unwrap_or(DEFAULT_USERNAME);
+        Ok(Some(ConnectionDetails(BTreeMap::from([
+            (SSH_PRIVATE_KEY.to_owned(), private_key),
+            (USERNAME_KEY.to_owned(), username.as_bytes().to_vec()),
+        ]))))
+    }
+
+    async fn create(
+        &self,
+        object: &Instance,
+        context: Context<'_>,
+    ) -> Result<Created, ProviderError> {
+        let _write = self.batch.write_guard();
+        let spec = &object.spec;
+        let uid = object.uid().ok_or_else(|| {
+            terminal(
+                "the object has no UID: tether cannot launch an instance it could not find again"
+                    .to_owned(),
+            )
+        })?;
+        let tags = object.desired_tags();
+        if let Some(name) = object.key_pair_name() {
+            let private_key = context
+                .published
+                .0
+                .get(SSH_PRIVATE_KEY)
+                .filter(|key| !key.is_empty())
+                .ok_or_else(|| {
+                    terminal(
+                        "the connection Secret holds no ssh-privatekey: tether writes the generated \
+                         key there before it launches the instance; without it the instance's key \
+                         pair cannot be made"
+                            .to_owned(),
+                    )
+                })?;
+            // The message of a parse error never includes the key.
+            let public_key = ssh_key::public_key(private_key)
+                .map_err(|error| terminal(format!("the connection Secret's {error}")))?;
+            self.import_key_pair(&name, &public_key, &tags).await?;
+        }
+        let security_groups = object.desired_security_groups(&context)?;
+        let launched = self
+            .ec2
+            .run_instances()
+            .image_id(&spec.image_id)
+            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .set_subnet_id(spec.subnet_id.clone())
+            .set_security_group_ids(security_groups)
+            .set_key_name(object.launch_key_name())
+            .set_user_data(spec.user_data.as_ref().map(|data| BASE64.encode(data)))
+            .client_token(client_token(&uid, context.create_attempt))
+            .tag_specifications(tag_specification(ResourceType::Instance, &tags))
+            .tag_specifications(tag_specification(ResourceType::Volume, &tags))
+            .customize()
+            .config_override(without_retries())
+            .send()
+            .await
+            .map_err(provider_error)?;
+        let id = launched
+            .instances()
+            .iter()
+            .find_map(|instance| instance.instance_id())
+            .ok_or_else(|| ProviderError {
+                // The next observe finds the instance by its UID tag.
+                class: ErrorClass::Transient,
+                code: None,
+                message: "RunInstances answered without an instance id".to_owned(),
+            })?;
+        Ok(Created {
+            external_name: Some(id.to_owned()),
+        })
+    }
+
+    async fn update(
+        &self,
+        object: &Instance,
+        context: Context<'_>,
+        observed: &ObservedOf<Instance>,
+    ) -> Result<(), ProviderError> {
+        let _write = self.batch.write_guard();
+        let spec = &object.spec;
+        let at_provider = &observed.at_provider;
+        let id = observed
+            .external_name
+            .as_deref()
+            .or(at_provider.instance_id.as_deref())
+            .or(context.external_name)
+            .ok_or_else(|| terminal("the observed instance has no id".to_owned()))?;
+        let delta = &observed.delta;
+        let state = at_provider.state.as_deref();
+
+        if delta.tags {
+            sync_tags(&self.ec2, id, &object.desired_tags(), context.applied_tags).await?;
+        }
+        if delta.security_group_ids
+            && let Some(groups) = object.desired_security_groups(&context)?
+        {
+            self.ec2
+                .modify_instance_attribute()
+                .instance_id(id)
+                .set_groups(Some(groups))
+                .send()
+                .await
+                .map_err(provider_error)?;
+        }
+        let mut refused = None;
+        let mut started = false;
+        if delta.instance_type {
+            if !spec.allow_stop {
+                refused = Some(terminal(format!(
+                    "instanceType: changing {} to {} needs the instance stopped; set \
+                     spec.allowStop: true to let tether stop and start it",
+                    at_provider.instance_type.as_deref().unwrap_or("(unknown)"),
+                    spec.instance_type
+                )));
+            } else if state == Some(RUNNING) {
+                // The tag first: it is what makes tether start the instance again,
+                // even after a crash right after the stop.
+                let marker = BTreeMap::from([(
+                    RESTART_TAG.to_owned(),
+                    RESTART_FOR_INSTANCE_TYPE.to_owned(),
+                )]);
+                create_tags(&self.ec2, id, &marker).await?;
+                self.ec2
+                    .stop_instances()
+                    .instance_ids(id)
+                    .send()
+                    .await
+                    .map_err(provider_error)?;
+            } else if state == Some(STOPPED) {
+                self.ec2
+                    .modify_instance_attribute()
+                    .instance_id(id)
+                    .instance_type(AttributeValue::builder().value(&spec.instance_type).build())
+                    .send()
+                    .await
+                    .map_err(provider_error)?;
+                // Stopped by its user (no tag): it stays stopped.
+                if at_provider.restart_after_stop {
+                    self.start(id).await?;
+                    self.remove_restart_tag(id).await?;
+                    started = true;
+                }
+            }
+        }
+        if delta.instance_state && !started {
+            if state == Some(STOPPED) {
+                self.start(id).await?;
+            }
+            self.remove_restart_tag(id).await?;
+        }
+        refused.map_or(Ok(()), Err)
+    }
+
+    async fn delete(
+        &self,
+        object: &Instance,
+        context: Context<'_>,
+        _policy: DeletionPolicy,
+    ) -> Result<Option<String>, ProviderError> {
+        let _write = self.batch.write_guard();
+        if let Some(id) = context.external_name {
+            absent_if(
+                self.ec2.terminate_instances().instance_ids(id).send().await,
+                is_not_found,
+            )?;
+        }
+        if let Some(name) = object.key_pair_name() {
+            self.delete_key_pair(&name).await?;
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,1125 @@
+//! What moto cannot show (lost answers, states such as `stopping`, exact request
+//! contents and order), with the SDK's own mocks; the diff, without mocks; and the
+//! CRD's rules.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::{
+    error::ErrorMetadata,
+    operation::{
+        create_tags::CreateTagsOutput,
+        delete_key_pair::DeleteKeyPairOutput,
+        delete_tags::DeleteTagsOutput,
+        describe_instances::{DescribeInstancesError, DescribeInstancesOutput},
+        describe_key_pairs::DescribeKeyPairsOutput,
+        import_key_pair::{ImportKeyPairError, ImportKeyPairOutput},
+        modify_instance_attribute::ModifyInstanceAttributeOutput,
+        run_instances::{RunInstancesError, RunInstancesOutput},
+        start_instances::StartInstancesOutput,
+        stop_instances::StopInstancesOutput,
+        terminate_instances::TerminateInstancesOutput,
+    },
+    primitives::DateTime,
+    types::{
+        GroupIdentifier, Instance as Ec2Instance, InstanceState, InstanceStateName, InstanceType,
+        KeyPairInfo, Reservation, ResourceType, Tag, TagSpecification, builders::InstanceBuilder,
+    },
+};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{CustomResourceExt, core::ObjectMeta};
+use tether_api::{
+    ErrorClass, LocalReference,
+    external::{
+        ConnectionDetails, Context, Created, Delta, ExternalClient, Observation, ObservationOf,
+        Observed, ObservedOf, Readiness,
+    },
+    managed::{DeletionPolicy, LocalSecretReference, Managed},
+};
+
+use super::{
+    client::{SSH_PRIVATE_KEY, client_token, observed},
+    diff::diff,
+    *,
+};
+use crate::{
+    ec2::ssh_key,
+    tags::{UID_TAG, fixtures::a_dropped_tag},
+};
+
+const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
+const ID: &str = "i-0123456789abcdef0";
+const OLD_ID: &str = "i-0fedcba9876543210";
+const KEY_PAIR: &str = "tether-0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
+
+fn object() -> Instance {
+    Instance {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("shop".into()),
+            uid: Some(UID.into()),
+            ..ObjectMeta::default()
+        },
+        spec: InstanceSpec {
+            image_id: "ami-0abc".into(),
+            instance_type: "t3.micro".into(),
+            subnet_id: Some("subnet-0a".into()),
+            ..InstanceSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// [`object`] with a generated SSH key.
+fn generating() -> Instance {
+    let mut object = object();
+    object.spec.ssh_key = Some(SshKey {
+        generate: true,
+        ..SshKey::default()
+    });
+    object.spec.managed.write_connection_secret_to_ref = Some(LocalSecretReference {
+        name: "web-ssh".into(),
+    });
+    object
+}
+
+/// An instance as DescribeInstances reports it, matching [`object`].
+fn instance(id: &str, state: InstanceStateName) -> InstanceBuilder {
+    Ec2Instance::builder()
+        .instance_id(id)
+        .state(InstanceState::builder().name(state).build())
+        .instance_type(InstanceType::from("t3.micro"))
+        .image_id("ami-0abc")
+        .subnet_id("subnet-0a")
+        .vpc_id("vpc-0a")
+        .private_ip_address("10.0.0.5")
+        .public_ip_address("203.0.113.7")
+        .private_dns_name("ip-10-0-0-5.ec2.internal")
+        .public_dns_name("")
+        .security_groups(GroupIdentifier::builder().group_id("sg-0def").build())
+        .launch_time(DateTime::from_secs(1_700_000_000))
+        .tags(Tag::builder().key(UID_TAG).value(UID).build())
+        .tags(Tag::builder().key("Name").value("shop/web").build())
+}
+
+fn described(instances: Vec<Ec2Instance>) -> DescribeInstancesOutput {
+    DescribeInstancesOutput::builder()
+        .reservations(
+            Reservation::builder()
+                .set_instances(Some(instances))
+                .build(),
+        )
+        .build()
+}
+
+/// A DescribeInstances by the UID tag (and live states) answering `instances`.
+fn by_uid(instances: Vec<Ec2Instance>) -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|request| {
+            let filter = |name: &str| {
+                request
+                    .filters()
+                    .iter()
+                    .find(|f| f.name() == Some(name))
+                    .map(|f| f.values().to_vec())
+            };
+            request.instance_ids().is_empty()
+                && filter("tag:tether.dev/uid") == Some(vec![UID.to_owned()])
+                && filter("instance-state-name").is_some_and(|states| {
+                    states.len() == 5 && !states.iter().any(|s| s == "terminated")
+                })
+        })
+        .then_output(move || described(instances.clone()))
+}
+
+/// A DescribeInstances of the instance `id` answering `instances`.
+fn by_id(id: &'static str, instances: Vec<Ec2Instance>) -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(move |request| request.instance_ids() == [id])
+        .then_output(move || described(instances.clone()))
+}
+
+fn error(code: &str, message: &str) -> ErrorMetadata {
+    ErrorMetadata::builder().code(code).message(message).build()
+}
+
+fn client(rules: &[&Rule]) -> InstanceClient {
+    InstanceClient::new(mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        rules.iter().copied()
+    ))
+}
+
+/// A client that answers `rules` in this order and no other.
+fn in_order(rules: &[&Rule]) -> InstanceClient {
+    InstanceClient::new(mock_client!(
+        aws_sdk_ec2,
+        RuleMode::Sequential,
+        rules.iter().copied()
+    ))
+}
+
+fn exists(observation: ObservationOf<Instance>) -> ObservedOf<Instance> {
+    match observation {
+        Observation::Exists(observed) => observed,
+        Observation::Missing => panic!("the instance is observed"),
+    }
+}
+
+fn text(details: &ConnectionDetails, key: &str) -> String {
+    String::from_utf8(details.0[key].clone()).unwrap()
+}
+
+fn published_key(private_key: &[u8]) -> ConnectionDetails {
+    ConnectionDetails(BTreeMap::from([(
+        SSH_PRIVATE_KEY.to_owned(),
+        private_key.to_vec(),
+    )]))
+}
+
+fn with_published<'a>(
+    published: &'a ConnectionDetails,
+    external_name: Option<&'a str>,
+) -> Context<'a> {
+    Context {
+        published,
+        pending: true,
+        ..Context::named(external_name)
+    }
+}
+
+/// Whether a tag specification for `resource` carries the UID and Name tags.
+fn tagged(specs: &[TagSpecification], resource: ResourceType) -> bool {
+    specs.iter().any(|spec| {
+        spec.resource_type() == Some(&resource)
+            && spec
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(UID_TAG) && t.value() == Some(UID))
+            && spec
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some("Name") && t.value() == Some("shop/web"))
+    })
+}
+
+fn observation(
+    state: &str,
+    instance_type: &str,
+    restart_after_stop: bool,
+    delta: InstanceDelta,
+) -> ObservedOf<Instance> {
+    Observed {
+        external_name: Some(ID.into()),
+        owner_uid: Some(UID.into()),
+        delta,
+        readiness: Readiness::Ready,
+        at_provider: InstanceObservation {
+            instance_id: Some(ID.into()),
+            state: Some(state.into()),
+            instance_type: Some(instance_type.into()),
+            restart_after_stop,
+            ..InstanceObservation::default()
+        },
+        connection: ConnectionDetails::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_generated_key_gone_from_the_secret_is_reported_not_ready() {
+    let running = || by_id(ID, vec![instance(ID, InstanceStateName::Running).build()]);
+    let (with_key, without_key) = (running(), running());
+    let key = published_key(&ssh_key::generate("shop/web").unwrap());
+    let nothing = ConnectionDetails::default();
+    let held = exists(
+        client(&[&with_key])
+            .observe(&generating(), with_published(&key, Some(ID)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(held.readiness, Readiness::Ready);
+    let lost = exists(
+        client(&[&without_key])
+            .observe(&generating(), with_published(&nothing, Some(ID)))
+            .await
+            .unwrap(),
+    );
+    match lost.readiness {
+        Readiness::NotReady { reason, message } => {
+            assert_eq!(reason, "SshKeyLost");
+            assert!(message.contains("re-create this Instance"), "{message}");
+        }
+        Readiness::Ready => panic!("a lost key is not Ready"),
+    }
+}
+
+#[tokio::test]
+async fn without_an_external_name_the_instance_is_found_by_its_uid_tag() {
+    let describe = by_uid(vec![instance(ID, InstanceStateName::Running).build()]);
+    let client = client(&[&describe]);
+    let mut object = object();
+    object.spec.ssh_key = Some(SshKey {
+        key_name: Some("ops".into()),
+        ..SshKey::default()
+    });
+    let observed = exists(client.observe(&object, Context::named(None)).await.unwrap());
+    assert_eq!(observed.external_name.as_deref(), Some(ID));
+    assert_eq!(observed.readiness, Readiness::Ready);
+    assert!(observed.is_up_to_date(), "{:?}", observed.delta.describe());
+    let at = &observed.at_provider;
+    assert_eq!(at.instance_id.as_deref(), Some(ID));
+    assert_eq!(at.state.as_deref(), Some("running"));
+    assert_eq!(at.security_group_ids, ["sg-0def"]);
+    assert_eq!(at.launch_time.as_deref(), Some("2023-11-14T22:13:20Z"));
+    assert_eq!(at.public_dns_name, None, "an empty name is no name");
+    let connection = &observed.connection;
+    assert_eq!(text(connection, "host"), "203.0.113.7");
+    assert_eq!(text(connection, "private-ip"), "10.0.0.5");
+    assert_eq!(text(connection, "public-ip"), "203.0.113.7");
+    assert_eq!(text(connection, "instance-id"), ID);
+    assert_eq!(text(connection, "username"), "ec2-user");
+    assert!(!connection.0.contains_key(SSH_PRIVATE_KEY));
+}
+
+#[tokio::test]
+async fn a_terminated_instance_falls_back_to_the_uid_tag() {
+    let old = by_id(
+        OLD_ID,
+        vec![instance(OLD_ID, InstanceStateName::Terminated).build()],
+    );
+    let new = by_uid(vec![
+        instance(ID, InstanceStateName::Pending)
+            .public_ip_address("")
+            .set_public_ip_address(None)
+            .build(),
+    ]);
+    let client = client(&[&old, &new]);
+    let observed = exists(
+        client
+            .observe(&object(), Context::named(Some(OLD_ID)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(observed.external_name.as_deref(), Some(ID));
+    assert_eq!((old.num_calls(), new.num_calls()), (1, 1));
+    assert!(matches!(
+        &observed.readiness,
+        Readiness::NotReady { reason, .. } if reason == "Pending"
+    ));
+    assert_eq!(text(&observed.connection, "host"), "10.0.0.5");
+    assert_eq!(
+        text(&observed.connection, "public-ip"),
+        "",
+        "written, to replace a stale value"
+    );
+    assert!(!observed.connection.0.contains_key("username"));
+}
+
+#[tokio::test]
+async fn nothing_found_by_id_or_tag_is_missing() {
+    let gone = mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|request| request.instance_ids() == [OLD_ID])
+        .then_error(|| {
+            DescribeInstancesError::generic(error(
+                "InvalidInstanceID.NotFound",
+                "The instance ID 'i-0fedcba9876543210' does not exist",
+            ))
+        });
+    let none = by_uid(Vec::new());
+    let client = client(&[&gone, &none]);
+    let object = object();
+    assert_eq!(
+        client.observe(&object, Context::named(Some(OLD_ID))).await,
+        Ok(Observation::Missing)
+    );
+    assert_eq!(
+        client.observe(&object, Context::named(None)).await,
+        Ok(Observation::Missing)
+    );
+    assert_eq!(none.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn several_instances_with_the_uid_take_the_earliest_launched() {
+    let describe = by_uid(vec![
+        instance("i-0b", InstanceStateName::Running)
+            .launch_time(DateTime::from_secs(1_700_000_100))
+            .build(),
+        instance("i-0a", InstanceStateName::Running).build(),
+    ]);
+    let client = client(&[&describe]);
+    let observed = exists(
+        client
+            .observe(&object(), Context::named(None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(observed.external_name.as_deref(), Some("i-0a"));
+}
+
+#[tokio::test]
+async fn differences_cover_tags_groups_and_type() {
+    let mut object = object();
+    object.spec.instance_type = "t3.small".into();
+    object.spec.security_group_ids = vec!["sg-0aaa".into()];
+    object.spec.security_group_refs = vec![LocalReference { name: "web".into() }];
+    object.spec.tags = BTreeMap::from([("team".into(), "shop".into())]);
+    let references = BTreeMap::from([("securityGroupRefs[0]".to_owned(), "sg-0def".to_owned())]);
+    let context = Context {
+        references: &references,
+        ..Context::named(Some(ID))
+    };
+    let running = instance(ID, InstanceStateName::Running).build();
+    let observed = observed(&object, &context, &running);
+    assert_eq!(
+        observed.delta.describe(),
+        ["tags", "securityGroupIds", "instanceType"]
+    );
+
+    // The groups the spec names, and the type, match; AWS's extra tags are fine.
+    object.spec.instance_type = "t3.micro".into();
+    object.spec.security_group_ids = vec!["sg-0def".into()];
+    object.spec.tags = BTreeMap::from([("Name".into(), "shop/web".into())]);
+    let matching = instance(ID, InstanceStateName::Running)
+        .tags(Tag::builder().key("aws:owner").value("x").build())
+        .build();
+    assert!(super::client::observed(&object, &context, &matching).is_up_to_date());
+
+    // No groups in the spec: tether does not manage them.
+    object.spec.security_group_ids.clear();
+    object.spec.security_group_refs.clear();
+    object.spec.instance_type = "t3.small".into();
+    let stopping = instance(ID, InstanceStateName::Stopping).build();
+    let observed = super::client::observed(&object, &Context::named(Some(ID)), &stopping);
+    assert!(
+        observed.is_up_to_date(),
+        "nothing can change while stopping: {:?}",
+        observed.delta.describe()
+    );
+}
+
+#[tokio::test]
+async fn a_type_change_without_allow_stop_is_refused_but_tags_are_applied() {
+    let tags = mock!(aws_sdk_ec2::Client::create_tags)
+        .match_requests(|request| {
+            request.resources() == [ID]
+                && request
+                    .tags()
+                    .iter()
+                    .any(|t| t.key() == Some(UID_TAG) && t.value() == Some(UID))
+        })
+        .then_output(|| CreateTagsOutput::builder().build());
+    let client = client(&[&tags]);
+    let mut object = object();
+    object.spec.instance_type = "t3.small".into();
+    let error = client
+        .update(
+            &object,
+            Context::named(Some(ID)),
+            &observation(
+                "running",
+                "t3.micro",
+                false,
+                InstanceDelta {
+                    tags: true,
+                    instance_type: true,
+                    ..InstanceDelta::default()
+                },
+            ),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(error.class, ErrorClass::Terminal);
+    assert_eq!(
+        error.message,
+        "instanceType: changing t3.micro to t3.small needs the instance stopped; set \
+         spec.allowStop: true to let tether stop and start it"
+    );
+    assert_eq!(tags.num_calls(), 1, "the tags are applied all the same");
+}
+
+#[tokio::test]
+async fn with_allow_stop_a_running_instance_is_tagged_then_stopped() {
+    let mark = mock!(aws_sdk_ec2::Client::create_tags)
+        .match_requests(|request| {
+            request.resources() == [ID]
+                && request.tags().len() == 1
+                && request.tags()[0].key() == Some(RESTART_TAG)
+                && request.tags()[0].value() == Some("instanceType")
+        })
+        .then_output(|| CreateTagsOutput::builder().build());
+    let stop = mock!(aws_sdk_ec2::Client::stop_instances)
+        .match_requests(|request| request.instance_ids() == [ID])
+        .then_output(|| StopInstancesOutput::builder().build());
+    let client = in_order(&[&mark, &stop]);
+    let mut object = object();
+    object.spec.instance_type = "t3.small".into();
+    object.spec.allow_stop = true;
+    client
+        .update(
+            &object,
+            Context::named(Some(ID)),
+            &observation(
+                "running",
+                "t3.micro",
+                false,
+                InstanceDelta {
+                    instance_type: true,
+                    ..InstanceDelta::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!((mark.num_calls(), stop.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn stopped_by_tether_the_type_is_changed_and_the_instance_started_again() {
+    let describe = by_id(
+        ID,
+        vec![
+            instance(ID, InstanceStateName::Stopped)
+                .tags(
+                    Tag::builder()
+                        .key(RESTART_TAG)
+                        .value("instanceType")
+                        .build(),
+                )
+                .build(),
+        ],
+    );
+    let modify = mock!(aws_sdk_ec2::Client::modify_instance_attribute)
+        .match_requests(|request| {
+            request.instance_id() == Some(ID)
+                && request.instance_type().and_then(|t| t.value()) == Some("t3.small")
+        })
+        .then_output(|| ModifyInstanceAttributeOutput::builder().build());
+    let start = mock!(aws_sdk_ec2::Client::start_instances)
+        .match_requests(|request| request.instance_ids() == [ID])
+        .then_output(|| StartInstancesOutput::builder().build());
+    let untag = mock!(aws_sdk_ec2::Client::delete_tags)
+        .match_requests(|request| {
+            request.resources() == [ID]
+                && request.tags().len() == 1
+                && request.tags()[0].key() == Some(RESTART_TAG)
+                && request.tags()[0].value().is_none()
+        })
+        .then_output(|| DeleteTagsOutput::builder().build());
+    let client = in_order(&[&describe, &modify, &start, &untag]);
+    let mut object = object();
+    object.spec.instance_type = "t3.small".into();
+    object.spec.allow_stop = true;
+    let context = Context::named(Some(ID));
+    let observed = exists(client.observe(&object, context).await.unwrap());
+    assert_eq!(observed.delta.describe(), ["instanceType", "instanceState"]);
+    assert!(observed.at_provider.restart_after_stop);
+    assert!(matches!(
+        &observed.readiness,
+        Readiness::NotReady { reason, .. } if reason == "Restarting"
+    ));
+    client.update(&object, context, &observed).await.unwrap();
+    assert_eq!(
+        (modify.num_calls(), start.num_calls(), untag.num_calls()),
+        (1, 1, 1),
+        "one start, though both differences ask for it"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_before_the_start_is_repaired_and_a_user_stop_is_left_alone() {
+    let tagged_stopped = instance(ID, InstanceStateName::Stopped)
+        .tags(
+            Tag::builder()
+                .key(RESTART_TAG)
+                .value("instanceType")
+                .build(),
+        )
+        .build();
+    let object = object();
+    let context = Context::named(Some(ID));
+    let observed = observed(&object, &context, &tagged_stopped);
+    assert_eq!(
+        observed.delta.describe(),
+        ["instanceState"],
+        "the type matches"
+    );
+    let start = mock!(aws_sdk_ec2::Client::start_instances)
+        .then_output(|| StartInstancesOutput::builder().build());
+    let untag =
+        mock!(aws_sdk_ec2::Client::delete_tags).then_output(|| DeleteTagsOutput::builder().build());
+    in_order(&[&start, &untag])
+        .update(&object, context, &observed)
+        .await
+        .unwrap();
+
+    let user_stopped = instance(ID, InstanceStateName::Stopped).build();
+    let observed = super::client::observed(&object, &context, &user_stopped);
+    assert!(observed.is_up_to_date());
+    assert_eq!(
+        observed.readiness,
+        Readiness::NotReady {
+            reason: "Stopped".into(),
+            message: "the instance is stopped; tether does not start an instance it did not stop"
+                .into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn security_groups_are_set_from_ids_and_references() {
+    let modify = mock!(aws_sdk_ec2::Client::modify_instance_attribute)
+        .match_requests(|request| {
+            request.instance_id() == Some(ID)
+                && request.groups() == ["sg-0aaa", "sg-0bbb"]
+                && request.instance_type().is_none()
+        })
+        .then_output(|| ModifyInstanceAttributeOutput::builder().build());
+    let client = client(&[&modify]);
+    let mut object = object();
+    object.spec.security_group_ids = vec!["sg-0bbb".into()];
+    object.spec.security_group_refs = vec![LocalReference { name: "web".into() }];
+    let references = BTreeMap::from([("securityGroupRefs[0]".to_owned(), "sg-0aaa".to_owned())]);
+    let context = Context {
+        references: &references,
+        ..Context::named(Some(ID))
+    };
+    client
+        .update(
+            &object,
+            context,
+            &observation(
+                "running",
+                "t3.micro",
+                false,
+                InstanceDelta {
+                    security_group_ids: true,
+                    ..InstanceDelta::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(modify.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn prepare_generates_a_key_only_before_the_first_launch() {
+    let client = client(&[]);
+    let generating = generating();
+    let nothing = ConnectionDetails::default();
+    let prepared = client
+        .prepare(&generating, with_published(&nothing, None))
+        .await
+        .unwrap()
+        .expect("a new key");
+    let key = String::from_utf8(prepared.0[SSH_PRIVATE_KEY].clone()).unwrap();
+    assert!(key.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    assert!(
+        ssh_key::public_key(key.as_bytes())
+            .unwrap()
+            .ends_with(" shop/web")
+    );
+    assert_eq!(text(&prepared, "username"), "ec2-user");
+
+    let published = published_key(key.as_bytes());
+    assert_eq!(
+        client
+            .prepare(&generating, with_published(&published, None))
+            .await,
+        Ok(None),
+        "the published key is used"
+    );
+    assert_eq!(
+        client
+            .prepare(&generating, with_published(&nothing, Some(ID)))
+            .await,
+        Ok(None),
+        "an instance was launched already"
+    );
+    assert_eq!(
+        client
+            .prepare(&object(), with_published(&nothing, None))
+            .await,
+        Ok(None),
+        "no generated key"
+    );
+}
+
+#[tokio::test]
+async fn create_imports_the_published_key_and_launches_with_the_uid_token() {
+    let private_key = ssh_key::generate("shop/web").unwrap();
+    let public_key = ssh_key::public_key(&private_key).unwrap();
+    let import = mock!(aws_sdk_ec2::Client::import_key_pair)
+        .match_requests(move |request| {
+            request.key_name() == Some(KEY_PAIR)
+                && request.public_key_material().map(|b| b.as_ref()) == Some(public_key.as_bytes())
+                && tagged(request.tag_specifications(), ResourceType::KeyPair)
+        })
+        .then_output(|| ImportKeyPairOutput::builder().build());
+    let run = mock!(aws_sdk_ec2::Client::run_instances)
+        .match_requests(|request| {
+            request.client_token() == Some(UID)
+                && request.image_id() == Some("ami-0abc")
+                && request.instance_type() == Some(&InstanceType::T3Micro)
+                && (request.min_count(), request.max_count()) == (Some(1), Some(1))
+                && request.subnet_id() == Some("subnet-0a")
+                && request.security_group_ids() == ["sg-0aaa"]
+                && request.key_name() == Some(KEY_PAIR)
+                && request.user_data() == Some("I2Nsb3VkLWNvbmZpZwo=")
+                && tagged(request.tag_specifications(), ResourceType::Instance)
+                && tagged(request.tag_specifications(), ResourceType::Volume)
+        })
+        .then_output(|| {
+            RunInstancesOutput::builder()
+                .instances(instance(ID, InstanceStateName::Pending).build())
+                .build()
+        });
+    let client = in_order(&[&import, &run]);
+    let mut object = generating();
+    object.spec.user_data = Some("#cloud-config\n".into());
+    object.spec.security_group_ids = vec!["sg-0aaa".into()];
+    let published = published_key(&private_key);
+    assert_eq!(
+        client
+            .create(&object, with_published(&published, None))
+            .await,
+        Ok(Created {
+            external_name: Some(ID.into())
+        })
+    );
+    assert_eq!((import.num_calls(), run.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_repeated_launch_keeps_its_token_and_a_new_attempt_gets_a_new_one() {
+    let first: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+    let later: Timestamp = "2026-11-30T12:10:00Z".parse().unwrap();
+    let run = mock!(aws_sdk_ec2::Client::run_instances)
+        .match_requests(|request| {
+            request.client_token() == Some("0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c-1796040000")
+                && request.key_name() == Some("ops")
+                && request.security_group_ids().is_empty()
+                && request.user_data().is_none()
+        })
+        .then_output(|| {
+            RunInstancesOutput::builder()
+                .instances(instance(ID, InstanceStateName::Pending).build())
+                .build()
+        });
+    let client = client(&[&run]);
+    let mut object = object();
+    object.spec.ssh_key = Some(SshKey {
+        key_name: Some("ops".into()),
+        ..SshKey::default()
+    });
+    let attempt = |at| Context {
+        create_attempt: Some(at),
+        ..Context::named(Some(OLD_ID))
+    };
+    // Sent again (EC2 did not show the first launch yet): the same token, so EC2
+    // answers with the first launch's instance.
+    for _ in 0..2 {
+        let created = client.create(&object, attempt(first)).await.unwrap();
+        assert_eq!(created.external_name.as_deref(), Some(ID));
+    }
+    assert_eq!(run.num_calls(), 2);
+    assert_ne!(
+        client_token(UID, Some(first)),
+        client_token(UID, Some(later)),
+        "a new attempt launches anew"
+    );
+    assert!(client_token(UID, Some(later)).len() <= 64);
+}
+
+#[tokio::test]
+async fn a_key_pair_left_by_an_earlier_attempt_is_replaced() {
+    let duplicate = mock!(aws_sdk_ec2::Client::import_key_pair).then_error(|| {
+        ImportKeyPairError::generic(error(
+            "InvalidKeyPair.Duplicate",
+            "The keypair already exists",
+        ))
+    });
+    let delete = mock!(aws_sdk_ec2::Client::delete_key_pair)
+        .match_requests(|request| request.key_name() == Some(KEY_PAIR))
+        .then_output(|| DeleteKeyPairOutput::builder().build());
+    let import = mock!(aws_sdk_ec2::Client::import_key_pair)
+        .then_output(|| ImportKeyPairOutput::builder().build());
+    let run = mock!(aws_sdk_ec2::Client::run_instances).then_output(|| {
+        RunInstancesOutput::builder()
+            .instances(instance(ID, InstanceStateName::Pending).build())
+            .build()
+    });
+    let client = in_order(&[&duplicate, &delete, &import, &run]);
+    let published = published_key(&ssh_key::generate("shop/web").unwrap());
+    client
+        .create(&generating(), with_published(&published, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            duplicate.num_calls(),
+            delete.num_calls(),
+            import.num_calls(),
+            run.num_calls()
+        ),
+        (1, 1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn create_without_a_published_key_is_terminal() {
+    let client = client(&[]);
+    let nothing = ConnectionDetails::default();
+    let error = client
+        .create(&generating(), with_published(&nothing, None))
+        .await
+        .expect_err("no key");
+    assert_eq!(error.class, ErrorClass::Terminal);
+    assert!(
+        error
+            .message
+            .starts_with("the connection Secret holds no ssh-privatekey"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn delete_terminates_the_instance_and_deletes_the_key_pair() {
+    let terminate = mock!(aws_sdk_ec2::Client::terminate_instances)
+        .match_requests(|request| request.instance_ids() == [ID])
+        .then_output(|| TerminateInstancesOutput::builder().build());
+    let delete = mock!(aws_sdk_ec2::Client::delete_key_pair)
+        .match_requests(|request| request.key_name() == Some(KEY_PAIR))
+        .then_output(|| DeleteKeyPairOutput::builder().build());
+    let with_key = in_order(&[&terminate, &delete]);
+    assert_eq!(
+        with_key
+            .delete(
+                &generating(),
+                Context::named(Some(ID)),
+                DeletionPolicy::Delete
+            )
+            .await,
+        Ok(None)
+    );
+    assert_eq!((terminate.num_calls(), delete.num_calls()), (1, 1));
+
+    let gone = mock!(aws_sdk_ec2::Client::terminate_instances).then_error(|| {
+        aws_sdk_ec2::operation::terminate_instances::TerminateInstancesError::generic(error(
+            "InvalidInstanceID.NotFound",
+            "gone",
+        ))
+    });
+    let without_key = client(&[&gone]);
+    assert_eq!(
+        without_key
+            .delete(&object(), Context::named(Some(ID)), DeletionPolicy::Delete)
+            .await,
+        Ok(None),
+        "an instance gone already is fine, and there is no key pair"
+    );
+}
+
+#[tokio::test]
+async fn a_remaining_key_pair_keeps_a_deleted_object_until_delete_removes_it() {
+    let none = by_uid(Vec::new());
+    let key_pairs = mock!(aws_sdk_ec2::Client::describe_key_pairs)
+        .match_requests(|request| request.key_names() == [KEY_PAIR])
+        .sequence()
+        .output(|| {
+            DescribeKeyPairsOutput::builder()
+                .key_pairs(KeyPairInfo::builder().key_name(KEY_PAIR).build())
+                .build()
+        })
+        .error(|| {
+            aws_sdk_ec2::operation::describe_key_pairs::DescribeKeyPairsError::generic(error(
+                "InvalidKeyPair.NotFound",
+                "gone",
+            ))
+        })
+        .build();
+    let client = client(&[&none, &key_pairs]);
+    let mut object = generating();
+    object.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+    let observed = exists(client.observe(&object, Context::named(None)).await.unwrap());
+    assert_eq!(observed.external_name, None);
+    assert!(matches!(
+        &observed.readiness,
+        Readiness::NotReady { reason, .. } if reason == "KeyPairRemains"
+    ));
+    assert_eq!(observed.at_provider, InstanceObservation::default());
+    assert_eq!(
+        client.observe(&object, Context::named(None)).await,
+        Ok(Observation::Missing)
+    );
+}
+
+#[tokio::test]
+async fn the_private_key_never_reaches_an_error_a_status_or_debug_output() {
+    let private_key = ssh_key::generate("shop/web").unwrap();
+    let pem = String::from_utf8(private_key.clone()).unwrap();
+    let body: Vec<&str> = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    assert!(!body.is_empty());
+    let refused = mock!(aws_sdk_ec2::Client::import_key_pair).then_error(|| {
+        ImportKeyPairError::generic(error("InvalidKey.Format", "Key is not in valid format"))
+    });
+    let import = mock!(aws_sdk_ec2::Client::import_key_pair)
+        .then_output(|| ImportKeyPairOutput::builder().build());
+    let run = mock!(aws_sdk_ec2::Client::run_instances)
+        .then_error(|| RunInstancesError::generic(error("InvalidParameterValue", "bad user data")));
+    let describe = by_uid(vec![instance(ID, InstanceStateName::Running).build()]);
+    let client = in_order(&[&refused, &import, &run, &describe]);
+    let object = generating();
+    let published = published_key(&private_key);
+    let at = with_published(&published, None);
+
+    let mut printed = Vec::new();
+    let error = client.create(&object, at).await.expect_err("refused");
+    printed.push(format!("{error} {error:?}"));
+    let error = client.create(&object, at).await.expect_err("refused");
+    printed.push(format!("{error} {error:?}"));
+    let observation = client.observe(&object, at).await.unwrap();
+    printed.push(format!("{observation:?}"));
+    printed.push(serde_json::to_string(&exists(observation).at_provider).unwrap());
+    let damaged = published_key(&private_key[..private_key.len() / 2]);
+    let error = client
+        .create(&object, with_published(&damaged, None))
+        .await
+        .expect_err("damaged");
+    printed.push(format!("{error} {error:?}"));
+    let nothing = ConnectionDetails::default();
+    let prepared = client
+        .prepare(&object, with_published(&nothing, None))
+        .await;
+    printed.push(format!("{prepared:?} {published:?} {at:?} {object:?}"));
+
+    for text in printed {
+        for line in &body {
+            assert!(!text.contains(line), "the private key leaked: {text}");
+        }
+    }
+}
+
+#[test]
+fn the_object_declares_its_references_key_pair_and_tags() {
+    let mut object = object();
+    assert_eq!(object.default_external_name(), None);
+    assert_eq!(object.deletion_policy(), DeletionPolicy::Delete);
+    assert_eq!(object.key_pair_name(), None);
+    assert!(object.references().is_empty());
+    assert_eq!(generating().key_pair_name().as_deref(), Some(KEY_PAIR));
+
+    object.spec.security_group_refs = vec![
+        LocalReference { name: "web".into() },
+        LocalReference { name: "ssh".into() },
+    ];
+    let references = object.references();
+    assert_eq!(references.len(), 2);
+    assert_eq!(references[1].field, "securityGroupRefs[1]");
+    assert_eq!(references[1].name, "ssh");
+    assert_eq!(references[1].resource.kind, "SecurityGroup");
+    assert_eq!(Instance::referenced_kinds()[0].kind, "SecurityGroup");
+
+    assert_eq!(object.desired_tags()["Name"], "shop/web");
+    object.spec.tags = BTreeMap::from([("Name".into(), "frontend".into())]);
+    assert_eq!(object.desired_tags()["Name"], "frontend");
+    assert_eq!(object.desired_tags()[UID_TAG], UID);
+}
+
+#[test]
+fn the_crd_carries_the_cel_rules() {
+    let crd = serde_json::to_string(&Instance::crd()).unwrap();
+    for message in [
+        "an instance has no snapshot: use Delete or Retain",
+        "imageId is immutable",
+        "subnetId is immutable",
+        "sshKey is immutable",
+        "userData is immutable",
+        "sshKey: set exactly one of generate: true and keyName",
+        "writeConnectionSecretToRef is required when sshKey.generate is true",
+        "subnetId cannot be added or removed after creation",
+    ] {
+        assert!(crd.contains(message), "{message} is missing");
+    }
+    for column in ["Instance", "State", "Public IP"] {
+        assert!(crd.contains(&format!("\"name\":\"{column}\"")), "{column}");
+    }
+    assert!(crd.contains("ec2instance"));
+    assert!(crd.contains(r"^ami-[0-9a-f]+$"));
+}
+
+#[test]
+fn the_spec_uses_the_api_field_names() {
+    let mut object = generating();
+    object.spec.allow_stop = true;
+    object.spec.user_data = Some("echo hi".into());
+    let json = serde_json::to_value(&object.spec).unwrap();
+    for key in [
+        "imageId",
+        "instanceType",
+        "subnetId",
+        "sshKey",
+        "userData",
+        "allowStop",
+    ] {
+        assert!(json.get(key).is_some(), "{key} in {json}");
+    }
+    assert_eq!(json["sshKey"]["generate"], true);
+    let spec: InstanceSpec = serde_json::from_value(serde_json::json!({
+        "imageId": "ami-0abc",
+        "instanceType": "t3.micro",
+    }))
+    .unwrap();
+    assert!(!spec.allow_stop && spec.security_group_ids.is_empty());
+}
+
+// The diff, without mocks.
+
+/// [`object`]'s instance as EC2 reports it: `state`, of `instance_type`, in no
+/// security group, with the restart marker or not.
+fn on_ec2(state: &str, instance_type: &str, restart_after_stop: bool) -> InstanceObservation {
+    observation(
+        state,
+        instance_type,
+        restart_after_stop,
+        InstanceDelta::default(),
+    )
+    .at_provider
+}
+
+/// The tags [`instance`] carries.
+fn ec2_tags() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (UID_TAG.to_owned(), UID.to_owned()),
+        ("Name".to_owned(), "shop/web".to_owned()),
+    ])
+}
+
+#[test]
+fn a_running_instance_as_its_spec_says_has_an_empty_diff() {
+    let context = Context::named(Some(ID));
+    let delta = diff(
+        &object(),
+        &context,
+        &on_ec2("running", "t3.micro", false),
+        &ec2_tags(),
+    );
+    assert_eq!(delta, InstanceDelta::default());
+    assert!(delta.is_empty());
+}
+
+#[test]
+fn another_type_is_a_difference_only_while_running_or_stopped() {
+    let mut object = object();
+    object.spec.instance_type = "t3.small".into();
+    let context = Context::named(Some(ID));
+    let type_only = InstanceDelta {
+        instance_type: true,
+        ..InstanceDelta::default()
+    };
+    for state in ["running", "stopped"] {
+        let delta = diff(
+            &object,
+            &context,
+            &on_ec2(state, "t3.micro", false),
+            &ec2_tags(),
+        );
+        assert_eq!(delta, type_only, "{state}");
+    }
+    for state in ["pending", "stopping", "shutting-down"] {
+        let delta = diff(
+            &object,
+            &context,
+            &on_ec2(state, "t3.micro", false),
+            &ec2_tags(),
+        );
+        assert!(delta.is_empty(), "nothing can change while {state}");
+    }
+}
+
+#[test]
+fn the_restart_marker_asks_for_a_start_unless_a_stop_is_coming() {
+    let context = Context::named(Some(ID));
+    let delta = |object: &Instance, state, instance_type| {
+        diff(
+            object,
+            &context,
+            &on_ec2(state, instance_type, true),
+            &ec2_tags(),
+        )
+    };
+    let state_only = InstanceDelta {
+        instance_state: true,
+        ..InstanceDelta::default()
+    };
+    let mut object = object();
+    // Stopped by tether and the type changed: start it again.
+    assert_eq!(delta(&object, "stopped", "t3.micro"), state_only);
+    // Running with the marker left behind: only the marker goes.
+    assert_eq!(delta(&object, "running", "t3.micro"), state_only);
+    // Running and another type wanted, but no stop allowed: the marker is stale.
+    object.spec.instance_type = "t3.small".into();
+    assert_eq!(
+        delta(&object, "running", "t3.micro").describe(),
+        ["instanceType", "instanceState"]
+    );
+    // Stopping allowed: the stop comes first, the marker stays for the start.
+    object.spec.allow_stop = true;
+    assert_eq!(
+        delta(&object, "running", "t3.micro").describe(),
+        ["instanceType"]
+    );
+    // Stopped with the old type: change it, then start.
+    assert_eq!(
+        delta(&object, "stopped", "t3.micro").describe(),
+        ["instanceType", "instanceState"]
+    );
+}
+
+#[test]
+fn security_groups_compare_as_sets_and_an_unresolved_reference_compares_nothing() {
+    let mut object = object();
+    object.spec.security_group_ids = vec!["sg-0aaa".into()];
+    object.spec.security_group_refs = vec![LocalReference { name: "web".into() }];
+    let references = BTreeMap::from([("securityGroupRefs[0]".to_owned(), "sg-0def".to_owned())]);
+    let resolved = Context {
+        references: &references,
+        ..Context::named(Some(ID))
+    };
+    let mut aws = on_ec2("running", "t3.micro", false);
+    aws.security_group_ids = vec!["sg-0def".into(), "sg-0aaa".into()];
+    assert!(diff(&object, &resolved, &aws, &ec2_tags()).is_empty());
+
+    aws.security_group_ids = vec!["sg-0def".into()];
+    let delta = diff(&object, &resolved, &aws, &ec2_tags());
+    assert_eq!(delta.describe(), ["securityGroupIds"]);
+    // While the object is being deleted its references are not resolved.
+    let unresolved = Context::named(Some(ID));
+    assert!(diff(&object, &unresolved, &aws, &ec2_tags()).is_empty());
+    // A spec that names no groups leaves them to AWS.
+    object.spec.security_group_ids.clear();
+    object.spec.security_group_refs.clear();
+    assert!(diff(&object, &resolved, &aws, &ec2_tags()).is_empty());
+}
+
+#[test]
+fn a_tag_tether_applied_and_the_spec_dropped_is_a_difference_others_tags_are_not() {
+    let (mut tags, applied) = a_dropped_tag(UID);
+    tags.insert("Name".to_owned(), "shop/web".to_owned());
+    let aws = on_ec2("running", "t3.micro", false);
+    let context = Context {
+        applied_tags: &applied,
+        ..Context::named(Some(ID))
+    };
+    assert_eq!(diff(&object(), &context, &aws, &tags).describe(), ["tags"]);
+    let never_applied = Context::named(Some(ID));
+    assert!(diff(&object(), &never_applied, &aws, &tags).is_empty());
+    tags.remove("Name");
+    let delta = diff(&object(), &never_applied, &aws, &tags);
+    assert_eq!(delta.describe(), ["tags"], "the Name tag is missing");
+}
