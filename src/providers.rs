@@ -23,7 +23,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let shutdown: reconciler::Shutdown = shutdown.boxed().shared();
-    let configs = SdkConfigs::new(kube.clone());
+    let observer: std::sync::Arc<dyn tether_api::telemetry::CallObserver> =
+        settings.metrics.clone();
+    let configs = SdkConfigs::new(kube.clone(), Some(observer));
     futures::join!(
         reconciler::run::<DBSubnetGroup, _>(
             kube.clone(),

@@ -1,17 +1,25 @@
-//! `tether run`: connect to the cluster, check the CRDs, run the controllers and the
-//! admin endpoints, and stop cleanly on SIGTERM or Ctrl-C.
+//! `tether run`: connect to the cluster, check the CRDs, run the admin endpoints and,
+//! once this replica leads (with `--leader-elect`), the controllers; stop cleanly on
+//! SIGTERM or Ctrl-C, releasing the lease.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 
-use crate::{admin, crds, providers, reconciler};
+use crate::{
+    admin, crds,
+    health::Health,
+    leader::{Leadership, LeaseSettings},
+    metrics::Metrics,
+    providers, reconciler,
+};
 
 /// Options of `tether run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Address of the admin server (`/healthz`, `/readyz`). Use `0.0.0.0:8080` in a pod.
+    /// Address of the admin server (`/healthz`, `/readyz`, `/metrics`). Use
+    /// `0.0.0.0:8080` in a pod.
     #[arg(long, env = "TETHER_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
     pub admin_addr: SocketAddr,
 
@@ -34,9 +42,33 @@ pub struct RunArgs {
     #[arg(long, env = "TETHER_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
-    /// Reconcile objects in this namespace only (default: all namespaces).
-    #[arg(long, env = "TETHER_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Reconcile objects in these namespaces only, comma-separated (default: all
+    /// namespaces). `--namespace` is the same.
+    #[arg(
+        long,
+        alias = "namespace",
+        env = "TETHER_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+
+    /// Run the controllers only while this replica holds the leader lease, so that
+    /// several replicas can run for availability and one acts.
+    #[arg(long, env = "TETHER_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader lease (in a pod: its own, from `POD_NAMESPACE`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// Name of the leader lease.
+    #[arg(long, default_value = "tether")]
+    pub lease_name: String,
+
+    /// How long the lease holds without renewal: the longest a crashed leader keeps
+    /// the others waiting (a leader that stops releases it at once), e.g. `15s`.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -73,6 +105,8 @@ pub enum Error {
     },
     #[error("installing the signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("lost the leader lease {name}: another replica leads now")]
+    LostLease { name: String },
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -104,26 +138,125 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             let _ = stopping.wait_for(|stop| *stop).await;
         }
     };
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let reports = admin::Reports {
+        health: health.clone(),
+        metrics: metrics.clone(),
+    };
     let settings = reconciler::Settings {
         poll_interval: args.poll_interval,
         wait_interval: args.wait_interval,
         concurrency: args.concurrency,
         instance: std::env::var("POD_NAME").ok(),
-        namespace: args.namespace,
+        namespace: None,
+        metrics,
+        health,
     };
-    tokio::join!(
-        admin::serve(listener, stopped()),
-        providers::run(client, settings, stopped()),
-        async move {
-            tokio::select! {
-                _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, stopping"),
-            }
-            let _ = stop.send(true);
-        },
+    let lease = args.leader_elect.then(|| LeaseSettings {
+        namespace: args.lease_namespace,
+        name: args.lease_name,
+        identity: identity(),
+        duration: args.lease_duration,
+    });
+    let signals = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, stopping"),
+        }
+        let _ = stop.send(true);
+    };
+    let (_, outcome, ()) = tokio::join!(
+        admin::serve(listener, reports, stopped()),
+        lead(client, settings, lease, args.watch_namespaces, stopped),
+        signals,
     );
     tracing::info!("stopped");
+    outcome
+}
+
+/// Runs the controllers until `stopped`: at once without a lease, else while this
+/// replica holds it. Losing the lease stops them and is an error (the pod restarts and
+/// stands by); stopping releases it.
+async fn lead<S, F>(
+    client: kube::Client,
+    settings: reconciler::Settings,
+    lease: Option<LeaseSettings>,
+    namespaces: Vec<String>,
+    stopped: S,
+) -> Result<(), Error>
+where
+    S: Fn() -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(lease) = lease else {
+        settings.metrics.set_leader(true);
+        settings.health.running();
+        controllers(client, settings, namespaces, stopped()).await;
+        return Ok(());
+    };
+    let name = lease.name.clone();
+    tracing::info!(lease = %name, namespace = %lease.namespace, identity = %lease.identity, "standing by for the leader lease");
+    settings.health.standing_by();
+    let mut leadership = Leadership::start(client.clone(), lease);
+    tokio::select! {
+        () = leadership.acquired() => {}
+        () = stopped() => {
+            leadership.release().await;
+            return Ok(());
+        }
+    }
+    settings.metrics.set_leader(true);
+    settings.health.running();
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shutdown = {
+        let stopped = stopped();
+        let lost = lost.clone();
+        let lease_lost = leadership.lost();
+        async move {
+            tokio::select! {
+                () = stopped => {}
+                () = lease_lost => lost.store(true, std::sync::atomic::Ordering::Release),
+            }
+        }
+    };
+    controllers(client, settings.clone(), namespaces, shutdown).await;
+    settings.metrics.set_leader(false);
+    leadership.release().await;
+    if lost.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(Error::LostLease { name });
+    }
     Ok(())
+}
+
+/// The controllers of every kind, for all namespaces or once per namespace listed.
+async fn controllers(
+    client: kube::Client,
+    settings: reconciler::Settings,
+    namespaces: Vec<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use futures::FutureExt;
+    let shutdown = shutdown.boxed().shared();
+    if namespaces.is_empty() {
+        return providers::run(client, settings, shutdown).await;
+    }
+    futures::future::join_all(namespaces.into_iter().map(|namespace| {
+        let settings = reconciler::Settings {
+            namespace: Some(namespace),
+            ..settings.clone()
+        };
+        providers::run(client.clone(), settings, shutdown.clone())
+    }))
+    .await;
+}
+
+/// This replica's name in the lease: the pod's, or one made from the host and process.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tether".to_owned());
+        format!("{host}-{}", std::process::id())
+    })
 }
 
 async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Error> {

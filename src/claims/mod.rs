@@ -16,10 +16,10 @@ use futures::StreamExt;
 use kube::{
     Api, ResourceExt,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::{self, Action},
         events::{Recorder, Reporter},
-        reflector::{ObjectRef, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -73,8 +73,13 @@ pub async fn run<C: Claim>(kube: kube::Client, settings: Settings, shutdown: Shu
     let claims_api = scoped::<C>(&kube, settings.namespace.as_deref());
     let managed_api = scoped::<C::Managed>(&kube, settings.namespace.as_deref());
     let classes_api = Api::<C::Class>::all(kube.clone());
-    let claim_controller = Controller::new(claims_api.clone(), watcher::Config::default());
-    let claims = claim_controller.store();
+    let (claims, writer) = reflector::store::<C>();
+    let claim_events = watcher(claims_api.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(settings.health.cache().on_first_list())
+        .applied_objects();
+    let claim_controller = Controller::for_stream(claim_events, claims.clone());
     let recorder = Recorder::new(
         kube.clone(),
         Reporter {

@@ -38,7 +38,11 @@ use tether_api::{
 
 pub use error::{Error, Phase};
 
-use crate::connection_secret::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::{
+    connection_secret::{MANAGED_BY_LABEL, MANAGED_BY_VALUE},
+    health::Health,
+    metrics::Metrics,
+};
 
 /// How the controllers of every kind behave.
 #[derive(Clone, Debug)]
@@ -55,6 +59,10 @@ pub struct Settings {
     pub instance: Option<String>,
     /// The one namespace to reconcile; all when `None`.
     pub namespace: Option<String>,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The process's readiness, which waits for every controller's cache.
+    pub health: Arc<Health>,
 }
 
 impl Default for Settings {
@@ -65,6 +73,8 @@ impl Default for Settings {
             concurrency: 16,
             instance: None,
             namespace: None,
+            metrics: Arc::default(),
+            health: Arc::default(),
         }
     }
 }
@@ -102,11 +112,13 @@ where
         None => Api::all(kube.clone()),
     };
     let (reader, writer) = reflector::store::<M>();
+    let cache = settings.health.cache();
     // Status writes change neither generation, annotations nor finalizers, so they
     // never trigger another reconcile (and another round of cloud calls).
     let objects = watcher(objects_api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        .inspect(cache.on_first_list())
         .applied_objects()
         .predicate_filter(
             predicates::generation::<M>

@@ -15,7 +15,7 @@ use kube::{
 use serde_json::json;
 use tether_api::{
     ErrorClass,
-    conditions::{ConditionUpdate, READY, SYNCED},
+    conditions::{self, ConditionUpdate, READY, SYNCED},
     external::{
         ConnectionDetails, Connector, Context, Delta, ExternalClient, Observation, ObservedOf,
         Readiness,
@@ -63,13 +63,37 @@ where
     C: Connector<M>,
 {
     let api: Api<M> = Api::namespaced(shared.kube.clone(), &object.namespace().unwrap_or_default());
-    match attempt(&api, object.clone(), &shared).await {
-        Ok(action) => {
-            shared.pacing.succeeded(&object.uid().unwrap_or_default());
-            Ok(action)
-        }
-        Err(error) => record_failure(&api, &object, &shared, error).await,
+    let started = std::time::Instant::now();
+    let kind = M::kind(&());
+    let uid = object.uid().unwrap_or_default();
+    let metrics = &shared.settings.metrics;
+    if object.meta().deletion_timestamp.is_some() {
+        metrics.object_ready(&kind, &uid, None);
+    } else {
+        metrics.object_ready(
+            &kind,
+            &uid,
+            Some(conditions::is_true(object.conditions(), READY)),
+        );
     }
+    let outcome = match attempt(&api, object.clone(), &shared).await {
+        Ok(action) => {
+            shared.pacing.succeeded(&uid);
+            Ok((action, true))
+        }
+        Err(error) => {
+            let failed = error.is_failure();
+            record_failure(&api, &object, &shared, error)
+                .await
+                .map(|action| (action, !failed))
+        }
+    };
+    metrics.reconciled(
+        &kind,
+        outcome.as_ref().is_ok_and(|(_, ok)| *ok),
+        started.elapsed(),
+    );
+    outcome.map(|(action, _)| action)
 }
 
 async fn attempt<M, C>(api: &Api<M>, object: Arc<M>, shared: &Shared<C>) -> Result<Action, Error>
@@ -674,7 +698,10 @@ where
             Some(waiting) => fails(SYNCED, "ReferenceNotReady", waiting.clone()),
             None => ConditionUpdate::holds(SYNCED, "ReconcileSuccess", message),
         };
-        status::write(
+        let kind = M::kind(&());
+        let metrics = &self.shared.settings.metrics;
+        metrics.object_ready(&kind, &object.uid().unwrap_or_default(), Some(ready.status));
+        let first_ready = status::write(
             self.api,
             object,
             StatusUpdate {
@@ -683,6 +710,25 @@ where
             },
         )
         .await?;
+        if first_ready {
+            let after = object
+                .meta()
+                .creation_timestamp
+                .as_ref()
+                .and_then(|created| {
+                    Duration::try_from(k8s_openapi::jiff::Timestamp::now() - created.0).ok()
+                })
+                .unwrap_or_default();
+            metrics.first_ready(&kind, after);
+            let message = format!(
+                "{kind} {} is Ready, {} s after the object was created",
+                self.external_name(object).unwrap_or_default(),
+                after.as_secs()
+            );
+            tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+            self.event(object, EventType::Normal, "Ready", message)
+                .await;
+        }
         Ok(())
     }
 

@@ -1,6 +1,6 @@
-//! Writes `status.conditions` and `status.atProvider` with server-side apply under
-//! tether's field manager, and only when they change, so a steady object costs no
-//! writes.
+//! Writes `status.conditions`, `status.atProvider` and `status.firstReadyTime` with
+//! server-side apply under tether's field manager, and only when they change, so a
+//! steady object costs no writes.
 
 use kube::{
     Api, ResourceExt,
@@ -8,7 +8,7 @@ use kube::{
 };
 use serde_json::json;
 use tether_api::{
-    conditions::{ConditionUpdate, set_condition},
+    conditions::{self, ConditionUpdate, READY, set_condition},
     managed::Managed,
 };
 
@@ -33,7 +33,10 @@ impl<A> StatusUpdate<A> {
     }
 }
 
-/// Applies `update` to `object`'s status; returns whether anything was written.
+/// Applies `update` to `object`'s status; returns whether the resource is Ready for the
+/// first time (it is now, and `status.firstReadyTime` was not set). An object that was
+/// Ready before tether recorded that time gets its Ready condition's time, and does
+/// not count as Ready for the first time.
 pub async fn write<M: Managed>(
     api: &Api<M>,
     object: &M,
@@ -41,12 +44,20 @@ pub async fn write<M: Managed>(
 ) -> Result<bool, kube::Error> {
     let mut conditions = object.conditions().to_vec();
     let now = k8s_openapi::jiff::Timestamp::now();
+    let was_ready = conditions::is_true(&conditions, READY);
     for condition in update.conditions {
         set_condition(&mut conditions, condition, object.meta().generation, now);
     }
+    let ready = conditions::find(&conditions, READY).filter(|c| c.status == "True");
+    let first_ready = ready.is_some() && object.first_ready_time().is_none() && !was_ready;
+    let first_ready_time = object
+        .first_ready_time()
+        .cloned()
+        .or_else(|| ready.map(|ready| ready.last_transition_time.clone()));
     let at_provider = update.at_provider.as_ref().or(object.at_provider());
-    let unchanged =
-        conditions.as_slice() == object.conditions() && at_provider == object.at_provider();
+    let unchanged = conditions.as_slice() == object.conditions()
+        && at_provider == object.at_provider()
+        && first_ready_time.as_ref() == object.first_ready_time();
     if unchanged {
         return Ok(false);
     }
@@ -54,6 +65,9 @@ pub async fn write<M: Managed>(
     if let Some(at_provider) = at_provider {
         status["atProvider"] =
             serde_json::to_value(at_provider).map_err(kube::Error::SerdeError)?;
+    }
+    if let Some(time) = first_ready_time {
+        status["firstReadyTime"] = serde_json::to_value(time).map_err(kube::Error::SerdeError)?;
     }
     let patch = json!({
         "apiVersion": M::api_version(&()),
@@ -66,5 +80,5 @@ pub async fn write<M: Managed>(
         &Patch::Apply(&patch),
     )
     .await?;
-    Ok(true)
+    Ok(first_ready)
 }

@@ -100,7 +100,7 @@ async fn the_client_creates_updates_and_deletes_a_postgres_instance_on_moto() {
     let ns = TestNamespace::new().await;
     let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
     let config = sdk_config(&proxy.endpoint());
-    let client = DBInstanceClient::from_config(&config, ns.client.clone());
+    let client = DBInstanceClient::from_config(&config.clone().into(), ns.client.clone());
     let mut object = db_instance(&ns);
     let name = object.default_external_name().unwrap();
     assert!(
@@ -244,7 +244,7 @@ async fn the_client_creates_updates_and_deletes_a_postgres_instance_on_moto() {
 async fn aws_refusals_are_terminal_with_aws_message() {
     let ns = TestNamespace::new().await;
     let config = sdk_config(Emulator::moto().endpoint());
-    let client = DBInstanceClient::from_config(&config, ns.client.clone());
+    let client = DBInstanceClient::from_config(&config.clone().into(), ns.client.clone());
     let nothing = ConnectionDetails::default();
 
     let mut invalid = db_instance(&ns);
@@ -305,7 +305,7 @@ async fn aws_refusals_are_terminal_with_aws_message() {
 async fn a_user_supplied_password_is_read_from_the_users_secret() {
     let ns = TestNamespace::new().await;
     let config = sdk_config(Emulator::moto().endpoint());
-    let client = DBInstanceClient::from_config(&config, ns.client.clone());
+    let client = DBInstanceClient::from_config(&config.clone().into(), ns.client.clone());
     let secret = |password: &str| {
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-admin}}\nstringData: {{password: '{password}'}}\n"
@@ -388,7 +388,8 @@ async fn a_user_supplied_password_is_read_from_the_users_secret() {
 async fn an_rds_managed_password_is_mirrored_from_secrets_manager() {
     let ns = TestNamespace::new().await;
     let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
-    let client = DBInstanceClient::from_config(&sdk_config(&proxy.endpoint()), ns.client.clone());
+    let client =
+        DBInstanceClient::from_config(&sdk_config(&proxy.endpoint()).into(), ns.client.clone());
     let mut object = db_instance(&ns);
     object.spec.manage_master_user_password = Some(true);
     object.spec.managed.write_connection_secret_to_ref = None;

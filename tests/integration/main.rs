@@ -11,6 +11,7 @@ mod db_instance;
 mod db_instance_controller;
 mod db_subnet_group;
 mod instance;
+mod operations;
 mod provider_config;
 mod safety;
 mod security_group;

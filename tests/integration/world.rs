@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, api::ListParams};
 use tether_api::{conditions, managed::Managed};
 use tether_testkit::{
-    ControlPlane, Emulator, FaultProxy, TestNamespace, Tether, cluster, emulator::EmulatorKind,
+    ControlPlane, Emulator, Extra, FaultProxy, TestNamespace, Tether, cluster,
+    emulator::EmulatorKind,
 };
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
@@ -41,13 +42,19 @@ impl World {
     /// A namespace, CRDs, a proxy over the `emulator`, a ProviderConfig and
     /// `tether run`.
     pub async fn start_on(emulator: EmulatorKind) -> World {
-        Self::start_in(emulator, None, DEFAULT_CREDENTIALS).await
+        Self::start_in(emulator, None, DEFAULT_CREDENTIALS, |_| Extra::default()).await
+    }
+
+    /// A world over moto whose `tether run` gets the extra arguments and environment
+    /// `extra` gives for the test's namespace.
+    pub async fn start_with(extra: impl FnOnce(&str) -> Extra) -> World {
+        Self::start_in(EmulatorKind::Moto, None, DEFAULT_CREDENTIALS, extra).await
     }
 
     /// A world over moto whose ProviderConfig has `credentials` (the YAML of the
     /// `credentials` field, e.g. `{source: AssumeRole, assumeRole: {roleArn: …}}`).
     pub async fn start_with_credentials(credentials: &str) -> World {
-        Self::start_in(EmulatorKind::Moto, None, credentials).await
+        Self::start_in(EmulatorKind::Moto, None, credentials, |_| Extra::default()).await
     }
 
     /// A world on a control plane of its own, for a test that changes what every
@@ -56,13 +63,20 @@ impl World {
         let control_plane = tokio::task::spawn_blocking(ControlPlane::start)
             .await
             .expect("starting a control plane");
-        Self::start_in(EmulatorKind::Moto, Some(control_plane), DEFAULT_CREDENTIALS).await
+        Self::start_in(
+            EmulatorKind::Moto,
+            Some(control_plane),
+            DEFAULT_CREDENTIALS,
+            |_| Extra::default(),
+        )
+        .await
     }
 
     async fn start_in(
         emulator: EmulatorKind,
         control_plane: Option<ControlPlane>,
         credentials: &str,
+        extra: impl FnOnce(&str) -> Extra,
     ) -> World {
         let ns = match &control_plane {
             Some(control_plane) => TestNamespace::new_on(control_plane).await,
@@ -86,7 +100,7 @@ impl World {
             .unwrap_or_else(|| ControlPlane::shared())
             .kubeconfig()
             .to_owned();
-        let tether = Tether::start_on(TETHER, &ns.name, &kubeconfig);
+        let tether = Tether::start_with(TETHER, &ns.name, &kubeconfig, extra(&ns.name));
         World {
             ns,
             proxy,

@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -122,6 +125,9 @@ pub struct ManagedStatus<A> {
     /// What the cloud reports about the resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_provider: Option<A>,
+    /// When the cloud resource was first Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_ready_time: Option<Time>,
 }
 
 impl<A> Default for ManagedStatus<A> {
@@ -129,6 +135,7 @@ impl<A> Default for ManagedStatus<A> {
         Self {
             conditions: Vec::new(),
             at_provider: None,
+            first_ready_time: None,
         }
     }
 }
@@ -168,6 +175,11 @@ pub trait Managed:
     /// `status.atProvider`, if recorded.
     fn at_provider(&self) -> Option<&Self::AtProvider> {
         self.status()?.at_provider.as_ref()
+    }
+
+    /// `status.firstReadyTime`, if the resource was ever Ready.
+    fn first_ready_time(&self) -> Option<&Time> {
+        self.status()?.first_ready_time.as_ref()
     }
 
     /// The cloud name tether gives the resource when no `tether.dev/external-name` is

@@ -9,7 +9,6 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use aws_config::SdkConfig;
 use futures::StreamExt;
 use kube::{
     Api, ResourceExt,
@@ -23,9 +22,10 @@ use tether_api::{
     ErrorClass,
     external::{Connector, ExternalClient, ProviderError},
     managed::Managed,
+    telemetry::CallObserver,
 };
 
-use crate::{ProviderConfig, sdk_config};
+use crate::{ProviderConfig, call_metrics::AwsConfig, sdk_config};
 
 /// SDK configurations by ProviderConfig name, each with the generation it was built
 /// from; shared by the connectors of every kind. ProviderConfigs are read from a watch
@@ -34,13 +34,15 @@ use crate::{ProviderConfig, sdk_config};
 pub struct SdkConfigs {
     kube: kube::Client,
     provider_configs: Store<ProviderConfig>,
-    built: Arc<Mutex<HashMap<String, (i64, SdkConfig)>>>,
+    built: Arc<Mutex<HashMap<String, (i64, AwsConfig)>>>,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl SdkConfigs {
     /// An empty cache that reads ProviderConfigs through `kube`; starts a task that
-    /// watches them for as long as the process runs.
-    pub fn new(kube: kube::Client) -> Self {
+    /// watches them for as long as the process runs. Clients built from its
+    /// configurations report every AWS call to `observer`, if given.
+    pub fn new(kube: kube::Client, observer: Option<Arc<dyn CallObserver>>) -> Self {
         let (provider_configs, writer) = reflector::store();
         let watch = watcher(
             Api::<ProviderConfig>::all(kube.clone()),
@@ -54,12 +56,13 @@ impl SdkConfigs {
             kube,
             provider_configs,
             built: Arc::default(),
+            observer,
         }
     }
 
     /// The configuration of ProviderConfig `name` and the generation it reflects,
     /// built now if the ProviderConfig is new or has changed.
-    pub async fn get(&self, name: &str) -> Result<(i64, SdkConfig), ProviderError> {
+    pub async fn get(&self, name: &str) -> Result<(i64, AwsConfig), ProviderError> {
         let provider_config = match self.provider_configs.get(&ObjectRef::new(name)) {
             Some(cached) => cached,
             // Not in the cache (yet): it may have been applied a moment ago.
@@ -71,13 +74,17 @@ impl SdkConfigs {
         {
             return Ok((generation, config.clone()));
         }
-        let config = sdk_config::load(&provider_config.spec, &self.kube)
+        let sdk = sdk_config::load(&provider_config.spec, &self.kube)
             .await
             .map_err(|error| ProviderError {
                 class: error.class(),
                 code: None,
                 message: format!("ProviderConfig {}: {error}", provider_config.name_any()),
             })?;
+        let config = match &self.observer {
+            Some(observer) => AwsConfig::observed(sdk, observer.clone()),
+            None => AwsConfig::from(sdk),
+        };
         self.lock()
             .insert(name.to_owned(), (generation, config.clone()));
         Ok((generation, config))
@@ -101,7 +108,7 @@ impl SdkConfigs {
             })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, SdkConfig)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, AwsConfig)>> {
         self.built
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -109,7 +116,7 @@ impl SdkConfigs {
 }
 
 /// Builds a kind's client from an SDK configuration and a Kubernetes client.
-pub type BuildClient<C> = fn(&SdkConfig, kube::Client) -> C;
+pub type BuildClient<C> = fn(&AwsConfig, kube::Client) -> C;
 
 /// The connector of one kind: one client per ProviderConfig generation, so SDK clients
 /// and their connection pools live as long as their configuration.

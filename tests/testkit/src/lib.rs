@@ -22,7 +22,7 @@ pub use cluster::TestNamespace;
 pub use control_plane::ControlPlane;
 pub use emulator::Emulator;
 pub use fault_proxy::{Fault, FaultProxy};
-pub use tether::Tether;
+pub use tether::{Extra, Tether};
 
 /// The directory holding built tools and virtualenvs (`$TETHER_CACHE`, else
 /// `~/.cache/tether`).

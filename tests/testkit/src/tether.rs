@@ -21,7 +21,18 @@ pub struct Tether {
     kubeconfig: PathBuf,
     admin_port: u16,
     log: PathBuf,
+    extra: Extra,
     _dir: tempfile::TempDir,
+}
+
+/// Arguments and environment a test adds to `tether run` (e.g. `--leader-elect`, or
+/// `AWS_ACCESS_KEY_ID` to tell replicas apart in the proxy's calls).
+#[derive(Clone, Debug, Default)]
+pub struct Extra {
+    /// Arguments after the harness's own.
+    pub args: Vec<String>,
+    /// Environment variables, set after the harness's own.
+    pub env: Vec<(String, String)>,
 }
 
 impl Tether {
@@ -36,10 +47,15 @@ impl Tether {
     /// Like [`Tether::start`], on the cluster of `kubeconfig` (a control plane of the
     /// test's own).
     pub fn start_on(binary: &str, namespace: &str, kubeconfig: &Path) -> Tether {
+        Self::start_with(binary, namespace, kubeconfig, Extra::default())
+    }
+
+    /// Like [`Tether::start_on`], with `extra` arguments and environment.
+    pub fn start_with(binary: &str, namespace: &str, kubeconfig: &Path, extra: Extra) -> Tether {
         let dir = tempfile::tempdir().expect("a temp dir for the log");
         let log = dir.path().join("tether.log");
         let admin_port = free_port();
-        let process = spawn(binary, namespace, kubeconfig, admin_port, &log);
+        let process = spawn(binary, namespace, kubeconfig, admin_port, &log, &extra);
         let mut tether = Tether {
             process,
             binary: binary.to_owned(),
@@ -47,6 +63,7 @@ impl Tether {
             kubeconfig: kubeconfig.to_owned(),
             admin_port,
             log,
+            extra,
             _dir: dir,
         };
         tether.wait_ready();
@@ -64,8 +81,20 @@ impl Tether {
             &self.kubeconfig,
             self.admin_port,
             &self.log,
+            &self.extra,
         );
         self.wait_ready();
+    }
+
+    /// Kills the controller with SIGKILL and leaves it dead.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// The body of `GET path` on the admin server (e.g. `/metrics`), or the status
+    /// line of an answer other than 200.
+    pub fn admin_get(&self, path: &str) -> Result<String, String> {
+        http_get(self.admin_port, path)
     }
 
     fn wait_ready(&mut self) {
@@ -106,6 +135,7 @@ fn spawn(
     kubeconfig: &Path,
     admin_port: u16,
     log: &Path,
+    extra: &Extra,
 ) -> Supervised {
     let admin_addr = format!("127.0.0.1:{admin_port}");
     let log = File::options()
@@ -125,6 +155,8 @@ fn spawn(
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env_remove("AWS_PROFILE")
+            .args(&extra.args)
+            .envs(extra.env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::null())
             .stderr(log),
     )

@@ -29,6 +29,7 @@ use super::{
     types::{DEFAULT_USERNAME, PENDING, RUNNING, SHUTTING_DOWN, STOPPED, STOPPING, TERMINATED},
 };
 use crate::{
+    call_metrics::AwsConfig,
     ec2::{
         create_tags,
         instance_batch::{InstanceBatch, live_instances},
@@ -264,8 +265,8 @@ impl InstanceClient {
 
     /// A client for the AWS account and region of `config` (the shape
     /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
-    pub fn from_config(config: &aws_config::SdkConfig, _kube: kube::Client) -> Self {
-        Self::new(aws_sdk_ec2::Client::new(config))
+    pub fn from_config(config: &AwsConfig, _kube: kube::Client) -> Self {
+        Self::new(config.ec2())
     }
 
     /// The instance `id`, unless EC2 has no such instance or it is terminated.

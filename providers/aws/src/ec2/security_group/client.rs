@@ -23,6 +23,7 @@ use super::{
     rules::observed_rules,
 };
 use crate::{
+    call_metrics::AwsConfig,
     ec2::{is_not_found, sync_tags, tag_map, tag_specification, uid_filter, without_retries},
     errors::{absent_if, provider_error},
     tags::UID_TAG,
@@ -63,8 +64,8 @@ impl SecurityGroupClient {
 
     /// A client for the AWS account and region of `config` (the shape
     /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
-    pub fn from_config(config: &aws_config::SdkConfig, _kube: kube::Client) -> Self {
-        Self::new(aws_sdk_ec2::Client::new(config))
+    pub fn from_config(config: &AwsConfig, _kube: kube::Client) -> Self {
+        Self::new(config.ec2())
     }
 
     /// The group `id`, unless EC2 has no such group.

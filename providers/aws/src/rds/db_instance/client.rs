@@ -28,6 +28,7 @@ use super::{
     },
 };
 use crate::{
+    call_metrics::AwsConfig,
     errors::{absent_if, provider_error},
     rds::{
         connection::{DatabaseEndpoint, connection_details},
@@ -71,12 +72,8 @@ impl DBInstanceClient {
 
     /// A client for the AWS account and region of `config` (the shape
     /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
-    pub fn from_config(config: &aws_config::SdkConfig, kube: kube::Client) -> Self {
-        Self::new(
-            aws_sdk_rds::Client::new(config),
-            kube,
-            aws_sdk_secretsmanager::Client::new(config),
-        )
+    pub fn from_config(config: &AwsConfig, kube: kube::Client) -> Self {
+        Self::new(config.rds(), kube, config.secrets_manager())
     }
 
     /// The instance `identifier`, or `None` when RDS has no such instance.

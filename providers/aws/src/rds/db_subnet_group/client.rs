@@ -19,6 +19,7 @@ use tether_api::{
 
 use super::{DBSubnetGroup, DBSubnetGroupObservation, diff::diff};
 use crate::{
+    call_metrics::AwsConfig,
     errors::{absent_if, provider_error},
     tags::UID_TAG,
 };
@@ -37,8 +38,8 @@ impl DBSubnetGroupClient {
 
     /// A client for the AWS account and region of `config` (the shape
     /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
-    pub fn from_config(config: &aws_config::SdkConfig, _kube: kube::Client) -> Self {
-        Self::new(aws_sdk_rds::Client::new(config))
+    pub fn from_config(config: &AwsConfig, _kube: kube::Client) -> Self {
+        Self::new(config.rds())
     }
 
     async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ProviderError> {

@@ -1,0 +1,145 @@
+//! The SDK configuration of one ProviderConfig as the kinds' clients are built from it,
+//! with an interceptor that reports every AWS call (each attempt) and its outcome to
+//! the runtime's metrics.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_runtime::retries::classifiers::THROTTLING_ERRORS;
+use aws_smithy_runtime_api::{
+    box_error::BoxError,
+    client::{
+        interceptors::{Intercept, SharedInterceptor, context::FinalizerInterceptorContextRef},
+        orchestrator::Metadata,
+        runtime_components::RuntimeComponents,
+    },
+};
+use aws_smithy_types::config_bag::ConfigBag;
+use tether_api::telemetry::{CallObserver, CallOutcome};
+
+/// An SDK configuration and, when metrics are on, the interceptor every client built
+/// from it carries.
+#[derive(Clone, Debug)]
+pub struct AwsConfig {
+    /// The SDK's configuration: region, endpoint, credentials, retries.
+    pub sdk: SdkConfig,
+    interceptor: Option<SharedInterceptor>,
+}
+
+impl From<SdkConfig> for AwsConfig {
+    /// A configuration whose clients report nothing.
+    fn from(sdk: SdkConfig) -> Self {
+        Self {
+            sdk,
+            interceptor: None,
+        }
+    }
+}
+
+impl AwsConfig {
+    /// `sdk`, with clients that report every call to `observer`.
+    pub fn observed(sdk: SdkConfig, observer: Arc<dyn CallObserver>) -> Self {
+        Self {
+            sdk,
+            interceptor: Some(SharedInterceptor::new(CallReporter { observer })),
+        }
+    }
+
+    /// An EC2 client.
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        let mut config = aws_sdk_ec2::config::Builder::from(&self.sdk);
+        if let Some(interceptor) = &self.interceptor {
+            config.push_interceptor(interceptor.clone());
+        }
+        aws_sdk_ec2::Client::from_conf(config.build())
+    }
+
+    /// An RDS client.
+    pub fn rds(&self) -> aws_sdk_rds::Client {
+        let mut config = aws_sdk_rds::config::Builder::from(&self.sdk);
+        if let Some(interceptor) = &self.interceptor {
+            config.push_interceptor(interceptor.clone());
+        }
+        aws_sdk_rds::Client::from_conf(config.build())
+    }
+
+    /// A Secrets Manager client.
+    pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
+        let mut config = aws_sdk_secretsmanager::config::Builder::from(&self.sdk);
+        if let Some(interceptor) = &self.interceptor {
+            config.push_interceptor(interceptor.clone());
+        }
+        aws_sdk_secretsmanager::Client::from_conf(config.build())
+    }
+}
+
+/// Reports each attempt of each operation after it ends.
+#[derive(Debug)]
+struct CallReporter {
+    observer: Arc<dyn CallObserver>,
+}
+
+impl Intercept for CallReporter {
+    fn name(&self) -> &'static str {
+        "tether-call-reporter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = cfg
+            .load::<Metadata>()
+            .map_or(("unknown", "unknown"), |metadata| {
+                (metadata.service(), metadata.name())
+            });
+        let outcome = match context.output_or_error() {
+            Some(Ok(_)) => CallOutcome::Ok,
+            _ => {
+                let response = context.response();
+                let status = response.map(|response| response.status().as_u16());
+                let body = response
+                    .and_then(|response| response.body().bytes())
+                    .map(String::from_utf8_lossy);
+                if status == Some(429) || body.is_some_and(|body| names_throttling(&body)) {
+                    CallOutcome::Throttled
+                } else {
+                    CallOutcome::Error
+                }
+            }
+        };
+        self.observer.cloud_call(service, operation, outcome);
+        Ok(())
+    }
+}
+
+/// Whether an error answer's body names one of the SDK's throttling error codes (as
+/// `<Code>…</Code>` in the query protocols of EC2 and RDS, or `"__type"` in JSON).
+fn names_throttling(body: &str) -> bool {
+    THROTTLING_ERRORS.iter().any(|code| {
+        body.contains(&format!("<Code>{code}</Code>")) || body.contains(&format!("\"{code}\""))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_is_read_from_query_and_json_error_bodies() {
+        assert!(names_throttling(
+            "<ErrorResponse><Error><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>"
+        ));
+        assert!(names_throttling(
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>"
+        ));
+        assert!(names_throttling(
+            r#"{"__type":"ThrottlingException","message":"slow down"}"#
+        ));
+        assert!(!names_throttling(
+            "<Error><Code>DBInstanceNotFound</Code><Message>Throttling is not this</Message></Error>"
+        ));
+    }
+}

@@ -1,0 +1,262 @@
+//! The controller's Prometheus metrics (prometheus-client), served as OpenMetrics text
+//! on the admin server's `/metrics`: reconciles by kind and result with their
+//! duration, AWS calls by service, operation and outcome, managed objects by kind and
+//! Ready state, the time from creation to first Ready, and whether this replica leads.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tether_api::telemetry::{CallObserver, CallOutcome};
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: String,
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectLabels {
+    kind: String,
+    ready: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric of the process, and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_seconds: HistogramFamily<KindLabels>,
+    aws_calls: Family<CallLabels, Counter>,
+    objects: Family<ObjectLabels, Gauge>,
+    time_to_ready_seconds: HistogramFamily<KindLabels>,
+    leader: Gauge,
+    /// The last known Ready state of each object (kind, UID), counted into `objects`.
+    readiness: Mutex<HashMap<(String, String), bool>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Buckets of reconcile durations: 5 ms to about 80 s.
+fn reconcile_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+/// Buckets of the time to first Ready: 1 s to about 2.3 h.
+fn ready_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
+
+impl Metrics {
+    /// Every metric at zero, registered under the `tether` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tether");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles of managed objects, by kind and result (ok, error)",
+            reconciles.clone(),
+        );
+        let reconcile_seconds: HistogramFamily<KindLabels> =
+            Family::new_with_constructor(reconcile_buckets);
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long one reconcile of a managed object took, by kind",
+            reconcile_seconds.clone(),
+        );
+        let aws_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "aws_calls",
+            "Calls to AWS (every attempt), by service, operation and outcome (ok, throttled, error)",
+            aws_calls.clone(),
+        );
+        let objects = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "managed_objects",
+            "Managed objects this replica reconciles, by kind and Ready state",
+            objects.clone(),
+        );
+        let time_to_ready_seconds: HistogramFamily<KindLabels> =
+            Family::new_with_constructor(ready_buckets);
+        registry.register(
+            "time_to_ready_seconds",
+            "Time from an object's creation to its resource's first Ready, by kind",
+            time_to_ready_seconds.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease (or runs without leader election)",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_seconds,
+            aws_calls,
+            objects,
+            time_to_ready_seconds,
+            leader,
+            readiness: Mutex::default(),
+        }
+    }
+
+    /// One reconcile of a `kind` object took `took` and ended well or not.
+    pub fn reconciled(&self, kind: &str, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        self.reconcile_seconds
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The `kind` object `uid` is (or is not) Ready; `None` once it is gone.
+    pub fn object_ready(&self, kind: &str, uid: &str, ready: Option<bool>) {
+        let mut readiness = self.readiness();
+        let key = (kind.to_owned(), uid.to_owned());
+        match ready {
+            Some(ready) => readiness.insert(key, ready),
+            None => readiness.remove(&key),
+        };
+        for state in [true, false] {
+            let count = readiness
+                .iter()
+                .filter(|((of, _), ready)| of == kind && **ready == state)
+                .count();
+            self.objects
+                .get_or_create(&ObjectLabels {
+                    kind: kind.to_owned(),
+                    ready: state.to_string(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A `kind` object's resource was Ready for the first time, `after` its creation.
+    pub fn first_ready(&self, kind: &str, after: Duration) {
+        self.time_to_ready_seconds
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .observe(after.as_secs_f64());
+    }
+
+    /// Whether this replica leads.
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
+    }
+
+    /// Every metric as OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    fn readiness(&self) -> MutexGuard<'_, HashMap<(String, String), bool>> {
+        self.readiness
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl CallObserver for Metrics {
+    fn cloud_call(&self, service: &str, operation: &str, outcome: CallOutcome) {
+        self.aws_calls
+            .get_or_create(&CallLabels {
+                service: service.to_owned(),
+                operation: operation.to_owned(),
+                outcome: outcome.as_str().to_owned(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_names_every_metric_with_its_labels() {
+        let metrics = Metrics::new();
+        metrics.reconciled("DBInstance", true, Duration::from_millis(30));
+        metrics.cloud_call("rds", "CreateDBInstance", CallOutcome::Ok);
+        metrics.cloud_call("ec2", "RunInstances", CallOutcome::Throttled);
+        metrics.object_ready("DBInstance", "u1", Some(true));
+        metrics.object_ready("DBInstance", "u2", Some(false));
+        metrics.first_ready("DBInstance", Duration::from_secs(5));
+        metrics.set_leader(true);
+        let text = metrics.render();
+        for line in [
+            r#"tether_reconciles_total{kind="DBInstance",result="ok"} 1"#,
+            r#"tether_reconcile_duration_seconds_count{kind="DBInstance"} 1"#,
+            r#"tether_aws_calls_total{service="rds",operation="CreateDBInstance",outcome="ok"} 1"#,
+            r#"tether_aws_calls_total{service="ec2",operation="RunInstances",outcome="throttled"} 1"#,
+            r#"tether_managed_objects{kind="DBInstance",ready="true"} 1"#,
+            r#"tether_managed_objects{kind="DBInstance",ready="false"} 1"#,
+            r#"tether_time_to_ready_seconds_count{kind="DBInstance"} 1"#,
+            "tether_leader 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn an_object_that_goes_leaves_the_counts() {
+        let metrics = Metrics::new();
+        metrics.object_ready("Instance", "u1", Some(false));
+        metrics.object_ready("Instance", "u1", Some(true));
+        metrics.object_ready("Instance", "u2", Some(true));
+        metrics.object_ready("Instance", "u1", None);
+        let text = metrics.render();
+        assert!(text.contains(r#"tether_managed_objects{kind="Instance",ready="true"} 1"#));
+        assert!(text.contains(r#"tether_managed_objects{kind="Instance",ready="false"} 0"#));
+    }
+}

@@ -1,0 +1,273 @@
+//! Running tether like production, with the real binary: `/metrics` counts the AWS
+//! calls the fault proxy sees; of two replicas only the lease holder acts, and the
+//! other takes over when the leader stops (at once) or dies (within the lease
+//! duration), without a duplicate resource.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tether_api::conditions::READY;
+use tether_aws::rds::DBInstance;
+use tether_testkit::{ControlPlane, Extra, Tether};
+
+use crate::{db_instance_controller::database, world::World};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+
+/// The AWS calls `/metrics` reports, summed by operation.
+fn reported_calls(metrics: &str) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("tether_aws_calls_total{") else {
+            continue;
+        };
+        let (labels, value) = rest.split_once("} ").expect("a sample line");
+        let operation = labels
+            .split(',')
+            .find_map(|label| label.strip_prefix("operation=\""))
+            .and_then(|value| value.strip_suffix('"'))
+            .expect("an operation label");
+        *calls.entry(operation.to_owned()).or_default() += value.parse::<u64>().expect("a count");
+    }
+    calls
+}
+
+/// The calls the proxy saw, by operation.
+fn proxied_calls(world: &World) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for call in world.proxy.calls() {
+        *calls.entry(call.operation).or_default() += 1;
+    }
+    calls
+}
+
+/// The value of the sample `name` (labels included) in `metrics`.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_the_aws_calls_the_proxy_sees_and_a_first_ready_is_announced() {
+    let world = World::start().await;
+    world.apply(&database(&world, "metered", "")).await;
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .wait_condition(&api, "metered", READY, "True", None)
+        .await;
+    let ready = world.wait_for_event("metered", "Ready").await;
+    assert!(
+        ready
+            .note
+            .as_deref()
+            .is_some_and(|note| note.contains("is Ready")),
+        "{ready:?}"
+    );
+    let object = api.get("metered").await.unwrap();
+    assert!(
+        object
+            .status
+            .as_ref()
+            .and_then(|s| s.first_ready_time.as_ref())
+            .is_some(),
+        "status.firstReadyTime is recorded"
+    );
+
+    // Calls may be on their way between two reads; the counts must meet.
+    let mut last = (BTreeMap::new(), BTreeMap::new());
+    for _ in 0..40 {
+        let metrics = world
+            .tether
+            .admin_get("/metrics")
+            .expect("scraping /metrics");
+        let proxied = proxied_calls(&world);
+        let reported = reported_calls(&metrics);
+        if !proxied.is_empty() && reported == proxied {
+            eprintln!("/metrics once the proxy's counts were met:\n{metrics}");
+            assert!(proxied.contains_key("CreateDBInstance"), "{proxied:?}");
+            for (name, at_least) in [
+                (
+                    r#"tether_reconciles_total{kind="DBInstance",result="ok"}"#,
+                    1.0,
+                ),
+                (
+                    r#"tether_reconcile_duration_seconds_count{kind="DBInstance"}"#,
+                    1.0,
+                ),
+                (
+                    r#"tether_managed_objects{kind="DBInstance",ready="true"}"#,
+                    1.0,
+                ),
+                (
+                    r#"tether_time_to_ready_seconds_count{kind="DBInstance"}"#,
+                    1.0,
+                ),
+                ("tether_leader", 1.0),
+            ] {
+                let value =
+                    sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
+                assert!(value >= at_least, "{name} is {value}\n{metrics}");
+            }
+            world.finish().await;
+            return;
+        }
+        last = (proxied, reported);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "the proxy's counts and /metrics never met:\nproxy:   {:?}\nmetrics: {:?}",
+        last.0, last.1
+    );
+}
+
+/// The lease holder's identity, once the lease has one.
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases
+        .get_opt(name)
+        .await
+        .expect("reading the lease")
+        .and_then(|lease| lease.spec?.holder_identity)
+        .filter(|holder| !holder.is_empty())
+}
+
+/// Waits up to `within` (and 5 s more, so that a slow machine reports a figure
+/// instead of failing) for the lease to be held by someone other than `from`;
+/// returns the new holder and how long it took.
+async fn hand_over(
+    leases: &Api<Lease>,
+    name: &str,
+    from: &str,
+    within: Duration,
+) -> (String, Duration) {
+    let started = Instant::now();
+    while started.elapsed() < within + Duration::from_secs(5) {
+        if let Some(now) = holder(leases, name).await.filter(|now| now != from) {
+            return (now, started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the lease stayed with {from} for {within:?}");
+}
+
+/// The replicas' extra arguments: leader election on a lease in the test's namespace,
+/// with their own access key so the proxy tells their calls apart.
+fn replica(ns: &str, access_key: &str) -> Extra {
+    Extra {
+        args: [
+            "--leader-elect",
+            "--lease-namespace",
+            ns,
+            "--lease-duration",
+            "8s",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".to_owned(), access_key.to_owned()),
+            ("HOSTNAME".to_owned(), access_key.to_lowercase()),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn of_two_replicas_only_the_leader_acts_and_the_other_takes_over() {
+    const KEYS: [&str; 3] = [
+        "AKIAREPLICAONE000000",
+        "AKIAREPLICATWO000000",
+        "AKIAREPLICATHREE0000",
+    ];
+    let mut world = World::start_with(|ns| replica(ns, KEYS[0])).await;
+    let ns = world.ns.name.clone();
+    let start_replica = |key: &str| {
+        Tether::start_with(
+            TETHER,
+            &ns,
+            ControlPlane::shared().kubeconfig(),
+            replica(&ns, key),
+        )
+    };
+    let leases: Api<Lease> = world.ns.api();
+    let mut first_holder = None;
+    for _ in 0..100 {
+        first_holder = holder(&leases, "tether").await;
+        if first_holder.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_holder = first_holder.expect("the first replica takes the lease");
+    let standby = start_replica(KEYS[1]);
+
+    let api: Api<DBInstance> = world.ns.api();
+    for name in ["one", "two"] {
+        world.apply(&database(&world, name, "")).await;
+    }
+    for name in ["one", "two"] {
+        world.wait_condition(&api, name, READY, "True", None).await;
+    }
+    let keys = |world: &World| {
+        let mut keys: Vec<String> = world
+            .proxy
+            .calls()
+            .into_iter()
+            .map(|call| call.access_key_id)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    };
+    assert_eq!(keys(&world), [KEYS[0]], "only the leader calls AWS");
+    let standby_metrics = standby
+        .admin_get("/metrics")
+        .expect("the standby's /metrics");
+    assert_eq!(sample(&standby_metrics, "tether_leader"), Some(0.0));
+    assert!(standby.admin_get("/readyz").is_ok(), "a standby is ready");
+
+    // SIGTERM: the leader releases the lease, and the standby takes it at once.
+    let mut leader = std::mem::replace(&mut world.tether, standby);
+    // Stopping blocks; the proxy the leader's last calls go through runs here.
+    let stopped = tokio::task::spawn_blocking(move || leader.stop())
+        .await
+        .expect("stopping the leader");
+    assert!(stopped, "the leader stops cleanly on SIGTERM");
+    let (second_holder, took) =
+        hand_over(&leases, "tether", &first_holder, Duration::from_secs(2)).await;
+    eprintln!("hand-over after SIGTERM: {took:?}");
+    assert!(took <= Duration::from_secs(2), "took {took:?}");
+    world.apply(&database(&world, "three", "")).await;
+    world
+        .wait_condition(&api, "three", READY, "True", None)
+        .await;
+    assert!(
+        keys(&world).contains(&KEYS[1].to_owned()),
+        "the new leader calls AWS"
+    );
+
+    // SIGKILL: the lease expires, and a third replica takes over.
+    let third = start_replica(KEYS[2]);
+    world.tether.kill();
+    world.tether = third;
+    let (_, took) = hand_over(&leases, "tether", &second_holder, Duration::from_secs(8)).await;
+    eprintln!("hand-over after SIGKILL: {took:?}");
+    assert!(took <= Duration::from_secs(8 + 2), "took {took:?}");
+    world.apply(&database(&world, "four", "")).await;
+    for name in ["one", "two", "three", "four"] {
+        world.wait_condition(&api, name, READY, "True", None).await;
+    }
+    assert!(
+        keys(&world).contains(&KEYS[2].to_owned()),
+        "the third replica calls AWS"
+    );
+    assert_eq!(
+        world.proxy.count("CreateDBInstance"),
+        4,
+        "one database per object across both hand-overs: {:?}",
+        world.proxy.counts()
+    );
+    world.finish().await;
+}
