@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export TETHER_CACHE ?= $(HOME)/.cache/tether
 export CARGO_TARGET_DIR ?= $(TETHER_CACHE)/target
 
-.PHONY: dev test bench setup setup-control-plane setup-emulators lint crds build clean-cache
+.PHONY: dev test bench setup setup-control-plane setup-emulators setup-helm lint crds build clean-cache
 
 ## dev: start a local control plane and moto, install the CRDs, run `tether run`
 dev: setup-control-plane
@@ -20,14 +20,17 @@ test: setup lint
 bench: setup
 	cargo test --locked --test integration bench:: -- --nocapture
 
-## setup: build the local control plane and install the emulators (cached)
-setup: setup-control-plane setup-emulators
+## setup: build the local control plane and helm, install the emulators (cached)
+setup: setup-control-plane setup-emulators setup-helm
 
 setup-control-plane:
 	scripts/build-control-plane.sh
 
 setup-emulators:
 	scripts/setup-emulators.sh
+
+setup-helm:
+	scripts/build-helm.sh
 
 ## lint: formatting and clippy, warnings are errors
 lint:
@@ -41,6 +44,6 @@ crds:
 build:
 	cargo build --workspace --locked
 
-## clean-cache: remove the built control plane, virtualenvs and cargo target dir
+## clean-cache: remove the built control plane and helm, virtualenvs and cargo target dir
 clean-cache:
 	rm -rf "$(TETHER_CACHE)"

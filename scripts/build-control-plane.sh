@@ -8,17 +8,9 @@
 # incremental and takes seconds; it is always run, so edits are picked up.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/go-build-env.sh"
 src="$root/tests/control-plane"
-out_dir="${TETHER_CACHE:-$HOME/.cache/tether}/bin"
 out="$out_dir/tether-control-plane"
-
-if ! command -v go >/dev/null 2>&1; then
-    echo "build-control-plane: 'go' not found on PATH; install Go 1.24 or newer (https://go.dev/doc/install, or apt-get install golang-go if recent enough)" >&2
-    exit 1
-fi
-
-mkdir -p "$out_dir"
 
 # Report the pinned Kubernetes release as the server version (what
 # `kubectl version` and /version show), as a release build of it would.
