@@ -37,9 +37,9 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ and the Helm chart's copies from the Rust types
 crds:
-	cargo run --locked --quiet -- crds --output-dir crds
+	cargo run --locked --quiet -- crds --output-dir crds --chart-dir charts/tether
 
 build:
 	cargo build --workspace --locked

@@ -28,6 +28,11 @@ pub enum Command {
         /// Write one file per CRD into this directory instead of printing.
         #[arg(long)]
         output_dir: Option<PathBuf>,
+        /// Also write them into the Helm chart in this directory (`charts/tether`):
+        /// the CRDs into its `crds/`, the admission policies into
+        /// `files/admission-policies/`.
+        #[arg(long, requires = "output_dir")]
+        chart_dir: Option<PathBuf>,
     },
 }
 
@@ -36,13 +41,18 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let outcome = match cli.command {
-        Command::Crds { output_dir: None } => {
+        Command::Crds {
+            output_dir: None, ..
+        } => {
             print!("{}", crds::to_yaml());
             Ok(())
         }
         Command::Crds {
             output_dir: Some(dir),
-        } => crds::write_dir(&dir).map_err(anyhow::Error::from),
+            chart_dir,
+        } => crds::write_dir(&dir)
+            .and_then(|()| chart_dir.map_or(Ok(()), |chart| crds::write_chart(&chart)))
+            .map_err(anyhow::Error::from),
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -85,6 +85,29 @@ pub struct Manifest {
     pub file_name: String,
     /// The YAML, starting with the generated-file header.
     pub yaml: String,
+    /// Whether it is a CRD (else an admission policy and its binding).
+    pub is_crd: bool,
+}
+
+/// Where the Helm chart (`charts/tether`) keeps the CRDs: Helm installs what this
+/// directory holds before anything else, and never upgrades or deletes it.
+pub const CHART_CRDS_DIR: &str = "crds";
+
+/// Where the Helm chart keeps the admission policies, which are no CRDs: a template
+/// includes these files as they are, so the policies are installed, upgraded and
+/// deleted with the release.
+pub const CHART_POLICIES_DIR: &str = "files/admission-policies";
+
+impl Manifest {
+    /// Its path inside the Helm chart's directory.
+    pub fn chart_path(&self) -> PathBuf {
+        let dir = if self.is_crd {
+            CHART_CRDS_DIR
+        } else {
+            CHART_POLICIES_DIR
+        };
+        Path::new(dir).join(&self.file_name)
+    }
 }
 
 /// Every file of `crds/`: the CRDs, then the admission policies.
@@ -92,12 +115,14 @@ pub fn manifests() -> Vec<Manifest> {
     let crds = all().into_iter().map(|crd| Manifest {
         file_name: format!("{}.yaml", crd.name_any()),
         yaml: document(&crd),
+        is_crd: true,
     });
     let policies = admission_policies()
         .into_iter()
         .map(|(policy, binding)| Manifest {
             file_name: format!("validating-admission-policy.{}.yaml", policy.name_any()),
             yaml: format!("{}---\n{}", document(&policy), yaml_body(&binding)),
+            is_crd: false,
         });
     crds.chain(policies).collect()
 }
@@ -121,14 +146,31 @@ pub fn to_yaml() -> String {
 
 /// Writes every manifest into `dir`, one file each.
 pub fn write_dir(dir: &Path) -> Result<(), Error> {
+    write_files(manifests().into_iter().map(|manifest| {
+        let path = dir.join(&manifest.file_name);
+        (path, manifest.yaml)
+    }))
+}
+
+/// Writes every manifest into the Helm chart in `chart_dir`, each at its
+/// [`Manifest::chart_path`].
+pub fn write_chart(chart_dir: &Path) -> Result<(), Error> {
+    write_files(manifests().into_iter().map(|manifest| {
+        let path = chart_dir.join(manifest.chart_path());
+        (path, manifest.yaml)
+    }))
+}
+
+fn write_files(files: impl Iterator<Item = (PathBuf, String)>) -> Result<(), Error> {
     let write_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Write { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(write_error(dir))?;
-    for manifest in manifests() {
-        let path = dir.join(&manifest.file_name);
-        std::fs::write(&path, manifest.yaml).map_err(write_error(&path))?;
+    for (path, yaml) in files {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(write_error(dir))?;
+        }
+        std::fs::write(&path, yaml).map_err(write_error(&path))?;
     }
     Ok(())
 }
@@ -175,39 +217,75 @@ fn is_established(crd: &CustomResourceDefinition) -> bool {
 mod tests {
     use super::*;
 
-    /// `crds/` of the checkout under test (cargo runs unit tests in the package's
-    /// directory, which is the repository root).
-    fn checked_in_dir() -> PathBuf {
-        std::env::current_dir()
-            .expect("a working directory")
-            .join("crds")
+    /// The checkout under test (cargo runs unit tests in the package's directory,
+    /// which is the repository root).
+    fn checkout() -> PathBuf {
+        std::env::current_dir().expect("a working directory")
     }
 
-    #[test]
-    fn checked_in_crds_match_the_code() {
-        let dir = checked_in_dir();
-        let expected = manifests();
-        for Manifest { file_name, yaml } in &expected {
-            let on_disk = std::fs::read_to_string(dir.join(file_name)).unwrap_or_default();
+    /// The Helm chart's directory in the checkout.
+    const CHART: &str = "charts/tether";
+
+    /// Asserts that each `(path, yaml)` below the checkout holds `yaml`, and that the
+    /// directories `dirs` hold no other file.
+    fn assert_checked_in(expected: &[(PathBuf, String)], dirs: &[PathBuf]) {
+        let root = checkout();
+        for (path, yaml) in expected {
+            let on_disk = std::fs::read_to_string(root.join(path)).unwrap_or_default();
             let first_difference = on_disk
                 .lines()
                 .zip(yaml.lines())
                 .find(|(disk, code)| disk != code);
             assert!(
                 on_disk == *yaml,
-                "crds/{file_name} is stale or missing: run `make crds` (cargo run -- crds --output-dir crds); first difference (on disk, from the code): {first_difference:?}"
+                "{} is stale or missing: run `make crds` (cargo run -- crds --output-dir crds --chart-dir {CHART}); first difference (on disk, from the code): {first_difference:?}",
+                path.display()
             );
         }
-        let mut extra: Vec<String> = std::fs::read_dir(&dir)
-            .expect("crds/ exists")
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| expected.iter().all(|known| known.file_name != *name))
+        for dir in dirs {
+            let mut extra: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+                .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display()))
+                .map(|entry| dir.join(entry.unwrap().file_name()))
+                .filter(|path| expected.iter().all(|(known, _)| known != path))
+                .collect();
+            extra.sort();
+            assert!(
+                extra.is_empty(),
+                "{} holds files no CRD or policy generates: {extra:?}; `make crds` writes them all",
+                dir.display()
+            );
+        }
+    }
+
+    #[test]
+    fn checked_in_crds_match_the_code() {
+        let expected: Vec<_> = manifests()
+            .into_iter()
+            .map(|manifest| (Path::new("crds").join(manifest.file_name), manifest.yaml))
             .collect();
-        extra.sort();
-        assert!(
-            extra.is_empty(),
-            "crds/ holds files no CRD generates: {extra:?}"
+        assert_checked_in(&expected, &["crds".into()]);
+    }
+
+    #[test]
+    fn the_charts_crds_and_policies_match_the_code() {
+        let chart = Path::new(CHART);
+        let expected: Vec<_> = manifests()
+            .into_iter()
+            .map(|manifest| (chart.join(manifest.chart_path()), manifest.yaml))
+            .collect();
+        assert_checked_in(
+            &expected,
+            &[chart.join(CHART_CRDS_DIR), chart.join(CHART_POLICIES_DIR)],
         );
+        let crds = expected
+            .iter()
+            .filter(|(path, _)| path.starts_with(chart.join(CHART_CRDS_DIR)));
+        assert!(
+            crds.clone()
+                .all(|(_, yaml)| yaml.contains("\nkind: CustomResourceDefinition\n")),
+            "Helm's crds/ holds CRDs only"
+        );
+        assert_eq!(crds.count(), all().len(), "every CRD is in the chart");
     }
 
     #[test]
