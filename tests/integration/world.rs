@@ -18,7 +18,7 @@ const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
 /// The ProviderConfig credentials of a test world: the SDK's chain, which finds the
 /// keys `tether run` gets in its environment.
-const DEFAULT_CREDENTIALS: &str = "{source: Default}";
+pub(crate) const DEFAULT_CREDENTIALS: &str = "{source: Default}";
 
 /// Everything one controller test needs.
 pub struct World {
@@ -88,10 +88,7 @@ impl World {
         cluster::apply(
             &ns.client,
             None,
-            &format!(
-                "apiVersion: tether.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {provider_config}}}\nspec:\n  region: us-east-1\n  endpoint: {}\n  credentials: {credentials}\n",
-                proxy.endpoint()
-            ),
+            &provider_config_yaml(&provider_config, &proxy, credentials),
         )
         .await
         .expect("applying the test's ProviderConfig");
@@ -263,6 +260,15 @@ impl World {
             self.log_tail()
         );
     }
+}
+
+/// A ProviderConfig `name` for us-east-1 at the fault proxy `proxy`, with
+/// `credentials` (the YAML of the `credentials` field).
+pub fn provider_config_yaml(name: &str, proxy: &FaultProxy, credentials: &str) -> String {
+    format!(
+        "apiVersion: tether.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  endpoint: {}\n  credentials: {credentials}\n",
+        proxy.endpoint()
+    )
 }
 
 /// The cloud name tether derives for the object `name` with `uid` in `namespace`:

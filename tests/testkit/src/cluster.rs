@@ -4,12 +4,16 @@
 use std::{path::Path, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::Namespace,
+    api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::{Namespace, ServiceAccount},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    config::Kubeconfig,
     core::ObjectMeta,
     discovery::{self, Scope},
     runtime::wait::{Condition, await_condition, conditions},
@@ -234,4 +238,58 @@ where
         Ok(Err(error)) => panic!("watching {name} for {what}: {error}"),
         Err(_) => panic!("{name} was not {what} within 60 s"),
     }
+}
+
+/// Writes to `path` a kubeconfig for the cluster of `admin_kubeconfig` that acts as the
+/// ServiceAccount `namespace/name`, with a token from the TokenRequest API (valid for
+/// an hour), as a pod of that ServiceAccount authenticates: every request made with it
+/// is authorized by the ServiceAccount's RBAC alone.
+pub async fn service_account_kubeconfig(
+    client: &kube::Client,
+    admin_kubeconfig: &Path,
+    namespace: &str,
+    name: &str,
+    path: &Path,
+) {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|error| {
+            panic!("requesting a token of ServiceAccount {namespace}/{name}: {error}")
+        })
+        .status
+        .expect("a TokenRequest answer has a status")
+        .token;
+    let admin = Kubeconfig::read_from(admin_kubeconfig).expect("reading the admin kubeconfig");
+    let cluster_name = admin
+        .contexts
+        .iter()
+        .find(|context| Some(&context.name) == admin.current_context.as_ref())
+        .or(admin.contexts.first())
+        .and_then(|context| context.context.as_ref())
+        .map(|context| context.cluster.clone())
+        .expect("the admin kubeconfig has a context");
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|cluster| cluster.name == cluster_name)
+        .expect("the admin kubeconfig names its context's cluster");
+    let user = format!("system:serviceaccount:{namespace}:{name}");
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": cluster_name, "user": user, "namespace": namespace}}],
+        "current-context": user,
+    });
+    std::fs::write(path, kubeconfig.to_string())
+        .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
 }

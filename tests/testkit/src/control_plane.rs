@@ -106,15 +106,11 @@ impl ControlPlane {
 }
 
 fn binary() -> PathBuf {
-    let path = std::env::var_os(BINARY_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::cache_dir().join("bin/tether-control-plane"));
-    assert!(
-        path.is_file(),
-        "the local control plane is not built: {} is missing. Run `make setup` \
-         (or scripts/build-control-plane.sh), or set {EXISTING_CLUSTER_ENV} to the kubeconfig of \
-         an existing cluster",
-        path.display()
-    );
-    path
+    crate::built_tool("tether-control-plane", BINARY_ENV, |path| {
+        format!(
+            "the local control plane is not built: {path} is missing. Run `make setup` \
+             (or scripts/build-control-plane.sh), or set {EXISTING_CLUSTER_ENV} to the kubeconfig of \
+             an existing cluster"
+        )
+    })
 }

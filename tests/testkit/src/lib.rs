@@ -8,13 +8,14 @@
 //! Environment:
 //! - `TETHER_TEST_KUBECONFIG`: use this existing cluster (kind, k3d, …) instead of
 //!   starting the local control plane.
-//! - `TETHER_CACHE`: where `make setup` put the control plane and the emulators'
-//!   virtualenvs (default `~/.cache/tether`).
+//! - `TETHER_CACHE`: where `make setup` put the control plane, helm and the
+//!   emulators' virtualenvs (default `~/.cache/tether`).
 
 pub mod cluster;
 pub mod control_plane;
 pub mod emulator;
 pub mod fault_proxy;
+pub mod helm;
 pub mod process;
 pub mod tether;
 
@@ -22,6 +23,7 @@ pub use cluster::TestNamespace;
 pub use control_plane::ControlPlane;
 pub use emulator::Emulator;
 pub use fault_proxy::{Fault, FaultProxy};
+pub use helm::Helm;
 pub use tether::{Extra, Tether};
 
 /// The directory holding built tools and virtualenvs (`$TETHER_CACHE`, else
@@ -34,6 +36,21 @@ pub fn cache_dir() -> std::path::PathBuf {
             std::path::Path::new(&home).join(".cache/tether")
         }
     }
+}
+
+/// The program `make setup` built as `$TETHER_CACHE/bin/<name>`, or the one the
+/// environment variable `env` names; fails with `missing(path)` (saying how to get
+/// it) when there is none.
+pub fn built_tool(
+    name: &str,
+    env: &str,
+    missing: impl FnOnce(std::path::Display) -> String,
+) -> std::path::PathBuf {
+    let path = std::env::var_os(env)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("bin").join(name));
+    assert!(path.is_file(), "{}", missing(path.display()));
+    path
 }
 
 /// The root of the tether repository: the nearest directory holding `Cargo.lock`

@@ -17,11 +17,10 @@ use crate::{
 pub struct Tether {
     process: Supervised,
     binary: String,
-    namespace: String,
-    kubeconfig: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     admin_port: u16,
     log: PathBuf,
-    extra: Extra,
     _dir: tempfile::TempDir,
 }
 
@@ -52,18 +51,49 @@ impl Tether {
 
     /// Like [`Tether::start_on`], with `extra` arguments and environment.
     pub fn start_with(binary: &str, namespace: &str, kubeconfig: &Path, extra: Extra) -> Tether {
+        let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
+        let mut args: Vec<String> = [
+            "run",
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            namespace,
+            "--poll-interval",
+            "10s",
+            "--wait-interval",
+            "1s",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(extra.args);
+        let mut env: Vec<(String, String)> = [
+            ("TETHER_LOG", "trace"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .to_vec();
+        env.extend(extra.env);
+        Self::start_command(binary, args, env)
+    }
+
+    /// Starts `binary args…` (a `run` command line without `--admin-addr`: this adds
+    /// one on 127.0.0.1 and a free port) with `env` added to the test's environment
+    /// less its AWS credentials and profile: a command line of the test's own, such
+    /// as a Deployment's. Returns once the controller answers `/readyz`; fails with
+    /// its log if it exits first.
+    pub fn start_command(binary: &str, args: Vec<String>, env: Vec<(String, String)>) -> Tether {
         let dir = tempfile::tempdir().expect("a temp dir for the log");
         let log = dir.path().join("tether.log");
         let admin_port = free_port();
-        let process = spawn(binary, namespace, kubeconfig, admin_port, &log, &extra);
+        let process = spawn(binary, &args, &env, admin_port, &log);
         let mut tether = Tether {
             process,
             binary: binary.to_owned(),
-            namespace: namespace.to_owned(),
-            kubeconfig: kubeconfig.to_owned(),
+            args,
+            env,
             admin_port,
             log,
-            extra,
             _dir: dir,
         };
         tether.wait_ready();
@@ -77,11 +107,10 @@ impl Tether {
         self.admin_port = free_port();
         self.process = spawn(
             &self.binary,
-            &self.namespace,
-            &self.kubeconfig,
+            &self.args,
+            &self.env,
             self.admin_port,
             &self.log,
-            &self.extra,
         );
         self.wait_ready();
     }
@@ -128,14 +157,14 @@ impl Tether {
     }
 }
 
-/// Starts `binary run` for `namespace`, appending its log to `log`.
+/// Starts `binary args… --admin-addr 127.0.0.1:<admin_port>` with `env`, appending
+/// its log to `log`.
 fn spawn(
     binary: &str,
-    namespace: &str,
-    kubeconfig: &Path,
+    args: &[String],
+    env: &[(String, String)],
     admin_port: u16,
     log: &Path,
-    extra: &Extra,
 ) -> Supervised {
     let admin_addr = format!("127.0.0.1:{admin_port}");
     let log = File::options()
@@ -143,22 +172,19 @@ fn spawn(
         .append(true)
         .open(log)
         .expect("opening the log file");
-    Supervised::spawn(
-        "tether run",
-        Command::new(binary)
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--admin-addr", &admin_addr, "--namespace", namespace])
-            .args(["--poll-interval", "10s", "--wait-interval", "1s"])
-            .env("TETHER_LOG", "trace")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_PROFILE")
-            .args(&extra.args)
-            .envs(extra.env.iter().map(|(key, value)| (key, value)))
-            .stdout(Stdio::null())
-            .stderr(log),
-    )
-    .expect("starting tether run")
+    let mut command = Command::new(binary);
+    command.args(args).args(["--admin-addr", &admin_addr]);
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .stdout(Stdio::null())
+        .stderr(log);
+    Supervised::spawn("tether run", &mut command).expect("starting tether run")
 }
