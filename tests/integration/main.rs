@@ -11,6 +11,7 @@ mod db_instance;
 mod db_instance_controller;
 mod db_subnet_group;
 mod helm;
+mod helm_install;
 mod instance;
 mod operations;
 mod provider_config;

@@ -6,6 +6,7 @@ use std::{path::Path, time::Duration};
 use k8s_openapi::{
     api::{
         authentication::v1::{TokenRequest, TokenRequestSpec},
+        authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
         core::v1::{Namespace, ServiceAccount},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -292,4 +293,49 @@ pub async fn service_account_kubeconfig(
     });
     std::fs::write(path, kubeconfig.to_string())
         .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+}
+
+/// Whether the API server's RBAC lets the ServiceAccount `(namespace, name)` do `verb`
+/// on `resource` (`group/resource` or `group/resource/subresource`, the group empty
+/// for the core group) named `object` in `in_namespace`, as `kubectl auth can-i --as`
+/// asks it: a SubjectAccessReview.
+pub async fn service_account_may(
+    client: &kube::Client,
+    (namespace, name): (&str, &str),
+    verb: &str,
+    resource: &str,
+    in_namespace: Option<&str>,
+    object: Option<&str>,
+) -> bool {
+    let mut parts = resource.splitn(3, '/');
+    let group = parts.next().unwrap_or_default();
+    let plural = parts.next().expect("group/resource");
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{namespace}:{name}")),
+            groups: Some(vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".to_owned(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.to_owned()),
+                group: Some(group.to_owned()),
+                resource: Some(plural.to_owned()),
+                subresource: parts.next().map(str::to_owned),
+                namespace: in_namespace.map(str::to_owned),
+                name: object.map(str::to_owned),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("a SubjectAccessReview")
+        .status
+        .expect("a review has a status")
+        .allowed
 }
