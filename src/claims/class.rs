@@ -2,7 +2,10 @@
 //! its scope use it (the claim reconcile adds it before it builds anything) and loses
 //! it with the last of them, so a class in use cannot disappear under its claims.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use kube::{
     Api, Resource, ResourceExt,
@@ -13,6 +16,9 @@ use tether_api::claim::Claim;
 use super::{Error, Shared};
 use crate::{crds, finalizers};
 
+/// How long a class waits for the claim cache's first list.
+const CACHE_WAIT: Duration = Duration::from_secs(1);
+
 /// How many claims an Event names before it only counts.
 const NAMED_CLAIMS: usize = 5;
 
@@ -22,8 +28,12 @@ pub(super) async fn reconcile<C: Claim>(
     class: Arc<C::Class>,
     shared: Arc<Shared<C>>,
 ) -> Result<Action, Error> {
-    // Before the claim cache is filled, every class would look unused.
-    let _ = shared.claims.wait_until_ready().await;
+    // Before the claim cache is filled, every class would look unused. (Not
+    // `Store::wait_until_ready`: it wakes one waiter only, and the claim controller is
+    // one.)
+    if !shared.claims_listed.load(Ordering::Acquire) {
+        return Ok(Action::requeue(CACHE_WAIT));
+    }
     let api: Api<C::Class> = Api::all(shared.kube.clone());
     let name = class.name_any();
     let deleting = class.meta().deletion_timestamp.is_some();
@@ -75,9 +85,8 @@ pub(super) async fn reconcile<C: Claim>(
             note,
         )
         .await;
-        // A claim's deletion can reach this controller's watch before the cache it
-        // counts from: look again soon rather than wait for a change that came.
-        return Ok(Action::requeue(shared.settings.wait_interval));
     }
-    Ok(Action::await_change())
+    // A claim's deletion can reach this controller's watch before the cache it counts
+    // from: look again soon rather than wait for a change that came.
+    Ok(Action::requeue(shared.settings.wait_interval))
 }

@@ -10,7 +10,13 @@ mod admission;
 mod class;
 mod reconcile;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::StreamExt;
 use kube::{
@@ -61,6 +67,8 @@ struct Shared<C: Claim> {
     settings: Settings,
     /// The claims in scope, as the claim controller's cache holds them.
     claims: Store<C>,
+    /// Whether that cache has had its first complete list.
+    claims_listed: Arc<AtomicBool>,
     /// The class finalizer of this controller's scope.
     class_finalizer: String,
 }
@@ -74,10 +82,17 @@ pub async fn run<C: Claim>(kube: kube::Client, settings: Settings, shutdown: Shu
     let managed_api = scoped::<C::Managed>(&kube, settings.namespace.as_deref());
     let classes_api = Api::<C::Class>::all(kube.clone());
     let (claims, writer) = reflector::store::<C>();
+    let claims_listed = Arc::new(AtomicBool::new(false));
+    let listed = claims_listed.clone();
     let claim_events = watcher(claims_api.clone(), watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .inspect(settings.health.cache().on_first_list())
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                listed.store(true, Ordering::Release);
+            }
+        })
         .applied_objects();
     let claim_controller = Controller::for_stream(claim_events, claims.clone());
     let recorder = Recorder::new(
@@ -93,6 +108,7 @@ pub async fn run<C: Claim>(kube: kube::Client, settings: Settings, shutdown: Shu
         class_finalizer: class_finalizer(settings.namespace.as_deref()),
         settings,
         claims: claims.clone(),
+        claims_listed,
     });
     let concurrency = shared.settings.concurrency;
     let claims_running = claim_controller
