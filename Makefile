@@ -29,10 +29,11 @@ setup-control-plane:
 setup-emulators:
 	scripts/setup-emulators.sh
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting and clippy, warnings are errors; one build for all entry points
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	scripts/check-one-build.sh
 
 ## crds: regenerate crds/ from the Rust types
 crds:

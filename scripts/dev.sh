@@ -6,7 +6,8 @@
 # script and exit when it goes away.
 #
 # Environment: TETHER_DEV_MOTO_PORT (default 5000), TETHER_DEV_ADMIN_PORT (8080),
-# TETHER_CACHE (~/.cache/tether), TETHER_DEV_DIR (.dev).
+# TETHER_CACHE (~/.cache/tether), TETHER_DEV_DIR (.dev), TETHER_BIN (a tether binary
+# to run instead of building one with cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,14 @@ for needed in "$control_plane" "$venv/bin/moto_server"; do
   [[ -x $needed ]] || { echo "missing $needed: run 'make setup' first" >&2; exit 1; }
 done
 command -v kubectl >/dev/null || { echo "kubectl is needed on PATH (apt-get install kubectl or see kubernetes.io)" >&2; exit 1; }
+
+if [[ -n ${TETHER_BIN:-} ]]; then
+  tether_bin=$TETHER_BIN
+else
+  echo "building tether (cargo build; a first build compiles the AWS SDK and kube crates: several minutes)"
+  cargo build --locked
+  tether_bin=${CARGO_TARGET_DIR:-target}/debug/tether
+fi
 
 rm -rf "$state" && mkdir -p "$state"
 export KUBECONFIG=$state/kubeconfig
@@ -56,8 +65,7 @@ kubectl apply --server-side -f examples/db-subnet-group-local.yaml -f examples/d
   -f examples/security-group-local.yaml -f examples/instance-local.yaml
 
 echo "starting tether (log: $state/tether.log)"
-cargo build --locked --quiet
-exec {tether_pipe}> >(exec "${CARGO_TARGET_DIR:-target}/debug/tether" run \
+exec {tether_pipe}> >(exec "$tether_bin" run \
   --admin-addr "127.0.0.1:$admin_port" --kubeconfig "$KUBECONFIG" 2>"$state/tether.log")
 kubectl wait --for=condition=Ready --timeout=120s dbsubnetgroup/orders-subnets dbinstance/orders \
   securitygroup/web instance.ec2.tether.dev/web-1
