@@ -99,6 +99,20 @@ impl Tether {
     }
 }
 
+impl Drop for Tether {
+    /// Keeps the whole log of a failed test's controller with the servers' logs (its
+    /// temporary directory goes with it).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.process.stop(Duration::from_secs(10));
+            let kept = crate::logs::file(&format!("tether-{}", self.namespace));
+            if std::fs::copy(&self.log, &kept).is_ok() {
+                eprintln!("tether run's whole log: {}", kept.display());
+            }
+        }
+    }
+}
+
 /// Starts `binary run` for `namespace`, appending its log to `log`.
 fn spawn(
     binary: &str,
