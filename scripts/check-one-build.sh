@@ -25,4 +25,4 @@ if ! differences=$(diff <(echo "$build") <(echo "$shared_test")); then
   echo "Ask for the same features in both (see the comment in the root Cargo.toml)." >&2
   exit 1
 fi
-echo "cargo build and cargo test share one build of all $(echo "$build" | wc -l) dependencies"
+echo "cargo build and cargo test share one build of all $(echo "$build" | wc -l) crates"
