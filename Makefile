@@ -32,10 +32,11 @@ setup-emulators:
 setup-helm:
 	scripts/build-helm.sh
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting and clippy, warnings are errors; one build for all entry points
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	scripts/check-one-build.sh
 
 ## crds: regenerate crds/ and the Helm chart's copies from the Rust types
 crds:

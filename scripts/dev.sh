@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # The local default: a local control plane (kube-apiserver + etcd + GC and namespace
 # controllers), a moto server on 127.0.0.1, tether's CRDs and the example
-# ProviderConfig, the examples (a database and an instance), then `tether run` in the
-# foreground. Ctrl-C stops everything: the control plane and moto hold a pipe to this
-# script and exit when it goes away.
+# ProviderConfig, the examples (a database and an instance), then `tether run`, whose
+# log it follows.
+#
+# Ctrl-C (or SIGTERM, SIGHUP, an error) stops every server before this script exits.
+# Each server runs in a process group of its own, so Ctrl-C reaches this script and
+# not them; the exit trap sends SIGTERM to their groups, waits for them, and sends
+# SIGKILL to a group still there 8 s later. Should this script be killed outright,
+# each server also holds a pipe from it and stops when that closes.
 #
 # Environment: TETHER_DEV_MOTO_PORT (default 5000), TETHER_DEV_ADMIN_PORT (8080),
-# TETHER_CACHE (~/.cache/tether), TETHER_DEV_DIR (.dev).
+# TETHER_CACHE (~/.cache/tether), TETHER_DEV_DIR (.dev), TETHER_BIN (a tether binary
+# to run instead of building one with cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,17 +26,132 @@ venv=$cache/venv-moto
 for needed in "$control_plane" "$venv/bin/moto_server"; do
   [[ -x $needed ]] || { echo "missing $needed: run 'make setup' first" >&2; exit 1; }
 done
-command -v kubectl >/dev/null || { echo "kubectl is needed on PATH (apt-get install kubectl or see kubernetes.io)" >&2; exit 1; }
+for needed in kubectl setsid; do
+  command -v $needed >/dev/null || { echo "$needed is needed on PATH (kubectl: apt-get install kubectl or see kubernetes.io; setsid: util-linux)" >&2; exit 1; }
+done
+
+# A server that already answers on one of our ports (often one an earlier run left
+# behind) would answer in place of this run's: refuse to start, naming it.
+refuse_if_taken() { # PORT WHAT VARIABLE
+  local port=$1 what=$2 variable=$3 pid holder="another process"
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || return 0
+  pid=$( { ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2
+    lsof -t -sTCP:LISTEN -iTCP:"$port"; } 2>/dev/null | head -1) || true
+  if [[ -n $pid ]]; then
+    holder="process $pid ($(ps -o args= -p "$pid" | cut -c1-120))"
+  fi
+  echo "the $what port 127.0.0.1:$port is taken by $holder." >&2
+  echo "Is a server of an earlier 'make dev' still running? Stop it, or choose another port with $variable." >&2
+  exit 1
+}
+refuse_if_taken "$moto_port" moto TETHER_DEV_MOTO_PORT
+refuse_if_taken "$admin_port" "tether admin" TETHER_DEV_ADMIN_PORT
+if [[ -e $state/control-plane/lock ]] && ! flock -n "$state/control-plane/lock" true; then
+  echo "a control plane still runs on $state/control-plane (process $(fuser "$state/control-plane/lock" 2>/dev/null | tr -s ' ' || echo '?')):" >&2
+  echo "stop it, or choose another directory with TETHER_DEV_DIR." >&2
+  exit 1
+fi
+
+if [[ -n ${TETHER_BIN:-} ]]; then
+  tether_bin=$TETHER_BIN
+else
+  echo "building tether (cargo build; a first build compiles the AWS SDK and kube crates: several minutes)"
+  cargo build --locked
+  tether_bin=${CARGO_TARGET_DIR:-target}/debug/tether
+fi
 
 rm -rf "$state" && mkdir -p "$state"
 export KUBECONFIG=$state/kubeconfig
 
-echo "starting the control plane (data in $state/control-plane)"
-exec {control_plane_pipe}> >(exec "$control_plane" --data-dir "$state/control-plane" \
-  --kubeconfig "$KUBECONFIG" --exit-with-stdin >"$state/control-plane.out" 2>"$state/control-plane.log")
+# The process groups of this script's descendants, but its own: the servers, and the
+# groups they made themselves (supervise.py puts its command in one of its own).
+server_groups() {
+  local own
+  own=$(ps -o pgid= -p $$ | tr -d ' ')
+  ps -eo pid=,ppid=,pgid= | awk -v root=$$ -v own="$own" '
+    { parent[$1] = $2; group[$1] = $3 }
+    END {
+      for (pid in parent) {
+        for (up = parent[pid]; up in parent && up != root; up = parent[up]) {}
+        if (up == root && group[pid] != own) print group[pid]
+      }
+    }' | sort -u
+}
+
+stop_servers() {
+  trap '' INT TERM HUP # a second Ctrl-C must not cut the wait short
+  local groups group alive deadline=$((SECONDS + 8))
+  if [[ -n ${waiting_for:-} ]]; then
+    kill "$waiting_for" 2>/dev/null || true
+    wait "$waiting_for" 2>/dev/null || true
+  fi
+  groups=$(server_groups)
+  [[ -n $groups ]] || return 0
+  echo "stopping tether, the control plane and moto..." >&2
+  for group in $groups; do kill -TERM -- "-$group" 2>/dev/null || true; done
+  while :; do
+    alive=""
+    for group in $groups; do
+      if kill -0 -- "-$group" 2>/dev/null; then alive+=" $group"; fi
+    done
+    [[ -n $alive ]] || break
+    if ((SECONDS >= deadline)); then
+      for group in $alive; do
+        echo "killing process group $group, still there 8 s after SIGTERM: $(ps -eo pgid=,args= | awk -v g="$group" '$1 == g { $1 = ""; print; exit }' | cut -c2-120)" >&2
+        kill -KILL -- "-$group" 2>/dev/null || true
+      done
+      break
+    fi
+    sleep 0.1
+  done
+  echo "stopped" >&2
+}
+# After a signal, stop the servers, then die of that signal, so that make (and the
+# shell) see an interrupted command.
+stop_and_die() { # SIGNAL
+  stop_servers
+  trap - "$1" EXIT
+  kill -"$1" $$
+}
+trap stop_servers EXIT
+trap 'stop_and_die INT' INT
+trap 'stop_and_die TERM' TERM
+trap 'stop_and_die HUP' HUP
+
+pipes=()       # this script's end of each server's pipe
+waiting_for="" # the command `run` waits for
+# start STDOUT STDERR COMMAND...: runs COMMAND in a session (and so a process group)
+# of its own, with a pipe from this script on its standard input.
+start() {
+  local out=$1 err=$2 pipe
+  shift 2
+  exec {pipe}> >(
+    # No server holds another's pipe open, or that one would outlive this script.
+    for other in "${pipes[@]}"; do exec {other}>&-; done
+    exec setsid "$@" >>"$out" 2>>"$err"
+  )
+  pipes+=("$pipe")
+}
+
+# run COMMAND...: runs COMMAND (kubectl wait, tail: commands that take long) without
+# the servers' pipes, and waits for it. bash runs a trap only once the command in the
+# foreground has ended; it runs one at once during `wait`.
+run() {
+  (
+    for other in "${pipes[@]}"; do exec {other}>&-; done
+    exec "$@"
+  ) &
+  waiting_for=$!
+  wait "$waiting_for"
+  waiting_for=""
+}
+
+echo "starting the control plane (data in $state/control-plane, log: $state/control-plane.log)"
+start "$state/control-plane.out" "$state/control-plane.log" \
+  "$control_plane" --data-dir "$state/control-plane" --kubeconfig "$KUBECONFIG" --exit-with-stdin
 echo "starting moto on 127.0.0.1:$moto_port (log: $state/moto.log)"
-exec {moto_pipe}> >(exec "$venv/bin/python" tests/testkit/supervise.py "$state/moto.log" \
-  "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port")
+start "$state/moto.log" "$state/moto.log" "$venv/bin/python" tests/testkit/supervise.py \
+  "$state/moto.log" "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
 
 for _ in $(seq 600); do
   grep -q '^ready ' "$state/control-plane.out" 2>/dev/null && break
@@ -38,10 +159,10 @@ for _ in $(seq 600); do
 done
 grep '^ready ' "$state/control-plane.out" || { echo "the control plane did not start; see $state/control-plane.log" >&2; exit 1; }
 for _ in $(seq 300); do
-  curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1 && break
+  curl -fsS --max-time 2 "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1 && break
   sleep 0.1
 done
-curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null || { echo "moto did not start; see $state/moto.log" >&2; exit 1; }
+curl -fsS --max-time 2 "http://127.0.0.1:$moto_port/moto-api/" >/dev/null || { echo "moto did not start; see $state/moto.log" >&2; exit 1; }
 # Fixed ids: seed moto's random generator, then have it build us-east-1's default VPC
 # at once, so the subnet ids in examples/db-subnet-group-local.yaml exist.
 curl -fsS -X POST "http://127.0.0.1:$moto_port/moto-api/seed?a=42" >/dev/null
@@ -49,17 +170,17 @@ curl -fsS "http://127.0.0.1:$moto_port/?Action=DescribeSubnets&Version=2016-11-1
   -H "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0" >/dev/null
 
 kubectl apply --server-side -f crds/
-kubectl wait --for=condition=Established --timeout=60s $(ls crds/*.yaml | grep -v '^crds/validating-admission-policy\.' | sed 's/^/-f /')
+run kubectl wait --for=condition=Established --timeout=60s $(ls crds/*.yaml | grep -v '^crds/validating-admission-policy\.' | sed 's/^/-f /')
 sed "s|http://127.0.0.1:5000|http://127.0.0.1:$moto_port|" examples/provider-config-local.yaml | kubectl apply --server-side -f -
 
 kubectl apply --server-side -f examples/db-subnet-group-local.yaml -f examples/db-instance-local.yaml \
   -f examples/security-group-local.yaml -f examples/instance-local.yaml
 
 echo "starting tether (log: $state/tether.log)"
-cargo build --locked --quiet
-exec {tether_pipe}> >(exec "${CARGO_TARGET_DIR:-target}/debug/tether" run \
-  --admin-addr "127.0.0.1:$admin_port" --kubeconfig "$KUBECONFIG" 2>"$state/tether.log")
-kubectl wait --for=condition=Ready --timeout=120s dbsubnetgroup/orders-subnets dbinstance/orders \
+# supervise.py stops tether when this script's pipe closes, as the others stop.
+start "$state/tether.log" "$state/tether.log" "$venv/bin/python" tests/testkit/supervise.py \
+  "$state/tether.log" "$tether_bin" run --admin-addr "127.0.0.1:$admin_port" --kubeconfig "$KUBECONFIG"
+run kubectl wait --for=condition=Ready --timeout=120s dbsubnetgroup/orders-subnets dbinstance/orders \
   securitygroup/web instance.ec2.tether.dev/web-1
 kubectl get dbsubnetgroups,dbinstances,securitygroups,instances.ec2.tether.dev
 for secret in orders-db web-1-ssh; do
@@ -78,5 +199,4 @@ The database and the instance are Ready and their Secrets are there. In another 
 Ctrl-C stops tether, the control plane and moto.
 
 EOT
-tail -f "$state/tether.log"
-: "$control_plane_pipe" "$moto_pipe" "$tether_pipe" # held open until here
+run tail -f --pid=$$ "$state/tether.log"

@@ -10,6 +10,7 @@ mod controller;
 mod db_instance;
 mod db_instance_controller;
 mod db_subnet_group;
+mod dev_script;
 mod helm;
 mod helm_install;
 mod instance;

@@ -15,6 +15,8 @@ pub mod rds;
 pub mod sdk_config;
 pub mod self_service;
 pub mod tags;
+#[cfg(test)]
+mod testing;
 
 pub use provider_config::{ProviderConfig, ProviderConfigSpec};
 

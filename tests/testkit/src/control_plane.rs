@@ -4,6 +4,7 @@
 //! named by `TETHER_TEST_KUBECONFIG`.
 
 use std::{
+    fs::File,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -13,7 +14,7 @@ use std::{
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::process::Supervised;
+use crate::{logs, process::Supervised};
 
 /// Environment variable naming the kubeconfig of an existing cluster to test against.
 pub const EXISTING_CLUSTER_ENV: &str = "TETHER_TEST_KUBECONFIG";
@@ -53,6 +54,9 @@ impl ControlPlane {
             .tempdir()
             .expect("creating a temporary directory");
         let kubeconfig = data_dir.path().join("kubeconfig");
+        let log = logs::file("control-plane");
+        let log_file = File::create(&log)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", log.display()));
         let started = Instant::now();
         let mut process = Supervised::spawn(
             "control plane",
@@ -65,7 +69,8 @@ impl ControlPlane {
                 // The shared control plane lives in a static that is never dropped,
                 // so its temporary directory would outlive the test run.
                 .arg("--remove-data-dir-on-exit")
-                .stdout(Stdio::piped()),
+                .stdout(Stdio::piped())
+                .stderr(log_file),
         )
         .unwrap_or_else(|error| panic!("starting {}: {error}", binary.display()));
         let stdout = process.child_mut().stdout.take().expect("piped stdout");
@@ -76,11 +81,16 @@ impl ControlPlane {
         let Some(ready) = ready else {
             let status = process.stop(Duration::from_secs(5));
             panic!(
-                "the control plane exited before it was ready ({status:?}); its log is on stderr above"
+                "the control plane exited before it was ready ({status:?}); its log, {}, ends:\n{}",
+                log.display(),
+                logs::tail(&log, 40)
             );
         };
         let startup = started.elapsed();
-        eprintln!("control plane {ready} (harness saw it after {startup:.2?})");
+        eprintln!(
+            "control plane {ready} (harness saw it after {startup:.2?}; log: {})",
+            log.display()
+        );
         ControlPlane {
             kubeconfig,
             startup,

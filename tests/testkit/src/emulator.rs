@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::process::{Supervised, free_port, http_get, wait_until};
+use crate::{
+    logs,
+    process::{Supervised, free_port, http_get, wait_until},
+};
 
 /// Which emulator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +117,7 @@ impl Emulator {
             .tempdir()
             .expect("creating a temporary directory");
         let port = free_port();
-        let log = state_dir.path().join("emulator.log");
+        let log = logs::file(kind.name());
         let mut command = Command::new(&python);
         command
             .arg(crate::repo_root().join("tests/testkit/supervise.py"))
@@ -147,9 +150,10 @@ impl Emulator {
             || {
                 if let Some(status) = process.try_wait() {
                     panic!(
-                        "{} exited with {status} before it was ready; its log:\n{}",
+                        "{} exited with {status} before it was ready; its log, {}, ends:\n{}",
                         kind.name(),
-                        std::fs::read_to_string(&log).unwrap_or_default()
+                        log.display(),
+                        logs::tail(&log, 40)
                     );
                 }
                 let body = http_get(port, kind.readiness_path())?;
@@ -161,7 +165,11 @@ impl Emulator {
             },
         );
         let startup = started.elapsed();
-        eprintln!("{} ready at {endpoint} after {startup:.2?}", kind.name());
+        eprintln!(
+            "{} ready at {endpoint} after {startup:.2?} (log: {})",
+            kind.name(),
+            log.display()
+        );
         Emulator {
             kind,
             endpoint,

@@ -3,7 +3,9 @@
 //!
 //! One control plane and one emulator of each kind serve a whole test binary; every
 //! test gets a fresh namespace. Processes are tied to the test process through a pipe
-//! on their standard input, so they stop even when the test process is killed.
+//! on their standard input, so they stop even when the test process is killed. Their
+//! logs go to a directory per run under `$TETHER_CACHE/logs` ([`logs`]), not to the
+//! test's output.
 //!
 //! Environment:
 //! - `TETHER_TEST_KUBECONFIG`: use this existing cluster (kind, k3d, …) instead of
@@ -16,6 +18,7 @@ pub mod control_plane;
 pub mod emulator;
 pub mod fault_proxy;
 pub mod helm;
+pub mod logs;
 pub mod process;
 pub mod tether;
 

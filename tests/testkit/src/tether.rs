@@ -157,6 +157,26 @@ impl Tether {
     }
 }
 
+impl Drop for Tether {
+    /// Keeps the whole log of a failed test's controller with the servers' logs (its
+    /// temporary directory goes with it).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.process.stop(Duration::from_secs(10));
+            let name = self
+                .args
+                .iter()
+                .position(|arg| arg == "--namespace" || arg == "--watch-namespaces")
+                .and_then(|at| self.args.get(at + 1))
+                .map_or("all", String::as_str);
+            let kept = crate::logs::file(&format!("tether-{name}-{}", std::process::id()));
+            if std::fs::copy(&self.log, &kept).is_ok() {
+                eprintln!("tether run's whole log: {}", kept.display());
+            }
+        }
+    }
+}
+
 /// Starts `binary args… --admin-addr 127.0.0.1:<admin_port>` with `env`, appending
 /// its log to `log`.
 fn spawn(

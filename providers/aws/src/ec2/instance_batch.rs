@@ -163,11 +163,12 @@ pub(crate) async fn live_instances(
 
 #[cfg(test)]
 mod tests {
+    use crate::testing::mock_client;
     use aws_sdk_ec2::{
         operation::describe_instances::DescribeInstancesOutput,
         types::{InstanceState, InstanceStateName, Reservation, Tag},
     };
-    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use aws_smithy_mocks::{Rule, RuleMode, mock};
 
     use super::*;
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::testing::mock_client;
 use aws_sdk_ec2::{
     error::ErrorMetadata,
     operation::{
@@ -25,7 +26,7 @@ use aws_sdk_ec2::{
         KeyPairInfo, Reservation, ResourceType, Tag, TagSpecification, builders::InstanceBuilder,
     },
 };
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{CustomResourceExt, core::ObjectMeta};
 use tether_api::{

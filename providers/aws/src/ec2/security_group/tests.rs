@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::testing::mock_client;
 use aws_sdk_ec2::{
     error::ErrorMetadata,
     operation::{
@@ -24,7 +25,7 @@ use aws_sdk_ec2::{
         Tag, UserIdGroupPair,
     },
 };
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use kube::{CustomResourceExt, core::ObjectMeta};
 use tether_api::{
     ErrorClass,

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::testing::mock_client;
 use aws_sdk_rds::{
     error::ErrorMetadata,
     operation::{
@@ -21,7 +22,7 @@ use aws_sdk_rds::{
     },
 };
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use kube::core::ObjectMeta;
 use tether_api::{
     ErrorClass, LocalReference,

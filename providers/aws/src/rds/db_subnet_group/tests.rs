@@ -8,7 +8,8 @@ use aws_sdk_rds::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_smithy_mocks::{mock, mock_client};
+use crate::testing::mock_client;
+use aws_smithy_mocks::mock;
 use kube::core::ObjectMeta;
 use tether_api::{
     ErrorClass,
