@@ -15,8 +15,9 @@
 #
 # Needs buildah 1.28 or newer (Debian: apt-get install buildah), installed here on
 # first use when run as root. buildah keeps images in its default storage
-# (/var/lib/containers/storage for root); set STORAGE_DRIVER=vfs where its default
-# driver (overlay) does not work. scripts/test-image.sh tests the result.
+# (/var/lib/containers/storage for root, overlay driver); where overlay does not work,
+# point CONTAINERS_STORAGE_CONF at a storage.conf that says driver = "vfs" (with a
+# graphroot and runroot of its own). scripts/test-image.sh tests the result.
 set -euo pipefail
 
 script_name=build-image
