@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # tether's container image. From the repository root, with Docker or Podman:
 #
 #   docker build -t tether:0.1.0 .
