@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export TETHER_CACHE ?= $(HOME)/.cache/tether
 export CARGO_TARGET_DIR ?= $(TETHER_CACHE)/target
 
-.PHONY: dev test bench setup setup-control-plane setup-emulators setup-helm lint crds build clean-cache
+.PHONY: dev test bench setup setup-control-plane setup-emulators setup-helm lint crds build image clean-cache
 
 ## dev: start a local control plane and moto, install the CRDs, run `tether run`
 dev: setup-control-plane
@@ -44,6 +44,11 @@ crds:
 
 build:
 	cargo build --workspace --locked
+
+## image: build the container image with buildah (no Docker daemon, no base image), then test it
+image:
+	scripts/build-image.sh
+	scripts/test-image.sh
 
 ## clean-cache: remove the built control plane and helm, virtualenvs and cargo target dir
 clean-cache:
