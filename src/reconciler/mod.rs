@@ -24,7 +24,7 @@ use futures::{
 };
 use kube::{
     Api, ResourceExt,
-    core::{DynamicObject, PartialObjectMeta},
+    core::DynamicObject,
     runtime::{
         Controller, Predicate, WatchStreamExt,
         controller::{self, Action},
@@ -89,6 +89,8 @@ struct Shared<C> {
     recorder: Recorder,
     settings: Settings,
     pacing: pacing::Pacing,
+    /// The caches of the kinds this kind's objects refer to.
+    references: references::Cache,
 }
 
 /// How long running reconciles get to finish after the shutdown signal. Cutting one
@@ -160,19 +162,23 @@ pub async fn run<M, C>(
         })
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown.clone());
+    let mut reference_caches = references::Cache::default();
     for kind in M::referenced_kinds() {
         // A referenced object that changes (becomes Ready) reconciles the objects
         // waiting for it at once, not at their next look.
         let api = match &settings.namespace {
-            Some(namespace) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(
-                kube.clone(),
-                namespace,
-                &kind,
-            ),
+            Some(namespace) => {
+                Api::<DynamicObject>::namespaced_with(kube.clone(), namespace, &kind)
+            }
             None => Api::all_with(kube.clone(), &kind),
         };
+        // Cached as far as resolving a reference reads them (no GET per reconcile).
+        let writer = reflector::store::Writer::new(kind.clone());
+        reference_caches.add(kind.clone(), writer.as_reader());
         let referenced = watcher(api, watcher::Config::default())
             .default_backoff()
+            .modify(references::slim)
+            .reflect(writer)
             .touched_objects();
         let reader = reader.clone();
         let kind_name = kind.kind.clone();
@@ -195,6 +201,7 @@ pub async fn run<M, C>(
         recorder,
         settings,
         pacing: pacing::Pacing::default(),
+        references: reference_caches,
     });
     tracing::info!(kind = %M::kind(&()), "controller started");
     let running = controller
