@@ -10,11 +10,13 @@ pub mod crds;
 pub mod events;
 pub mod finalizers;
 pub mod health;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod providers;
 pub mod reconciler;
 pub mod run;
+pub mod secret_watch;
 pub mod telemetry;
 
 /// The field manager of every write tether makes, and the controller name in Events.

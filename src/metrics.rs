@@ -49,6 +49,12 @@ struct ObjectLabels {
     ready: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    resource: String,
+    metadata_only: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric of the process, and the registry that renders them.
@@ -60,6 +66,7 @@ pub struct Metrics {
     objects: Family<ObjectLabels, Gauge>,
     time_to_ready_seconds: HistogramFamily<KindLabels>,
     leader: Gauge,
+    kube_watches: Family<WatchLabels, Counter>,
     /// The last known Ready state of each object (kind, UID), counted into `objects`.
     readiness: Mutex<HashMap<(String, String), bool>>,
 }
@@ -128,8 +135,15 @@ impl Metrics {
             "1 while this replica holds the leader lease (or runs without leader election)",
             leader.clone(),
         );
+        let kube_watches = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "kube_watches",
+            "Watch requests made to the Kubernetes API server, by resource (plural) and whether they asked for metadata only",
+            kube_watches.clone(),
+        );
         Self {
             registry,
+            kube_watches,
             reconciles,
             reconcile_seconds,
             aws_calls,
@@ -185,6 +199,17 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .observe(after.as_secs_f64());
+    }
+
+    /// A watch request for `resource` (a plural such as `secrets`) was made, asking
+    /// for metadata only or for whole objects.
+    pub fn kube_watch(&self, resource: &str, metadata_only: bool) {
+        self.kube_watches
+            .get_or_create(&WatchLabels {
+                resource: resource.to_owned(),
+                metadata_only: metadata_only.to_string(),
+            })
+            .inc();
     }
 
     /// Whether this replica leads.

@@ -14,6 +14,7 @@ use tether_aws::{
 use crate::{
     claims,
     reconciler::{self, Settings},
+    secret_watch::SecretWatch,
 };
 
 /// Runs the controllers of every managed kind until `shutdown` completes.
@@ -26,32 +27,45 @@ pub async fn run(
     let observer: std::sync::Arc<dyn tether_api::telemetry::CallObserver> =
         settings.metrics.clone();
     let configs = SdkConfigs::new(kube.clone(), Some(observer));
-    futures::join!(
-        reconciler::run::<DBSubnetGroup, _>(
-            kube.clone(),
-            AwsConnector::new(configs.clone(), DBSubnetGroupClient::from_config),
-            settings.clone(),
-            shutdown.clone(),
-        ),
-        reconciler::run::<SecurityGroup, _>(
-            kube.clone(),
-            AwsConnector::new(configs.clone(), SecurityGroupClient::from_config),
-            settings.clone(),
-            shutdown.clone(),
-        ),
-        reconciler::run::<Instance, _>(
-            kube.clone(),
-            AwsConnector::new(configs.clone(), InstanceClient::from_config),
-            settings.clone(),
-            shutdown.clone(),
-        ),
-        reconciler::run::<DBInstance, _>(
-            kube.clone(),
-            AwsConnector::new(configs.clone(), DBInstanceClient::from_config),
-            settings.clone(),
-            shutdown.clone(),
-        ),
-        claims::run::<DatabaseClaim>(kube.clone(), settings.clone(), shutdown.clone()),
-        claims::run::<InstanceClaim>(kube.clone(), settings.clone(), shutdown.clone()),
-    );
+    // One metadata-only watch of the Secrets in scope for every kind's controller.
+    let (secrets, watching) =
+        SecretWatch::new(&kube, settings.namespace.as_deref(), &settings.health);
+    let watching = futures::future::select(Box::pin(watching), shutdown.clone());
+    let controllers = async {
+        futures::join!(
+            reconciler::run::<DBSubnetGroup, _>(
+                kube.clone(),
+                AwsConnector::new(configs.clone(), DBSubnetGroupClient::from_config),
+                settings.clone(),
+                &secrets,
+                shutdown.clone(),
+            ),
+            reconciler::run::<SecurityGroup, _>(
+                kube.clone(),
+                AwsConnector::new(configs.clone(), SecurityGroupClient::from_config),
+                settings.clone(),
+                &secrets,
+                shutdown.clone(),
+            ),
+            reconciler::run::<Instance, _>(
+                kube.clone(),
+                AwsConnector::new(configs.clone(), InstanceClient::from_config),
+                settings.clone(),
+                &secrets,
+                shutdown.clone(),
+            ),
+            reconciler::run::<DBInstance, _>(
+                kube.clone(),
+                AwsConnector::new(configs.clone(), DBInstanceClient::from_config),
+                settings.clone(),
+                &secrets,
+                shutdown.clone(),
+            ),
+            claims::run::<DatabaseClaim>(kube.clone(), settings.clone(), shutdown.clone()),
+            claims::run::<InstanceClaim>(kube.clone(), settings.clone(), shutdown.clone()),
+        )
+    };
+    // The controllers subscribe on their first poll, before the watch's first; the
+    // watch stops at the shutdown signal, the controllers after their grace.
+    futures::join!(controllers, watching);
 }

@@ -10,6 +10,7 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 use crate::{
     admin, crds,
     health::Health,
+    kube_client::{RateLimitLayer, WatchCountLayer},
     leader::{Leadership, LeaseSettings},
     metrics::Metrics,
     providers, reconciler,
@@ -69,6 +70,24 @@ pub struct RunArgs {
     /// the others waiting (a leader that stops releases it at once), e.g. `15s`.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+
+    /// Requests a second to the Kubernetes API server, on average (a client-side
+    /// limit on every request, watches included).
+    #[arg(long, env = "TETHER_KUBE_QPS", default_value_t = 50.0, value_parser = parse_qps)]
+    pub kube_qps: f64,
+
+    /// Requests to the Kubernetes API server that may go at once, above `--kube-qps`,
+    /// after a quiet spell.
+    #[arg(long, env = "TETHER_KUBE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kube_burst: u32,
+}
+
+fn parse_qps(value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|qps| qps.is_finite() && *qps > 0.0)
+        .ok_or_else(|| format!("{value:?} is not a positive number of requests a second"))
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -111,7 +130,12 @@ pub enum Error {
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let metrics = Arc::new(Metrics::new());
+    let layers = Layers {
+        rate_limit: RateLimitLayer::new(args.kube_qps, args.kube_burst),
+        watches: WatchCountLayer::new(metrics.clone()),
+    };
+    let client = client(args.kubeconfig.as_deref(), &layers).await?;
     let version = client.apiserver_version().await.map_err(Error::Connect)?;
     tracing::info!(server = %version.git_version, "connected to the Kubernetes API server");
     crds::check_installed(&client).await?;
@@ -138,7 +162,6 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             let _ = stopping.wait_for(|stop| *stop).await;
         }
     };
-    let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let reports = admin::Reports {
         health: health.clone(),
@@ -259,7 +282,16 @@ fn identity() -> String {
     })
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Error> {
+/// The layers on the client's service stack.
+struct Layers {
+    rate_limit: RateLimitLayer,
+    watches: WatchCountLayer,
+}
+
+async fn client(
+    kubeconfig: Option<&std::path::Path>,
+    layers: &Layers,
+) -> Result<kube::Client, Error> {
     let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
@@ -275,5 +307,9 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Er
         }
         None => kube::Config::infer().await.map_err(Error::ClientConfig)?,
     };
-    kube::Client::try_from(config).map_err(Error::Client)
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .map_err(Error::Client)?
+        .with_layer(&layers.watches)
+        .with_layer(&layers.rate_limit)
+        .build())
 }

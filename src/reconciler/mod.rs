@@ -12,16 +12,19 @@ mod reconcile;
 mod references;
 mod status;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::{
     FutureExt, StreamExt,
     future::{self, BoxFuture},
 };
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    core::{DynamicObject, PartialObjectMeta},
+    core::DynamicObject,
     runtime::{
         Controller, Predicate, WatchStreamExt,
         controller::{self, Action},
@@ -39,9 +42,9 @@ use tether_api::{
 pub use error::{Error, Phase};
 
 use crate::{
-    connection_secret::{MANAGED_BY_LABEL, MANAGED_BY_VALUE},
     health::Health,
     metrics::Metrics,
+    secret_watch::{SecretMeta, SecretWatch},
 };
 
 /// How the controllers of every kind behave.
@@ -86,6 +89,8 @@ struct Shared<C> {
     recorder: Recorder,
     settings: Settings,
     pacing: pacing::Pacing,
+    /// The caches of the kinds this kind's objects refer to.
+    references: references::Cache,
 }
 
 /// How long running reconciles get to finish after the shutdown signal. Cutting one
@@ -98,15 +103,16 @@ pub type Shutdown = future::Shared<BoxFuture<'static, ()>>;
 
 /// Runs the controller of kind `M` until `shutdown` completes, letting running
 /// reconciles finish (for up to [`SHUTDOWN_GRACE`]).
-pub async fn run<M, C>(kube: kube::Client, connector: C, settings: Settings, shutdown: Shutdown)
-where
+pub async fn run<M, C>(
+    kube: kube::Client,
+    connector: C,
+    settings: Settings,
+    secrets: &SecretWatch,
+    shutdown: Shutdown,
+) where
     M: Managed,
     C: Connector<M>,
 {
-    let scoped = |kube: &kube::Client| match &settings.namespace {
-        Some(namespace) => Api::<PartialObjectMeta<Secret>>::namespaced(kube.clone(), namespace),
-        None => Api::all(kube.clone()),
-    };
     let objects_api = match &settings.namespace {
         Some(namespace) => Api::<M>::namespaced(kube.clone(), namespace),
         None => Api::all(kube.clone()),
@@ -115,10 +121,19 @@ where
     let cache = settings.health.cache();
     // Status writes change neither generation, annotations nor finalizers, so they
     // never trigger another reconcile (and another round of cloud calls).
+    let index = Arc::new(SecretIndex::<M>::default());
     let objects = watcher(objects_api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .inspect(cache.on_first_list())
+        .inspect({
+            let index = index.clone();
+            move |event| {
+                if let Ok(event) = event {
+                    index.apply(event);
+                }
+            }
+        })
         .applied_objects()
         .predicate_filter(
             predicates::generation::<M>
@@ -126,13 +141,6 @@ where
                 .combine(predicates::finalizers),
             Default::default(),
         );
-    // A connection Secret that is changed or deleted by hand is put back.
-    let connection_secrets = watcher(
-        scoped(&kube),
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
-    )
-    .default_backoff()
-    .touched_objects();
     let recorder = Recorder::new(
         kube.clone(),
         Reporter {
@@ -140,37 +148,37 @@ where
             instance: settings.instance.clone(),
         },
     );
+    // One subscription to the shared, metadata-only Secret watch: a connection Secret
+    // changed or deleted by hand is put back (its owner reference names the object),
+    // and a change to a Secret an object reads (a user-supplied password) reconciles
+    // that object (found through the index, not by scanning every object).
     let mut controller = Controller::for_stream(objects, reader.clone())
-        .owns_stream(connection_secrets)
+        .watches_stream(secrets.subscribe(), move |secret| {
+            let mut objects = owners::<M>(&secret);
+            if M::READS_SECRETS {
+                objects.extend(index.referrers(secret.namespace(), &secret.name_any()));
+            }
+            objects
+        })
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown.clone());
-    if M::READS_SECRETS {
-        // A change to a Secret an object reads (a user-supplied password) reconciles
-        // that object. Only metadata is watched: no Secret value is held in memory.
-        let secrets = watcher(scoped(&kube), watcher::Config::default())
-            .default_backoff()
-            .touched_objects();
-        let reader = reader.clone();
-        controller = controller.watches_stream(secrets, move |secret| {
-            let name = secret.name_any();
-            referrers(&reader, secret.namespace(), |object| {
-                object.secret_references().contains(&name)
-            })
-        });
-    }
+    let mut reference_caches = references::Cache::default();
     for kind in M::referenced_kinds() {
         // A referenced object that changes (becomes Ready) reconciles the objects
         // waiting for it at once, not at their next look.
         let api = match &settings.namespace {
-            Some(namespace) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(
-                kube.clone(),
-                namespace,
-                &kind,
-            ),
+            Some(namespace) => {
+                Api::<DynamicObject>::namespaced_with(kube.clone(), namespace, &kind)
+            }
             None => Api::all_with(kube.clone(), &kind),
         };
+        // Cached as far as resolving a reference reads them (no GET per reconcile).
+        let writer = reflector::store::Writer::new(kind.clone());
+        reference_caches.add(kind.clone(), writer.as_reader());
         let referenced = watcher(api, watcher::Config::default())
             .default_backoff()
+            .modify(references::slim)
+            .reflect(writer)
             .touched_objects();
         let reader = reader.clone();
         let kind_name = kind.kind.clone();
@@ -193,6 +201,7 @@ where
         recorder,
         settings,
         pacing: pacing::Pacing::default(),
+        references: reference_caches,
     });
     tracing::info!(kind = %M::kind(&()), "controller started");
     let running = controller
@@ -248,6 +257,112 @@ fn referrers<M: Managed>(
         .collect()
 }
 
+/// The objects of kind `M` that are `secret`'s owners (its connection Secret).
+fn owners<M: Managed>(secret: &SecretMeta) -> Vec<ObjectRef<M>> {
+    secret
+        .owner_references()
+        .iter()
+        .filter(|owner| owner.kind == M::kind(&()) && owner.api_version == M::api_version(&()))
+        .map(|owner| ObjectRef::new(&owner.name).within(&secret.namespace().unwrap_or_default()))
+        .collect()
+}
+
+/// Which objects read which Secrets (`Managed::secret_references`), kept in step with
+/// the objects' watch, so a Secret change finds its readers without a scan.
+struct SecretIndex<M: Managed> {
+    inner: std::sync::Mutex<IndexState<M>>,
+}
+
+struct IndexState<M: Managed> {
+    /// (namespace, Secret name) → the objects that read it.
+    readers: HashMap<(String, String), HashSet<ObjectRef<M>>>,
+    /// Object → the Secrets it reads, to undo its entries when it changes or goes.
+    reads: HashMap<ObjectRef<M>, Vec<(String, String)>>,
+    /// Objects of a relist in progress, swapped in when it completes.
+    relist: Option<Vec<M>>,
+}
+
+impl<M: Managed> Default for SecretIndex<M> {
+    fn default() -> Self {
+        Self {
+            inner: std::sync::Mutex::new(IndexState {
+                readers: HashMap::new(),
+                reads: HashMap::new(),
+                relist: None,
+            }),
+        }
+    }
+}
+
+impl<M: Managed> SecretIndex<M> {
+    fn apply(&self, event: &watcher::Event<M>) {
+        if !M::READS_SECRETS {
+            return;
+        }
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(object) => state.set(object, true),
+            watcher::Event::Delete(object) => state.set(object, false),
+            watcher::Event::Init => state.relist = Some(Vec::new()),
+            watcher::Event::InitApply(object) => {
+                if let Some(relist) = &mut state.relist {
+                    relist.push(object.clone());
+                }
+            }
+            watcher::Event::InitDone => {
+                let relist = state.relist.take().unwrap_or_default();
+                state.readers.clear();
+                state.reads.clear();
+                for object in &relist {
+                    state.set(object, true);
+                }
+            }
+        }
+    }
+
+    fn referrers(&self, namespace: Option<String>, name: &str) -> Vec<ObjectRef<M>> {
+        let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .readers
+            .get(&(namespace.unwrap_or_default(), name.to_owned()))
+            .map(|objects| objects.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl<M: Managed> IndexState<M> {
+    /// Records what `object` reads now (`present`), or forgets it.
+    fn set(&mut self, object: &M, present: bool) {
+        let key = ObjectRef::from_obj(object);
+        for secret in self.reads.remove(&key).unwrap_or_default() {
+            if let Some(objects) = self.readers.get_mut(&secret) {
+                objects.remove(&key);
+                if objects.is_empty() {
+                    self.readers.remove(&secret);
+                }
+            }
+        }
+        if !present {
+            return;
+        }
+        let namespace = object.namespace().unwrap_or_default();
+        let secrets: Vec<_> = object
+            .secret_references()
+            .into_iter()
+            .map(|name| (namespace.clone(), name))
+            .collect();
+        for secret in &secrets {
+            self.readers
+                .entry(secret.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if !secrets.is_empty() {
+            self.reads.insert(key, secrets);
+        }
+    }
+}
+
 /// Only Kubernetes API failures the reconcile could not record reach this point; the
 /// object backs off like any other transient failure (5 s doubling to 10 min), so an
 /// API server in trouble is not hammered by every object at a fixed rate.
@@ -257,4 +372,92 @@ fn error_policy<M: Managed, C>(object: Arc<M>, error: &Error, shared: Arc<Shared
         .failed(&object.uid().unwrap_or_default(), false);
     tracing::warn!(%error, name = object.name_any(), ?retry_in, "reconcile failed before its outcome could be recorded");
     Action::requeue(retry_in)
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_aws::rds::DBInstance;
+
+    use super::*;
+
+    fn database(name: &str, password_secret: Option<&str>) -> DBInstance {
+        let mut spec = serde_json::json!({
+            "engine": "postgres", "instanceClass": "db.t3.micro", "masterUsername": "app",
+            "allocatedStorageGiB": 20,
+        });
+        if let Some(secret) = password_secret {
+            spec["masterPassword"] =
+                serde_json::json!({"secretKeyRef": {"name": secret, "key": "password"}});
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "rds.tether.dev/v1alpha1",
+            "kind": "DBInstance",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn readers(index: &SecretIndex<DBInstance>, namespace: &str, secret: &str) -> Vec<String> {
+        let mut names: Vec<_> = index
+            .referrers(Some(namespace.to_owned()), secret)
+            .into_iter()
+            .map(|object| object.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_index_follows_the_objects_through_changes_deletions_and_relists() {
+        let index = SecretIndex::<DBInstance>::default();
+        index.apply(&watcher::Event::Apply(database("orders", Some("admin"))));
+        index.apply(&watcher::Event::Apply(database("billing", Some("admin"))));
+        index.apply(&watcher::Event::Apply(database("plain", None)));
+        assert_eq!(readers(&index, "shop", "admin"), ["billing", "orders"]);
+        assert!(readers(&index, "other", "admin").is_empty());
+
+        // A changed reference moves; a deleted object is forgotten.
+        index.apply(&watcher::Event::Apply(database(
+            "orders",
+            Some("orders-admin"),
+        )));
+        index.apply(&watcher::Event::Delete(database("billing", Some("admin"))));
+        assert!(readers(&index, "shop", "admin").is_empty());
+        assert_eq!(readers(&index, "shop", "orders-admin"), ["orders"]);
+
+        // A relist replaces everything once it completes.
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(database(
+            "billing",
+            Some("admin"),
+        )));
+        assert_eq!(readers(&index, "shop", "orders-admin"), ["orders"]);
+        index.apply(&watcher::Event::InitDone);
+        assert!(readers(&index, "shop", "orders-admin").is_empty());
+        assert_eq!(readers(&index, "shop", "admin"), ["billing"]);
+    }
+
+    #[test]
+    fn a_secret_maps_to_its_owners_of_this_kind_only() {
+        let owner = |kind: &str, api_version: &str, name: &str| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: name.into(),
+                uid: "u".into(),
+                ..Default::default()
+            }
+        };
+        let mut secret = SecretMeta::default();
+        secret.metadata.name = Some("orders".into());
+        secret.metadata.namespace = Some("shop".into());
+        secret.metadata.owner_references = Some(vec![
+            owner("DBInstance", "rds.tether.dev/v1alpha1", "orders"),
+            owner("Instance", "ec2.tether.dev/v1alpha1", "web"),
+            owner("DBInstance", "example.com/v1", "imposter"),
+        ]);
+        let owners = owners::<DBInstance>(&secret);
+        assert_eq!(owners, [ObjectRef::new("orders").within("shop")]);
+    }
 }

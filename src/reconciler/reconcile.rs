@@ -258,7 +258,14 @@ where
     async fn apply(&self, object: &M) -> Result<Action, Error> {
         let kube = &self.shared.kube;
         let namespace = object.namespace().unwrap_or_default();
-        let resolved = references::resolve(kube, &namespace, &object.references(), true).await?;
+        let resolved = references::resolve(
+            kube,
+            &self.shared.references,
+            &namespace,
+            &object.references(),
+            true,
+        )
+        .await?;
         if !resolved.waiting.is_empty() {
             let _ = self.waiting_for_references.set(resolved.waiting.join("; "));
         }

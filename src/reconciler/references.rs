@@ -1,11 +1,16 @@
 //! Resolves a managed object's references to other managed objects: each must exist,
-//! be `Ready` and carry its external name; the names go to the provider.
+//! be `Ready` and carry its external name; the names go to the provider. They are read
+//! from the caches of the controller's watches of the referenced kinds (each change
+//! there reconciles the objects that refer to it), and from the API server only while
+//! a cache has not listed yet.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
+use futures::FutureExt;
 use kube::{
     Api,
-    core::{DynamicObject, ObjectMeta},
+    core::{ApiResource, DynamicObject, ObjectMeta},
+    runtime::reflector::{ObjectRef, Store},
 };
 use tether_api::{
     ObjectReference,
@@ -24,22 +29,66 @@ pub struct Resolved {
     pub waiting: Vec<String>,
 }
 
+/// The caches of the kinds an object may refer to, holding of each object what
+/// resolving reads (see [`slim`]).
+#[derive(Clone, Default)]
+pub struct Cache(Vec<(ApiResource, Store<DynamicObject>)>);
+
+impl Cache {
+    /// Adds the cache of the referenced `kind`.
+    pub fn add(&mut self, kind: ApiResource, store: Store<DynamicObject>) {
+        self.0.push((kind, store));
+    }
+
+    /// The referenced object as cached (`Some(None)`: it does not exist), or `None`
+    /// when no cache of its kind has its first complete list yet.
+    fn lookup(
+        &self,
+        namespace: &str,
+        reference: &ObjectReference,
+    ) -> Option<Option<Arc<DynamicObject>>> {
+        let (kind, store) = self
+            .0
+            .iter()
+            .find(|(kind, _)| *kind == reference.resource)?;
+        store.wait_until_ready().now_or_never()?.ok()?;
+        let key = ObjectRef::new_with(&reference.name, kind.clone()).within(namespace);
+        Some(store.get(&key))
+    }
+}
+
+/// Keeps of a referenced object only what resolving reads: its metadata (without
+/// managed fields) and its conditions.
+pub fn slim(object: &mut DynamicObject) {
+    object.metadata.managed_fields = None;
+    object.data = match object.data.pointer("/status/conditions") {
+        Some(conditions) => serde_json::json!({"status": {"conditions": conditions}}),
+        None => serde_json::json!({}),
+    };
+}
+
 /// Resolves `references` of an object in `namespace` into reference field → external
 /// name. A reference [`ObjectReference::needed_to_create`] that does not resolve fails
 /// the whole when `wait` is true; any other is left out (and said in `waiting`). When
 /// `wait` is false (the object is being deleted) every unresolvable one is left out.
 pub async fn resolve(
     kube: &kube::Client,
+    cache: &Cache,
     namespace: &str,
     references: &[ObjectReference],
     wait: bool,
 ) -> Result<Resolved, Error> {
     let mut resolved = Resolved::default();
     for reference in references {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(kube.clone(), namespace, &reference.resource);
-        let object = api.get_opt(&reference.name).await?;
-        match external_name_if_ready(reference, object.as_ref()) {
+        let object = match cache.lookup(namespace, reference) {
+            Some(cached) => cached,
+            None => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(kube.clone(), namespace, &reference.resource);
+                api.get_opt(&reference.name).await?.map(Arc::new)
+            }
+        };
+        match external_name_if_ready(reference, object.as_deref()) {
             Ok(name) => {
                 resolved.names.insert(reference.field.to_owned(), name);
             }
@@ -128,6 +177,27 @@ mod tests {
         let resolved =
             external_name_if_ready(&reference(), Some(&object("True", Some("shop-orders"))));
         assert_eq!(resolved.unwrap(), "shop-orders");
+    }
+
+    #[test]
+    fn a_slimmed_object_still_resolves_and_keeps_nothing_else() {
+        let mut full = object("True", Some("shop-orders"));
+        full.data["spec"] = json!({"description": "a long spec"});
+        full.data["status"]["atProvider"] = json!({"arn": "arn:aws:rds:…"});
+        slim(&mut full);
+        assert_eq!(
+            full.data.pointer("/status/conditions/0/type"),
+            Some(&json!("Ready"))
+        );
+        assert!(full.data.get("spec").is_none());
+        assert!(full.data.pointer("/status/atProvider").is_none());
+        assert_eq!(
+            external_name_if_ready(&reference(), Some(&full)).unwrap(),
+            "shop-orders"
+        );
+        let mut bare = DynamicObject::new("orders", &reference().resource);
+        slim(&mut bare);
+        assert!(external_name_if_ready(&reference(), Some(&bare)).is_err());
     }
 
     #[test]

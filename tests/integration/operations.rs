@@ -8,13 +8,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
 use tether_api::conditions::READY;
 use tether_aws::rds::DBInstance;
 use tether_testkit::{ControlPlane, Extra, Tether};
 
-use crate::{db_instance_controller::database, world::World};
+use crate::{
+    db_instance_controller::{SECRET_KEYS, database, wait_secret},
+    world::World,
+};
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
@@ -123,6 +129,85 @@ async fn metrics_count_the_aws_calls_the_proxy_sees_and_a_first_ready_is_announc
         "the proxy's counts and /metrics never met:\nproxy:   {:?}\nmetrics: {:?}",
         last.0, last.1
     );
+}
+
+/// The watch requests `/metrics` reports for `resource`, as (metadata only, whole
+/// objects).
+fn watches_of(metrics: &str, resource: &str) -> (f64, f64) {
+    let count = |metadata_only: bool| {
+        sample(
+            metrics,
+            &format!(
+                r#"tether_kube_watches_total{{resource="{resource}",metadata_only="{metadata_only}"}}"#
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    (count(true), count(false))
+}
+
+#[tokio::test]
+async fn one_metadata_only_secret_watch_serves_every_kind_and_puts_a_secret_back() {
+    let world = World::start().await;
+    // Polled once an hour: only the Secret watch can bring a change to tether's notice
+    // within this test.
+    let manifest = database(&world, "watched", "").replace(
+        "metadata: {name: watched}",
+        "metadata: {name: watched, annotations: {tether.dev/poll-interval: 1h}}",
+    );
+    world.apply(&manifest).await;
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .wait_condition(&api, "watched", READY, "True", None)
+        .await;
+    let complete =
+        |data: &BTreeMap<String, String>| SECRET_KEYS.iter().all(|key| data.contains_key(*key));
+    let published = wait_secret(&world, "watched-db", "hold every key", complete).await;
+
+    // Four managed kinds, two of which look at Secrets: one watch of Secrets, and it
+    // asks for metadata only (no Secret value reaches tether through it).
+    let secret_watches = || {
+        let metrics = world
+            .tether
+            .admin_get("/metrics")
+            .expect("scraping /metrics");
+        assert!(
+            watches_of(&metrics, "dbinstances") != (0.0, 0.0),
+            "the kinds' own watches are counted too:\n{metrics}"
+        );
+        (watches_of(&metrics, "secrets"), metrics)
+    };
+    let (watches, metrics) = secret_watches();
+    assert_eq!(
+        watches,
+        (1.0, 0.0),
+        "(metadata only, whole objects):\n{metrics}"
+    );
+
+    // Changed by hand: put back.
+    let secrets = world.ns.api::<Secret>();
+    secrets
+        .patch(
+            "watched-db",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"host": "tampered.example"}})),
+        )
+        .await
+        .expect("editing the Secret by hand");
+    wait_secret(&world, "watched-db", "get its host back", |data| {
+        data.get("host") == published.get("host")
+    })
+    .await;
+    // Deleted by hand: put back.
+    secrets
+        .delete("watched-db", &DeleteParams::default())
+        .await
+        .expect("deleting the Secret by hand");
+    wait_secret(&world, "watched-db", "come back", complete).await;
+
+    let (watches, metrics) = secret_watches();
+    assert_eq!(watches, (1.0, 0.0), "still one Secret watch:\n{metrics}");
+    world.finish().await;
 }
 
 /// The lease holder's identity, once the lease has one.

@@ -115,10 +115,15 @@ where
             return Ok(Action::await_change());
         }
         let namespace = object.namespace().unwrap_or_default();
-        let references =
-            references::resolve(&self.shared.kube, &namespace, &object.references(), false)
-                .await?
-                .names;
+        let references = references::resolve(
+            &self.shared.kube,
+            &self.shared.references,
+            &namespace,
+            &object.references(),
+            false,
+        )
+        .await?
+        .names;
         let client = self.connect(object).await?;
         // The connection Secret is not read: a foreign Secret must not block deletion.
         let context = Context {
