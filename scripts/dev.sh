@@ -82,7 +82,11 @@ stop_servers() {
   trap '' INT TERM HUP # a second Ctrl-C must not cut the wait short
   local groups group alive deadline=$((SECONDS + 8))
   if [[ -n ${waiting_for:-} ]]; then
-    kill "$waiting_for" 2>/dev/null || true
+    # SIGKILL, not SIGTERM: a command `run` has only just forked can lose a SIGTERM
+    # (the subshell takes it with this script's handler, then resets its handlers and
+    # execs), and `wait` would then wait for `tail -f` for ever. The commands `run`
+    # runs (kubectl wait, tail) have nothing to clean up.
+    kill -KILL "$waiting_for" 2>/dev/null || true
     wait "$waiting_for" 2>/dev/null || true
   fi
   groups=$(server_groups)
