@@ -30,8 +30,8 @@ pub struct RunArgs {
     pub kubeconfig: Option<PathBuf>,
 
     /// How often a Ready object's cloud resource is checked again (the
-    /// `tether.dev/poll-interval` annotation overrides it per object), e.g. `5m`.
-    #[arg(long, env = "TETHER_POLL_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    /// `tether.dev/poll-interval` annotation overrides it per object), e.g. `10m`.
+    #[arg(long, env = "TETHER_POLL_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub poll_interval: Duration,
 
     /// How often an object whose cloud resource is being created, changed or deleted,

@@ -71,7 +71,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            poll_interval: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(600),
             wait_interval: Duration::from_secs(15),
             concurrency: 16,
             instance: None,

@@ -221,6 +221,26 @@ where
     Ok(Action::requeue(delay))
 }
 
+/// How old a shared snapshot's answer may be when `object` is observed: the poll
+/// interval for a Ready, up-to-date object (a routine check: one listing answers every
+/// such object of the kind), else the wait interval. The snapshot itself never answers
+/// for a resource written since its listing, and never says a resource is missing, so a
+/// new object's first look and the look after a create read the cloud directly.
+/// Deletion reads directly (it builds its context with [`Context::named`]).
+fn freshness<M: Managed>(object: &M, settings: &super::Settings) -> Duration {
+    let generation = object.meta().generation;
+    let current_and_true = |type_: &str| {
+        conditions::find(object.conditions(), type_).is_some_and(|condition| {
+            condition.observed_generation == generation && condition.status == "True"
+        })
+    };
+    if current_and_true(READY) && current_and_true(SYNCED) {
+        poll_interval(object, settings)
+    } else {
+        settings.wait_interval
+    }
+}
+
 /// The poll interval of `object`: its annotation's, or the controller's.
 fn poll_interval<M: Managed>(object: &M, settings: &super::Settings) -> Duration {
     ControlAnnotations::parse(object.annotations())
@@ -303,6 +323,7 @@ where
             pending: publisher.pending(),
             create_attempt: None,
             applied_tags: self.annotations.applied_tags.as_ref().unwrap_or(&NO_TAGS),
+            freshness: freshness(object, &self.shared.settings),
         };
         let observe_only =
             object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;

@@ -20,7 +20,7 @@ use tether_api::{
     managed::EXTERNAL_NAME_ANNOTATION,
 };
 use tether_aws::{
-    ec2::{Instance, SecurityGroup, instance_batch::LIVE_STATES, ssh_key},
+    ec2::{Instance, SecurityGroup, live_instances::LIVE_STATES, ssh_key},
     tags::UID_TAG,
 };
 use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};

@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     future::Future,
+    time::Duration,
 };
 
 use crate::{
@@ -135,6 +136,11 @@ pub struct Context<'a> {
     /// one the spec no longer has is to be removed from the resource. Empty when
     /// unknown.
     pub applied_tags: &'a BTreeSet<String>,
+    /// How old an answer from a shared snapshot of the cloud may be for this
+    /// observation ([`crate::snapshot`]): the poll interval for the routine check of a
+    /// Ready, up-to-date object; the wait interval while the object or its resource
+    /// changes; zero (read directly) for a new object, and while it is deleted.
+    pub freshness: Duration,
 }
 
 static NOTHING_RESOLVED: BTreeMap<String, String> = BTreeMap::new();
@@ -151,6 +157,7 @@ impl<'a> Context<'a> {
             pending: false,
             create_attempt: None,
             applied_tags: &NO_TAGS,
+            freshness: Duration::ZERO,
         }
     }
 

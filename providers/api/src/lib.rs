@@ -9,6 +9,7 @@ pub mod error_class;
 pub mod external;
 pub mod managed;
 pub mod references;
+pub mod snapshot;
 pub mod telemetry;
 
 pub use error_class::ErrorClass;

@@ -11,7 +11,7 @@ use crate::{
 };
 
 pub mod instance;
-pub mod instance_batch;
+pub mod live_instances;
 pub mod security_group;
 pub mod ssh_key;
 
@@ -63,6 +63,17 @@ pub(crate) fn uid_filter(uid: &str) -> Filter {
         .name(format!("tag:{UID_TAG}"))
         .values(uid)
         .build()
+}
+
+/// Matches every resource tether tagged with an object's UID.
+pub(crate) fn tagged_filter() -> Filter {
+    Filter::builder().name("tag-key").values(UID_TAG).build()
+}
+
+/// The value of the `tether.dev/uid` tag among `tags`: the UID of the object whose
+/// resource it is.
+pub(crate) fn uid_tag(tags: &[Tag]) -> Option<&str> {
+    tags.iter().find(|tag| tag.key() == Some(UID_TAG))?.value()
 }
 
 /// Adds (or overwrites) `tags` on the EC2 resource `id`.

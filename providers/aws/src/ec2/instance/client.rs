@@ -3,7 +3,10 @@
 //! (stopping and starting it only when allowed), and terminate it; and what observe
 //! reports of an instance.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
 
 use aws_sdk_ec2::{
     error::ProvideErrorMetadata,
@@ -15,12 +18,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tether_api::{
     ErrorClass,
-    conditions::{self, READY, SYNCED},
     external::{
         ConnectionDetails, Context, Created, ExternalClient, Observation, ObservationOf, Observed,
         ObservedOf, ProviderError, Readiness,
     },
-    managed::{DeletionPolicy, Managed},
+    managed::DeletionPolicy,
+    snapshot::{Known, Snapshot},
 };
 
 use super::{
@@ -31,9 +34,9 @@ use super::{
 use crate::{
     call_metrics::AwsConfig,
     ec2::{
-        create_tags,
-        instance_batch::{InstanceBatch, live_instances},
-        is_not_found, ssh_key, sync_tags, tag_map, tag_specification, uid_filter, without_retries,
+        create_tags, is_not_found,
+        live_instances::{live_instances, tagged_by_uid},
+        ssh_key, sync_tags, tag_map, tag_specification, uid_filter, without_retries,
     },
     errors::{absent_if, provider_error},
     tags::UID_TAG,
@@ -143,18 +146,6 @@ fn key_lost(object: &Instance, context: &Context<'_>) -> bool {
             .is_none_or(|key| key.is_empty())
 }
 
-/// Whether this reconcile is a routine poll: the object was Ready and Synced at its
-/// current generation and is not being deleted. Anything else looks at EC2 directly.
-fn is_routine_poll(object: &Instance) -> bool {
-    let generation = object.metadata.generation;
-    object.metadata.deletion_timestamp.is_none()
-        && [READY, SYNCED].into_iter().all(|type_| {
-            conditions::find(object.conditions(), type_).is_some_and(|condition| {
-                condition.status == "True" && condition.observed_generation == generation
-            })
-        })
-}
-
 /// What observe reports of `instance`, the instance of `object`.
 pub(super) fn observed(
     object: &Instance,
@@ -250,8 +241,9 @@ pub(super) fn observed(
 #[derive(Clone, Debug)]
 pub struct InstanceClient {
     ec2: aws_sdk_ec2::Client,
-    /// Answers routine polls for every instance of this ProviderConfig at once.
-    batch: InstanceBatch,
+    /// Every live instance tether tagged in this account and region, by UID: answers
+    /// the polls of every Instance of this ProviderConfig at once.
+    snapshot: Snapshot<Ec2Instance>,
 }
 
 impl InstanceClient {
@@ -259,7 +251,7 @@ impl InstanceClient {
     pub fn new(ec2: aws_sdk_ec2::Client) -> Self {
         Self {
             ec2,
-            batch: InstanceBatch::default(),
+            snapshot: Snapshot::default(),
         }
     }
 
@@ -302,6 +294,29 @@ impl InstanceClient {
                 .cmp(&key(b))
                 .then_with(|| a.instance_id().cmp(&b.instance_id()))
         }))
+    }
+
+    /// The instance of `object`, read now: the one with id `external_name`, else the
+    /// live one tagged with the object's UID. What it finds is recorded in the snapshot.
+    async fn read(
+        &self,
+        object: &Instance,
+        external_name: Option<&str>,
+    ) -> Result<Option<Ec2Instance>, ProviderError> {
+        let started = Instant::now();
+        let mut instance = match external_name {
+            Some(id) => self.by_id(id).await?,
+            None => None,
+        };
+        if instance.is_none()
+            && let Some(uid) = object.uid()
+        {
+            instance = self.by_uid(&uid).await?;
+        }
+        if let Some(uid) = object.uid() {
+            self.snapshot.record(&uid, started, instance.clone());
+        }
+        Ok(instance)
     }
 
     /// Whether the EC2 key pair `name` exists.
@@ -382,24 +397,27 @@ impl ExternalClient<Instance> for InstanceClient {
         object: &Instance,
         context: Context<'_>,
     ) -> Result<ObservationOf<Instance>, ProviderError> {
-        // A routine poll of an instance that is Ready and Synced: the shared snapshot
-        // answers, if it has it.
-        if is_routine_poll(object)
-            && let (Some(uid), Some(id)) = (object.uid(), context.external_name)
-            && let Some(instance) = self.batch.lookup(&self.ec2, &uid).await?
-            && instance.instance_id() == Some(id)
-        {
-            return Ok(Observation::Exists(observed(object, &context, &instance)));
-        }
-        let mut instance = match context.external_name {
-            Some(id) => self.by_id(id).await?,
-            None => None,
+        let known = match object.uid() {
+            Some(uid) => {
+                self.snapshot
+                    .lookup(&uid, context.freshness, || tagged_by_uid(&self.ec2))
+                    .await?
+            }
+            None => Known::Unknown,
         };
-        if instance.is_none()
-            && let Some(uid) = object.uid()
-        {
-            instance = self.by_uid(&uid).await?;
-        }
+        let instance = match known {
+            // Found by its UID tag: the object's instance, unless the object names
+            // another (adopted) one.
+            Known::Present(instance)
+                if context
+                    .external_name
+                    .is_none_or(|id| instance.instance_id() == Some(id)) =>
+            {
+                Some(instance)
+            }
+            Known::Absent => None,
+            Known::Present(_) | Known::Unknown => self.read(object, context.external_name).await?,
+        };
         if let Some(instance) = instance {
             return Ok(Observation::Exists(observed(object, &context, &instance)));
         }
@@ -464,7 +482,7 @@ impl ExternalClient<Instance> for InstanceClient {
         object: &Instance,
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
-        let _write = self.batch.write_guard();
+        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let spec = &object.spec;
         let uid = object.uid().ok_or_else(|| {
             terminal(
@@ -533,7 +551,7 @@ impl ExternalClient<Instance> for InstanceClient {
         context: Context<'_>,
         observed: &ObservedOf<Instance>,
     ) -> Result<(), ProviderError> {
-        let _write = self.batch.write_guard();
+        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let spec = &object.spec;
         let at_provider = &observed.at_provider;
         let id = observed
@@ -614,7 +632,7 @@ impl ExternalClient<Instance> for InstanceClient {
         context: Context<'_>,
         _policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
-        let _write = self.batch.write_guard();
+        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         if let Some(id) = context.external_name {
             absent_if(
                 self.ec2.terminate_instances().instance_ids(id).send().await,

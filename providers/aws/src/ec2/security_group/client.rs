@@ -1,11 +1,11 @@
 //! The EC2 calls that find, create, change and delete a security group, and add and
 //! remove its rules.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Instant};
 
 use aws_sdk_ec2::{
     error::ProvideErrorMetadata,
-    types::{Filter, IpPermission, ResourceType},
+    types::{Filter, IpPermission, ResourceType, SecurityGroup as Ec2SecurityGroup},
 };
 use kube::ResourceExt;
 use tether_api::{
@@ -15,6 +15,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
+    snapshot::{Known, Listing, Snapshot},
 };
 
 use super::{
@@ -24,7 +25,10 @@ use super::{
 };
 use crate::{
     call_metrics::AwsConfig,
-    ec2::{is_not_found, sync_tags, tag_map, tag_specification, uid_filter, without_retries},
+    ec2::{
+        is_not_found, sync_tags, tag_map, tag_specification, tagged_filter, uid_filter, uid_tag,
+        without_retries,
+    },
     errors::{absent_if, provider_error},
     tags::UID_TAG,
 };
@@ -50,16 +54,26 @@ impl Change {
     }
 }
 
-/// Observes and changes security groups through the EC2 API.
+/// The most groups one `DescribeSecurityGroups` page may hold.
+const PAGE_SIZE: i32 = 1000;
+
+/// Observes and changes security groups through the EC2 API. Clones share the
+/// snapshot.
 #[derive(Clone, Debug)]
 pub struct SecurityGroupClient {
     ec2: aws_sdk_ec2::Client,
+    /// Every security group tether tagged in this account and region, by UID: answers
+    /// the polls of every SecurityGroup of this ProviderConfig at once.
+    snapshot: Snapshot<Ec2SecurityGroup>,
 }
 
 impl SecurityGroupClient {
     /// A client that calls EC2 through `ec2`.
     pub fn new(ec2: aws_sdk_ec2::Client) -> Self {
-        Self { ec2 }
+        Self {
+            ec2,
+            snapshot: Snapshot::default(),
+        }
     }
 
     /// A client for the AWS account and region of `config` (the shape
@@ -69,10 +83,7 @@ impl SecurityGroupClient {
     }
 
     /// The group `id`, unless EC2 has no such group.
-    async fn by_id(
-        &self,
-        id: &str,
-    ) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>, ProviderError> {
+    async fn by_id(&self, id: &str) -> Result<Option<Ec2SecurityGroup>, ProviderError> {
         let described = absent_if(
             self.ec2
                 .describe_security_groups()
@@ -84,12 +95,66 @@ impl SecurityGroupClient {
         Ok(described.and_then(|d| d.security_groups().first().cloned()))
     }
 
+    /// Every group carrying a `tether.dev/uid` tag, by that tag's value, over all pages.
+    async fn tagged_groups(&self) -> Result<Listing<Ec2SecurityGroup>, ProviderError> {
+        let mut listing = Listing::default();
+        let mut paginator = self
+            .ec2
+            .describe_security_groups()
+            .filters(tagged_filter())
+            .into_paginator()
+            .page_size(PAGE_SIZE)
+            .send();
+        while let Some(page) = paginator.next().await {
+            let page = page.map_err(provider_error)?;
+            listing.pages += 1;
+            listing.entries.extend(
+                page.security_groups()
+                    .iter()
+                    .filter_map(|group| Some((uid_tag(group.tags())?.to_owned(), group.clone()))),
+            );
+        }
+        Ok(listing)
+    }
+
+    /// The group of `object`, as a record at most `freshness` old saw it (the shared
+    /// snapshot, or a direct read made since), else as [`Self::find`] finds it now.
+    async fn group(
+        &self,
+        object: &SecurityGroup,
+        external_name: Option<&str>,
+        freshness: std::time::Duration,
+    ) -> Result<Option<Ec2SecurityGroup>, ProviderError> {
+        let Some(uid) = object.uid() else {
+            return self.find(object, external_name).await;
+        };
+        match self
+            .snapshot
+            .lookup(&uid, freshness, || self.tagged_groups())
+            .await?
+        {
+            // Found by its UID tag: the object's group, unless the object names
+            // another (adopted) one.
+            Known::Present(group)
+                if external_name.is_none_or(|id| group.group_id() == Some(id)) =>
+            {
+                return Ok(Some(group));
+            }
+            Known::Absent => return Ok(None),
+            Known::Present(_) | Known::Unknown => {}
+        }
+        let started = Instant::now();
+        let found = self.find(object, external_name).await?;
+        self.snapshot.record(&uid, started, found.clone());
+        Ok(found)
+    }
+
     /// The group with id `external_name`, else the one tagged with the object's UID.
     async fn find(
         &self,
         object: &SecurityGroup,
         external_name: Option<&str>,
-    ) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>, ProviderError> {
+    ) -> Result<Option<Ec2SecurityGroup>, ProviderError> {
         if let Some(id) = external_name
             && let Some(group) = self.by_id(id).await?
         {
@@ -272,7 +337,10 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         object: &SecurityGroup,
         context: Context<'_>,
     ) -> Result<ObservationOf<SecurityGroup>, ProviderError> {
-        let Some(group) = self.find(object, context.external_name).await? else {
+        let Some(group) = self
+            .group(object, context.external_name, context.freshness)
+            .await?
+        else {
             return Ok(Observation::Missing);
         };
         let at_provider = SecurityGroupObservation {
@@ -300,6 +368,7 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         object: &SecurityGroup,
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
+        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let group_name = object.group_name();
         let created = self
             .ec2
@@ -360,6 +429,7 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         context: Context<'_>,
         observed: &ObservedOf<SecurityGroup>,
     ) -> Result<(), ProviderError> {
+        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let group = &observed.at_provider;
         if observed.delta.tags {
             sync_tags(
@@ -388,10 +458,11 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
 
     async fn delete(
         &self,
-        _object: &SecurityGroup,
+        object: &SecurityGroup,
         context: Context<'_>,
         _policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
+        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let Some(group_id) = context.external_name else {
             return Ok(None);
         };

@@ -1,7 +1,11 @@
 //! The RDS calls that observe, create, update and delete a DB instance, the
 //! connection details it publishes, and the name of its final snapshot.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use aws_sdk_rds::{
     error::ProvideErrorMetadata,
@@ -18,11 +22,13 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::{DeletionPolicy, Managed},
+    snapshot::{Known, Snapshot},
 };
 
 use super::{
     DB_SUBNET_GROUP_REF, DBInstance, DBInstanceObservation,
     diff::diff,
+    listing::tagged_instances,
     master_password::{
         PASSWORD_KEY, PasswordSource, USERNAME_KEY, password_in, published_password, redacted,
     },
@@ -47,12 +53,20 @@ const AVAILABLE: &str = "available";
 const DELETING: &str = "deleting";
 
 /// Observes and changes DB instances through the RDS API, and reads master passwords
-/// from Kubernetes Secrets and Secrets Manager.
+/// from Kubernetes Secrets and Secrets Manager. Clones share the snapshots.
 #[derive(Clone)]
 pub struct DBInstanceClient {
     pub(super) rds: aws_sdk_rds::Client,
     pub(super) kube: kube::Client,
     pub(super) secrets_manager: aws_sdk_secretsmanager::Client,
+    /// Every DB instance tether tagged in this account and region, by identifier:
+    /// answers the polls of every DBInstance of this ProviderConfig at once.
+    snapshot: Snapshot<DbInstance>,
+    /// The current version of every secret RDS keeps, by ARN.
+    pub(super) secret_versions: Snapshot<String>,
+    /// The master passwords read from Secrets Manager, by secret ARN, with the version
+    /// they were read at: read again only when the version changes.
+    pub(super) managed_passwords: Arc<Mutex<HashMap<String, (String, Password)>>>,
 }
 
 impl DBInstanceClient {
@@ -67,6 +81,9 @@ impl DBInstanceClient {
             rds,
             kube,
             secrets_manager,
+            snapshot: Snapshot::default(),
+            secret_versions: Snapshot::default(),
+            managed_passwords: Arc::default(),
         }
     }
 
@@ -74,6 +91,35 @@ impl DBInstanceClient {
     /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
     pub fn from_config(config: &AwsConfig, kube: kube::Client) -> Self {
         Self::new(config.rds(), kube, config.secrets_manager())
+    }
+
+    /// The instance `identifier` as a record at most `freshness` old saw it (the shared
+    /// snapshot, or a direct read made since), else as RDS describes it now; `None`
+    /// when RDS has no such instance.
+    async fn instance(
+        &self,
+        identifier: &str,
+        freshness: Duration,
+    ) -> Result<Option<DbInstance>, ProviderError> {
+        match self
+            .snapshot
+            .lookup(identifier, freshness, || tagged_instances(&self.rds))
+            .await?
+        {
+            Known::Present(instance) => return Ok(Some(instance)),
+            Known::Absent => return Ok(None),
+            Known::Unknown => {}
+        }
+        let started = Instant::now();
+        let described = self.describe(identifier).await?;
+        tracing::debug!(
+            identifier,
+            ?freshness,
+            found = described.is_some(),
+            "read directly: no record fresh enough"
+        );
+        self.snapshot.record(identifier, started, described.clone());
+        Ok(described)
     }
 
     /// The instance `identifier`, or `None` when RDS has no such instance.
@@ -225,7 +271,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         context: Context<'_>,
     ) -> Result<ObservationOf<DBInstance>, ProviderError> {
         let identifier = context.require_external_name()?;
-        let Some(instance) = self.describe(identifier).await? else {
+        let Some(instance) = self.instance(identifier, context.freshness).await? else {
             return Ok(Observation::Missing);
         };
         let tags: BTreeMap<String, String> = instance
@@ -306,6 +352,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
         let identifier = context.require_external_name()?;
+        let _write = self.snapshot.write_guard(identifier);
         let spec = &object.spec;
         let subnet_group = match &spec.db_subnet_group_ref {
             Some(reference) => Some(
@@ -399,6 +446,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         observed: &ObservedOf<DBInstance>,
     ) -> Result<(), ProviderError> {
         let identifier = context.require_external_name()?;
+        let _write = self.snapshot.write_guard(identifier);
         let spec = &object.spec;
         let delta = &observed.delta;
         let mut modify = self
@@ -488,6 +536,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
         let identifier = context.require_external_name()?;
+        let _write = self.snapshot.write_guard(identifier);
         let request = self
             .rds
             .delete_db_instance()

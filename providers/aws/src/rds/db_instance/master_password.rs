@@ -2,6 +2,12 @@
 //! connection Secret, read from the user's Secret, or managed by RDS in Secrets
 //! Manager; and kept out of error messages.
 
+use std::{
+    collections::HashMap,
+    sync::MutexGuard,
+    time::{Duration, Instant},
+};
+
 use aws_sdk_rds::types::DbInstance;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
@@ -9,9 +15,10 @@ use serde::Deserialize;
 use tether_api::{
     ErrorClass,
     external::{ConnectionDetails, Context, ProviderError},
+    snapshot::Known,
 };
 
-use super::{DBInstance, DBInstanceClient, SecretKeyReference};
+use super::{DBInstance, DBInstanceClient, SecretKeyReference, listing::rds_secret_versions};
 use crate::{errors::provider_error, rds::password::Password};
 
 /// Connection-Secret keys this module reads back.
@@ -125,8 +132,27 @@ impl DBInstanceClient {
     }
 
     /// The current master password RDS keeps in the Secrets Manager secret
-    /// `secret_arn`.
-    async fn managed_password(&self, secret_arn: &str) -> Result<Password, ProviderError> {
+    /// `secret_arn`: the one read before while the secret's current version (as a
+    /// listing at most `freshness` old saw it) is still the one it was read at, else
+    /// read now.
+    async fn managed_password(
+        &self,
+        secret_arn: &str,
+        freshness: Duration,
+    ) -> Result<Password, ProviderError> {
+        let current = self
+            .secret_versions
+            .lookup(secret_arn, freshness, || {
+                rds_secret_versions(&self.secrets_manager)
+            })
+            .await?;
+        if let Known::Present(current) = current
+            && let Some((version, password)) = self.passwords().get(secret_arn)
+            && *version == current
+        {
+            return Ok(password.clone());
+        }
+        let started = Instant::now();
         let value = self
             .secrets_manager
             .get_secret_value()
@@ -143,7 +169,23 @@ impl DBInstanceClient {
         // The parse error is dropped on purpose: it may quote the secret.
         let credentials: ManagedCredentials =
             serde_json::from_str(text).map_err(|_| unreadable())?;
-        Ok(Password::from(credentials.password))
+        let password = Password::from(credentials.password);
+        if let Some(version) = value.version_id() {
+            self.secret_versions
+                .record(secret_arn, started, Some(version.to_owned()));
+            self.passwords().insert(
+                secret_arn.to_owned(),
+                (version.to_owned(), password.clone()),
+            );
+        }
+        Ok(password)
+    }
+
+    /// The managed passwords read so far, by secret ARN, with their versions.
+    fn passwords(&self) -> MutexGuard<'_, HashMap<String, (String, Password)>> {
+        self.managed_passwords
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The master password create and update send, or `None` when RDS manages it.
@@ -196,7 +238,10 @@ impl DBInstanceClient {
                 (Some(wanted), differs)
             }
             PasswordSource::ManagedByRds => match secret_arn {
-                Some(arn) => (Some(self.managed_password(arn).await?), false),
+                Some(arn) => (
+                    Some(self.managed_password(arn, context.freshness).await?),
+                    false,
+                ),
                 None => (None, true),
             },
         })

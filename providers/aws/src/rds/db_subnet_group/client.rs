@@ -1,13 +1,24 @@
 //! The RDS calls that observe, create, update and delete a DB subnet group.
+//!
+//! Routine polls are answered by a shared snapshot of `DescribeDBSubnetGroups`. That
+//! call returns no tags, so the snapshot carries the tags a direct read (`Describe`
+//! and `ListTagsForResource`) last saw of each group, forgotten at each write through
+//! this client: a group whose tags are not known is read directly. Tags changed
+//! outside tether are therefore seen at the next direct read (after a write, or a
+//! restart), not at every poll.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
 
 use aws_sdk_rds::{
     operation::{
         delete_db_subnet_group::DeleteDBSubnetGroupError,
         describe_db_subnet_groups::DescribeDBSubnetGroupsError,
     },
-    types::Tag,
+    types::{DbSubnetGroup, Tag},
 };
 use tether_api::{
     external::{
@@ -15,6 +26,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
+    snapshot::{Known, Listing, Snapshot},
 };
 
 use super::{DBSubnetGroup, DBSubnetGroupObservation, diff::diff};
@@ -24,16 +36,103 @@ use crate::{
     tags::UID_TAG,
 };
 
-/// Observes and changes DB subnet groups through the RDS API.
+/// The most groups one `DescribeDBSubnetGroups` page may hold.
+const PAGE_SIZE: i32 = 100;
+
+/// A subnet group as RDS describes it, with its tags.
+#[derive(Clone, Debug)]
+struct TaggedGroup {
+    group: DbSubnetGroup,
+    tags: BTreeMap<String, String>,
+}
+
+/// Observes and changes DB subnet groups through the RDS API. Clones share the
+/// snapshot.
 #[derive(Clone, Debug)]
 pub struct DBSubnetGroupClient {
     rds: aws_sdk_rds::Client,
+    /// Every subnet group whose tags are known, by name: answers the polls of every
+    /// DBSubnetGroup of this ProviderConfig at once.
+    snapshot: Snapshot<TaggedGroup>,
+    /// The tags each group had at its last direct read, by name.
+    known_tags: Arc<Mutex<HashMap<String, BTreeMap<String, String>>>>,
 }
 
 impl DBSubnetGroupClient {
     /// A client that calls RDS through `rds`.
     pub fn new(rds: aws_sdk_rds::Client) -> Self {
-        Self { rds }
+        Self {
+            rds,
+            snapshot: Snapshot::default(),
+            known_tags: Arc::default(),
+        }
+    }
+
+    /// Every subnet group whose tags are known (and so may be tether's), by name, over
+    /// all pages.
+    async fn known_groups(&self) -> Result<Listing<TaggedGroup>, ProviderError> {
+        let mut listing = Listing::default();
+        let mut paginator = self
+            .rds
+            .describe_db_subnet_groups()
+            .into_paginator()
+            .page_size(PAGE_SIZE)
+            .send();
+        while let Some(page) = paginator.next().await {
+            let page = page.map_err(provider_error)?;
+            listing.pages += 1;
+            let known_tags = self.known_tags();
+            listing
+                .entries
+                .extend(page.db_subnet_groups().iter().filter_map(|group| {
+                    let name = group.db_subnet_group_name()?;
+                    let tags = known_tags.get(name)?.clone();
+                    Some((
+                        name.to_owned(),
+                        TaggedGroup {
+                            group: group.clone(),
+                            tags,
+                        },
+                    ))
+                }));
+        }
+        Ok(listing)
+    }
+
+    /// The group `name` and its tags, as RDS describes them now.
+    async fn read(&self, name: &str) -> Result<Option<TaggedGroup>, ProviderError> {
+        let described = absent_if(
+            self.rds
+                .describe_db_subnet_groups()
+                .db_subnet_group_name(name)
+                .send()
+                .await,
+            DescribeDBSubnetGroupsError::is_db_subnet_group_not_found_fault,
+        )?;
+        let Some(group) =
+            described.and_then(|described| described.db_subnet_groups?.into_iter().next())
+        else {
+            return Ok(None);
+        };
+        let tags = match group.db_subnet_group_arn() {
+            Some(arn) => self.tags(arn).await?,
+            None => BTreeMap::new(),
+        };
+        self.known_tags().insert(name.to_owned(), tags.clone());
+        Ok(Some(TaggedGroup { group, tags }))
+    }
+
+    /// Marks group `name` written: its known tags are forgotten, and no earlier record
+    /// answers for it until the guard is dropped.
+    fn write_guard(&self, name: &str) -> tether_api::snapshot::WriteGuard<'_, TaggedGroup> {
+        self.known_tags().remove(name);
+        self.snapshot.write_guard(name)
+    }
+
+    fn known_tags(&self) -> MutexGuard<'_, HashMap<String, BTreeMap<String, String>>> {
+        self.known_tags
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A client for the AWS account and region of `config` (the shape
@@ -77,18 +176,21 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         context: Context<'_>,
     ) -> Result<ObservationOf<DBSubnetGroup>, ProviderError> {
         let external_name = context.require_external_name()?;
-        let described = absent_if(
-            self.rds
-                .describe_db_subnet_groups()
-                .db_subnet_group_name(external_name)
-                .send()
-                .await,
-            DescribeDBSubnetGroupsError::is_db_subnet_group_not_found_fault,
-        )?;
-        let Some(group) = described
-            .as_ref()
-            .and_then(|described| described.db_subnet_groups().first())
-        else {
+        let known = self
+            .snapshot
+            .lookup(external_name, context.freshness, || self.known_groups())
+            .await?;
+        let found = match known {
+            Known::Present(listed) => Some(listed),
+            Known::Absent => None,
+            Known::Unknown => {
+                let started = Instant::now();
+                let read = self.read(external_name).await?;
+                self.snapshot.record(external_name, started, read.clone());
+                read
+            }
+        };
+        let Some(TaggedGroup { group, tags }) = found else {
             return Ok(Observation::Missing);
         };
         let subnet_ids: BTreeSet<String> = group
@@ -97,10 +199,6 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
             .filter_map(|subnet| subnet.subnet_identifier().map(str::to_owned))
             .collect();
         let arn = group.db_subnet_group_arn().map(str::to_owned);
-        let tags = match &arn {
-            Some(arn) => self.tags(arn).await?,
-            None => BTreeMap::new(),
-        };
 
         let delta = diff(
             object,
@@ -138,6 +236,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
         let external_name = context.require_external_name()?;
+        let _write = self.write_guard(external_name);
         self.rds
             .create_db_subnet_group()
             .db_subnet_group_name(external_name)
@@ -157,6 +256,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         observed: &ObservedOf<DBSubnetGroup>,
     ) -> Result<(), ProviderError> {
         let external_name = context.require_external_name()?;
+        let _write = self.write_guard(external_name);
         let delta = &observed.delta;
         if delta.description || delta.subnet_ids {
             self.rds
@@ -182,6 +282,7 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         _policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
         let external_name = context.require_external_name()?;
+        let _write = self.write_guard(external_name);
         absent_if(
             self.rds
                 .delete_db_subnet_group()

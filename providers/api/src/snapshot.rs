@@ -1,0 +1,525 @@
+//! A shared, paginated listing of one kind's cloud resources in one account and region,
+//! so that routine observations of N objects cost one call per page and per refresh,
+//! not one read per object (DESIGN rule 6).
+//!
+//! Every kind plugs in the same way: its client holds a [`Snapshot`] of the cloud's
+//! own type, asks it first ([`Snapshot::lookup`], with the listing call to make when a
+//! refresh is due), reads directly when it answers `None`, records what the direct read
+//! saw ([`Snapshot::record`]), and holds a [`Snapshot::write_guard`] across each write.
+//!
+//! Three rules keep it safe and cheap:
+//! - A listing only ever answers "here it is, as of then". A key it lacks is read
+//!   directly by the caller, so a stale listing never leads to a create; only a direct
+//!   read (recorded, fresh enough) may say a resource is not there.
+//! - A record (listing or direct read) that started before the last write through this
+//!   client to a key is never used for that key: the caller reads it directly instead
+//!   of re-listing everything for one changed resource.
+//! - A refresh is made only when enough objects want an answer that fresh to pay for
+//!   it: at least as many as the last listing had pages. A lone object waiting for its
+//!   resource to change reads it directly; a thousand share one listing.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+/// What a listing is taken to cost before the first one: a lone object (a new one, or
+/// the first after a start) reads directly, and two or more share a listing.
+const PAGES_BEFORE_LISTING: usize = 2;
+
+/// What one listing call returned: the resources by key, and how many pages it took
+/// (what the next refresh will cost).
+#[derive(Clone, Debug)]
+pub struct Listing<T> {
+    /// Every resource the listing found, by the key observations ask for.
+    pub entries: Vec<(String, T)>,
+    /// The number of calls the listing made.
+    pub pages: usize,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            pages: 0,
+        }
+    }
+}
+
+/// The shared snapshot of one kind in one account and region; clones share it.
+#[derive(Debug)]
+pub struct Snapshot<T> {
+    state: Arc<Mutex<State<T>>>,
+    /// Held while listing, so that concurrent lookups wait for one listing instead of
+    /// each making their own.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<T> Clone for Snapshot<T> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            refreshing: self.refreshing.clone(),
+        }
+    }
+}
+
+impl<T> Default for Snapshot<T> {
+    fn default() -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State::default())),
+            refreshing: Arc::default(),
+        }
+    }
+}
+
+/// What is known, and when each record's call started.
+#[derive(Debug)]
+struct State<T> {
+    listing: Option<Record<HashMap<String, T>>>,
+    /// The pages of the last listing: how many objects must want a fresh answer before
+    /// a refresh pays off. [`PAGES_BEFORE_LISTING`] before the first listing.
+    pages: usize,
+    /// Direct reads made since the listing, by key; `None` when the read found nothing.
+    reads: HashMap<String, Record<Option<T>>>,
+    /// When each key was last written through this client.
+    writes: HashMap<String, Instant>,
+    /// The last lookup of each key and the age it accepted: the demand for freshness.
+    asked: HashMap<String, (Instant, Duration)>,
+}
+
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        Self {
+            listing: None,
+            pages: PAGES_BEFORE_LISTING,
+            reads: HashMap::new(),
+            writes: HashMap::new(),
+            asked: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Record<V> {
+    /// When the call that saw `value` started: it reflects every write that ended
+    /// before then.
+    started: Instant,
+    value: V,
+}
+
+/// What the snapshot knows of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Known<T> {
+    /// The resource, as a record at most the accepted age old saw it.
+    Present(T),
+    /// A direct read at most the accepted age old, made after the key's last write,
+    /// found nothing.
+    Absent,
+    /// Nothing fresh enough: the caller reads the key directly and records what it saw.
+    Unknown,
+}
+
+/// What the snapshot can say about one key now.
+#[derive(Debug, PartialEq)]
+enum Answer<T> {
+    /// What a record fresh enough, from after the key's last write, says.
+    Known(Known<T>),
+    /// A new listing is due and would pay for itself.
+    Refresh,
+}
+
+impl<T> From<Known<T>> for Answer<T> {
+    fn from(known: Known<T>) -> Self {
+        Self::Known(known)
+    }
+}
+
+impl<T: Clone + Send + Sync> Snapshot<T> {
+    /// What records at most `max_age` old know of `key`'s resource, refreshing the
+    /// listing with `list` when that is due. [`Known::Unknown`] when the caller must
+    /// read the key directly: the listing lacks it, or nothing fresh enough may answer
+    /// for it. A `max_age` of zero always answers `Unknown` without a call.
+    pub async fn lookup<E, F, Fut>(
+        &self,
+        key: &str,
+        max_age: Duration,
+        list: F,
+    ) -> Result<Known<T>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Listing<T>, E>>,
+    {
+        if max_age.is_zero() {
+            return Ok(Known::Unknown);
+        }
+        if let Answer::Known(known) = self.lock().answer(key, max_age, Instant::now(), true) {
+            return Ok(known);
+        }
+        let _refreshing = self.refreshing.lock().await;
+        // Another lookup may have listed while this one waited.
+        if let Answer::Known(known) = self.lock().answer(key, max_age, Instant::now(), false) {
+            return Ok(known);
+        }
+        let started = Instant::now();
+        let listing = list().await?;
+        let mut state = self.lock();
+        state.store(started, listing);
+        Ok(match state.answer(key, max_age, Instant::now(), false) {
+            Answer::Known(known) => known,
+            Answer::Refresh => Known::Unknown,
+        })
+    }
+
+    /// Records what a direct read of `key` that started at `started` found (`None`:
+    /// nothing), so that the next lookups of the key need no call of their own.
+    pub fn record(&self, key: &str, started: Instant, found: Option<T>) {
+        let mut state = self.lock();
+        let newer = state
+            .reads
+            .get(key)
+            .is_none_or(|record| record.started < started);
+        if newer {
+            state.reads.insert(
+                key.to_owned(),
+                Record {
+                    started,
+                    value: found,
+                },
+            );
+        }
+    }
+
+    /// A guard to hold across a write to `key`'s resource: from now until some time
+    /// after it is dropped, no record that started earlier answers for `key` (whether
+    /// the write succeeded, failed or lost its answer).
+    pub fn write_guard(&self, key: &str) -> WriteGuard<'_, T> {
+        self.lock().writes.insert(key.to_owned(), Instant::now());
+        WriteGuard {
+            snapshot: self,
+            key: key.to_owned(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<T: Clone> State<T> {
+    /// What may be said of `key` at `now` to a lookup accepting `max_age`; `count` says
+    /// whether this lookup adds to the demand (once per lookup).
+    fn answer(&mut self, key: &str, max_age: Duration, now: Instant, count: bool) -> Answer<T> {
+        if count {
+            self.asked.insert(key.to_owned(), (now, max_age));
+        }
+        let written = self.writes.get(key).copied();
+        let usable = |started: Instant| {
+            now.saturating_duration_since(started) <= max_age
+                && written.is_none_or(|written| started > written)
+        };
+        let read = self.reads.get(key).filter(|read| usable(read.started));
+        let listing = self
+            .listing
+            .as_ref()
+            .filter(|listing| usable(listing.started));
+        match (read, listing) {
+            (Some(read), listing) if listing.is_none_or(|l| l.started < read.started) => read
+                .value
+                .clone()
+                .map_or(Known::Absent, Known::Present)
+                .into(),
+            (_, Some(listing)) => listing
+                .value
+                .get(key)
+                .cloned()
+                .map_or(Known::Unknown, Known::Present)
+                .into(),
+            (_, None) => {
+                let fresh_listing = self
+                    .listing
+                    .as_ref()
+                    .is_some_and(|l| now.saturating_duration_since(l.started) <= max_age);
+                if !fresh_listing && self.demand(max_age, now) >= self.pages {
+                    Answer::Refresh
+                } else {
+                    // The listing is fresh but from before this key's last write, or
+                    // too few objects want one this fresh: one key costs one read.
+                    Known::Unknown.into()
+                }
+            }
+        }
+    }
+
+    /// How many keys asked, within the last `max_age`, for an answer at least that
+    /// fresh; forgets lookups older than what they accepted.
+    fn demand(&mut self, max_age: Duration, now: Instant) -> usize {
+        self.asked
+            .retain(|_, (at, accepted)| now.saturating_duration_since(*at) <= *accepted);
+        self.asked
+            .values()
+            .filter(|(at, accepted)| {
+                *accepted <= max_age && now.saturating_duration_since(*at) <= max_age
+            })
+            .count()
+    }
+
+    /// Keeps a listing that started at `started`, and forgets what it supersedes.
+    fn store(&mut self, started: Instant, listing: Listing<T>) {
+        if self.listing.as_ref().is_some_and(|l| l.started > started) {
+            return;
+        }
+        self.pages = listing.pages.max(1);
+        self.reads.retain(|_, read| read.started > started);
+        self.writes.retain(|_, written| *written >= started);
+        self.listing = Some(Record {
+            started,
+            value: listing.entries.into_iter().collect(),
+        });
+    }
+}
+
+/// Marks its key written again when dropped; see [`Snapshot::write_guard`].
+#[must_use = "the write is marked done when the guard is dropped"]
+pub struct WriteGuard<'a, T> {
+    snapshot: &'a Snapshot<T>,
+    key: String,
+}
+
+impl<T> Drop for WriteGuard<'_, T> {
+    fn drop(&mut self) {
+        let mut state = self
+            .snapshot
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state
+            .writes
+            .insert(std::mem::take(&mut self.key), Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn listing(keys: &[&str], pages: usize) -> Listing<String> {
+        Listing {
+            entries: keys
+                .iter()
+                .map(|key| ((*key).to_owned(), format!("{key} as listed")))
+                .collect(),
+            pages,
+        }
+    }
+
+    /// A lookup with a listing call that counts itself.
+    async fn lookup(
+        snapshot: &Snapshot<String>,
+        key: &str,
+        max_age: Duration,
+        listed: &AtomicUsize,
+        keys: &[&str],
+    ) -> Known<String> {
+        snapshot
+            .lookup(key, max_age, || async {
+                listed.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(listing(keys, 1))
+            })
+            .await
+            .unwrap()
+    }
+
+    fn present(value: &str) -> Known<String> {
+        Known::Present(value.to_owned())
+    }
+
+    #[tokio::test]
+    async fn one_listing_answers_every_key_it_has_and_none_it_lacks() {
+        let snapshot = Snapshot::default();
+        let listed = AtomicUsize::new(0);
+        let keys = ["a", "b"];
+        assert_eq!(
+            lookup(&snapshot, "a", MINUTE, &listed, &keys).await,
+            Known::Unknown,
+            "a lone object reads directly"
+        );
+        assert_eq!(listed.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            lookup(&snapshot, "b", MINUTE, &listed, &keys).await,
+            present("b as listed"),
+            "two share a listing"
+        );
+        assert_eq!(
+            lookup(&snapshot, "a", MINUTE, &listed, &keys).await,
+            present("a as listed")
+        );
+        assert_eq!(
+            lookup(&snapshot, "b", MINUTE, &listed, &keys).await,
+            present("b as listed")
+        );
+        assert_eq!(
+            lookup(&snapshot, "c", MINUTE, &listed, &keys).await,
+            Known::Unknown,
+            "a key the listing lacks is read directly, never reported missing"
+        );
+        assert_eq!(listed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_zero_age_never_lists() {
+        let snapshot = Snapshot::default();
+        let listed = AtomicUsize::new(0);
+        assert_eq!(
+            lookup(&snapshot, "a", Duration::ZERO, &listed, &["a"]).await,
+            Known::Unknown
+        );
+        assert_eq!(listed.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_share_one_listing() {
+        let snapshot = Snapshot::<String>::default();
+        let listed = Arc::new(AtomicUsize::new(0));
+        let lookups: Vec<_> = (0..50)
+            .map(|i| {
+                let (snapshot, listed) = (snapshot.clone(), listed.clone());
+                tokio::spawn(async move {
+                    snapshot
+                        .lookup(&format!("k{i}"), MINUTE, || async {
+                            listed.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+                            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                            Ok::<_, ()>(listing(&keys, 1))
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut present = 0;
+        for lookup in lookups {
+            present += usize::from(matches!(lookup.await.unwrap(), Known::Present(_)));
+        }
+        assert!(present >= 49, "all but a first, lone one: {present}");
+        assert_eq!(listed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_written_key_is_read_directly_until_a_newer_record_exists() {
+        let snapshot = Snapshot::default();
+        let listed = AtomicUsize::new(0);
+        lookup(&snapshot, "a", MINUTE, &listed, &["a", "b"]).await;
+        lookup(&snapshot, "b", MINUTE, &listed, &["a", "b"]).await;
+        assert_eq!(listed.load(Ordering::SeqCst), 1, "listed before the write");
+        drop(snapshot.write_guard("a"));
+        assert_eq!(
+            lookup(&snapshot, "a", MINUTE, &listed, &["a", "b"]).await,
+            Known::Unknown,
+            "the listing predates the write"
+        );
+        assert_eq!(
+            lookup(&snapshot, "b", MINUTE, &listed, &["a", "b"]).await,
+            present("b as listed"),
+            "other keys still use the listing"
+        );
+        assert_eq!(
+            listed.load(Ordering::SeqCst),
+            1,
+            "no re-listing for one key"
+        );
+
+        snapshot.record("a", Instant::now(), Some("a as read".into()));
+        assert_eq!(
+            lookup(&snapshot, "a", MINUTE, &listed, &["a", "b"]).await,
+            present("a as read"),
+            "the direct read after the write answers"
+        );
+        let before_write = Instant::now();
+        let guard = snapshot.write_guard("a");
+        snapshot.record("a", before_write, Some("a as read before".into()));
+        drop(guard);
+        assert_eq!(
+            lookup(&snapshot, "a", MINUTE, &listed, &["a", "b"]).await,
+            Known::Unknown,
+            "a read that started before the write ended is not used"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_direct_read_since_the_last_write_says_a_resource_is_absent() {
+        let snapshot = Snapshot::default();
+        let listed = AtomicUsize::new(0);
+        lookup(&snapshot, "a", MINUTE, &listed, &["a"]).await;
+        lookup(&snapshot, "b", MINUTE, &listed, &["a"]).await;
+        assert_eq!(listed.load(Ordering::SeqCst), 1, "a listing that has it");
+        snapshot.record("a", Instant::now(), None);
+        assert_eq!(
+            lookup(&snapshot, "a", MINUTE, &listed, &["a"]).await,
+            Known::Absent,
+            "the newer read outranks the listing"
+        );
+        assert_eq!(
+            lookup(&snapshot, "a", Duration::from_nanos(1), &listed, &["a"]).await,
+            Known::Unknown,
+            "a read older than the lookup accepts does not answer"
+        );
+        drop(snapshot.write_guard("a"));
+        assert_eq!(
+            lookup(&snapshot, "a", MINUTE, &listed, &["a"]).await,
+            Known::Unknown,
+            "after a write (a create), absence is read again"
+        );
+    }
+
+    #[test]
+    fn a_refresh_waits_until_as_many_objects_want_it_as_it_has_pages() {
+        let mut state = State::<String>::default();
+        let start = Instant::now();
+        state.store(start, listing(&["a", "b", "c", "d"], 3));
+        let later = start + 2 * MINUTE;
+        let wait = Duration::from_secs(15);
+        let unknown = Answer::Known(Known::Unknown);
+        assert_eq!(state.answer("a", wait, later, true), unknown);
+        assert_eq!(state.answer("b", wait, later, true), unknown);
+        assert_eq!(
+            state.answer("c", wait, later, true),
+            Answer::Refresh,
+            "three objects want an answer this fresh: three pages pay off"
+        );
+        assert_eq!(
+            state.answer("d", 10 * MINUTE, later, true),
+            Answer::Known(present("d as listed")),
+            "a lookup that accepts an older answer still uses the listing"
+        );
+    }
+
+    #[test]
+    fn a_listing_forgets_the_reads_and_writes_it_supersedes() {
+        let mut state = State::<String>::default();
+        let start = Instant::now();
+        state.reads.insert(
+            "a".into(),
+            Record {
+                started: start,
+                value: Some("old".into()),
+            },
+        );
+        state.writes.insert("a".into(), start);
+        state.store(start + MINUTE, listing(&["a"], 1));
+        assert!(state.reads.is_empty() && state.writes.is_empty());
+        assert_eq!(
+            state.answer("a", MINUTE, start + MINUTE, true),
+            Answer::Known(present("a as listed"))
+        );
+    }
+}
