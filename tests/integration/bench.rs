@@ -15,7 +15,7 @@ use tether_aws::{ec2::Instance, rds::DBInstance};
 
 use crate::world::World;
 
-fn databases(world: &World, prefix: &str, count: usize) -> String {
+pub(crate) fn databases(world: &World, prefix: &str, count: usize) -> String {
     (0..count)
         .map(|i| {
             format!(
@@ -27,7 +27,7 @@ fn databases(world: &World, prefix: &str, count: usize) -> String {
         .join("---\n")
 }
 
-fn instances(world: &World, prefix: &str, count: usize) -> String {
+pub(crate) fn instances(world: &World, prefix: &str, count: usize) -> String {
     (0..count)
         .map(|i| {
             format!(
@@ -42,7 +42,7 @@ fn instances(world: &World, prefix: &str, count: usize) -> String {
 /// Applies `count` objects of kind `M` named `<prefix>-<i>` from `manifests`, and
 /// returns the times until all are Ready and until all their Secrets hold
 /// `secret_key`.
-async fn apply_and_time<M: Managed>(
+pub(crate) async fn apply_and_time<M: Managed>(
     world: &World,
     manifests: &str,
     prefix: &str,

@@ -17,6 +17,7 @@ mod instance;
 mod operations;
 mod provider_config;
 mod safety;
+mod scale;
 mod security_group;
 mod self_service;
 mod world;
