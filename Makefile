@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export TETHER_CACHE ?= $(HOME)/.cache/tether
 export CARGO_TARGET_DIR ?= $(TETHER_CACHE)/target
 
-.PHONY: dev test bench setup setup-control-plane setup-emulators setup-helm lint crds build image clean-cache
+.PHONY: dev test bench bench-scale setup setup-control-plane setup-emulators setup-helm lint crds build image clean-cache
 
 ## dev: start a local control plane and moto, install the CRDs, run `tether run`
 dev: setup-control-plane
@@ -19,6 +19,10 @@ test: setup lint
 ## bench: print apply-to-Ready and apply-to-Secret times for 1 and 100 databases
 bench: setup
 	cargo test --locked --test integration bench:: -- --nocapture
+
+## bench-scale: 1,000 databases and 1,000 instances on a release build; prints the figures of docs/benchmarks.md (about 25 min)
+bench-scale: setup
+	cargo bench --locked --bench scale
 
 ## setup: build the local control plane and helm, install the emulators (cached)
 setup: setup-control-plane setup-emulators setup-helm

@@ -144,6 +144,11 @@ impl Tether {
         );
     }
 
+    /// The process id of the running controller (for its /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// Everything the controller has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
