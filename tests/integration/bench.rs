@@ -15,7 +15,9 @@ use tether_aws::{ec2::Instance, rds::DBInstance};
 
 use crate::world::World;
 
-fn databases(world: &World, prefix: &str, count: usize) -> String {
+/// `count` DBInstances `<prefix>-<i>` (postgres, deletionPolicy Delete), each with a
+/// connection Secret.
+pub(crate) fn databases(world: &World, prefix: &str, count: usize) -> String {
     (0..count)
         .map(|i| {
             format!(
@@ -27,7 +29,9 @@ fn databases(world: &World, prefix: &str, count: usize) -> String {
         .join("---\n")
 }
 
-fn instances(world: &World, prefix: &str, count: usize) -> String {
+/// `count` Instances `<prefix>-<i>` with a generated SSH key, each with a connection
+/// Secret.
+pub(crate) fn instances(world: &World, prefix: &str, count: usize) -> String {
     (0..count)
         .map(|i| {
             format!(
