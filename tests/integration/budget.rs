@@ -6,6 +6,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt,
     time::{Duration, Instant},
 };
 
@@ -29,7 +30,6 @@ const INSTANCES: usize = 8;
 const DEADLINE: Duration = Duration::from_secs(300);
 
 /// What one run cost, as the proxy counted it.
-#[derive(Debug)]
 struct Cost {
     /// Every call that reached the proxy, refused or not.
     calls: usize,
@@ -70,6 +70,16 @@ impl Cost {
     }
 }
 
+impl fmt::Display for Cost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} calls, {} refused, in {:.0} s; by service {:?}; (calls, refused) by operation {:?}",
+            self.calls, self.throttled, self.seconds, self.by_service, self.by_operation
+        )
+    }
+}
+
 /// How many objects of kind `M` in the test's namespace are Ready.
 async fn ready<M: Managed>(world: &World) -> usize {
     let api: Api<M> = world.ns.api();
@@ -99,7 +109,7 @@ async fn converge(world: &World) -> Cost {
         assert!(
             started.elapsed() < DEADLINE,
             "{databases_ready}/{DATABASES} databases and {instances_ready}/{INSTANCES} \
-             instances Ready after {DEADLINE:?}; {:?}\n{}",
+             instances Ready after {DEADLINE:?}: {}\n{}",
             Cost::of(world, started),
             world.log_tail()
         );
@@ -122,28 +132,28 @@ async fn a_shared_budget_keeps_tether_under_the_throttling_limit() {
     let unthrottled = World::start().await;
     let baseline = converge(&unthrottled).await;
     unthrottled.finish().await;
-    assert_eq!(baseline.throttled, 0, "{baseline:?}");
+    assert_eq!(baseline.throttled, 0, "{baseline}");
 
     // AWS's bucket per service, at about half of what the work wants.
     let per_second = (baseline.busiest_rate() / 2.0).max(0.5);
-    eprintln!("unthrottled: {baseline:?}; now {per_second:.2} calls/s per service");
+    eprintln!("unthrottled: {baseline}; now {per_second:.2} calls/s per service");
     let world = World::start().await;
     world.proxy.limit_rate(per_second, per_second.max(1.0));
     let throttled = converge(&world).await;
     let refused = throttled.throttled as f64 / throttled.calls as f64;
     let growth = throttled.calls as f64 / baseline.calls as f64;
     eprintln!(
-        "limited to {per_second:.2} calls/s per service: {throttled:?}, {:.0}% refused, {growth:.2}× the unthrottled calls",
+        "limited to {per_second:.2} calls/s per service: {throttled}, {:.0}% refused, {growth:.2}× the unthrottled calls",
         refused * 100.0
     );
     assert!(
         refused <= 0.20,
-        "at most 20% of calls refused: {:.0}% ({throttled:?})",
+        "at most 20% of calls refused: {:.0}% ({throttled})",
         refused * 100.0
     );
     assert!(
         growth <= 1.5,
-        "at most 1.5× the unthrottled run's {} calls: {} ({throttled:?})",
+        "at most 1.5× the unthrottled run's {} calls: {} ({throttled})",
         baseline.calls,
         throttled.calls
     );
