@@ -9,8 +9,11 @@ use std::{
 
 /// First delay after a transient failure; doubles per consecutive failure.
 const TRANSIENT_BASE: Duration = Duration::from_secs(5);
-/// First delay after a throttled call; doubles per consecutive failure.
-const THROTTLED_BASE: Duration = Duration::from_secs(30);
+/// First delay after a throttled call; doubles per consecutive failure. Short: the
+/// provider's shared budget already paces the calls that follow (an AWS client waits
+/// for it), so this only spreads the throttled ProviderConfig's reconciles out; a long
+/// pause would leave the budget idle and the objects unconverged.
+const THROTTLED_BASE: Duration = Duration::from_secs(10);
 /// The longest backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -115,7 +118,7 @@ mod tests {
         assert!(within(delays[3], 40), "{delays:?}");
         assert!(within(delays[9], 600), "capped: {delays:?}");
         assert!(
-            within(pacing.failed("b", true), 30),
+            within(pacing.failed("b", true), 10),
             "throttled starts higher"
         );
 

@@ -15,6 +15,8 @@ use tether_aws::{ec2::Instance, rds::DBInstance};
 
 use crate::world::World;
 
+/// `count` DBInstances `<prefix>-<i>` (postgres, deletionPolicy Delete), each with a
+/// connection Secret.
 pub(crate) fn databases(world: &World, prefix: &str, count: usize) -> String {
     (0..count)
         .map(|i| {
@@ -27,6 +29,8 @@ pub(crate) fn databases(world: &World, prefix: &str, count: usize) -> String {
         .join("---\n")
 }
 
+/// `count` Instances `<prefix>-<i>` with a generated SSH key, each with a connection
+/// Secret.
 pub(crate) fn instances(world: &World, prefix: &str, count: usize) -> String {
     (0..count)
         .map(|i| {

@@ -4,6 +4,7 @@
 
 mod aws_sdk;
 mod bench;
+mod budget;
 mod cli;
 mod control_plane;
 mod controller;

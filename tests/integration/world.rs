@@ -162,8 +162,15 @@ impl World {
         tail(&self.tether.log())
     }
 
-    /// Stops the controller and deletes the namespace.
+    /// Stops the controller (it must exit cleanly within 10 s) and deletes the
+    /// namespace.
     pub async fn finish(self) {
+        self.finish_within(Duration::from_secs(10)).await;
+    }
+
+    /// Stops the controller (it must exit cleanly within `grace`) and deletes the
+    /// namespace.
+    pub async fn finish_within(self, grace: Duration) {
         let World {
             ns,
             proxy,
@@ -173,9 +180,10 @@ impl World {
         } = self;
         // Waiting for the process blocks a thread; not this one, which also runs the
         // fault proxy that the controller's last calls still go through.
-        let (stopped, tether) = tokio::task::spawn_blocking(move || (tether.stop(), tether))
-            .await
-            .expect("stopping tether run");
+        let (stopped, tether) =
+            tokio::task::spawn_blocking(move || (tether.stop_within(grace), tether))
+                .await
+                .expect("stopping tether run");
         assert!(
             stopped,
             "tether run exits cleanly on SIGTERM; its log ends:\n{}",

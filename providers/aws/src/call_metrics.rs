@@ -1,6 +1,7 @@
-//! The SDK configuration of one ProviderConfig as the kinds' clients are built from it,
-//! with an interceptor that reports every AWS call (each attempt) and its outcome to
-//! the runtime's metrics.
+//! The SDK configuration of one ProviderConfig as the kinds' clients are built from it:
+//! every client of the ProviderConfig, whatever its service, shares one AWS budget
+//! ([`Budget`]), and carries an interceptor that reports every AWS call (each attempt)
+//! and its outcome to the runtime's metrics.
 
 use std::sync::Arc;
 
@@ -17,37 +18,55 @@ use aws_smithy_runtime_api::{
 use aws_smithy_types::config_bag::ConfigBag;
 use tether_api::telemetry::{CallObserver, CallOutcome};
 
-/// An SDK configuration and, when metrics are on, the interceptor every client built
-/// from it carries.
+use crate::budget::Budget;
+
+/// An SDK configuration, the budget its clients share and, when metrics are on, the
+/// interceptor every client built from it carries.
 #[derive(Clone, Debug)]
 pub struct AwsConfig {
     /// The SDK's configuration: region, endpoint, credentials, retries.
     pub sdk: SdkConfig,
+    /// The budget every client shares, if not the SDK's own per service and region.
+    budget: Option<Budget>,
     interceptor: Option<SharedInterceptor>,
 }
 
 impl From<SdkConfig> for AwsConfig {
-    /// A configuration whose clients report nothing.
+    /// A configuration whose clients report nothing and keep the SDK's budget per
+    /// service and region.
     fn from(sdk: SdkConfig) -> Self {
         Self {
             sdk,
+            budget: None,
             interceptor: None,
         }
     }
 }
 
 impl AwsConfig {
-    /// `sdk`, with clients that report every call to `observer`.
-    pub fn observed(sdk: SdkConfig, observer: Arc<dyn CallObserver>) -> Self {
+    /// The configuration of ProviderConfig `provider_config`, loaded as `sdk`: its
+    /// clients share the ProviderConfig's [`Budget`] in its region, and report every
+    /// call to `observer`, if given.
+    pub fn for_provider_config(
+        sdk: SdkConfig,
+        provider_config: &str,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Self {
+        let region = sdk.region().map(|region| region.as_ref()).unwrap_or("none");
         Self {
+            budget: Some(Budget::of(provider_config, region)),
+            interceptor: observer.map(|observer| SharedInterceptor::new(CallReporter { observer })),
             sdk,
-            interceptor: Some(SharedInterceptor::new(CallReporter { observer })),
         }
     }
 
     /// An EC2 client.
     pub fn ec2(&self) -> aws_sdk_ec2::Client {
         let mut config = aws_sdk_ec2::config::Builder::from(&self.sdk);
+        if let Some(budget) = &self.budget {
+            config.set_retry_partition(Some(budget.partition()));
+            config.push_interceptor(budget.interceptor());
+        }
         if let Some(interceptor) = &self.interceptor {
             config.push_interceptor(interceptor.clone());
         }
@@ -57,6 +76,10 @@ impl AwsConfig {
     /// An RDS client.
     pub fn rds(&self) -> aws_sdk_rds::Client {
         let mut config = aws_sdk_rds::config::Builder::from(&self.sdk);
+        if let Some(budget) = &self.budget {
+            config.set_retry_partition(Some(budget.partition()));
+            config.push_interceptor(budget.interceptor());
+        }
         if let Some(interceptor) = &self.interceptor {
             config.push_interceptor(interceptor.clone());
         }
@@ -66,6 +89,10 @@ impl AwsConfig {
     /// A Secrets Manager client.
     pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
         let mut config = aws_sdk_secretsmanager::config::Builder::from(&self.sdk);
+        if let Some(budget) = &self.budget {
+            config.set_retry_partition(Some(budget.partition()));
+            config.push_interceptor(budget.interceptor());
+        }
         if let Some(interceptor) = &self.interceptor {
             config.push_interceptor(interceptor.clone());
         }

@@ -81,10 +81,7 @@ impl SdkConfigs {
                 code: None,
                 message: format!("ProviderConfig {}: {error}", provider_config.name_any()),
             })?;
-        let config = match &self.observer {
-            Some(observer) => AwsConfig::observed(sdk, observer.clone()),
-            None => AwsConfig::from(sdk),
-        };
+        let config = AwsConfig::for_provider_config(sdk, name, self.observer.clone());
         self.lock()
             .insert(name.to_owned(), (generation, config.clone()));
         Ok((generation, config))

@@ -5,6 +5,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub mod budget;
 pub mod call_metrics;
 pub mod connector;
 mod delta;

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig, sts::AssumeRoleProvider};
+use aws_config::{
+    BehaviorVersion, ConfigLoader, Region, SdkConfig, retry::RetryConfig, sts::AssumeRoleProvider,
+};
 use aws_credential_types::{
     Credentials,
     provider::{self, ProvideCredentials, error::CredentialsError},
@@ -125,10 +127,14 @@ pub async fn load(spec: &ProviderConfigSpec, kube: &kube::Client) -> Result<SdkC
     }
 }
 
-/// A loader with the region and endpoint of `spec`, and the SDK's standard retries.
+/// A loader with the region and endpoint of `spec`, and the SDK's adaptive retries:
+/// its standard retries, plus a client-side rate limiter that slows every client of
+/// the same retry partition once AWS throttles one of them (see
+/// [`crate::budget::Budget`]).
 fn loader(spec: &ProviderConfigSpec) -> ConfigLoader {
-    let loader =
-        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(spec.region.clone()));
+    let loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(spec.region.clone()))
+        .retry_config(RetryConfig::adaptive());
     match &spec.endpoint {
         Some(endpoint) => loader.endpoint_url(endpoint),
         None => loader,

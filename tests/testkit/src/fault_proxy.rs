@@ -13,8 +13,13 @@
 //! must change are rewritten (the elements of the hidden resources are cut out of the
 //! text, the rest is kept byte for byte); every other answer passes through unchanged.
 //! The hiding is in `fault_proxy/hiding.rs`.
+//!
+//! [`FaultProxy::limit_rate`] plays AWS's request throttling: a token bucket per
+//! service, and calls beyond it refused with the service's throttling error
+//! (`fault_proxy/rate_limit.rs`).
 
 mod hiding;
+mod rate_limit;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -33,6 +38,7 @@ use hyper_util::{
 use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
 
 use hiding::{NewResource, xml_response};
+use rate_limit::{RateLimit, ServiceBuckets};
 
 /// A fault the proxy can inject into matching calls.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +66,9 @@ pub struct Call {
     pub access_key_id: String,
     /// Whether the call reached the emulator.
     pub forwarded: bool,
+    /// Whether the proxy refused the call with the service's throttling error (a
+    /// [`Fault::Throttle`] rule, or the rate limit of [`FaultProxy::limit_rate`]).
+    pub throttled: bool,
 }
 
 struct Rule {
@@ -81,6 +90,8 @@ struct State {
     credentials_seen: BTreeSet<String>,
     /// EC2's answer to each successful `RunInstances`, by its `ClientToken`.
     launches: HashMap<String, Bytes>,
+    /// The token bucket of each service, when calls are rate-limited.
+    rate_limit: Option<ServiceBuckets>,
 }
 
 impl State {
@@ -97,6 +108,13 @@ impl State {
             }
         }
         faults
+    }
+
+    /// Whether the rate limit (if any) lets a call to `service` through now.
+    fn within_rate_limit(&mut self, service: &str) -> bool {
+        self.rate_limit
+            .as_mut()
+            .is_none_or(|buckets| buckets.admit(service, Instant::now()))
     }
 }
 
@@ -159,12 +177,37 @@ impl FaultProxy {
         });
     }
 
-    /// Removes every fault rule and switches off hiding new resources
-    /// ([`FaultProxy::hide_new_resources_for`]).
+    /// Removes every fault rule and the rate limit, and switches off hiding new
+    /// resources ([`FaultProxy::hide_new_resources_for`]).
     pub fn clear_faults(&self) {
         let mut state = self.state.lock().unwrap();
         state.rules.clear();
+        state.rate_limit = None;
         state.hide_new_for(Duration::ZERO);
+    }
+
+    /// Throttles like AWS does: from now on each service (by signing name: `ec2`,
+    /// `rds`, …) has a token bucket of its own that holds `burst` calls (full at first)
+    /// and refills at `per_second`; a call that finds its service's bucket empty is
+    /// answered like [`Fault::Throttle`] and not forwarded.
+    pub fn limit_rate(&self, per_second: f64, burst: f64) {
+        assert!(
+            per_second > 0.0 && burst >= 1.0,
+            "a bucket that admits calls"
+        );
+        self.state.lock().unwrap().rate_limit =
+            Some(ServiceBuckets::new(RateLimit { per_second, burst }));
+    }
+
+    /// How many calls the proxy refused with a throttling error.
+    pub fn throttled_count(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|call| call.throttled)
+            .count()
     }
 
     /// Every session token a call through the proxy carried (`X-Amz-Security-Token`),
@@ -261,6 +304,7 @@ impl Forwarder {
                     operation,
                     access_key_id,
                     forwarded: false,
+                    throttled: false,
                 });
                 return Ok(Response::builder()
                     .status(StatusCode::OK)
@@ -269,7 +313,13 @@ impl Forwarder {
                     .expect("a valid response"));
             }
         }
-        let faults = self.state.lock().unwrap().faults_for(&operation);
+        let (faults, throttled) = {
+            let mut state = self.state.lock().unwrap();
+            let faults = state.faults_for(&operation);
+            // A call a rule refuses takes no token from the bucket.
+            let throttled = faults.contains(&Fault::Throttle) || !state.within_rate_limit(&service);
+            (faults, throttled)
+        };
         let create = NewResource::created_by(&service, &operation);
         let read = NewResource::read_by(&service, &operation);
         let mut call = Call {
@@ -277,8 +327,10 @@ impl Forwarder {
             operation,
             access_key_id,
             forwarded: false,
+            throttled: false,
         };
-        if faults.contains(&Fault::Throttle) {
+        if throttled {
+            call.throttled = true;
             self.state.lock().unwrap().calls.push(call);
             return Ok(throttling_response(&service, &parts.headers));
         }

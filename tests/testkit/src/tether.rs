@@ -154,10 +154,17 @@ impl Tether {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Stops the controller with SIGTERM; returns whether it exited cleanly.
+    /// Stops the controller with SIGTERM; returns whether it exited cleanly within
+    /// 10 s.
     pub fn stop(&mut self) -> bool {
+        self.stop_within(Duration::from_secs(10))
+    }
+
+    /// Stops the controller with SIGTERM; returns whether it exited cleanly within
+    /// `grace` (it is killed after that).
+    pub fn stop_within(&mut self, grace: Duration) -> bool {
         self.process
-            .stop(Duration::from_secs(10))
+            .stop(grace)
             .is_some_and(|status| status.success())
     }
 }
