@@ -21,6 +21,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster).
+    /// An option given twice takes its last value, so a wrapper's defaults can be
+    /// overridden by appending.
+    #[command(args_override_self = true)]
     Run(run::RunArgs),
     /// Print every CustomResourceDefinition and admission policy as multi-document
     /// YAML.
