@@ -24,6 +24,7 @@ use tether_api::{
         APPLIED_TAGS_ANNOTATION, CREATE_PENDING_ANNOTATION, ControlAnnotations,
         EXTERNAL_NAME_ANNOTATION, Managed, ManagementPolicy, PAUSED_ANNOTATION,
     },
+    snapshot::Freshness,
 };
 
 use super::{
@@ -221,23 +222,33 @@ where
     Ok(Action::requeue(delay))
 }
 
-/// How old a shared snapshot's answer may be when `object` is observed: the poll
-/// interval for a Ready, up-to-date object (a routine check: one listing answers every
-/// such object of the kind), else the wait interval. The snapshot itself never answers
-/// for a resource written since its listing, and never says a resource is missing, so a
-/// new object's first look and the look after a create read the cloud directly.
-/// Deletion reads directly (it builds its context with [`Context::named`]).
-fn freshness<M: Managed>(object: &M, settings: &super::Settings) -> Duration {
+/// How a shared snapshot may answer when `object` is observed: from a listing up to
+/// the poll interval old for a Ready, up-to-date object (a routine check: one listing
+/// answers every such object of the kind); up to the wait interval while it or its
+/// resource changes; from the object's own recent reads only while its resource was
+/// never seen and no create is on its way (no listing holds it, so such objects must
+/// not make one). The snapshot never says a resource is missing from a listing, and
+/// never answers for a resource written since. Deletion reads directly (it builds its
+/// context with [`Context::named`]).
+fn freshness<M: Managed>(
+    object: &M,
+    annotations: &ControlAnnotations,
+    settings: &super::Settings,
+) -> Freshness {
     let generation = object.meta().generation;
     let current_and_true = |type_: &str| {
         conditions::find(object.conditions(), type_).is_some_and(|condition| {
             condition.observed_generation == generation && condition.status == "True"
         })
     };
+    let seen = conditions::find(object.conditions(), SYNCED).is_some()
+        || annotations.create_pending.is_some();
     if current_and_true(READY) && current_and_true(SYNCED) {
-        poll_interval(object, settings)
+        Freshness::Shared(poll_interval(object, settings))
+    } else if seen {
+        Freshness::Shared(settings.wait_interval)
     } else {
-        settings.wait_interval
+        Freshness::Reads(settings.wait_interval)
     }
 }
 
@@ -323,7 +334,7 @@ where
             pending: publisher.pending(),
             create_attempt: None,
             applied_tags: self.annotations.applied_tags.as_ref().unwrap_or(&NO_TAGS),
-            freshness: freshness(object, &self.shared.settings),
+            freshness: freshness(object, &self.annotations, &self.shared.settings),
         };
         let observe_only =
             object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;

@@ -8,12 +8,12 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     future::Future,
-    time::Duration,
 };
 
 use crate::{
     ErrorClass,
     managed::{DeletionPolicy, Managed},
+    snapshot::Freshness,
 };
 
 /// Values an application needs to connect (host, port, username, password, …).
@@ -136,11 +136,12 @@ pub struct Context<'a> {
     /// one the spec no longer has is to be removed from the resource. Empty when
     /// unknown.
     pub applied_tags: &'a BTreeSet<String>,
-    /// How old an answer from a shared snapshot of the cloud may be for this
-    /// observation ([`crate::snapshot`]): the poll interval for the routine check of a
-    /// Ready, up-to-date object; the wait interval while the object or its resource
-    /// changes; zero (read directly) for a new object, and while it is deleted.
-    pub freshness: Duration,
+    /// How a shared snapshot of the cloud may answer this observation
+    /// ([`crate::snapshot`]): from a listing up to the poll interval old for the routine
+    /// check of a Ready, up-to-date object, up to the wait interval while the object or
+    /// its resource changes; from the object's own recent reads only while its
+    /// resource was never seen; directly while it is deleted.
+    pub freshness: Freshness,
 }
 
 static NOTHING_RESOLVED: BTreeMap<String, String> = BTreeMap::new();
@@ -157,7 +158,7 @@ impl<'a> Context<'a> {
             pending: false,
             create_attempt: None,
             applied_tags: &NO_TAGS,
-            freshness: Duration::ZERO,
+            freshness: Freshness::Direct,
         }
     }
 

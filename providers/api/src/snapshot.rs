@@ -15,8 +15,10 @@
 //!   client to a key is never used for that key: the caller reads it directly instead
 //!   of re-listing everything for one changed resource.
 //! - A refresh is made only when enough objects want an answer that fresh to pay for
-//!   it: at least as many as the last listing had pages. A lone object waiting for its
-//!   resource to change reads it directly; a thousand share one listing.
+//!   it: at least as many as the last listing had pages, and as many as its direct
+//!   reads would take as long as the listing took (an endpoint that lists slowly, such
+//!   as an emulator with a thousand resources, is not kept busy listing). A lone object
+//!   waiting for its resource to change reads it directly; a thousand share a listing.
 
 use std::{
     collections::HashMap,
@@ -28,6 +30,22 @@ use std::{
 /// What a listing is taken to cost before the first one: a lone object (a new one, or
 /// the first after a start) reads directly, and two or more share a listing.
 const PAGES_BEFORE_LISTING: usize = 2;
+
+/// How a snapshot may answer one observation: what the runtime asks for in
+/// [`crate::external::Context::freshness`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Freshness {
+    /// Read the cloud directly (a deletion).
+    #[default]
+    Direct,
+    /// Only a direct read at most this old, made since the last write, answers: for an
+    /// object whose resource was never seen, which no listing would hold. It neither
+    /// asks for a listing nor counts towards one.
+    Reads(Duration),
+    /// A listing or a direct read at most this old answers, and the listing is
+    /// refreshed when that pays.
+    Shared(Duration),
+}
 
 /// What one listing call returned: the resources by key, and how many pages it took
 /// (what the next refresh will cost).
@@ -82,6 +100,10 @@ struct State<T> {
     /// The pages of the last listing: how many objects must want a fresh answer before
     /// a refresh pays off. [`PAGES_BEFORE_LISTING`] before the first listing.
     pages: usize,
+    /// How long the last listing took; zero before the first.
+    listing_took: Duration,
+    /// How long a direct read takes, on a moving average; zero before the first.
+    read_took: Duration,
     /// Direct reads made since the listing, by key; `None` when the read found nothing.
     reads: HashMap<String, Record<Option<T>>>,
     /// When each key was last written through this client.
@@ -95,6 +117,8 @@ impl<T> Default for State<T> {
         Self {
             listing: None,
             pages: PAGES_BEFORE_LISTING,
+            listing_took: Duration::ZERO,
+            read_took: Duration::ZERO,
             reads: HashMap::new(),
             writes: HashMap::new(),
             asked: HashMap::new(),
@@ -138,23 +162,26 @@ impl<T> From<Known<T>> for Answer<T> {
 }
 
 impl<T: Clone + Send + Sync> Snapshot<T> {
-    /// What records at most `max_age` old know of `key`'s resource, refreshing the
-    /// listing with `list` when that is due. [`Known::Unknown`] when the caller must
-    /// read the key directly: the listing lacks it, or nothing fresh enough may answer
-    /// for it. A `max_age` of zero always answers `Unknown` without a call.
+    /// What records as fresh as `freshness` asks know of `key`'s resource, refreshing
+    /// the listing with `list` when that is due. [`Known::Unknown`] when the caller
+    /// must read the key directly: the listing lacks it, or nothing fresh enough may
+    /// answer for it. [`Freshness::Direct`] always answers `Unknown` without a call.
     pub async fn lookup<E, F, Fut>(
         &self,
         key: &str,
-        max_age: Duration,
+        freshness: Freshness,
         list: F,
     ) -> Result<Known<T>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Listing<T>, E>>,
     {
-        if max_age.is_zero() {
-            return Ok(Known::Unknown);
-        }
+        let max_age = match freshness {
+            Freshness::Direct => return Ok(Known::Unknown),
+            Freshness::Reads(max_age) => return Ok(self.lock().read(key, max_age, Instant::now())),
+            Freshness::Shared(max_age) if max_age.is_zero() => return Ok(Known::Unknown),
+            Freshness::Shared(max_age) => max_age,
+        };
         if let Answer::Known(known) = self.lock().answer(key, max_age, Instant::now(), true) {
             return Ok(known);
         }
@@ -166,7 +193,7 @@ impl<T: Clone + Send + Sync> Snapshot<T> {
         let started = Instant::now();
         let listing = list().await?;
         let mut state = self.lock();
-        state.store(started, listing);
+        state.store(started, listing, started.elapsed());
         Ok(match state.answer(key, max_age, Instant::now(), false) {
             Answer::Known(known) => known,
             Answer::Refresh => Known::Unknown,
@@ -176,7 +203,13 @@ impl<T: Clone + Send + Sync> Snapshot<T> {
     /// Records what a direct read of `key` that started at `started` found (`None`:
     /// nothing), so that the next lookups of the key need no call of their own.
     pub fn record(&self, key: &str, started: Instant, found: Option<T>) {
+        let took = started.elapsed();
         let mut state = self.lock();
+        state.read_took = if state.read_took.is_zero() {
+            took
+        } else {
+            state.read_took.mul_f64(0.8) + took.mul_f64(0.2)
+        };
         let newer = state
             .reads
             .get(key)
@@ -244,7 +277,8 @@ impl<T: Clone> State<T> {
                     .listing
                     .as_ref()
                     .is_some_and(|l| now.saturating_duration_since(l.started) <= max_age);
-                if !fresh_listing && self.demand(max_age, now) >= self.pages {
+                let demand = self.demand(max_age, now);
+                if !fresh_listing && self.refresh_pays(demand) {
                     Answer::Refresh
                 } else {
                     // The listing is fresh but from before this key's last write, or
@@ -253,6 +287,29 @@ impl<T: Clone> State<T> {
                 }
             }
         }
+    }
+
+    /// What a direct read at most `max_age` old, made after `key`'s last write, saw.
+    fn read(&self, key: &str, max_age: Duration, now: Instant) -> Known<T> {
+        let written = self.writes.get(key).copied();
+        self.reads
+            .get(key)
+            .filter(|read| {
+                now.saturating_duration_since(read.started) <= max_age
+                    && written.is_none_or(|written| read.started > written)
+            })
+            .map_or(Known::Unknown, |read| {
+                read.value.clone().map_or(Known::Absent, Known::Present)
+            })
+    }
+
+    /// Whether a listing costs no more than direct reads for `demand` keys, in calls
+    /// (its pages) and in time.
+    fn refresh_pays(&self, demand: usize) -> bool {
+        let reads_take = self
+            .read_took
+            .saturating_mul(u32::try_from(demand).unwrap_or(u32::MAX));
+        demand >= self.pages && (self.read_took.is_zero() || reads_take >= self.listing_took)
     }
 
     /// How many keys asked, within the last `max_age`, for an answer at least that
@@ -269,11 +326,12 @@ impl<T: Clone> State<T> {
     }
 
     /// Keeps a listing that started at `started`, and forgets what it supersedes.
-    fn store(&mut self, started: Instant, listing: Listing<T>) {
+    fn store(&mut self, started: Instant, listing: Listing<T>, took: Duration) {
         if self.listing.as_ref().is_some_and(|l| l.started > started) {
             return;
         }
         self.pages = listing.pages.max(1);
+        self.listing_took = took;
         self.reads.retain(|_, read| read.started > started);
         self.writes.retain(|_, written| *written >= started);
         self.listing = Some(Record {
@@ -330,7 +388,7 @@ mod tests {
         keys: &[&str],
     ) -> Known<String> {
         snapshot
-            .lookup(key, max_age, || async {
+            .lookup(key, Freshness::Shared(max_age), || async {
                 listed.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, ()>(listing(keys, 1))
             })
@@ -394,7 +452,7 @@ mod tests {
                 let (snapshot, listed) = (snapshot.clone(), listed.clone());
                 tokio::spawn(async move {
                     snapshot
-                        .lookup(&format!("k{i}"), MINUTE, || async {
+                        .lookup(&format!("k{i}"), Freshness::Shared(MINUTE), || async {
                             listed.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
@@ -485,7 +543,7 @@ mod tests {
     fn a_refresh_waits_until_as_many_objects_want_it_as_it_has_pages() {
         let mut state = State::<String>::default();
         let start = Instant::now();
-        state.store(start, listing(&["a", "b", "c", "d"], 3));
+        state.store(start, listing(&["a", "b", "c", "d"], 3), Duration::ZERO);
         let later = start + 2 * MINUTE;
         let wait = Duration::from_secs(15);
         let unknown = Answer::Known(Known::Unknown);
@@ -504,6 +562,41 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_listing_waits_until_enough_objects_want_it_to_pay_in_time() {
+        let mut state = State::<String>::default();
+        let start = Instant::now();
+        state.store(start, listing(&["a"], 1), Duration::from_secs(10));
+        state.read_took = Duration::from_millis(100);
+        let later = start + 2 * MINUTE;
+        let wait = Duration::from_secs(15);
+        for i in 0..99 {
+            assert_eq!(
+                state.answer(&format!("k{i}"), wait, later, true),
+                Answer::Known(Known::Unknown),
+                "{i} reads of 100 ms take less than the 10 s listing"
+            );
+        }
+        assert_eq!(state.answer("k99", wait, later, true), Answer::Refresh);
+    }
+
+    #[tokio::test]
+    async fn an_object_never_seen_is_answered_by_its_reads_only_and_asks_for_no_listing() {
+        let snapshot = Snapshot::<String>::default();
+        let never = || async { Err::<Listing<String>, ()>(()) };
+        for key in ["a", "b", "c"] {
+            let known = snapshot.lookup(key, Freshness::Reads(MINUTE), never).await;
+            assert_eq!(known, Ok(Known::Unknown), "no listing, however many ask");
+        }
+        snapshot.record("a", Instant::now(), None);
+        let known = snapshot.lookup("a", Freshness::Reads(MINUTE), never).await;
+        assert_eq!(known, Ok(Known::Absent), "its own direct read answers");
+        assert_eq!(
+            snapshot.lookup("a", Freshness::Direct, never).await,
+            Ok(Known::Unknown)
+        );
+    }
+
+    #[test]
     fn a_listing_forgets_the_reads_and_writes_it_supersedes() {
         let mut state = State::<String>::default();
         let start = Instant::now();
@@ -515,7 +608,7 @@ mod tests {
             },
         );
         state.writes.insert("a".into(), start);
-        state.store(start + MINUTE, listing(&["a"], 1));
+        state.store(start + MINUTE, listing(&["a"], 1), Duration::ZERO);
         assert!(state.reads.is_empty() && state.writes.is_empty());
         assert_eq!(
             state.answer("a", MINUTE, start + MINUTE, true),

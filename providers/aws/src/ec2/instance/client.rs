@@ -4,7 +4,8 @@
 //! reports of an instance.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
 
@@ -244,6 +245,10 @@ pub struct InstanceClient {
     /// Every live instance tether tagged in this account and region, by UID: answers
     /// the polls of every Instance of this ProviderConfig at once.
     snapshot: Snapshot<Ec2Instance>,
+    /// The key pairs this client imported, by name, with the public key imported: a
+    /// launch repeated after its RunInstances was refused (throttled) reuses the key
+    /// pair instead of importing it again (which would find it and replace it).
+    imported_keys: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl InstanceClient {
@@ -252,6 +257,7 @@ impl InstanceClient {
         Self {
             ec2,
             snapshot: Snapshot::default(),
+            imported_keys: Arc::default(),
         }
     }
 
@@ -341,6 +347,9 @@ impl InstanceClient {
         public_key: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(), ProviderError> {
+        if self.imported_keys().get(name).map(String::as_str) == Some(public_key) {
+            return Ok(());
+        }
         let import = || {
             self.ec2
                 .import_key_pair()
@@ -350,18 +359,27 @@ impl InstanceClient {
                 .send()
         };
         match import().await {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(error) if error.code() == Some(KEY_PAIR_DUPLICATE) => {
                 self.delete_key_pair(name).await?;
                 import().await.map_err(provider_error)?;
-                Ok(())
             }
-            Err(error) => Err(provider_error(error)),
+            Err(error) => return Err(provider_error(error)),
         }
+        self.imported_keys()
+            .insert(name.to_owned(), public_key.to_owned());
+        Ok(())
+    }
+
+    fn imported_keys(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.imported_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Deletes the key pair `name`; one that is gone already is fine.
     async fn delete_key_pair(&self, name: &str) -> Result<(), ProviderError> {
+        self.imported_keys().remove(name);
         absent_if(
             self.ec2.delete_key_pair().key_name(name).send().await,
             is_not_found,
@@ -529,7 +547,16 @@ impl ExternalClient<Instance> for InstanceClient {
             .config_override(without_retries())
             .send()
             .await
-            .map_err(provider_error)?;
+            .map_err(provider_error)
+            .inspect_err(|error| {
+                // Refused for a reason other than the budget (a key pair someone
+                // deleted, say): import the key pair again next time.
+                if error.class != ErrorClass::Throttled
+                    && let Some(name) = object.key_pair_name()
+                {
+                    self.imported_keys().remove(&name);
+                }
+            })?;
         let id = launched
             .instances()
             .iter()

@@ -15,7 +15,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
-    snapshot::{Known, Listing, Snapshot},
+    snapshot::{Freshness, Known, Listing, Snapshot},
 };
 
 use super::{
@@ -123,7 +123,7 @@ impl SecurityGroupClient {
         &self,
         object: &SecurityGroup,
         external_name: Option<&str>,
-        freshness: std::time::Duration,
+        freshness: Freshness,
     ) -> Result<Option<Ec2SecurityGroup>, ProviderError> {
         let Some(uid) = object.uid() else {
             return self.find(object, external_name).await;

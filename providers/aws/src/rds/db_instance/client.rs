@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use aws_sdk_rds::{
@@ -22,7 +22,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::{DeletionPolicy, Managed},
-    snapshot::{Known, Snapshot},
+    snapshot::{Freshness, Known, Snapshot},
 };
 
 use super::{
@@ -99,7 +99,7 @@ impl DBInstanceClient {
     async fn instance(
         &self,
         identifier: &str,
-        freshness: Duration,
+        freshness: Freshness,
     ) -> Result<Option<DbInstance>, ProviderError> {
         match self
             .snapshot

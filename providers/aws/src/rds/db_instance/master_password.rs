@@ -2,11 +2,7 @@
 //! connection Secret, read from the user's Secret, or managed by RDS in Secrets
 //! Manager; and kept out of error messages.
 
-use std::{
-    collections::HashMap,
-    sync::MutexGuard,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::MutexGuard, time::Instant};
 
 use aws_sdk_rds::types::DbInstance;
 use k8s_openapi::api::core::v1::Secret;
@@ -15,7 +11,7 @@ use serde::Deserialize;
 use tether_api::{
     ErrorClass,
     external::{ConnectionDetails, Context, ProviderError},
-    snapshot::Known,
+    snapshot::{Freshness, Known},
 };
 
 use super::{DBInstance, DBInstanceClient, SecretKeyReference, listing::rds_secret_versions};
@@ -138,7 +134,7 @@ impl DBInstanceClient {
     async fn managed_password(
         &self,
         secret_arn: &str,
-        freshness: Duration,
+        freshness: Freshness,
     ) -> Result<Password, ProviderError> {
         let current = self
             .secret_versions

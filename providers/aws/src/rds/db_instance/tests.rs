@@ -37,6 +37,7 @@ use tether_api::{
         Observed, ObservedOf, ProviderError, Readiness,
     },
     managed::{DeletionPolicy, Managed},
+    snapshot::{Freshness, Known, Listing},
 };
 
 use super::{
@@ -1269,7 +1270,7 @@ fn a_tag_tether_applied_and_the_spec_dropped_is_a_difference_others_tags_are_not
 /// A context for a routine poll: a snapshot up to 10 minutes old may answer.
 fn routine<'a>(published: &'a ConnectionDetails) -> Context<'a> {
     Context {
-        freshness: Duration::from_secs(600),
+        freshness: Freshness::Shared(Duration::from_secs(600)),
         ..context(published, false)
     }
 }
@@ -1402,7 +1403,7 @@ async fn an_rds_managed_password_is_read_again_only_when_its_version_changes() {
         String::from_utf8(observed.connection.0["password"].clone()).unwrap()
     };
     let polls = Context {
-        freshness: Duration::from_millis(200),
+        freshness: Freshness::Shared(Duration::from_millis(200)),
         ..context(&nothing, false)
     };
     // Another database's secret was asked for a moment ago: a listing of versions now
@@ -1410,10 +1411,10 @@ async fn an_rds_managed_password_is_read_again_only_when_its_version_changes() {
     let other = client
         .secret_versions
         .lookup("arn:other", polls.freshness, || async {
-            Err::<tether_api::snapshot::Listing<String>, ()>(())
+            Err::<Listing<String>, ()>(())
         })
         .await;
-    assert_eq!(other, Ok(tether_api::snapshot::Known::Unknown));
+    assert_eq!(other, Ok(Known::Unknown));
     for _ in 0..3 {
         let observed = exists(client.observe(&object, polls).await.unwrap());
         assert_eq!(password(&observed), "first");
@@ -1428,8 +1429,10 @@ async fn an_rds_managed_password_is_read_again_only_when_its_version_changes() {
     let observed = exists(client.observe(&object, polls).await.unwrap());
     assert_eq!(password(&observed), "rotated");
     assert_eq!(
-        (list.num_calls(), read.num_calls()),
-        (2, 2),
-        "RDS rotated it: a new version, read once"
+        read.num_calls(),
+        2,
+        "RDS rotated it: the new version is read once (found by a new listing, or by \
+         reading it directly when a lone secret's read is quicker than a listing)"
     );
+    assert!(list.num_calls() <= 2);
 }
