@@ -102,6 +102,8 @@ struct State<T> {
     pages: usize,
     /// How long the last listing took; zero before the first.
     listing_took: Duration,
+    /// When the last listing ended.
+    listed_at: Option<Instant>,
     /// How long a direct read takes, on a moving average; zero before the first.
     read_took: Duration,
     /// Direct reads made since the listing, by key; `None` when the read found nothing.
@@ -118,6 +120,7 @@ impl<T> Default for State<T> {
             listing: None,
             pages: PAGES_BEFORE_LISTING,
             listing_took: Duration::ZERO,
+            listed_at: None,
             read_took: Duration::ZERO,
             reads: HashMap::new(),
             writes: HashMap::new(),
@@ -182,19 +185,36 @@ impl<T: Clone + Send + Sync> Snapshot<T> {
             Freshness::Shared(max_age) if max_age.is_zero() => return Ok(Known::Unknown),
             Freshness::Shared(max_age) => max_age,
         };
-        if let Answer::Known(known) = self.lock().answer(key, max_age, Instant::now(), true) {
+        let asked = Instant::now();
+        if let Answer::Known(known) = self.lock().answer(key, max_age, asked, true) {
             return Ok(known);
         }
         let _refreshing = self.refreshing.lock().await;
+        // A listing that ended after this lookup asked is as fresh as any it could get,
+        // however long it took: without this, a listing slower than `max_age` would be
+        // stale on arrival, and every lookup that waited for it would list again.
+        let waited = |state: &State<T>| {
+            if state.listed_at.is_some_and(|listed_at| listed_at >= asked) {
+                Duration::MAX
+            } else {
+                max_age
+            }
+        };
         // Another lookup may have listed while this one waited.
-        if let Answer::Known(known) = self.lock().answer(key, max_age, Instant::now(), false) {
+        let answer = {
+            let mut state = self.lock();
+            let accepted = waited(&state);
+            state.answer(key, accepted, Instant::now(), false)
+        };
+        if let Answer::Known(known) = answer {
             return Ok(known);
         }
         let started = Instant::now();
         let listing = list().await?;
         let mut state = self.lock();
         state.store(started, listing, started.elapsed());
-        Ok(match state.answer(key, max_age, Instant::now(), false) {
+        let accepted = waited(&state);
+        Ok(match state.answer(key, accepted, Instant::now(), false) {
             Answer::Known(known) => known,
             Answer::Refresh => Known::Unknown,
         })
@@ -332,6 +352,7 @@ impl<T: Clone> State<T> {
         }
         self.pages = listing.pages.max(1);
         self.listing_took = took;
+        self.listed_at = Some(Instant::now());
         self.reads.retain(|_, read| read.started > started);
         self.writes.retain(|_, written| *written >= started);
         self.listing = Some(Record {
@@ -577,6 +598,41 @@ mod tests {
             );
         }
         assert_eq!(state.answer("k99", wait, later, true), Answer::Refresh);
+    }
+
+    #[tokio::test]
+    async fn a_listing_slower_than_the_age_asked_for_answers_those_who_waited_for_it() {
+        let snapshot = Snapshot::<String>::default();
+        let listed = Arc::new(AtomicUsize::new(0));
+        let max_age = Duration::from_millis(20);
+        let lookups: Vec<_> = (0..8)
+            .map(|i| {
+                let (snapshot, listed) = (snapshot.clone(), listed.clone());
+                tokio::spawn(async move {
+                    snapshot
+                        .lookup(&format!("k{i}"), Freshness::Shared(max_age), || async {
+                            listed.fetch_add(1, Ordering::SeqCst);
+                            // Slower than the age the lookups accept.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            let keys: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+                            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                            Ok::<_, ()>(listing(&keys, 1))
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut present = 0;
+        for lookup in lookups {
+            present += usize::from(matches!(lookup.await.unwrap(), Known::Present(_)));
+        }
+        assert!(present >= 7, "all but a first, lone one: {present}");
+        assert_eq!(
+            listed.load(Ordering::SeqCst),
+            1,
+            "one listing, not one per waiter"
+        );
     }
 
     #[tokio::test]
