@@ -220,6 +220,34 @@ impl<T: Clone + Send + Sync> Snapshot<T> {
         })
     }
 
+    /// `key`'s resource: what [`Self::lookup`] knows as fresh as `freshness` asks (a
+    /// present one only when `accept` takes it), else what `read` finds now, which is
+    /// recorded for the next lookups. `None`: the resource is not there.
+    pub async fn get<E, L, LF, R, RF>(
+        &self,
+        key: &str,
+        freshness: Freshness,
+        list: L,
+        accept: impl FnOnce(&T) -> bool,
+        read: R,
+    ) -> Result<Option<T>, E>
+    where
+        L: FnOnce() -> LF,
+        LF: Future<Output = Result<Listing<T>, E>>,
+        R: FnOnce() -> RF,
+        RF: Future<Output = Result<Option<T>, E>>,
+    {
+        match self.lookup(key, freshness, list).await? {
+            Known::Present(found) if accept(&found) => return Ok(Some(found)),
+            Known::Absent => return Ok(None),
+            Known::Present(_) | Known::Unknown => {}
+        }
+        let started = Instant::now();
+        let found = read().await?;
+        self.record(key, started, found.clone());
+        Ok(found)
+    }
+
     /// Records what a direct read of `key` that started at `started` found (`None`:
     /// nothing), so that the next lookups of the key need no call of their own.
     pub fn record(&self, key: &str, started: Instant, found: Option<T>) {
@@ -464,19 +492,25 @@ mod tests {
         assert_eq!(listed.load(Ordering::SeqCst), 0);
     }
 
-    #[tokio::test]
-    async fn concurrent_lookups_share_one_listing() {
+    /// `count` lookups of keys `k0`… at once, accepting `max_age`, whose listing (of
+    /// every key) takes `listing_takes`: how many found their key, and how many
+    /// listings were made.
+    async fn concurrent_lookups(
+        count: usize,
+        max_age: Duration,
+        listing_takes: Duration,
+    ) -> (usize, usize) {
         let snapshot = Snapshot::<String>::default();
         let listed = Arc::new(AtomicUsize::new(0));
-        let lookups: Vec<_> = (0..50)
+        let lookups: Vec<_> = (0..count)
             .map(|i| {
                 let (snapshot, listed) = (snapshot.clone(), listed.clone());
                 tokio::spawn(async move {
                     snapshot
-                        .lookup(&format!("k{i}"), Freshness::Shared(MINUTE), || async {
+                        .lookup(&format!("k{i}"), Freshness::Shared(max_age), || async {
                             listed.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+                            tokio::time::sleep(listing_takes).await;
+                            let keys: Vec<String> = (0..count).map(|i| format!("k{i}")).collect();
                             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                             Ok::<_, ()>(listing(&keys, 1))
                         })
@@ -489,8 +523,14 @@ mod tests {
         for lookup in lookups {
             present += usize::from(matches!(lookup.await.unwrap(), Known::Present(_)));
         }
+        (present, listed.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_share_one_listing() {
+        let (present, listed) = concurrent_lookups(50, MINUTE, Duration::from_millis(20)).await;
         assert!(present >= 49, "all but a first, lone one: {present}");
-        assert_eq!(listed.load(Ordering::SeqCst), 1);
+        assert_eq!(listed, 1);
     }
 
     #[tokio::test]
@@ -602,37 +642,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_listing_slower_than_the_age_asked_for_answers_those_who_waited_for_it() {
-        let snapshot = Snapshot::<String>::default();
-        let listed = Arc::new(AtomicUsize::new(0));
-        let max_age = Duration::from_millis(20);
-        let lookups: Vec<_> = (0..8)
-            .map(|i| {
-                let (snapshot, listed) = (snapshot.clone(), listed.clone());
-                tokio::spawn(async move {
-                    snapshot
-                        .lookup(&format!("k{i}"), Freshness::Shared(max_age), || async {
-                            listed.fetch_add(1, Ordering::SeqCst);
-                            // Slower than the age the lookups accept.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            let keys: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
-                            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                            Ok::<_, ()>(listing(&keys, 1))
-                        })
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut present = 0;
-        for lookup in lookups {
-            present += usize::from(matches!(lookup.await.unwrap(), Known::Present(_)));
-        }
+        // The listing takes longer than the age the lookups accept.
+        let (present, listed) =
+            concurrent_lookups(8, Duration::from_millis(20), Duration::from_millis(100)).await;
         assert!(present >= 7, "all but a first, lone one: {present}");
-        assert_eq!(
-            listed.load(Ordering::SeqCst),
-            1,
-            "one listing, not one per waiter"
-        );
+        assert_eq!(listed, 1, "one listing, not one per waiter");
     }
 
     #[tokio::test]

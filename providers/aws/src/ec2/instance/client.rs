@@ -6,7 +6,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
 };
 
 use aws_sdk_ec2::{
@@ -24,7 +23,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
-    snapshot::{Known, Snapshot},
+    snapshot::Snapshot,
 };
 
 use super::{
@@ -303,13 +302,12 @@ impl InstanceClient {
     }
 
     /// The instance of `object`, read now: the one with id `external_name`, else the
-    /// live one tagged with the object's UID. What it finds is recorded in the snapshot.
+    /// live one tagged with the object's UID.
     async fn read(
         &self,
         object: &Instance,
         external_name: Option<&str>,
     ) -> Result<Option<Ec2Instance>, ProviderError> {
-        let started = Instant::now();
         let mut instance = match external_name {
             Some(id) => self.by_id(id).await?,
             None => None,
@@ -318,9 +316,6 @@ impl InstanceClient {
             && let Some(uid) = object.uid()
         {
             instance = self.by_uid(&uid).await?;
-        }
-        if let Some(uid) = object.uid() {
-            self.snapshot.record(&uid, started, instance.clone());
         }
         Ok(instance)
     }
@@ -415,26 +410,26 @@ impl ExternalClient<Instance> for InstanceClient {
         object: &Instance,
         context: Context<'_>,
     ) -> Result<ObservationOf<Instance>, ProviderError> {
-        let known = match object.uid() {
+        let read = || self.read(object, context.external_name);
+        let instance = match object.uid() {
             Some(uid) => {
                 self.snapshot
-                    .lookup(&uid, context.freshness, || tagged_by_uid(&self.ec2))
+                    .get(
+                        &uid,
+                        context.freshness,
+                        || tagged_by_uid(&self.ec2),
+                        // Found by its UID tag: the object's instance, unless the
+                        // object names another (adopted) one.
+                        |instance| {
+                            context
+                                .external_name
+                                .is_none_or(|id| instance.instance_id() == Some(id))
+                        },
+                        read,
+                    )
                     .await?
             }
-            None => Known::Unknown,
-        };
-        let instance = match known {
-            // Found by its UID tag: the object's instance, unless the object names
-            // another (adopted) one.
-            Known::Present(instance)
-                if context
-                    .external_name
-                    .is_none_or(|id| instance.instance_id() == Some(id)) =>
-            {
-                Some(instance)
-            }
-            Known::Absent => None,
-            Known::Present(_) | Known::Unknown => self.read(object, context.external_name).await?,
+            None => read().await?,
         };
         if let Some(instance) = instance {
             return Ok(Observation::Exists(observed(object, &context, &instance)));

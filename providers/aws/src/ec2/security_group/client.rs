@@ -1,7 +1,7 @@
 //! The EC2 calls that find, create, change and delete a security group, and add and
 //! remove its rules.
 
-use std::{collections::BTreeSet, time::Instant};
+use std::collections::BTreeSet;
 
 use aws_sdk_ec2::{
     error::ProvideErrorMetadata,
@@ -15,7 +15,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
-    snapshot::{Freshness, Known, Listing, Snapshot},
+    snapshot::{Freshness, Listing, Snapshot},
 };
 
 use super::{
@@ -128,25 +128,17 @@ impl SecurityGroupClient {
         let Some(uid) = object.uid() else {
             return self.find(object, external_name).await;
         };
-        match self
-            .snapshot
-            .lookup(&uid, freshness, || self.tagged_groups())
-            .await?
-        {
-            // Found by its UID tag: the object's group, unless the object names
-            // another (adopted) one.
-            Known::Present(group)
-                if external_name.is_none_or(|id| group.group_id() == Some(id)) =>
-            {
-                return Ok(Some(group));
-            }
-            Known::Absent => return Ok(None),
-            Known::Present(_) | Known::Unknown => {}
-        }
-        let started = Instant::now();
-        let found = self.find(object, external_name).await?;
-        self.snapshot.record(&uid, started, found.clone());
-        Ok(found)
+        self.snapshot
+            .get(
+                &uid,
+                freshness,
+                || self.tagged_groups(),
+                // Found by its UID tag: the object's group, unless the object names
+                // another (adopted) one.
+                |group| external_name.is_none_or(|id| group.group_id() == Some(id)),
+                || self.find(object, external_name),
+            )
+            .await
     }
 
     /// The group with id `external_name`, else the one tagged with the object's UID.

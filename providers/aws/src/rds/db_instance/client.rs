@@ -4,7 +4,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::Instant,
 };
 
 use aws_sdk_rds::{
@@ -22,7 +21,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::{DeletionPolicy, Managed},
-    snapshot::{Freshness, Known, Snapshot},
+    snapshot::{Freshness, Snapshot},
 };
 
 use super::{
@@ -101,25 +100,15 @@ impl DBInstanceClient {
         identifier: &str,
         freshness: Freshness,
     ) -> Result<Option<DbInstance>, ProviderError> {
-        match self
-            .snapshot
-            .lookup(identifier, freshness, || tagged_instances(&self.rds))
-            .await?
-        {
-            Known::Present(instance) => return Ok(Some(instance)),
-            Known::Absent => return Ok(None),
-            Known::Unknown => {}
-        }
-        let started = Instant::now();
-        let described = self.describe(identifier).await?;
-        tracing::debug!(
-            identifier,
-            ?freshness,
-            found = described.is_some(),
-            "read directly: no record fresh enough"
-        );
-        self.snapshot.record(identifier, started, described.clone());
-        Ok(described)
+        self.snapshot
+            .get(
+                identifier,
+                freshness,
+                || tagged_instances(&self.rds),
+                |_| true,
+                || self.describe(identifier),
+            )
+            .await
     }
 
     /// The instance `identifier`, or `None` when RDS has no such instance.

@@ -10,7 +10,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
 };
 
 use aws_sdk_rds::{
@@ -26,7 +25,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
-    snapshot::{Known, Listing, Snapshot},
+    snapshot::{Listing, Snapshot},
 };
 
 use super::{DBSubnetGroup, DBSubnetGroupObservation, diff::diff};
@@ -176,20 +175,16 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         context: Context<'_>,
     ) -> Result<ObservationOf<DBSubnetGroup>, ProviderError> {
         let external_name = context.require_external_name()?;
-        let known = self
+        let found = self
             .snapshot
-            .lookup(external_name, context.freshness, || self.known_groups())
+            .get(
+                external_name,
+                context.freshness,
+                || self.known_groups(),
+                |_| true,
+                || self.read(external_name),
+            )
             .await?;
-        let found = match known {
-            Known::Present(listed) => Some(listed),
-            Known::Absent => None,
-            Known::Unknown => {
-                let started = Instant::now();
-                let read = self.read(external_name).await?;
-                self.snapshot.record(external_name, started, read.clone());
-                read
-            }
-        };
         let Some(TaggedGroup { group, tags }) = found else {
             return Ok(Observation::Missing);
         };
