@@ -32,7 +32,9 @@ use tether_api::{
 };
 use tether_aws::{ec2::Instance, rds::DBInstance};
 use tether_testkit::{
-    ControlPlane, Emulator, FaultProxy, TestNamespace, Tether, cluster, emulator::EmulatorKind,
+    ControlPlane, Emulator, FaultProxy, TestNamespace, Tether, cluster,
+    emulator::EmulatorKind,
+    tether::{READS, WRITES},
 };
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
@@ -286,6 +288,7 @@ async fn main() {
     let databases_ready = watch_ready::<DBInstance>(ns.client.clone(), &ns.name);
     let instances_ready = watch_ready::<Instance>(ns.client.clone(), &ns.name);
     proxy.reset_counts();
+    let requests_before = tether.kube_requests();
     let started = Instant::now();
     let databases: Vec<(String, String)> = (0..objects)
         .map(|i| {
@@ -335,6 +338,11 @@ async fn main() {
     println!(
         "    (per object of its kind; CreateDBInstance and DescribeDBInstances are the databases', the EC2 calls the instances')"
     );
+    let requests = tether.kube_requests();
+    let (writes, by_request) = requests.per_object(&requests_before, 2 * objects, &WRITES);
+    println!("  API server writes: {writes:.2} per object: {by_request}");
+    let (reads, by_request) = requests.per_object(&requests_before, 2 * objects, &READS);
+    println!("  API server reads: {reads:.2} per object: {by_request}");
     println!("  tether run: peak RSS {peak:.1} MiB, {cpu_to_ready:.1} CPU seconds so far");
 
     // Steady state at the default poll interval.

@@ -1,7 +1,7 @@
 //! The layers tether puts on the Kubernetes client's service stack, so that every
 //! request passes them: a client-side rate limit (a token bucket: `qps` a second on
 //! average, up to `burst` at once, like client-go's `--kube-api-qps`/`-burst`), and a
-//! count of watch requests by resource (`tether_kube_watches`).
+//! count of every request by verb and resource (`tether_kube_requests`).
 //!
 //! The bucket is written here rather than taken from a crate: tower's `RateLimit` has
 //! no burst. The bucket's arithmetic is tested on explicit instants; every request of
@@ -143,36 +143,36 @@ where
     }
 }
 
-/// Counts the watch requests of the service it wraps in [`Metrics`].
+/// Counts every request of the service it wraps in [`Metrics`], by verb and resource.
 #[derive(Clone, Debug)]
-pub struct WatchCountLayer {
+pub struct RequestCountLayer {
     metrics: Arc<Metrics>,
 }
 
-impl WatchCountLayer {
+impl RequestCountLayer {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self { metrics }
     }
 }
 
-impl<S> Layer<S> for WatchCountLayer {
-    type Service = WatchCounted<S>;
+impl<S> Layer<S> for RequestCountLayer {
+    type Service = RequestCounted<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        WatchCounted {
+        RequestCounted {
             inner,
             metrics: self.metrics.clone(),
         }
     }
 }
 
-/// A service that counts its watch requests.
-pub struct WatchCounted<S> {
+/// A service that counts its requests.
+pub struct RequestCounted<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }
 
-impl<S, B> Service<http::Request<B>> for WatchCounted<S>
+impl<S, B> Service<http::Request<B>> for RequestCounted<S>
 where
     S: Service<http::Request<B>>,
 {
@@ -185,35 +185,76 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some((resource, metadata_only)) = watch_of(&request) {
-            self.metrics.kube_watch(resource, metadata_only);
-        }
+        self.metrics.kube_request(&RequestKind::of(&request));
         self.inner.call(request)
     }
 }
 
-/// The resource (plural) a watch request is for, and whether it asks for metadata
-/// only; `None` for any other request.
-fn watch_of<B>(request: &http::Request<B>) -> Option<(&str, bool)> {
-    let watching = request
-        .uri()
-        .query()?
-        .split('&')
-        .any(|pair| pair == "watch=true" || pair == "watch=1");
-    if !watching {
-        return None;
-    }
-    let resource = request.uri().path().rsplit('/').next()?;
-    let metadata_only = request
-        .headers()
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .any(|value| {
-            value
-                .to_str()
-                .is_ok_and(|value| value.contains("as=PartialObjectMetadata"))
+/// What a request to the API server asks for, in the API server's own terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestKind {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete` or
+    /// `deletecollection` (the API server's verbs).
+    pub verb: &'static str,
+    /// The resource's plural, with its subresource after a slash (`dbinstances/status`);
+    /// empty for paths outside the resource APIs (`/version`).
+    pub resource: String,
+    /// Whether it asks for metadata only (`PartialObjectMetadata`).
+    pub metadata_only: bool,
+}
+
+impl RequestKind {
+    fn of<B>(request: &http::Request<B>) -> Self {
+        let path = request.uri().path();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        // `/api/v1/…` or `/apis/<group>/<version>/…`; then an optional
+        // `namespaces/<namespace>/` before a namespaced resource.
+        let rest = match segments.as_slice() {
+            ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+            _ => &[][..],
+        };
+        let rest = match rest {
+            ["namespaces", _, inner @ ..] if !inner.is_empty() => inner,
+            _ => rest,
+        };
+        // A named object, or a path outside the resource APIs (`/version`): one thing.
+        let named = rest.len() >= 2 || rest.is_empty();
+        let resource = match rest {
+            [resource, _, subresource, ..] => format!("{resource}/{subresource}"),
+            [resource, ..] => (*resource).to_owned(),
+            [] => String::new(),
+        };
+        let watching = request.uri().query().is_some_and(|query| {
+            query
+                .split('&')
+                .any(|pair| pair == "watch=true" || pair == "watch=1")
         });
-    Some((resource, metadata_only))
+        let verb = match *request.method() {
+            http::Method::GET if watching => "watch",
+            http::Method::GET if named => "get",
+            http::Method::GET => "list",
+            http::Method::POST => "create",
+            http::Method::PUT => "update",
+            http::Method::PATCH => "patch",
+            http::Method::DELETE if named => "delete",
+            http::Method::DELETE => "deletecollection",
+            _ => "other",
+        };
+        let metadata_only = request
+            .headers()
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .any(|value| {
+                value
+                    .to_str()
+                    .is_ok_and(|value| value.contains("as=PartialObjectMetadata"))
+            });
+        Self {
+            verb,
+            resource,
+            metadata_only,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -249,23 +290,60 @@ mod tests {
     }
 
     #[test]
-    fn watches_are_told_apart_by_resource_and_accept_header() {
-        let watch =
-            http::Request::get("/api/v1/namespaces/shop/secrets?watch=true&resourceVersion=5")
-                .header(
-                    http::header::ACCEPT,
-                    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
-                )
-                .body(())
-                .unwrap();
-        assert_eq!(watch_of(&watch), Some(("secrets", true)));
-        let full = http::Request::get("/apis/rds.tether.dev/v1alpha1/dbinstances?watch=1")
-            .body(())
-            .unwrap();
-        assert_eq!(watch_of(&full), Some(("dbinstances", false)));
-        let list = http::Request::get("/api/v1/secrets?limit=500")
-            .body(())
-            .unwrap();
-        assert_eq!(watch_of(&list), None);
+    fn requests_are_told_apart_by_verb_resource_and_accept_header() {
+        let kind = |method: &str, uri: &str, accept: Option<&str>| {
+            let mut request = http::Request::builder().method(method).uri(uri);
+            if let Some(accept) = accept {
+                request = request.header(http::header::ACCEPT, accept);
+            }
+            let kind = RequestKind::of(&request.body(()).unwrap());
+            (kind.verb, kind.resource, kind.metadata_only)
+        };
+        let metadata = Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1");
+        assert_eq!(
+            kind(
+                "GET",
+                "/api/v1/namespaces/shop/secrets?watch=true&resourceVersion=5",
+                metadata
+            ),
+            ("watch", "secrets".to_owned(), true)
+        );
+        assert_eq!(
+            kind(
+                "GET",
+                "/apis/rds.tether.dev/v1alpha1/dbinstances?watch=1",
+                None
+            ),
+            ("watch", "dbinstances".to_owned(), false)
+        );
+        assert_eq!(
+            kind("GET", "/api/v1/secrets?limit=500", None),
+            ("list", "secrets".to_owned(), false)
+        );
+        assert_eq!(
+            kind("GET", "/api/v1/namespaces/shop/secrets/db", None),
+            ("get", "secrets".to_owned(), false)
+        );
+        assert_eq!(
+            kind(
+                "PATCH",
+                "/apis/rds.tether.dev/v1alpha1/namespaces/shop/dbinstances/db/status?fieldManager=tether",
+                None
+            ),
+            ("patch", "dbinstances/status".to_owned(), false)
+        );
+        assert_eq!(
+            kind("POST", "/api/v1/namespaces/shop/events", None),
+            ("create", "events".to_owned(), false)
+        );
+        assert_eq!(
+            kind("GET", "/api/v1/namespaces/shop", None),
+            ("get", "namespaces".to_owned(), false)
+        );
+        assert_eq!(
+            kind("GET", "/api/v1/namespaces", None),
+            ("list", "namespaces".to_owned(), false)
+        );
+        assert_eq!(kind("GET", "/version", None), ("get", String::new(), false));
     }
 }

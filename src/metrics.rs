@@ -50,7 +50,8 @@ struct ObjectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WatchLabels {
+struct RequestLabels {
+    verb: String,
     resource: String,
     metadata_only: String,
 }
@@ -66,7 +67,7 @@ pub struct Metrics {
     objects: Family<ObjectLabels, Gauge>,
     time_to_ready_seconds: HistogramFamily<KindLabels>,
     leader: Gauge,
-    kube_watches: Family<WatchLabels, Counter>,
+    kube_requests: Family<RequestLabels, Counter>,
     /// The last known Ready state of each object (kind, UID), counted into `objects`.
     readiness: Mutex<HashMap<(String, String), bool>>,
 }
@@ -135,15 +136,15 @@ impl Metrics {
             "1 while this replica holds the leader lease (or runs without leader election)",
             leader.clone(),
         );
-        let kube_watches = Family::<WatchLabels, Counter>::default();
+        let kube_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
-            "kube_watches",
-            "Watch requests made to the Kubernetes API server, by resource (plural) and whether they asked for metadata only",
-            kube_watches.clone(),
+            "kube_requests",
+            "Requests made to the Kubernetes API server, by verb, resource (plural, and /subresource) and whether they asked for metadata only",
+            kube_requests.clone(),
         );
         Self {
             registry,
-            kube_watches,
+            kube_requests,
             reconciles,
             reconcile_seconds,
             aws_calls,
@@ -201,13 +202,13 @@ impl Metrics {
             .observe(after.as_secs_f64());
     }
 
-    /// A watch request for `resource` (a plural such as `secrets`) was made, asking
-    /// for metadata only or for whole objects.
-    pub fn kube_watch(&self, resource: &str, metadata_only: bool) {
-        self.kube_watches
-            .get_or_create(&WatchLabels {
-                resource: resource.to_owned(),
-                metadata_only: metadata_only.to_string(),
+    /// A request to the API server was made.
+    pub fn kube_request(&self, kind: &crate::kube_client::RequestKind) {
+        self.kube_requests
+            .get_or_create(&RequestLabels {
+                verb: kind.verb.to_owned(),
+                resource: kind.resource.clone(),
+                metadata_only: kind.metadata_only.to_string(),
             })
             .inc();
     }
@@ -257,6 +258,11 @@ mod tests {
         metrics.object_ready("DBInstance", "u2", Some(false));
         metrics.first_ready("DBInstance", Duration::from_secs(5));
         metrics.set_leader(true);
+        metrics.kube_request(&crate::kube_client::RequestKind {
+            verb: "patch",
+            resource: "dbinstances/status".to_owned(),
+            metadata_only: false,
+        });
         let text = metrics.render();
         for line in [
             r#"tether_reconciles_total{kind="DBInstance",result="ok"} 1"#,
@@ -267,6 +273,7 @@ mod tests {
             r#"tether_managed_objects{kind="DBInstance",ready="false"} 1"#,
             r#"tether_time_to_ready_seconds_count{kind="DBInstance"} 1"#,
             "tether_leader 1",
+            r#"tether_kube_requests_total{verb="patch",resource="dbinstances/status",metadata_only="false"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
         }

@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 use crate::{
     admin, crds,
     health::Health,
-    kube_client::{RateLimitLayer, WatchCountLayer},
+    kube_client::{RateLimitLayer, RequestCountLayer},
     leader::{Leadership, LeaseSettings},
     metrics::Metrics,
     providers, reconciler,
@@ -133,7 +133,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
     let layers = Layers {
         rate_limit: RateLimitLayer::new(args.kube_qps, args.kube_burst),
-        watches: WatchCountLayer::new(metrics.clone()),
+        requests: RequestCountLayer::new(metrics.clone()),
     };
     let client = client(args.kubeconfig.as_deref(), &layers).await?;
     let version = client.apiserver_version().await.map_err(Error::Connect)?;
@@ -285,7 +285,7 @@ fn identity() -> String {
 /// The layers on the client's service stack.
 struct Layers {
     rate_limit: RateLimitLayer,
-    watches: WatchCountLayer,
+    requests: RequestCountLayer,
 }
 
 async fn client(
@@ -309,7 +309,7 @@ async fn client(
     };
     Ok(kube::client::ClientBuilder::try_from(config)
         .map_err(Error::Client)?
-        .with_layer(&layers.watches)
+        .with_layer(&layers.requests)
         .with_layer(&layers.rate_limit)
         .build())
 }

@@ -12,6 +12,7 @@ use tether_api::{
     managed::Managed,
 };
 use tether_aws::{ec2::Instance, rds::DBInstance};
+use tether_testkit::tether::{KubeRequests, READS, WRITES};
 
 use crate::world::World;
 
@@ -113,6 +114,7 @@ async fn bench_one_then_a_hundred_databases_each_created_once_with_a_secret() {
     let world = World::start().await;
     for (prefix, count) in [("one", 1), ("many", 100)] {
         world.proxy.reset_counts();
+        let before = world.tether.kube_requests();
         let manifests = databases(&world, prefix, count);
         let (ready, secret) =
             apply_and_time::<DBInstance>(&world, &manifests, prefix, count, "host").await;
@@ -122,7 +124,7 @@ async fn bench_one_then_a_hundred_databases_each_created_once_with_a_secret() {
             "exactly one create per database: {:?}",
             world.proxy.counts()
         );
-        report(&world, "database", count, ready, secret);
+        report(&world, &before, "database", count, ready, secret);
     }
     world.finish().await;
 }
@@ -132,6 +134,7 @@ async fn bench_one_then_fifty_instances_each_launched_once_with_a_key() {
     let world = World::start().await;
     for (prefix, count) in [("one", 1), ("many", 50)] {
         world.proxy.reset_counts();
+        let before = world.tether.kube_requests();
         let manifests = instances(&world, prefix, count);
         let (ready, secret) =
             apply_and_time::<Instance>(&world, &manifests, prefix, count, "instance-id").await;
@@ -141,7 +144,7 @@ async fn bench_one_then_fifty_instances_each_launched_once_with_a_key() {
             "exactly one launch per instance: {:?}",
             world.proxy.counts()
         );
-        report(&world, "instance", count, ready, secret);
+        report(&world, &before, "instance", count, ready, secret);
     }
     // Steady state: every instance is polled every 10 s (the tests' --poll-interval);
     // the shared snapshot answers most polls.
@@ -154,8 +157,17 @@ async fn bench_one_then_fifty_instances_each_launched_once_with_a_key() {
     world.finish().await;
 }
 
-/// Prints the figures of one run: times, and the AWS calls per object by operation.
-fn report(world: &World, kind: &str, count: usize, ready: Duration, secret: Duration) {
+/// Prints the figures of one run: times, the AWS calls per object by operation, and
+/// tether's writes to the API server per object (`before`: its requests before the
+/// apply).
+fn report(
+    world: &World,
+    before: &KubeRequests,
+    kind: &str,
+    count: usize,
+    ready: Duration,
+    secret: Duration,
+) {
     let calls = world.proxy.calls().len();
     let mut per_object: Vec<(String, f64)> = world
         .proxy
@@ -170,4 +182,9 @@ fn report(world: &World, kind: &str, count: usize, ready: Duration, secret: Dura
         secret.as_secs_f64(),
         calls as f64 / count as f64
     );
+    let requests = world.tether.kube_requests();
+    let (writes, by_request) = requests.per_object(before, count, &WRITES);
+    println!("     API server writes: {writes:.1} per {kind}: {by_request}");
+    let (reads, by_request) = requests.per_object(before, count, &READS);
+    println!("     API server reads: {reads:.1} per {kind}: {by_request}");
 }

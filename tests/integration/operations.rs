@@ -138,7 +138,7 @@ fn watches_of(metrics: &str, resource: &str) -> (f64, f64) {
         sample(
             metrics,
             &format!(
-                r#"tether_kube_watches_total{{resource="{resource}",metadata_only="{metadata_only}"}}"#
+                r#"tether_kube_requests_total{{verb="watch",resource="{resource}",metadata_only="{metadata_only}"}}"#
             ),
         )
         .unwrap_or(0.0)

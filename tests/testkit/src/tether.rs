@@ -2,6 +2,7 @@
 //! pointed at the shared control plane, with its log kept in a file to search.
 
 use std::{
+    collections::BTreeMap,
     fs::File,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -126,6 +127,11 @@ impl Tether {
         http_get(self.admin_port, path)
     }
 
+    /// The controller's requests to the API server so far, from its `/metrics`.
+    pub fn kube_requests(&self) -> KubeRequests {
+        KubeRequests::parse(&self.admin_get("/metrics").unwrap_or_default())
+    }
+
     fn wait_ready(&mut self) {
         let process = &mut self.process;
         let log = &self.log;
@@ -166,6 +172,103 @@ impl Tether {
         self.process
             .stop(grace)
             .is_some_and(|status| status.success())
+    }
+}
+
+/// Counts of requests to the API server by "verb resource" (`patch dbinstances/status`),
+/// as `tether_kube_requests_total` reports them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KubeRequests(pub BTreeMap<String, f64>);
+
+impl KubeRequests {
+    /// The counts in a `/metrics` text.
+    pub fn parse(metrics: &str) -> Self {
+        let mut counts = BTreeMap::new();
+        for line in metrics.lines() {
+            let Some((labels, count)) = line
+                .strip_prefix("tether_kube_requests_total{")
+                .and_then(|rest| rest.rsplit_once("} "))
+            else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                    .map(|value| value.trim_end_matches('"'))
+                    .unwrap_or_default()
+            };
+            let key = format!("{} {}", label("verb"), label("resource"));
+            *counts.entry(key).or_default() += count.parse::<f64>().unwrap_or(0.0);
+        }
+        Self(counts)
+    }
+
+    /// The requests with one of `verbs` made since `before`, by "verb resource",
+    /// leaving out those with none.
+    pub fn since(&self, before: &KubeRequests, verbs: &[&str]) -> BTreeMap<String, f64> {
+        self.0
+            .iter()
+            .filter(|(key, _)| {
+                key.split_once(' ')
+                    .is_some_and(|(verb, _)| verbs.contains(&verb))
+            })
+            .map(|(key, n)| (key.clone(), n - before.0.get(key).copied().unwrap_or(0.0)))
+            .filter(|(_, n)| *n > 0.0)
+            .collect()
+    }
+
+    /// The requests with one of `verbs` since `before`, per object of `objects`: the
+    /// total, and a line by "verb resource".
+    pub fn per_object(
+        &self,
+        before: &KubeRequests,
+        objects: usize,
+        verbs: &[&str],
+    ) -> (f64, String) {
+        let counts = self.since(before, verbs);
+        let total: f64 = counts.values().sum();
+        let by_request = counts
+            .iter()
+            .map(|(key, n)| format!("{key} {:.2}", n / objects as f64))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (total / objects as f64, by_request)
+    }
+}
+
+/// The API server's verbs that write.
+pub const WRITES: [&str; 4] = ["create", "update", "patch", "delete"];
+/// The API server's verbs that read one object or a list (watches aside).
+pub const READS: [&str; 2] = ["get", "list"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_counted_by_verb_and_resource_since_a_first_scrape() {
+        let before = KubeRequests::parse(
+            "tether_kube_requests_total{verb=\"patch\",resource=\"dbinstances/status\",metadata_only=\"false\"} 2\n",
+        );
+        let after = KubeRequests::parse(concat!(
+            "# TYPE tether_kube_requests counter\n",
+            "tether_kube_requests_total{verb=\"patch\",resource=\"dbinstances/status\",metadata_only=\"false\"} 6\n",
+            "tether_kube_requests_total{verb=\"create\",resource=\"events\",metadata_only=\"false\"} 4\n",
+            "tether_kube_requests_total{verb=\"watch\",resource=\"secrets\",metadata_only=\"true\"} 1\n",
+            "tether_kube_requests_total{verb=\"get\",resource=\"secrets\",metadata_only=\"false\"} 9\n",
+        ));
+        assert_eq!(
+            after.per_object(&before, 2, &WRITES),
+            (
+                4.0,
+                "create events 2.00, patch dbinstances/status 2.00".to_owned()
+            )
+        );
+        assert_eq!(
+            after.per_object(&before, 3, &READS),
+            (3.0, "get secrets 3.00".to_owned())
+        );
     }
 }
 
