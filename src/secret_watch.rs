@@ -1,6 +1,7 @@
 //! One watch of the Secrets in a scope (a namespace, or all), shared by the controllers
 //! of every kind: metadata only (`PartialObjectMetadata`, so no Secret value is ever
-//! streamed or held), kept in one cache, each change handed to every controller.
+//! streamed or held), kept in one cache of what tether reads (names, owners,
+//! versions), each change handed to every controller.
 //!
 //! kube-runtime's own shared stores (`reflector::store_shared`) hand on applied
 //! objects only, not deletions; a connection Secret deleted by hand must reach its
@@ -56,6 +57,7 @@ impl SecretWatch {
         let cache = health.cache();
         let running = watcher(api, watcher::Config::default())
             .default_backoff()
+            .modify(slim)
             .reflect(writer)
             .inspect(cache.on_first_list())
             .touched_objects()
@@ -77,7 +79,8 @@ impl SecretWatch {
         (watch, running)
     }
 
-    /// The cached metadata of every Secret in scope.
+    /// The cached metadata of every Secret in scope: names, owners and versions (see
+    /// [`slim`]).
     pub fn store(&self) -> &Store<SecretMeta> {
         &self.store
     }
@@ -89,4 +92,13 @@ impl SecretWatch {
             .activate_cloned()
             .map(|secret| Ok(Arc::unwrap_or_clone(secret)))
     }
+}
+
+/// Keeps of a Secret's metadata what tether reads: its name, namespace, UID, version
+/// and owners; the labels, annotations and managed fields of thousands of unrelated
+/// Secrets stay out of memory.
+fn slim(secret: &mut SecretMeta) {
+    secret.metadata.managed_fields = None;
+    secret.metadata.annotations = None;
+    secret.metadata.labels = None;
 }

@@ -36,7 +36,7 @@ use kube::{
 };
 use tether_api::{
     external::Connector,
-    managed::{BOOKKEEPING_ANNOTATIONS, Managed},
+    managed::{BOOKKEEPING_ANNOTATIONS, EXTERNAL_NAME_ANNOTATION, Managed},
 };
 
 pub use error::{Error, Phase};
@@ -91,6 +91,8 @@ struct Shared<C> {
     pacing: pacing::Pacing,
     /// The caches of the kinds this kind's objects refer to.
     references: references::Cache,
+    /// The metadata of the Secrets in scope (connection Secrets among them).
+    secrets: Store<SecretMeta>,
 }
 
 /// How long running reconciles get to finish after the shutdown signal. Cutting one
@@ -124,6 +126,7 @@ pub async fn run<M, C>(
     let index = Arc::new(SecretIndex::<M>::default());
     let objects = watcher(objects_api, watcher::Config::default())
         .default_backoff()
+        .modify(slim)
         .reflect(writer)
         .inspect(cache.on_first_list())
         .inspect({
@@ -202,6 +205,7 @@ pub async fn run<M, C>(
         settings,
         pacing: pacing::Pacing::default(),
         references: reference_caches,
+        secrets: secrets.store().clone(),
     });
     tracing::info!(kind = %M::kind(&()), "controller started");
     let running = controller
@@ -228,15 +232,41 @@ pub async fn run<M, C>(
     tracing::info!(kind = %M::kind(&()), "controller stopped");
 }
 
+/// What client-side `kubectl apply` keeps on an object: a copy of what was applied.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Keeps less of a watched object in the cache: tether never reads the copy that
+/// client-side `kubectl apply` keeps, and of the managed fields only who set the
+/// external name (adoption). The object is never written back whole, so nothing is
+/// lost on the server.
+fn slim<M: Managed>(object: &mut M) {
+    let meta = object.meta_mut();
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+    ownership::keep_only_annotation_owners(meta, EXTERNAL_NAME_ANNOTATION, crate::FIELD_MANAGER);
+}
+
 /// A hash of the object's annotations without tether's bookkeeping ones: tether sets
 /// and clears `tether.dev/create-pending` around every create, and a refused create
-/// must not come straight back (it waits for a change or the next poll).
+/// must not come straight back (it waits for a change or the next poll). The external
+/// name counts only when a user set it: tether records the name it creates under in
+/// the same write as the create's mark.
 fn annotations_but_bookkeeping<M: Managed>(object: &M) -> Option<u64> {
+    let named_by_tether = !ownership::annotation_set_by_user(
+        object.meta(),
+        EXTERNAL_NAME_ANNOTATION,
+        crate::FIELD_MANAGER,
+    );
+    let tethers_own = |key: &str| {
+        BOOKKEEPING_ANNOTATIONS.contains(&key)
+            || (named_by_tether && key == EXTERNAL_NAME_ANNOTATION)
+    };
     let mut hasher = std::hash::DefaultHasher::new();
     for entry in object
         .annotations()
         .iter()
-        .filter(|(key, _)| !BOOKKEEPING_ANNOTATIONS.contains(&key.as_str()))
+        .filter(|(key, _)| !tethers_own(key))
     {
         std::hash::Hash::hash(&entry, &mut hasher);
     }

@@ -1,7 +1,14 @@
 //! One reconcile of one managed object: the steps in DESIGN.md's order, and the record
 //! (conditions, Events, next look) of how it went.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use kube::{
     Api, ResourceExt,
@@ -141,12 +148,23 @@ where
         tracing::debug!(%provider_config, ?wait, "holding back while the cloud throttles");
         return Ok(Action::requeue(wait + jitter(Duration::from_secs(1))));
     }
+    let has_finalizer = object.finalizers().iter().any(|f| f == FINALIZER);
     let steps = Steps {
         api,
         shared,
         annotations,
         waiting_for_references: std::sync::OnceLock::new(),
+        finalizer_missing: AtomicBool::new(!has_finalizer),
     };
+    if !deleting && !has_finalizer {
+        // A new object: its finalizer goes on with tether's first patch of it, or with
+        // the Secret a create needs first. That reconcile makes no cloud write: the
+        // finalizer's watch event brings the object straight back, and a refused call
+        // would then be sent twice.
+        let action = steps.apply(&object).await?;
+        steps.ensure_finalizer(&object).await?;
+        return Ok(action);
+    }
     finalizer(api, FINALIZER, object, |event| async {
         match event {
             finalizer::Event::Apply(object) => steps.apply(&object).await,
@@ -278,6 +296,9 @@ struct Steps<'a, M, C> {
     /// Why references not needed to create are not resolved yet, once known: the
     /// reconcile goes on without them, and `Synced` says what it waits for.
     waiting_for_references: std::sync::OnceLock<String>,
+    /// Whether the object still lacks tether's finalizer: the next patch of the object
+    /// adds it, and no cloud write comes in this reconcile.
+    finalizer_missing: AtomicBool,
 }
 
 impl<M, C> Steps<'_, M, C>
@@ -324,6 +345,7 @@ where
                 .write_connection_secret_to_ref
                 .as_ref(),
             adopted.as_deref(),
+            &self.shared.secrets,
         )
         .await?;
         let published = publisher.published().clone();
@@ -481,28 +503,33 @@ where
         context: Context<'_>,
         repeat: Option<k8s_openapi::jiff::Timestamp>,
     ) -> Result<Action, Error> {
-        // Record the name first, so that a later derivation never looks elsewhere. The
-        // annotation's watch event brings the object straight back to create; creating
-        // now as well would create twice when the create fails.
+        // Published credentials come back with the Secret's watch event, a new object
+        // with its finalizer's (added at the end of this reconcile).
+        if self.prepare(object, client, publisher, context).await?
+            || self.finalizer_missing.load(Ordering::Relaxed)
+        {
+            return Ok(self.requeue_wait());
+        }
+        // Recorded in one patch before the call (with the finalizer, for a new object):
+        // the name, so that a later derivation never looks elsewhere; the time of the
+        // attempt, so that a resource the cloud does not show yet is waited for instead
+        // of created again; and the keys of the tags the create applies. Its watch event
+        // triggers nothing (see `annotations_but_bookkeeping`).
+        let attempt = repeat.unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
+        let mut before_create = self.tags_to_record(object);
         if self.annotations.external_name.is_none()
             && let Some(name) = context.external_name
         {
-            self.record_external_name(object, name).await?;
-            return Ok(self.requeue_wait());
+            before_create.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
         }
-        if self.prepare(object, client, publisher, context).await? {
-            return Ok(self.requeue_wait());
-        }
-        // The time of the attempt, recorded before the call, so that a resource the
-        // cloud does not show yet is waited for instead of created again. Its watch
-        // event triggers nothing (see `annotations_but_bookkeeping`).
-        let attempt = repeat.unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
         if repeat.is_none() {
-            let marker = serde_json::Map::from_iter([(
+            before_create.insert(
                 CREATE_PENDING_ANNOTATION.to_owned(),
                 json!(attempt.to_string()),
-            )]);
-            self.annotate(object, marker).await?;
+            );
+        }
+        if !before_create.is_empty() {
+            self.annotate(object, before_create).await?;
         }
         let context = Context {
             create_attempt: Some(attempt),
@@ -524,12 +551,10 @@ where
                 return Err(Error::provider(Phase::Create)(error));
             }
         };
-        let mut annotations = self.tags_to_record(object);
         if let Some(name) = &created.external_name {
-            annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
-        }
-        if !annotations.is_empty() {
-            self.annotate(object, annotations).await?;
+            let named =
+                serde_json::Map::from_iter([(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name))]);
+            self.annotate(object, named).await?;
         }
         if context.pending {
             publisher
@@ -589,10 +614,15 @@ where
                 serde_json::Value::Null,
             );
         }
-        if !annotations.is_empty() {
+        let adding_finalizer = self.finalizer_missing.load(Ordering::Relaxed);
+        if !annotations.is_empty() || adding_finalizer {
             self.annotate(object, annotations).await?;
         }
         let must_update = !observe_only && !observed.is_up_to_date();
+        if must_update && adding_finalizer {
+            // Back with the finalizer's watch event, to update then.
+            return Ok(self.requeue_wait());
+        }
         // Credentials still marked pending on a resource that matches the spec were
         // applied (the create that used them succeeded, but clearing the mark did not).
         let mut pending = context.pending && !observed.is_up_to_date();
@@ -684,12 +714,6 @@ where
             .or_else(|| object.default_external_name())
     }
 
-    async fn record_external_name(&self, object: &M, name: &str) -> Result<(), Error> {
-        let annotations =
-            serde_json::Map::from_iter([(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name))]);
-        self.annotate(object, annotations).await
-    }
-
     /// The annotation recording the keys of the spec's tags, now applied, when it does
     /// not say so already; empty otherwise.
     fn tags_to_record(&self, object: &M) -> serde_json::Map<String, serde_json::Value> {
@@ -704,12 +728,19 @@ where
         serde_json::Map::from_iter([(APPLIED_TAGS_ANNOTATION.to_owned(), json!(keys))])
     }
 
-    /// Sets (or, for `null` values, removes) tether's annotations on the object.
+    /// Sets (or, for `null` values, removes) tether's annotations on the object, and
+    /// adds its finalizer in the same write when it is missing.
     async fn annotate(
         &self,
         object: &M,
         annotations: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), Error> {
+        if self.finalizer_missing.load(Ordering::Relaxed) {
+            crate::finalizers::add_with_annotations(self.api, object, FINALIZER, &annotations)
+                .await?;
+            self.finalizer_missing.store(false, Ordering::Relaxed);
+            return Ok(());
+        }
         let patch = json!({"metadata": {"annotations": annotations}});
         self.api
             .patch(
@@ -767,6 +798,14 @@ where
             tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
             self.event(object, EventType::Normal, "Ready", message)
                 .await;
+        }
+        Ok(())
+    }
+
+    /// Adds the finalizer if no patch of this reconcile did.
+    async fn ensure_finalizer(&self, object: &M) -> Result<(), Error> {
+        if self.finalizer_missing.load(Ordering::Relaxed) {
+            self.annotate(object, serde_json::Map::new()).await?;
         }
         Ok(())
     }
