@@ -49,6 +49,10 @@ use crate::{FIELD_MANAGER, connection_secret::Publisher, crds};
 /// The finalizer that keeps an object until its cloud resource is dealt with.
 pub const FINALIZER: &str = "tether.dev/finalizer";
 
+/// The field manager that applies [`FINALIZER`]: its own, so that no other apply of
+/// tether's (a claim's object) ever removes it by leaving it out.
+const FINALIZER_MANAGER: &str = "tether-finalizer";
+
 /// Reason of `Ready` while the cloud deletes the resource.
 const DELETING: &str = "Deleting";
 
@@ -157,10 +161,10 @@ where
         finalizer_missing: AtomicBool::new(!has_finalizer),
     };
     if !deleting && !has_finalizer {
-        // A new object: its finalizer goes on with tether's first patch of it, or with
-        // the Secret a create needs first. That reconcile makes no cloud write: the
-        // finalizer's watch event brings the object straight back, and a refused call
-        // would then be sent twice.
+        // A new object: its finalizer goes on in the reconcile that publishes the
+        // Secret a create needs, or records what it found. That reconcile makes no
+        // cloud write: the finalizer's watch event brings the object straight back,
+        // and a refused call would then be sent twice.
         let action = steps.apply(&object).await?;
         steps.ensure_finalizer(&object).await?;
         return Ok(action);
@@ -296,8 +300,8 @@ struct Steps<'a, M, C> {
     /// Why references not needed to create are not resolved yet, once known: the
     /// reconcile goes on without them, and `Synced` says what it waits for.
     waiting_for_references: std::sync::OnceLock<String>,
-    /// Whether the object still lacks tether's finalizer: the next patch of the object
-    /// adds it, and no cloud write comes in this reconcile.
+    /// Whether the object still lacks tether's finalizer: this reconcile adds it and
+    /// makes no cloud write.
     finalizer_missing: AtomicBool,
 }
 
@@ -615,7 +619,8 @@ where
             );
         }
         let adding_finalizer = self.finalizer_missing.load(Ordering::Relaxed);
-        if !annotations.is_empty() || adding_finalizer {
+        self.ensure_finalizer(object).await?;
+        if !annotations.is_empty() {
             self.annotate(object, annotations).await?;
         }
         let must_update = !observe_only && !observed.is_up_to_date();
@@ -728,19 +733,12 @@ where
         serde_json::Map::from_iter([(APPLIED_TAGS_ANNOTATION.to_owned(), json!(keys))])
     }
 
-    /// Sets (or, for `null` values, removes) tether's annotations on the object, and
-    /// adds its finalizer in the same write when it is missing.
+    /// Sets (or, for `null` values, removes) tether's annotations on the object.
     async fn annotate(
         &self,
         object: &M,
         annotations: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), Error> {
-        if self.finalizer_missing.load(Ordering::Relaxed) {
-            crate::finalizers::add_with_annotations(self.api, object, FINALIZER, &annotations)
-                .await?;
-            self.finalizer_missing.store(false, Ordering::Relaxed);
-            return Ok(());
-        }
         let patch = json!({"metadata": {"annotations": annotations}});
         self.api
             .patch(
@@ -802,11 +800,26 @@ where
         Ok(())
     }
 
-    /// Adds the finalizer if no patch of this reconcile did.
+    /// Adds the finalizer unless this reconcile did. By server-side apply under a
+    /// field manager of its own: the list is a set, so others' finalizers stay, and
+    /// adding it again (the cache may not show it yet) changes nothing.
     async fn ensure_finalizer(&self, object: &M) -> Result<(), Error> {
-        if self.finalizer_missing.load(Ordering::Relaxed) {
-            self.annotate(object, serde_json::Map::new()).await?;
+        if !self.finalizer_missing.load(Ordering::Relaxed) {
+            return Ok(());
         }
+        let patch = json!({
+            "apiVersion": M::api_version(&()),
+            "kind": M::kind(&()),
+            "metadata": {"name": object.name_any(), "finalizers": [FINALIZER]},
+        });
+        self.api
+            .patch(
+                &object.name_any(),
+                &kube::api::PatchParams::apply(FINALIZER_MANAGER),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        self.finalizer_missing.store(false, Ordering::Relaxed);
         Ok(())
     }
 

@@ -3,9 +3,12 @@
 //! tests also print how long that took and how many AWS calls it made (figures, never
 //! asserted); `make bench` shows them.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::{Api, api::ListParams};
 use tether_api::{
     conditions::{self, READY},
@@ -124,7 +127,7 @@ async fn bench_one_then_a_hundred_databases_each_created_once_with_a_secret() {
             "exactly one create per database: {:?}",
             world.proxy.counts()
         );
-        report(&world, &before, "database", count, ready, secret);
+        report(&world, prefix, &before, "database", count, ready, secret).await;
     }
     world.finish().await;
 }
@@ -144,7 +147,7 @@ async fn bench_one_then_fifty_instances_each_launched_once_with_a_key() {
             "exactly one launch per instance: {:?}",
             world.proxy.counts()
         );
-        report(&world, &before, "instance", count, ready, secret);
+        report(&world, prefix, &before, "instance", count, ready, secret).await;
     }
     // Steady state: every instance is polled every 10 s (the tests' --poll-interval);
     // the shared snapshot answers most polls.
@@ -160,8 +163,9 @@ async fn bench_one_then_fifty_instances_each_launched_once_with_a_key() {
 /// Prints the figures of one run: times, the AWS calls per object by operation, and
 /// tether's writes to the API server per object (`before`: its requests before the
 /// apply).
-fn report(
+async fn report(
     world: &World,
+    prefix: &str,
     before: &KubeRequests,
     kind: &str,
     count: usize,
@@ -187,4 +191,23 @@ fn report(
     println!("     API server writes: {writes:.1} per {kind}: {by_request}");
     let (reads, by_request) = requests.per_object(before, count, &READS);
     println!("     API server reads: {reads:.1} per {kind}: {by_request}");
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for event in world
+        .ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        let about = event.regarding.and_then(|regarding| regarding.name);
+        if about.is_some_and(|name| name.starts_with(&format!("{prefix}-"))) {
+            *reasons.entry(event.reason.unwrap_or_default()).or_default() += 1;
+        }
+    }
+    let reasons: Vec<String> = reasons
+        .iter()
+        .map(|(reason, n)| format!("{reason} {:.2}", *n as f64 / count as f64))
+        .collect();
+    println!("     Events per {kind}: {}", reasons.join(", "));
 }
