@@ -7,7 +7,9 @@ usage: python3 supervise.py LOGFILE COMMAND [ARG...]
 
 With SUPERVISE_REMOVE_DIR set, that directory (the command's state) is deleted once
 the command has stopped: a test harness that never drops its shared emulator leaves
-nothing behind.
+nothing behind. With SUPERVISE_PRINT_PID set, the command's process id is the first
+line on standard output, so the caller can signal the command itself; when the command
+exits on its own, this exits with its status (128 + the signal, if one ended it).
 """
 
 import os
@@ -39,6 +41,8 @@ def main() -> None:
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
+    if os.environ.get("SUPERVISE_PRINT_PID"):
+        print(child.pid, flush=True)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     threading.Thread(target=stop_at_stdin_eof, daemon=True).start()
@@ -46,7 +50,8 @@ def main() -> None:
     while child.poll() is None and not stop_requested:
         time.sleep(0.1)
     if child.returncode is not None:
-        exit_after_cleanup(child.returncode)
+        status = child.returncode
+        exit_after_cleanup(status if status >= 0 else 128 - status)
     try:
         os.killpg(child.pid, signal.SIGTERM)
         child.wait(timeout=3)

@@ -1,9 +1,12 @@
 //! Child processes tied to the test process: they get a pipe on their standard input
-//! and stop when it closes, so they die with the test process however it ends.
+//! and stop when it closes, so they die with the test process however it ends. A
+//! program that does not watch its input itself (`tether run`) runs under
+//! `supervise.py`, which does.
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, Read, Write},
     net::{TcpListener, TcpStream},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -12,6 +15,8 @@ use std::{
 pub struct Supervised {
     name: String,
     child: Child,
+    /// The process that signals go to, when the child is `supervise.py` running it.
+    watched: Option<u32>,
 }
 
 impl Supervised {
@@ -22,12 +27,52 @@ impl Supervised {
         Ok(Self {
             name: name.to_owned(),
             child,
+            watched: None,
         })
     }
 
-    /// The process id.
+    /// Starts `program args…` under `tests/testkit/supervise.py`, its output appended
+    /// to `log`: when the test process ends, even by SIGKILL, the pipe to supervise.py
+    /// closes and it stops the program. Signals and [`Supervised::id`] go to the
+    /// program itself, and its exit status is the program's. `configure` sets the
+    /// program's environment (supervise.py passes it on).
+    pub fn spawn_watched(
+        name: &str,
+        program: &str,
+        args: &[String],
+        log: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> std::io::Result<Self> {
+        let mut command = Command::new("python3");
+        command
+            .arg(crate::repo_root().join("tests/testkit/supervise.py"))
+            .arg(log)
+            .arg(program)
+            .args(args)
+            .env("SUPERVISE_PRINT_PID", "1")
+            .stdout(Stdio::piped());
+        configure(&mut command);
+        let mut supervisor = Self::spawn(name, &mut command)?;
+        let mut first_line = String::new();
+        let stdout = supervisor
+            .child
+            .stdout
+            .take()
+            .expect("supervise.py's output is piped");
+        std::io::BufReader::new(stdout).read_line(&mut first_line)?;
+        let pid = first_line.trim().parse().map_err(|_| {
+            std::io::Error::other(format!(
+                "supervise.py did not start {program} (it said {first_line:?}); see {}",
+                log.display()
+            ))
+        })?;
+        supervisor.watched = Some(pid);
+        Ok(supervisor)
+    }
+
+    /// The process id (of the supervised program, for [`Supervised::spawn_watched`]).
     pub fn id(&self) -> u32 {
-        self.child.id()
+        self.watched.unwrap_or_else(|| self.child.id())
     }
 
     /// Mutable access to the child, for example to read its standard output.
@@ -45,7 +90,7 @@ impl Supervised {
         if let Some(status) = self.try_wait() {
             return Some(status);
         }
-        signal(self.child.id(), "TERM");
+        signal(self.id(), "TERM");
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.try_wait() {
@@ -54,14 +99,19 @@ impl Supervised {
             std::thread::sleep(Duration::from_millis(50));
         }
         eprintln!("{} did not stop within {grace:?}; killing it", self.name);
-        let _ = self.child.kill();
-        self.child.wait().ok()
+        self.kill()
     }
 
     /// Kills the process with SIGKILL, as a node failure or the OOM killer would, and
     /// reaps it.
     pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = self.child.kill();
+        match self.watched {
+            // supervise.py exits once the program is gone.
+            Some(pid) => signal(pid, "KILL"),
+            None => {
+                let _ = self.child.kill();
+            }
+        }
         self.child.wait().ok()
     }
 }

@@ -3,9 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs::File,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -302,24 +300,19 @@ fn spawn(
     log: &Path,
 ) -> Supervised {
     let admin_addr = format!("127.0.0.1:{admin_port}");
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("opening the log file");
-    let mut command = Command::new(binary);
-    command.args(args).args(["--admin-addr", &admin_addr]);
-    for name in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-    ] {
-        command.env_remove(name);
-    }
-    command
-        .envs(env.iter().map(|(name, value)| (name, value)))
-        .stdout(Stdio::null())
-        .stderr(log);
-    Supervised::spawn("tether run", &mut command).expect("starting tether run")
+    let mut args = args.to_vec();
+    args.extend(["--admin-addr".to_owned(), admin_addr]);
+    // Under supervise.py: a killed test harness leaves no `tether run` behind.
+    Supervised::spawn_watched("tether run", binary, &args, log, |command| {
+        for name in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+        ] {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().map(|(name, value)| (name, value)));
+    })
+    .expect("starting tether run")
 }
