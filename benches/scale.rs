@@ -8,7 +8,9 @@
 //! Environment: `TETHER_BENCH_OBJECTS` (objects of each kind, default 1000; moto takes
 //! at most 1000 DB instances), `TETHER_BENCH_SECRETS` (unrelated 4 KiB Secrets in other
 //! namespaces, default 5000), `TETHER_BENCH_STEADY_SECONDS` (how long the steady state
-//! is watched, default 660: one default poll interval and its jitter).
+//! is watched, default 660: one default poll interval and its jitter),
+//! `TETHER_BENCH_ARGS` (`tether run` arguments added to the defaults, split at spaces,
+//! e.g. `--kube-qps 1000 --kube-burst 2000`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -241,8 +243,18 @@ async fn main() {
     let secrets = setting("TETHER_BENCH_SECRETS", 5000);
     let steady = Duration::from_secs(setting("TETHER_BENCH_STEADY_SECONDS", 660));
 
+    let extra_args: Vec<String> = std::env::var("TETHER_BENCH_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let settings = if extra_args.is_empty() {
+        "default settings".to_owned()
+    } else {
+        format!("default settings but {}", extra_args.join(" "))
+    };
     println!(
-        "tether bench-scale: {objects} DBInstances + {objects} Instances, {secrets} unrelated 4 KiB Secrets, release build, default settings"
+        "tether bench-scale: {objects} DBInstances + {objects} Instances, {secrets} unrelated 4 KiB Secrets, release build, {settings}"
     );
     let control_plane = tokio::task::spawn_blocking(ControlPlane::start)
         .await
@@ -271,11 +283,12 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let args = vec![
+    let mut args = vec![
         "run".to_owned(),
         "--kubeconfig".to_owned(),
         control_plane.kubeconfig().display().to_string(),
     ];
+    args.extend(extra_args);
     let env = vec![
         ("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()),
         ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned()),

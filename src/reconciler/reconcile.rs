@@ -64,7 +64,7 @@ const NOT_OWNED: &str = "NotOwned";
 
 /// When to look at a resource right after creating it: many (subnet groups, security
 /// groups) are usable at once, and the objects waiting for them should not wait a
-/// whole wait interval.
+/// whole wait interval. Also when to come back after adding a new object's finalizer.
 const FIRST_LOOK_AFTER_CREATE: Duration = Duration::from_secs(2);
 
 /// Reconciles `object`; every outcome the object can show is recorded on it, so only
@@ -508,11 +508,14 @@ where
         repeat: Option<k8s_openapi::jiff::Timestamp>,
     ) -> Result<Action, Error> {
         // Published credentials come back with the Secret's watch event, a new object
-        // with its finalizer's (added at the end of this reconcile).
-        if self.prepare(object, client, publisher, context).await?
-            || self.finalizer_missing.load(Ordering::Relaxed)
-        {
+        // with its finalizer's (added at the end of this reconcile). When the cache
+        // was behind and the finalizer was already there, adding it changes nothing and
+        // no event comes: hence a first look soon.
+        if self.prepare(object, client, publisher, context).await? {
             return Ok(self.requeue_wait());
+        }
+        if self.finalizer_missing.load(Ordering::Relaxed) {
+            return Ok(self.requeue_soon());
         }
         // Recorded in one patch before the call (with the finalizer, for a new object):
         // the name, so that a later derivation never looks elsewhere; the time of the
@@ -588,8 +591,7 @@ where
             None,
         )
         .await?;
-        let first_look = FIRST_LOOK_AFTER_CREATE.min(self.shared.settings.wait_interval);
-        Ok(Action::requeue(jitter(first_look)))
+        Ok(self.requeue_soon())
     }
 
     /// The resource exists: update what differs (unless ObserveOnly), publish the
@@ -833,6 +835,13 @@ where
             .poll_interval
             .unwrap_or(self.shared.settings.poll_interval);
         Action::requeue(jitter(interval))
+    }
+
+    /// A look soon: right after a create, or after adding the finalizer.
+    fn requeue_soon(&self) -> Action {
+        Action::requeue(jitter(
+            FIRST_LOOK_AFTER_CREATE.min(self.shared.settings.wait_interval),
+        ))
     }
 
     fn requeue_wait(&self) -> Action {
