@@ -12,6 +12,7 @@ pub mod finalizers;
 pub mod health;
 pub mod kube_client;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod providers;
 pub mod reconciler;

@@ -131,6 +131,7 @@ pub enum Error {
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
+    tokio::spawn(crate::memory::trim_periodically());
     let layers = Layers {
         rate_limit: RateLimitLayer::new(args.kube_qps, args.kube_burst),
         requests: RequestCountLayer::new(metrics.clone()),
