@@ -240,36 +240,6 @@ pub const WRITES: [&str; 4] = ["create", "update", "patch", "delete"];
 /// The API server's verbs that read one object or a list (watches aside).
 pub const READS: [&str; 2] = ["get", "list"];
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn writes_are_counted_by_verb_and_resource_since_a_first_scrape() {
-        let before = KubeRequests::parse(
-            "tether_kube_requests_total{verb=\"patch\",resource=\"dbinstances/status\",metadata_only=\"false\"} 2\n",
-        );
-        let after = KubeRequests::parse(concat!(
-            "# TYPE tether_kube_requests counter\n",
-            "tether_kube_requests_total{verb=\"patch\",resource=\"dbinstances/status\",metadata_only=\"false\"} 6\n",
-            "tether_kube_requests_total{verb=\"create\",resource=\"events\",metadata_only=\"false\"} 4\n",
-            "tether_kube_requests_total{verb=\"watch\",resource=\"secrets\",metadata_only=\"true\"} 1\n",
-            "tether_kube_requests_total{verb=\"get\",resource=\"secrets\",metadata_only=\"false\"} 9\n",
-        ));
-        assert_eq!(
-            after.per_object(&before, 2, &WRITES),
-            (
-                4.0,
-                "create events 2.00, patch dbinstances/status 2.00".to_owned()
-            )
-        );
-        assert_eq!(
-            after.per_object(&before, 3, &READS),
-            (3.0, "get secrets 3.00".to_owned())
-        );
-    }
-}
-
 impl Drop for Tether {
     /// Keeps the whole log of a failed test's controller with the servers' logs (its
     /// temporary directory goes with it).
@@ -315,4 +285,34 @@ fn spawn(
         command.envs(env.iter().map(|(name, value)| (name, value)));
     })
     .expect("starting tether run")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_counted_by_verb_and_resource_since_a_first_scrape() {
+        let before = KubeRequests::parse(
+            "tether_kube_requests_total{verb=\"patch\",resource=\"dbinstances/status\",metadata_only=\"false\"} 2\n",
+        );
+        let after = KubeRequests::parse(concat!(
+            "# TYPE tether_kube_requests counter\n",
+            "tether_kube_requests_total{verb=\"patch\",resource=\"dbinstances/status\",metadata_only=\"false\"} 6\n",
+            "tether_kube_requests_total{verb=\"create\",resource=\"events\",metadata_only=\"false\"} 4\n",
+            "tether_kube_requests_total{verb=\"watch\",resource=\"secrets\",metadata_only=\"true\"} 1\n",
+            "tether_kube_requests_total{verb=\"get\",resource=\"secrets\",metadata_only=\"false\"} 9\n",
+        ));
+        assert_eq!(
+            after.per_object(&before, 2, &WRITES),
+            (
+                4.0,
+                "create events 2.00, patch dbinstances/status 2.00".to_owned()
+            )
+        );
+        assert_eq!(
+            after.per_object(&before, 3, &READS),
+            (3.0, "get secrets 3.00".to_owned())
+        );
+    }
 }
