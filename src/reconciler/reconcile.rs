@@ -1,14 +1,7 @@
 //! One reconcile of one managed object: the steps in DESIGN.md's order, and the record
 //! (conditions, Events, next look) of how it went.
 
-use std::{
-    collections::BTreeSet,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use kube::{
     Api, ResourceExt,
@@ -158,7 +151,7 @@ where
         shared,
         annotations,
         waiting_for_references: std::sync::OnceLock::new(),
-        finalizer_missing: AtomicBool::new(!has_finalizer),
+        finalizer_missing: !has_finalizer,
     };
     if !deleting && !has_finalizer {
         // A new object: its finalizer goes on in the reconcile that publishes the
@@ -166,7 +159,7 @@ where
         // cloud write: the finalizer's watch event brings the object straight back,
         // and a refused call would then be sent twice.
         let action = steps.apply(&object).await?;
-        steps.ensure_finalizer(&object).await?;
+        steps.add_finalizer(&object).await?;
         return Ok(action);
     }
     finalizer(api, FINALIZER, object, |event| async {
@@ -300,9 +293,9 @@ struct Steps<'a, M, C> {
     /// Why references not needed to create are not resolved yet, once known: the
     /// reconcile goes on without them, and `Synced` says what it waits for.
     waiting_for_references: std::sync::OnceLock<String>,
-    /// Whether the object still lacks tether's finalizer: this reconcile adds it and
-    /// makes no cloud write.
-    finalizer_missing: AtomicBool,
+    /// Whether the object lacks tether's finalizer: this reconcile adds it at its end
+    /// and makes no cloud write.
+    finalizer_missing: bool,
 }
 
 impl<M, C> Steps<'_, M, C>
@@ -514,11 +507,10 @@ where
         if self.prepare(object, client, publisher, context).await? {
             return Ok(self.requeue_wait());
         }
-        if self.finalizer_missing.load(Ordering::Relaxed) {
+        if self.finalizer_missing {
             return Ok(self.requeue_soon());
         }
-        // Recorded in one patch before the call (with the finalizer, for a new object):
-        // the name, so that a later derivation never looks elsewhere; the time of the
+        // Recorded in one patch before the call: the name, so that a later derivation never looks elsewhere; the time of the
         // attempt, so that a resource the cloud does not show yet is waited for instead
         // of created again; and the keys of the tags the create applies. Its watch event
         // triggers nothing (see `annotations_but_bookkeeping`).
@@ -620,13 +612,11 @@ where
                 serde_json::Value::Null,
             );
         }
-        let adding_finalizer = self.finalizer_missing.load(Ordering::Relaxed);
-        self.ensure_finalizer(object).await?;
         if !annotations.is_empty() {
             self.annotate(object, annotations).await?;
         }
         let must_update = !observe_only && !observed.is_up_to_date();
-        if must_update && adding_finalizer {
+        if must_update && self.finalizer_missing {
             // Back with the finalizer's watch event, to update then.
             return Ok(self.requeue_wait());
         }
@@ -802,13 +792,10 @@ where
         Ok(())
     }
 
-    /// Adds the finalizer unless this reconcile did. By server-side apply under a
-    /// field manager of its own: the list is a set, so others' finalizers stay, and
-    /// adding it again (the cache may not show it yet) changes nothing.
-    async fn ensure_finalizer(&self, object: &M) -> Result<(), Error> {
-        if !self.finalizer_missing.load(Ordering::Relaxed) {
-            return Ok(());
-        }
+    /// Adds the finalizer by server-side apply under a field manager of its own: the
+    /// list is a set, so others' finalizers stay, and adding it again (the cache may
+    /// not show it yet) changes nothing.
+    async fn add_finalizer(&self, object: &M) -> Result<(), Error> {
         let patch = json!({
             "apiVersion": M::api_version(&()),
             "kind": M::kind(&()),
@@ -821,7 +808,6 @@ where
                 &Patch::Apply(&patch),
             )
             .await?;
-        self.finalizer_missing.store(false, Ordering::Relaxed);
         Ok(())
     }
 
