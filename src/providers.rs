@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use futures::future::FutureExt;
+use kube::core::ApiResource;
 use tether_aws::{
     connector::{AwsConnector, SdkConfigs},
     ec2::{Instance, InstanceClient, SecurityGroup, SecurityGroupClient},
@@ -13,7 +14,7 @@ use tether_aws::{
 
 use crate::{
     claims,
-    reconciler::{self, Settings},
+    reconciler::{self, Settings, SharedWatches},
     secret_watch::SecretWatch,
 };
 
@@ -31,38 +32,59 @@ pub async fn run(
     let (secrets, watching) =
         SecretWatch::new(&kube, settings.namespace.as_deref(), &settings.health);
     let watching = futures::future::select(Box::pin(watching), shutdown.clone());
+    // Each managed kind is watched once, by its controller; kinds that refer to it read
+    // that controller's cache.
+    let watches = SharedWatches::new(
+        secrets,
+        [
+            ApiResource::erase::<DBSubnetGroup>(&()),
+            ApiResource::erase::<SecurityGroup>(&()),
+            ApiResource::erase::<Instance>(&()),
+            ApiResource::erase::<DBInstance>(&()),
+        ],
+    );
     let controllers = async {
         futures::join!(
             reconciler::run::<DBSubnetGroup, _>(
                 kube.clone(),
                 AwsConnector::new(configs.clone(), DBSubnetGroupClient::from_config),
                 settings.clone(),
-                &secrets,
+                &watches,
                 shutdown.clone(),
             ),
             reconciler::run::<SecurityGroup, _>(
                 kube.clone(),
                 AwsConnector::new(configs.clone(), SecurityGroupClient::from_config),
                 settings.clone(),
-                &secrets,
+                &watches,
                 shutdown.clone(),
             ),
             reconciler::run::<Instance, _>(
                 kube.clone(),
                 AwsConnector::new(configs.clone(), InstanceClient::from_config),
                 settings.clone(),
-                &secrets,
+                &watches,
                 shutdown.clone(),
             ),
             reconciler::run::<DBInstance, _>(
                 kube.clone(),
                 AwsConnector::new(configs.clone(), DBInstanceClient::from_config),
                 settings.clone(),
-                &secrets,
+                &watches,
                 shutdown.clone(),
             ),
-            claims::run::<DatabaseClaim>(kube.clone(), settings.clone(), shutdown.clone()),
-            claims::run::<InstanceClaim>(kube.clone(), settings.clone(), shutdown.clone()),
+            claims::run::<DatabaseClaim>(
+                kube.clone(),
+                settings.clone(),
+                &watches,
+                shutdown.clone(),
+            ),
+            claims::run::<InstanceClaim>(
+                kube.clone(),
+                settings.clone(),
+                &watches,
+                shutdown.clone(),
+            ),
         )
     };
     // The controllers subscribe on their first poll, before the watch's first; the

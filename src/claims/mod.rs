@@ -21,6 +21,7 @@ use std::{
 use futures::StreamExt;
 use kube::{
     Api, ResourceExt,
+    core::ApiResource,
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
@@ -31,7 +32,7 @@ use kube::{
 };
 use tether_api::claim::Claim;
 
-use crate::reconciler::{Settings, Shutdown};
+use crate::reconciler::{self, Settings, SharedWatches, Shutdown};
 
 /// The finalizer that keeps a claim until its managed object is gone.
 pub const CLAIM_FINALIZER: &str = "tether.dev/claim";
@@ -77,9 +78,13 @@ struct Shared<C: Claim> {
 const RETRY: Duration = Duration::from_secs(10);
 
 /// Runs the controllers of claim kind `C` and its class until `shutdown` completes.
-pub async fn run<C: Claim>(kube: kube::Client, settings: Settings, shutdown: Shutdown) {
+pub async fn run<C: Claim>(
+    kube: kube::Client,
+    settings: Settings,
+    shared_watches: &SharedWatches,
+    shutdown: Shutdown,
+) {
     let claims_api = scoped::<C>(&kube, settings.namespace.as_deref());
-    let managed_api = scoped::<C::Managed>(&kube, settings.namespace.as_deref());
     let classes_api = Api::<C::Class>::all(kube.clone());
     let (claims, writer) = reflector::store::<C>();
     let claims_listed = Arc::new(AtomicBool::new(false));
@@ -111,8 +116,21 @@ pub async fn run<C: Claim>(kube: kube::Client, settings: Settings, shutdown: Shu
         claims_listed,
     });
     let concurrency = shared.settings.concurrency;
+    // A claim's managed object changing reconciles the claim; the changes come from the
+    // managed kind's own watch (no second watch of that kind).
+    let managed_kind = ApiResource::erase::<C::Managed>(&());
+    let claim_controller = match shared_watches.references.subscribe(&managed_kind) {
+        Some(changes) => claim_controller.watches_stream_with(
+            changes,
+            |object| reconciler::owners::<C>(&object),
+            managed_kind,
+        ),
+        None => claim_controller.owns(
+            scoped::<C::Managed>(&shared.kube, shared.settings.namespace.as_deref()),
+            watcher::Config::default(),
+        ),
+    };
     let claims_running = claim_controller
-        .owns(managed_api, watcher::Config::default())
         .watches(
             classes_api.clone(),
             watcher::Config::default(),

@@ -24,7 +24,7 @@ use futures::{
 };
 use kube::{
     Api, ResourceExt,
-    core::DynamicObject,
+    core::ApiResource,
     runtime::{
         Controller, Predicate, WatchStreamExt,
         controller::{self, Action},
@@ -82,6 +82,27 @@ impl Default for Settings {
     }
 }
 
+/// The watches the controllers of every kind share: one of the Secrets in scope
+/// (metadata only), and each managed kind's own, published for the kinds that refer to
+/// it.
+#[derive(Clone)]
+pub struct SharedWatches {
+    /// The Secrets in scope.
+    pub secrets: SecretWatch,
+    /// The managed kinds' caches and changes.
+    pub references: references::Registry,
+}
+
+impl SharedWatches {
+    /// The shared watches of the managed `kinds`, with `secrets`.
+    pub fn new(secrets: SecretWatch, kinds: impl IntoIterator<Item = ApiResource>) -> Self {
+        Self {
+            secrets,
+            references: references::Registry::new(kinds),
+        }
+    }
+}
+
 /// Everything the reconciles of one kind share.
 struct Shared<C> {
     kube: kube::Client,
@@ -90,7 +111,7 @@ struct Shared<C> {
     settings: Settings,
     pacing: pacing::Pacing,
     /// The caches of the kinds this kind's objects refer to.
-    references: references::Cache,
+    references: references::Registry,
     /// The metadata of the Secrets in scope (connection Secrets among them).
     secrets: Store<SecretMeta>,
 }
@@ -109,7 +130,7 @@ pub async fn run<M, C>(
     kube: kube::Client,
     connector: C,
     settings: Settings,
-    secrets: &SecretWatch,
+    shared_watches: &SharedWatches,
     shutdown: Shutdown,
 ) where
     M: Managed,
@@ -124,6 +145,8 @@ pub async fn run<M, C>(
     // Status writes change neither generation, annotations nor finalizers, so they
     // never trigger another reconcile (and another round of cloud calls).
     let index = Arc::new(SecretIndex::<M>::default());
+    // This kind's cache and changes, for the controllers of kinds that refer to it.
+    let changes = shared_watches.references.publish(reader.clone());
     let objects = watcher(objects_api, watcher::Config::default())
         .default_backoff()
         .modify(slim)
@@ -135,6 +158,15 @@ pub async fn run<M, C>(
                 if let Ok(event) = event {
                     index.apply(event);
                 }
+            }
+        })
+        .then(move |event| {
+            let changes = changes.clone();
+            async move {
+                if let (Ok(event), Some(changes)) = (&event, changes) {
+                    changes.send(event).await;
+                }
+                event
             }
         })
         .applied_objects()
@@ -156,7 +188,7 @@ pub async fn run<M, C>(
     // and a change to a Secret an object reads (a user-supplied password) reconciles
     // that object (found through the index, not by scanning every object).
     let mut controller = Controller::for_stream(objects, reader.clone())
-        .watches_stream(secrets.subscribe(), move |secret| {
+        .watches_stream(shared_watches.secrets.subscribe(), move |secret| {
             let mut objects = owners::<M>(&secret);
             if M::READS_SECRETS {
                 objects.extend(index.referrers(secret.namespace(), &secret.name_any()));
@@ -165,24 +197,13 @@ pub async fn run<M, C>(
         })
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown.clone());
-    let mut reference_caches = references::Cache::default();
     for kind in M::referenced_kinds() {
         // A referenced object that changes (becomes Ready) reconciles the objects
         // waiting for it at once, not at their next look.
-        let api = match &settings.namespace {
-            Some(namespace) => {
-                Api::<DynamicObject>::namespaced_with(kube.clone(), namespace, &kind)
-            }
-            None => Api::all_with(kube.clone(), &kind),
+        let Some(referenced) = shared_watches.references.subscribe(&kind) else {
+            tracing::warn!(kind = %kind.kind, "referenced kind has no controller; references to it are read from the API server");
+            continue;
         };
-        // Cached as far as resolving a reference reads them (no GET per reconcile).
-        let writer = reflector::store::Writer::new(kind.clone());
-        reference_caches.add(kind.clone(), writer.as_reader());
-        let referenced = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(references::slim)
-            .reflect(writer)
-            .touched_objects();
         let reader = reader.clone();
         let kind_name = kind.kind.clone();
         controller = controller.watches_stream_with(
@@ -204,8 +225,8 @@ pub async fn run<M, C>(
         recorder,
         settings,
         pacing: pacing::Pacing::default(),
-        references: reference_caches,
-        secrets: secrets.store().clone(),
+        references: shared_watches.references.clone(),
+        secrets: shared_watches.secrets.store().clone(),
     });
     tracing::info!(kind = %M::kind(&()), "controller started");
     let running = controller
@@ -287,13 +308,18 @@ fn referrers<M: Managed>(
         .collect()
 }
 
-/// The objects of kind `M` that are `secret`'s owners (its connection Secret).
-fn owners<M: Managed>(secret: &SecretMeta) -> Vec<ObjectRef<M>> {
-    secret
+/// The objects of kind `O` among `object`'s owners (a connection Secret's object, a
+/// managed object's claim).
+pub(crate) fn owners<O>(object: &impl ResourceExt) -> Vec<ObjectRef<O>>
+where
+    O: kube::Resource<DynamicType = ()>,
+{
+    let namespace = object.namespace().unwrap_or_default();
+    object
         .owner_references()
         .iter()
-        .filter(|owner| owner.kind == M::kind(&()) && owner.api_version == M::api_version(&()))
-        .map(|owner| ObjectRef::new(&owner.name).within(&secret.namespace().unwrap_or_default()))
+        .filter(|owner| owner.kind == O::kind(&()) && owner.api_version == O::api_version(&()))
+        .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
         .collect()
 }
 

@@ -1,21 +1,31 @@
 //! Resolves a managed object's references to other managed objects: each must exist,
-//! be `Ready` and carry its external name; the names go to the provider. They are read
-//! from the caches of the controller's watches of the referenced kinds (each change
-//! there reconciles the objects that refer to it), and from the API server only while
-//! a cache has not listed yet.
+//! be `Ready` and carry its external name; the names go to the provider.
+//!
+//! Each kind is watched once. Its controller publishes its object cache and its changes
+//! in the [`Registry`]; the controllers of kinds that refer to it read references from
+//! that cache and are reconciled on its changes (a referenced object becoming Ready
+//! reconciles the objects waiting for it at once). Only while a cache has not listed
+//! yet is a reference read from the API server.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, OnceLock},
+};
 
-use futures::FutureExt;
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
-    Api,
+    Api, ResourceExt,
     core::{ApiResource, DynamicObject, ObjectMeta},
-    runtime::reflector::{ObjectRef, Store},
+    runtime::{
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use tether_api::{
     ObjectReference,
     conditions::{self, READY},
-    managed::EXTERNAL_NAME_ANNOTATION,
+    managed::{EXTERNAL_NAME_ANNOTATION, Managed},
 };
 
 use super::error::Error;
@@ -29,42 +39,140 @@ pub struct Resolved {
     pub waiting: Vec<String>,
 }
 
-/// The caches of the kinds an object may refer to, holding of each object what
-/// resolving reads (see [`slim`]).
-#[derive(Clone, Default)]
-pub struct Cache(Vec<(ApiResource, Store<DynamicObject>)>);
+/// What resolving a reference reads of the referenced object.
+#[derive(Debug)]
+struct Referenced {
+    external_name: Option<String>,
+    ready: bool,
+}
 
-impl Cache {
-    /// Adds the cache of the referenced `kind`.
-    pub fn add(&mut self, kind: ApiResource, store: Store<DynamicObject>) {
-        self.0.push((kind, store));
+impl Referenced {
+    fn of(metadata: &ObjectMeta, conditions: &[Condition]) -> Self {
+        Self {
+            external_name: external_name(metadata),
+            ready: conditions::is_true(conditions, READY),
+        }
     }
 
-    /// The referenced object as cached (`Some(None)`: it does not exist), or `None`
-    /// when no cache of its kind has its first complete list yet.
-    fn lookup(
-        &self,
-        namespace: &str,
-        reference: &ObjectReference,
-    ) -> Option<Option<Arc<DynamicObject>>> {
-        let (kind, store) = self
-            .0
-            .iter()
-            .find(|(kind, _)| *kind == reference.resource)?;
-        store.wait_until_ready().now_or_never()?.ok()?;
-        let key = ObjectRef::new_with(&reference.name, kind.clone()).within(namespace);
-        Some(store.get(&key))
+    /// Read from an object fetched from the API server.
+    fn of_dynamic(object: &DynamicObject) -> Self {
+        let conditions: Vec<Condition> = object
+            .data
+            .pointer("/status/conditions")
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default();
+        Self::of(&object.metadata, &conditions)
     }
 }
 
-/// Keeps of a referenced object only what resolving reads: its metadata (without
-/// managed fields) and its conditions.
-pub fn slim(object: &mut DynamicObject) {
-    object.metadata.managed_fields = None;
-    object.data = match object.data.pointer("/status/conditions") {
-        Some(conditions) => serde_json::json!({"status": {"conditions": conditions}}),
-        None => serde_json::json!({}),
-    };
+/// One kind's object cache, as resolving reads it.
+trait View: Send + Sync {
+    /// The object named `name` in `namespace` (`Some(None)`: it does not exist), or
+    /// `None` while the cache has not had its first complete list.
+    fn get(&self, namespace: &str, name: &str) -> Option<Option<Referenced>>;
+}
+
+impl<M: Managed> View for Store<M> {
+    fn get(&self, namespace: &str, name: &str) -> Option<Option<Referenced>> {
+        self.wait_until_ready().now_or_never()?.ok()?;
+        let object = Store::get(self, &ObjectRef::<M>::new(name).within(namespace));
+        Some(object.map(|object| Referenced::of(object.meta(), object.conditions())))
+    }
+}
+
+/// How many changes of one kind wait for the slowest referring controller before the
+/// kind's watch waits for it.
+const BUFFER: usize = 1024;
+
+/// The managed kinds' caches and changes, shared by every controller (see the module
+/// description): one watch per kind, however many kinds refer to it.
+#[derive(Clone)]
+pub struct Registry(Arc<Vec<Entry>>);
+
+struct Entry {
+    kind: ApiResource,
+    /// The kind's cache, once its controller has published it.
+    view: OnceLock<Box<dyn View>>,
+    /// The sending end of the kind's changes, until its controller takes it.
+    sender: Mutex<Option<async_broadcast::Sender<Arc<DynamicObject>>>>,
+    changes: async_broadcast::InactiveReceiver<Arc<DynamicObject>>,
+}
+
+impl Registry {
+    /// A registry of `kinds`: the managed kinds whose controllers publish their caches.
+    pub fn new(kinds: impl IntoIterator<Item = ApiResource>) -> Self {
+        let entries = kinds
+            .into_iter()
+            .map(|kind| {
+                let (mut sender, changes) = async_broadcast::broadcast(BUFFER);
+                // Nobody subscribed (nothing refers to the kind): changes go nowhere.
+                sender.set_await_active(false);
+                Entry {
+                    kind,
+                    view: OnceLock::new(),
+                    sender: Mutex::new(Some(sender)),
+                    changes: changes.deactivate(),
+                }
+            })
+            .collect();
+        Self(Arc::new(entries))
+    }
+
+    fn entry(&self, kind: &ApiResource) -> Option<&Entry> {
+        self.0.iter().find(|entry| entry.kind == *kind)
+    }
+
+    /// Publishes the cache of kind `M` (from its controller's watch), and hands out the
+    /// sender of its changes: `None` when `M` is not in the registry or was published
+    /// before.
+    pub fn publish<M: Managed>(&self, store: Store<M>) -> Option<Changes> {
+        let entry = self.entry(&ApiResource::erase::<M>(&()))?;
+        entry.view.set(Box::new(store)).ok()?;
+        let sender = entry.sender.lock().ok()?.take()?;
+        Some(Changes(sender))
+    }
+
+    /// Every change to objects of `kind` from now on (each as its name, namespace and
+    /// owners),
+    /// as a controller's trigger stream takes it; `None` for a kind not in the registry.
+    pub fn subscribe(
+        &self,
+        kind: &ApiResource,
+    ) -> Option<impl Stream<Item = Result<DynamicObject, watcher::Error>> + use<>> {
+        let changes = self.entry(kind)?.changes.activate_cloned();
+        Some(changes.map(|object| Ok(Arc::unwrap_or_clone(object))))
+    }
+
+    /// The referenced object as cached (`Some(None)`: it does not exist), or `None`
+    /// when its kind's cache is not published or has no complete list yet.
+    fn lookup(&self, namespace: &str, reference: &ObjectReference) -> Option<Option<Referenced>> {
+        self.entry(&reference.resource)?
+            .view
+            .get()?
+            .get(namespace, &reference.name)
+    }
+}
+
+/// The sending end of one kind's changes, fed by its controller's watch.
+#[derive(Clone)]
+pub struct Changes(async_broadcast::Sender<Arc<DynamicObject>>);
+
+impl Changes {
+    /// Hands each object `event` touches (applied or deleted) to every referring
+    /// controller, waiting for the slowest when its buffer is full.
+    pub async fn send<M: Managed>(&self, event: &watcher::Event<M>) {
+        let touched = match event {
+            watcher::Event::Apply(object)
+            | watcher::Event::Delete(object)
+            | watcher::Event::InitApply(object) => object,
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let kind = ApiResource::erase::<M>(&());
+        let mut key = DynamicObject::new(&touched.name_any(), &kind);
+        key.metadata.namespace = touched.meta().namespace.clone();
+        key.metadata.owner_references = touched.meta().owner_references.clone();
+        let _ = self.0.broadcast_direct(Arc::new(key)).await;
+    }
 }
 
 /// Resolves `references` of an object in `namespace` into reference field → external
@@ -73,22 +181,24 @@ pub fn slim(object: &mut DynamicObject) {
 /// `wait` is false (the object is being deleted) every unresolvable one is left out.
 pub async fn resolve(
     kube: &kube::Client,
-    cache: &Cache,
+    registry: &Registry,
     namespace: &str,
     references: &[ObjectReference],
     wait: bool,
 ) -> Result<Resolved, Error> {
     let mut resolved = Resolved::default();
     for reference in references {
-        let object = match cache.lookup(namespace, reference) {
+        let object = match registry.lookup(namespace, reference) {
             Some(cached) => cached,
             None => {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(kube.clone(), namespace, &reference.resource);
-                api.get_opt(&reference.name).await?.map(Arc::new)
+                api.get_opt(&reference.name)
+                    .await?
+                    .map(|object| Referenced::of_dynamic(&object))
             }
         };
-        match external_name_if_ready(reference, object.as_deref()) {
+        match external_name_if_ready(reference, object.as_ref()) {
             Ok(name) => {
                 resolved.names.insert(reference.field.to_owned(), name);
             }
@@ -102,7 +212,7 @@ pub async fn resolve(
 /// The external name of the referenced `object`, if it exists and is Ready.
 fn external_name_if_ready(
     reference: &ObjectReference,
-    object: Option<&DynamicObject>,
+    object: Option<&Referenced>,
 ) -> Result<String, Error> {
     let kind = &reference.resource.kind;
     let name = &reference.name;
@@ -112,14 +222,8 @@ fn external_name_if_ready(
             reference.field
         )));
     };
-    let conditions: Vec<_> = object
-        .data
-        .pointer("/status/conditions")
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
-    let external_name = external_name(&object.metadata);
-    match external_name {
-        Some(external_name) if conditions::is_true(&conditions, READY) => Ok(external_name),
+    match &object.external_name {
+        Some(external_name) if object.ready => Ok(external_name.clone()),
         _ => Err(Error::ReferenceNotReady(format!(
             "{}: {kind} {name} is not Ready",
             reference.field
@@ -138,33 +242,31 @@ fn external_name(metadata: &ObjectMeta) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use kube::core::ApiResource;
+    use kube::runtime::reflector;
     use serde_json::json;
+    use tether_aws::rds::DBSubnetGroup;
 
     use super::*;
 
     fn reference() -> ObjectReference {
         ObjectReference {
             field: "dbSubnetGroupRef".to_owned(),
-            resource: ApiResource {
-                group: "rds.tether.dev".into(),
-                version: "v1alpha1".into(),
-                api_version: "rds.tether.dev/v1alpha1".into(),
-                kind: "DBSubnetGroup".into(),
-                plural: "dbsubnetgroups".into(),
-            },
+            resource: ApiResource::erase::<DBSubnetGroup>(&()),
             name: "orders".into(),
             needed_to_create: true,
         }
     }
 
     fn object(ready: &str, external_name: Option<&str>) -> DynamicObject {
-        let mut object = DynamicObject::new("orders", &reference().resource).data(json!({
-            "status": {"conditions": [{
-                "type": "Ready", "status": ready, "reason": "r", "message": "",
-                "lastTransitionTime": "2026-01-01T00:00:00Z"
-            }]}
-        }));
+        let mut object = DynamicObject::new("orders", &reference().resource)
+            .within("shop")
+            .data(json!({
+                "spec": {"description": "orders", "subnetIds": ["subnet-1"]},
+                "status": {"conditions": [{
+                    "type": "Ready", "status": ready, "reason": "r", "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"
+                }]}
+            }));
         if let Some(name) = external_name {
             object.metadata.annotations =
                 Some([(EXTERNAL_NAME_ANNOTATION.to_owned(), name.to_owned())].into());
@@ -172,32 +274,16 @@ mod tests {
         object
     }
 
-    #[test]
-    fn a_ready_reference_resolves_to_its_external_name() {
-        let resolved =
-            external_name_if_ready(&reference(), Some(&object("True", Some("shop-orders"))));
-        assert_eq!(resolved.unwrap(), "shop-orders");
+    fn resolve(object: &DynamicObject) -> Result<String, Error> {
+        external_name_if_ready(&reference(), Some(&Referenced::of_dynamic(object)))
     }
 
     #[test]
-    fn a_slimmed_object_still_resolves_and_keeps_nothing_else() {
-        let mut full = object("True", Some("shop-orders"));
-        full.data["spec"] = json!({"description": "a long spec"});
-        full.data["status"]["atProvider"] = json!({"arn": "arn:aws:rds:…"});
-        slim(&mut full);
+    fn a_ready_reference_resolves_to_its_external_name() {
         assert_eq!(
-            full.data.pointer("/status/conditions/0/type"),
-            Some(&json!("Ready"))
-        );
-        assert!(full.data.get("spec").is_none());
-        assert!(full.data.pointer("/status/atProvider").is_none());
-        assert_eq!(
-            external_name_if_ready(&reference(), Some(&full)).unwrap(),
+            resolve(&object("True", Some("shop-orders"))).unwrap(),
             "shop-orders"
         );
-        let mut bare = DynamicObject::new("orders", &reference().resource);
-        slim(&mut bare);
-        assert!(external_name_if_ready(&reference(), Some(&bare)).is_err());
     }
 
     #[test]
@@ -207,13 +293,61 @@ mod tests {
             missing.to_string(),
             "dbSubnetGroupRef: DBSubnetGroup orders does not exist"
         );
-        for object in [object("False", Some("shop-orders")), object("True", None)] {
-            let error = external_name_if_ready(&reference(), Some(&object)).unwrap_err();
+        let bare = DynamicObject::new("orders", &reference().resource);
+        for object in [
+            object("False", Some("shop-orders")),
+            object("True", None),
+            bare,
+        ] {
+            let error = resolve(&object).unwrap_err();
             assert_eq!(
                 error.to_string(),
                 "dbSubnetGroupRef: DBSubnetGroup orders is not Ready"
             );
             assert_eq!(error.reason(), "ReferenceNotReady");
         }
+    }
+
+    #[tokio::test]
+    async fn references_are_read_from_the_published_cache_of_their_kind_once_it_has_listed() {
+        let registry = Registry::new([ApiResource::erase::<DBSubnetGroup>(&())]);
+        assert!(registry.lookup("shop", &reference()).is_none());
+        let (store, mut writer) = reflector::store::<DBSubnetGroup>();
+        let changes = registry.publish(store.clone()).expect("first publish");
+        assert!(
+            registry.publish(store).is_none(),
+            "a kind is published once"
+        );
+        let mut subscription = registry
+            .subscribe(&reference().resource)
+            .expect("a kind in the registry");
+        let group: DBSubnetGroup = serde_json::from_value(
+            serde_json::to_value(object("True", Some("shop-orders"))).unwrap(),
+        )
+        .unwrap();
+        // Listed but not complete: still not answered from the cache.
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(group.clone()),
+        ] {
+            writer.apply_watcher_event(&event);
+            changes.send(&event).await;
+        }
+        assert!(registry.lookup("shop", &reference()).is_none());
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let found = registry.lookup("shop", &reference()).unwrap();
+        assert_eq!(
+            external_name_if_ready(&reference(), found.as_ref()).unwrap(),
+            "shop-orders"
+        );
+        let elsewhere = registry.lookup("other", &reference()).unwrap();
+        assert!(elsewhere.is_none(), "the same name in another namespace");
+        // Each touched object reaches subscribers as its name, namespace and owners.
+        let touched = subscription.next().await.unwrap().unwrap();
+        assert_eq!(
+            (touched.name_any(), touched.namespace()),
+            ("orders".to_owned(), Some("shop".to_owned()))
+        );
+        assert!(touched.metadata.annotations.is_none());
     }
 }
