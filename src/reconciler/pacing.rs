@@ -23,12 +23,41 @@ pub fn jitter(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
-/// Consecutive failures per object and throttling pauses per ProviderConfig.
+/// How long a finalizer this controller added is awaited in its cache before it is
+/// added again (the cache lags a write by its watch event, normally milliseconds).
+const FINALIZER_IN_FLIGHT: Duration = Duration::from_secs(30);
+
+/// Consecutive failures per object, throttling pauses per ProviderConfig, and what
+/// was done recently per object.
 #[derive(Debug, Default)]
 pub struct Pacing {
     failures: Mutex<HashMap<String, u32>>,
     throttled_until: Mutex<HashMap<String, Instant>>,
-    create_repeated: Mutex<HashMap<String, Instant>>,
+    create_repeated: Marks,
+    finalizer_added: Marks,
+}
+
+/// When each object was last marked; a mark older than the period asked about is
+/// forgotten.
+#[derive(Debug, Default)]
+struct Marks(Mutex<HashMap<String, Instant>>);
+
+impl Marks {
+    /// Whether `uid` was marked within `period`.
+    fn within(&self, uid: &str, period: Duration) -> bool {
+        let now = Instant::now();
+        let mut marks = lock(&self.0);
+        marks.retain(|_, at| now.duration_since(*at) < period);
+        marks.contains_key(uid)
+    }
+
+    fn mark(&self, uid: &str) {
+        lock(&self.0).insert(uid.to_owned(), Instant::now());
+    }
+
+    fn forget(&self, uid: &str) {
+        lock(&self.0).remove(uid);
+    }
 }
 
 impl Pacing {
@@ -65,14 +94,28 @@ impl Pacing {
     /// `every` of the last repeat (a restart forgets, which costs one more repeat of
     /// an idempotent call at most). Records the repeat when it is due.
     pub fn create_repeat_due(&self, uid: &str, every: Duration) -> bool {
-        let now = Instant::now();
-        let mut repeated = lock(&self.create_repeated);
-        repeated.retain(|_, at| now.duration_since(*at) < every);
-        if repeated.contains_key(uid) {
+        if self.create_repeated.within(uid, every) {
             return false;
         }
-        repeated.insert(uid.to_owned(), now);
+        self.create_repeated.mark(uid);
         true
+    }
+
+    /// Records that object `uid`'s finalizer was just added.
+    pub fn finalizer_added(&self, uid: &str) {
+        self.finalizer_added.mark(uid);
+    }
+
+    /// Whether object `uid`'s finalizer was added lately and its watch event is still on
+    /// its way (the cache shows the object without it): adding it again would change
+    /// nothing, and the event brings the object back.
+    pub fn finalizer_in_flight(&self, uid: &str) -> bool {
+        self.finalizer_added.within(uid, FINALIZER_IN_FLIGHT)
+    }
+
+    /// Records that the cache shows object `uid`'s finalizer.
+    pub fn finalizer_seen(&self, uid: &str) {
+        self.finalizer_added.forget(uid);
     }
 
     /// How long objects of ProviderConfig `name` must still wait, if they must.
@@ -135,6 +178,17 @@ mod tests {
         assert!(pacing.create_repeat_due("b", every), "per object");
         std::thread::sleep(every);
         assert!(pacing.create_repeat_due("a", every), "due again");
+    }
+
+    #[test]
+    fn an_added_finalizer_is_awaited_until_seen() {
+        let pacing = Pacing::default();
+        assert!(!pacing.finalizer_in_flight("a"));
+        pacing.finalizer_added("a");
+        assert!(pacing.finalizer_in_flight("a"));
+        assert!(!pacing.finalizer_in_flight("b"), "per object");
+        pacing.finalizer_seen("a");
+        assert!(!pacing.finalizer_in_flight("a"), "seen: no longer awaited");
     }
 
     #[test]

@@ -146,6 +146,14 @@ where
         return Ok(Action::requeue(wait + jitter(Duration::from_secs(1))));
     }
     let has_finalizer = object.finalizers().iter().any(|f| f == FINALIZER);
+    let uid = object.uid().unwrap_or_default();
+    if has_finalizer {
+        shared.pacing.finalizer_seen(&uid);
+    } else if !deleting && shared.pacing.finalizer_in_flight(&uid) {
+        // Woken (by its Secret's watch event) before the cache shows the finalizer
+        // this controller added: the finalizer's own event brings the object back.
+        return Ok(Action::requeue(jitter(FIRST_LOOK_AFTER_CREATE)));
+    }
     let steps = Steps {
         api,
         shared,
@@ -160,6 +168,7 @@ where
         // and a refused call would then be sent twice.
         let action = steps.apply(&object).await?;
         steps.add_finalizer(&object).await?;
+        shared.pacing.finalizer_added(&uid);
         return Ok(action);
     }
     finalizer(api, FINALIZER, object, |event| async {
