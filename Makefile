@@ -20,7 +20,7 @@ test: setup lint
 bench: setup
 	cargo test --locked --test integration bench:: -- --nocapture
 
-## bench-scale: 1,000 databases and 1,000 instances on a release build; prints the figures of docs/benchmarks.md (about 25 min)
+## bench-scale: 1,000 databases and 1,000 instances on a release build; prints the figures of docs/benchmarks.md (about 45 min)
 bench-scale: setup
 	cargo bench --locked --bench scale
 
