@@ -11,6 +11,7 @@ pub mod connector;
 mod delta;
 pub mod ec2;
 pub mod errors;
+mod kept;
 pub mod provider_config;
 pub mod rds;
 pub mod sdk_config;

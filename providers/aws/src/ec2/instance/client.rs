@@ -23,12 +23,13 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
-    snapshot::Snapshot,
+    snapshot::{Listing, Snapshot},
 };
 
 use super::{
     Instance, InstanceDelta, InstanceObservation,
     diff::diff,
+    kept::KeptInstance,
     types::{DEFAULT_USERNAME, PENDING, RUNNING, SHUTTING_DOWN, STOPPED, STOPPING, TERMINATED},
 };
 use crate::{
@@ -243,7 +244,7 @@ pub struct InstanceClient {
     ec2: aws_sdk_ec2::Client,
     /// Every live instance tether tagged in this account and region, by UID: answers
     /// the polls of every Instance of this ProviderConfig at once.
-    snapshot: Snapshot<Ec2Instance>,
+    snapshot: Snapshot<KeptInstance>,
     /// The key pairs this client imported, by name, with the public key imported: a
     /// launch repeated after its RunInstances was refused (throttled) reuses the key
     /// pair instead of importing it again (which would find it and replace it).
@@ -417,7 +418,17 @@ impl ExternalClient<Instance> for InstanceClient {
                     .get(
                         &uid,
                         context.freshness,
-                        || tagged_by_uid(&self.ec2),
+                        || async {
+                            let listing = tagged_by_uid(&self.ec2).await?;
+                            Ok(Listing {
+                                entries: listing
+                                    .entries
+                                    .into_iter()
+                                    .map(|(uid, instance)| (uid, KeptInstance::from(&instance)))
+                                    .collect(),
+                                pages: listing.pages,
+                            })
+                        },
                         // Found by its UID tag: the object's instance, unless the
                         // object names another (adopted) one.
                         |instance| {
@@ -425,9 +436,10 @@ impl ExternalClient<Instance> for InstanceClient {
                                 .external_name
                                 .is_none_or(|id| instance.instance_id() == Some(id))
                         },
-                        read,
+                        || async { Ok(read().await?.as_ref().map(KeptInstance::from)) },
                     )
                     .await?
+                    .map(Ec2Instance::from)
             }
             None => read().await?,
         };

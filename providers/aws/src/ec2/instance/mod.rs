@@ -3,10 +3,11 @@
 //! an instance differs from its spec (`diff`, pure), the EC2 calls that find an
 //! instance by its UID tag, launch it exactly once, change its tags, security groups
 //! and type (stopping and starting it only when allowed), and terminate it (`client`),
-//! and their tests.
+//! what its shared snapshot keeps of each instance (`kept`), and their tests.
 
 mod client;
 mod diff;
+mod kept;
 mod types;
 
 #[cfg(test)]

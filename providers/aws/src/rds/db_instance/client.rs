@@ -27,6 +27,7 @@ use tether_api::{
 use super::{
     DB_SUBNET_GROUP_REF, DBInstance, DBInstanceObservation,
     diff::diff,
+    kept::KeptInstance,
     listing::tagged_instances,
     master_password::{
         PASSWORD_KEY, PasswordSource, USERNAME_KEY, password_in, published_password, redacted,
@@ -60,7 +61,7 @@ pub struct DBInstanceClient {
     pub(super) secrets_manager: aws_sdk_secretsmanager::Client,
     /// Every DB instance tether tagged in this account and region, by identifier:
     /// answers the polls of every DBInstance of this ProviderConfig at once.
-    snapshot: Snapshot<DbInstance>,
+    snapshot: Snapshot<KeptInstance>,
     /// The current version of every secret RDS keeps, by ARN.
     pub(super) secret_versions: Snapshot<String>,
     /// The master passwords read from Secrets Manager, by secret ARN, with the version
@@ -100,15 +101,20 @@ impl DBInstanceClient {
         identifier: &str,
         freshness: Freshness,
     ) -> Result<Option<DbInstance>, ProviderError> {
-        self.snapshot
+        let kept = self
+            .snapshot
             .get(
                 identifier,
                 freshness,
                 || tagged_instances(&self.rds),
                 |_| true,
-                || self.describe(identifier),
+                || async {
+                    let described = self.describe(identifier).await?;
+                    Ok(described.as_ref().map(KeptInstance::from))
+                },
             )
-            .await
+            .await?;
+        Ok(kept.map(DbInstance::from))
     }
 
     /// The instance `identifier`, or `None` when RDS has no such instance.

@@ -3,10 +3,10 @@
 //! every secret RDS keeps in Secrets Manager, so that a managed master password is read
 //! again only when RDS has rotated it.
 
-use aws_sdk_rds::types::DbInstance;
 use aws_sdk_secretsmanager::types::{Filter as SecretFilter, FilterNameStringType};
 use tether_api::{external::ProviderError, snapshot::Listing};
 
+use super::kept::KeptInstance;
 use crate::{errors::provider_error, tags::UID_TAG};
 
 /// The most DB instances one `DescribeDBInstances` page may hold.
@@ -19,7 +19,7 @@ const CURRENT: &str = "AWSCURRENT";
 /// Every DB instance carrying a `tether.dev/uid` tag, by identifier, over all pages.
 pub(super) async fn tagged_instances(
     rds: &aws_sdk_rds::Client,
-) -> Result<Listing<DbInstance>, ProviderError> {
+) -> Result<Listing<KeptInstance>, ProviderError> {
     let mut listing = Listing::default();
     let mut paginator = rds
         .describe_db_instances()
@@ -41,7 +41,7 @@ pub(super) async fn tagged_instances(
                 .filter_map(|instance| {
                     Some((
                         instance.db_instance_identifier()?.to_owned(),
-                        instance.clone(),
+                        KeptInstance::from(instance),
                     ))
                 }),
         );

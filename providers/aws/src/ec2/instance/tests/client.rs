@@ -680,3 +680,22 @@ async fn the_private_key_never_reaches_an_error_a_status_or_debug_output() {
         }
     }
 }
+
+#[test]
+fn the_snapshot_keeps_every_field_tether_reads_and_nothing_else() {
+    let read = instance(ID, InstanceStateName::Running)
+        .key_name(KEY_PAIR)
+        .build();
+    assert_eq!(Ec2Instance::from(KeptInstance::from(&read)), read);
+    let described = instance(ID, InstanceStateName::Running)
+        .key_name(KEY_PAIR)
+        .ami_launch_index(0)
+        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+        .root_device_name("/dev/xvda")
+        .build();
+    assert_eq!(
+        Ec2Instance::from(KeptInstance::from(&described)),
+        read,
+        "the fields tether never reads are dropped"
+    );
+}

@@ -48,6 +48,7 @@ use tether_api::{
 use super::{
     client::{SSH_PRIVATE_KEY, client_token, observed},
     diff::diff,
+    kept::KeptInstance,
     *,
 };
 use crate::{

@@ -171,3 +171,53 @@ async fn an_rds_managed_password_is_read_again_only_when_its_version_changes() {
     );
     assert!(list.num_calls() <= 2);
 }
+
+/// An instance with every field tether reads set.
+fn fully_read() -> aws_sdk_rds::types::builders::DbInstanceBuilder {
+    instance("modifying")
+        .multi_az(true)
+        .publicly_accessible(false)
+        .deletion_protection(true)
+        .endpoint(
+            Endpoint::builder()
+                .address("orders.example")
+                .port(5432)
+                .build(),
+        )
+        .master_user_secret(
+            MasterUserSecret::builder()
+                .secret_arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1")
+                .build(),
+        )
+        .vpc_security_groups(
+            VpcSecurityGroupMembership::builder()
+                .vpc_security_group_id("sg-1")
+                .status("active")
+                .build(),
+        )
+        .pending_modified_values(
+            PendingModifiedValues::builder()
+                .engine_version("16.4")
+                .db_instance_class("db.t3.large")
+                .allocated_storage(50)
+                .multi_az(false)
+                .backup_retention_period(1)
+                .build(),
+        )
+}
+
+#[test]
+fn the_snapshot_keeps_every_field_tether_reads_and_nothing_else() {
+    let read = fully_read().build();
+    assert_eq!(DbInstance::from(KeptInstance::from(&read)), read);
+    let described = fully_read()
+        .preferred_backup_window("03:00-04:00")
+        .availability_zone("us-east-1a")
+        .ca_certificate_identifier("rds-ca-rsa2048-g1")
+        .build();
+    assert_eq!(
+        DbInstance::from(KeptInstance::from(&described)),
+        read,
+        "the fields tether never reads are dropped"
+    );
+}

@@ -52,6 +52,7 @@ use tether_api::{
 use super::{
     client::{major_version, readiness},
     diff::{diff, version_matches},
+    kept::KeptInstance,
     master_password::PASSWORD_KEY,
     *,
 };
