@@ -4,7 +4,6 @@
 use std::future::Future;
 
 use futures::future::FutureExt;
-use kube::core::ApiResource;
 use tether_aws::{
     connector::{AwsConnector, SdkConfigs},
     ec2::{Instance, InstanceClient, SecurityGroup, SecurityGroupClient},
@@ -34,15 +33,7 @@ pub async fn run(
     let watching = futures::future::select(Box::pin(watching), shutdown.clone());
     // Each managed kind is watched once, by its controller; kinds that refer to it read
     // that controller's cache.
-    let watches = SharedWatches::new(
-        secrets,
-        [
-            ApiResource::erase::<DBSubnetGroup>(&()),
-            ApiResource::erase::<SecurityGroup>(&()),
-            ApiResource::erase::<Instance>(&()),
-            ApiResource::erase::<DBInstance>(&()),
-        ],
-    );
+    let watches = SharedWatches::new(secrets);
     let controllers = async {
         futures::join!(
             reconciler::run::<DBSubnetGroup, _>(

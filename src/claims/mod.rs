@@ -119,17 +119,11 @@ pub async fn run<C: Claim>(
     // A claim's managed object changing reconciles the claim; the changes come from the
     // managed kind's own watch (no second watch of that kind).
     let managed_kind = ApiResource::erase::<C::Managed>(&());
-    let claim_controller = match shared_watches.references.subscribe(&managed_kind) {
-        Some(changes) => claim_controller.watches_stream_with(
-            changes,
-            |object| reconciler::owners::<C>(&object),
-            managed_kind,
-        ),
-        None => claim_controller.owns(
-            scoped::<C::Managed>(&shared.kube, shared.settings.namespace.as_deref()),
-            watcher::Config::default(),
-        ),
-    };
+    let claim_controller = claim_controller.watches_stream_with(
+        shared_watches.references.subscribe(&managed_kind),
+        |object| reconciler::owners::<C>(&object),
+        managed_kind,
+    );
     let claims_running = claim_controller
         .watches(
             classes_api.clone(),

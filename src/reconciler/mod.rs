@@ -24,7 +24,6 @@ use futures::{
 };
 use kube::{
     Api, ResourceExt,
-    core::ApiResource,
     runtime::{
         Controller, Predicate, WatchStreamExt,
         controller::{self, Action},
@@ -94,11 +93,11 @@ pub struct SharedWatches {
 }
 
 impl SharedWatches {
-    /// The shared watches of the managed `kinds`, with `secrets`.
-    pub fn new(secrets: SecretWatch, kinds: impl IntoIterator<Item = ApiResource>) -> Self {
+    /// The shared watches, with `secrets`.
+    pub fn new(secrets: SecretWatch) -> Self {
         Self {
             secrets,
-            references: references::Registry::new(kinds),
+            references: references::Registry::default(),
         }
     }
 }
@@ -200,10 +199,7 @@ pub async fn run<M, C>(
     for kind in M::referenced_kinds() {
         // A referenced object that changes (becomes Ready) reconciles the objects
         // waiting for it at once, not at their next look.
-        let Some(referenced) = shared_watches.references.subscribe(&kind) else {
-            tracing::warn!(kind = %kind.kind, "referenced kind has no controller; references to it are read from the API server");
-            continue;
-        };
+        let referenced = shared_watches.references.subscribe(&kind);
         let reader = reader.clone();
         let kind_name = kind.kind.clone();
         controller = controller.watches_stream_with(

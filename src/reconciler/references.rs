@@ -85,9 +85,10 @@ impl<M: Managed> View for Store<M> {
 const BUFFER: usize = 1024;
 
 /// The managed kinds' caches and changes, shared by every controller (see the module
-/// description): one watch per kind, however many kinds refer to it.
-#[derive(Clone)]
-pub struct Registry(Arc<Vec<Entry>>);
+/// description): one watch per kind, however many kinds refer to it. A kind gets its
+/// entry from whichever comes first, its controller publishing or a referrer asking.
+#[derive(Clone, Default)]
+pub struct Registry(Arc<Mutex<Vec<Arc<Entry>>>>);
 
 struct Entry {
     kind: ApiResource,
@@ -99,54 +100,52 @@ struct Entry {
 }
 
 impl Registry {
-    /// A registry of `kinds`: the managed kinds whose controllers publish their caches.
-    pub fn new(kinds: impl IntoIterator<Item = ApiResource>) -> Self {
-        let entries = kinds
-            .into_iter()
-            .map(|kind| {
-                let (mut sender, changes) = async_broadcast::broadcast(BUFFER);
-                // Nobody subscribed (nothing refers to the kind): changes go nowhere.
-                sender.set_await_active(false);
-                Entry {
-                    kind,
-                    view: OnceLock::new(),
-                    sender: Mutex::new(Some(sender)),
-                    changes: changes.deactivate(),
-                }
-            })
-            .collect();
-        Self(Arc::new(entries))
-    }
-
-    fn entry(&self, kind: &ApiResource) -> Option<&Entry> {
-        self.0.iter().find(|entry| entry.kind == *kind)
+    /// The entry of `kind`, made on first use.
+    fn entry(&self, kind: &ApiResource) -> Arc<Entry> {
+        let mut entries = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(entry) = entries.iter().find(|entry| entry.kind == *kind) {
+            return entry.clone();
+        }
+        let (mut sender, changes) = async_broadcast::broadcast(BUFFER);
+        // Nobody subscribed (nothing refers to the kind): changes go nowhere.
+        sender.set_await_active(false);
+        let entry = Arc::new(Entry {
+            kind: kind.clone(),
+            view: OnceLock::new(),
+            sender: Mutex::new(Some(sender)),
+            changes: changes.deactivate(),
+        });
+        entries.push(entry.clone());
+        entry
     }
 
     /// Publishes the cache of kind `M` (from its controller's watch), and hands out the
-    /// sender of its changes: `None` when `M` is not in the registry or was published
-    /// before.
+    /// sender of its changes: `None` when `M` was published before.
     pub fn publish<M: Managed>(&self, store: Store<M>) -> Option<Changes> {
-        let entry = self.entry(&ApiResource::erase::<M>(&()))?;
+        let kind = ApiResource::erase::<M>(&());
+        let entry = self.entry(&kind);
         entry.view.set(Box::new(store)).ok()?;
         let sender = entry.sender.lock().ok()?.take()?;
-        Some(Changes(sender))
+        Some(Changes { sender, kind })
     }
 
     /// Every change to objects of `kind` from now on (each as its name, namespace and
-    /// owners),
-    /// as a controller's trigger stream takes it; `None` for a kind not in the registry.
+    /// owners), as a controller's trigger stream takes it.
     pub fn subscribe(
         &self,
         kind: &ApiResource,
-    ) -> Option<impl Stream<Item = Result<DynamicObject, watcher::Error>> + use<>> {
-        let changes = self.entry(kind)?.changes.activate_cloned();
-        Some(changes.map(|object| Ok(Arc::unwrap_or_clone(object))))
+    ) -> impl Stream<Item = Result<DynamicObject, watcher::Error>> + use<> {
+        let changes = self.entry(kind).changes.activate_cloned();
+        changes.map(|object| Ok(Arc::unwrap_or_clone(object)))
     }
 
     /// The referenced object as cached (`Some(None)`: it does not exist), or `None`
     /// when its kind's cache is not published or has no complete list yet.
     fn lookup(&self, namespace: &str, reference: &ObjectReference) -> Option<Option<Referenced>> {
-        self.entry(&reference.resource)?
+        self.entry(&reference.resource)
             .view
             .get()?
             .get(namespace, &reference.name)
@@ -155,7 +154,10 @@ impl Registry {
 
 /// The sending end of one kind's changes, fed by its controller's watch.
 #[derive(Clone)]
-pub struct Changes(async_broadcast::Sender<Arc<DynamicObject>>);
+pub struct Changes {
+    sender: async_broadcast::Sender<Arc<DynamicObject>>,
+    kind: ApiResource,
+}
 
 impl Changes {
     /// Hands each object `event` touches (applied or deleted) to every referring
@@ -167,11 +169,10 @@ impl Changes {
             | watcher::Event::InitApply(object) => object,
             watcher::Event::Init | watcher::Event::InitDone => return,
         };
-        let kind = ApiResource::erase::<M>(&());
-        let mut key = DynamicObject::new(&touched.name_any(), &kind);
+        let mut key = DynamicObject::new(&touched.name_any(), &self.kind);
         key.metadata.namespace = touched.meta().namespace.clone();
         key.metadata.owner_references = touched.meta().owner_references.clone();
-        let _ = self.0.broadcast_direct(Arc::new(key)).await;
+        let _ = self.sender.broadcast_direct(Arc::new(key)).await;
     }
 }
 
@@ -310,7 +311,8 @@ mod tests {
 
     #[tokio::test]
     async fn references_are_read_from_the_published_cache_of_their_kind_once_it_has_listed() {
-        let registry = Registry::new([ApiResource::erase::<DBSubnetGroup>(&())]);
+        let registry = Registry::default();
+        let mut subscription = registry.subscribe(&reference().resource);
         assert!(registry.lookup("shop", &reference()).is_none());
         let (store, mut writer) = reflector::store::<DBSubnetGroup>();
         let changes = registry.publish(store.clone()).expect("first publish");
@@ -318,9 +320,6 @@ mod tests {
             registry.publish(store).is_none(),
             "a kind is published once"
         );
-        let mut subscription = registry
-            .subscribe(&reference().resource)
-            .expect("a kind in the registry");
         let group: DBSubnetGroup = serde_json::from_value(
             serde_json::to_value(object("True", Some("shop-orders"))).unwrap(),
         )

@@ -57,6 +57,20 @@ pub struct Listing<T> {
     pub pages: usize,
 }
 
+impl<T> Listing<T> {
+    /// The same listing with each resource turned into what a snapshot keeps of it.
+    pub fn map<U>(self, mut keep: impl FnMut(T) -> U) -> Listing<U> {
+        Listing {
+            entries: self
+                .entries
+                .into_iter()
+                .map(|(key, resource)| (key, keep(resource)))
+                .collect(),
+            pages: self.pages,
+        }
+    }
+}
+
 impl<T> Default for Listing<T> {
     fn default() -> Self {
         Self {

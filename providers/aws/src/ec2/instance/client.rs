@@ -23,7 +23,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
-    snapshot::{Listing, Snapshot},
+    snapshot::Snapshot,
 };
 
 use super::{
@@ -420,14 +420,7 @@ impl ExternalClient<Instance> for InstanceClient {
                         context.freshness,
                         || async {
                             let listing = tagged_by_uid(&self.ec2).await?;
-                            Ok(Listing {
-                                entries: listing
-                                    .entries
-                                    .into_iter()
-                                    .map(|(uid, instance)| (uid, KeptInstance::from(&instance)))
-                                    .collect(),
-                                pages: listing.pages,
-                            })
+                            Ok(listing.map(|instance| KeptInstance::from(&instance)))
                         },
                         // Found by its UID tag: the object's instance, unless the
                         // object names another (adopted) one.
