@@ -317,4 +317,68 @@ mod tests {
         assert_eq!(bindings, policies.len(), "one binding per policy");
         assert_eq!(documents.len(), crds.len() + policies.len() + bindings);
     }
+
+    /// Every rule at `spec.<field>` of every CRD that has that field, by CRD name.
+    fn spec_field_rules(field: &str) -> Vec<(String, Vec<String>)> {
+        all()
+            .into_iter()
+            .filter_map(|crd| {
+                let schema = serde_json::to_value(&crd.spec.versions[0].schema).ok()?;
+                let property = schema
+                    .pointer(&format!(
+                        "/openAPIV3Schema/properties/spec/properties/{field}"
+                    ))?
+                    .clone();
+                let rules = property["x-kubernetes-validations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|rule| rule["rule"].as_str().map(str::to_owned))
+                    .collect();
+                Some((crd.metadata.name.unwrap_or_default(), rules))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_and_class_with_tags_refuses_keys_aws_reserves() {
+        let tagged = spec_field_rules("tags");
+        let names: Vec<&str> = tagged.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "databaseclasses.tether.dev",
+                "dbinstances.rds.tether.dev",
+                "dbsubnetgroups.rds.tether.dev",
+                "instanceclasses.tether.dev",
+                "instances.ec2.tether.dev",
+                "securitygroups.ec2.tether.dev",
+            ],
+            "the kinds that take tags"
+        );
+        for (name, rules) in tagged {
+            assert!(
+                rules.contains(&"self.all(key, !key.startsWith('aws:'))".to_owned()),
+                "{name}: {rules:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_managed_kind_keeps_its_provider_config() {
+        let referring = spec_field_rules("providerConfigRef");
+        assert_eq!(
+            referring.len(),
+            6,
+            "four kinds and two classes: {referring:?}"
+        );
+        for (name, rules) in referring {
+            let managed = name.contains(".rds.") || name.contains(".ec2.");
+            assert_eq!(
+                rules.contains(&"self == oldSelf".to_owned()),
+                managed,
+                "{name}: {rules:?}"
+            );
+        }
+    }
 }

@@ -540,6 +540,18 @@ async fn the_api_server_refuses_immutable_changes_and_contradictory_specs() {
             changed("identifier", Some("orders--db")),
             &["spec.identifier", "two consecutive hyphens"],
         ),
+        (
+            "a changed ProviderConfig",
+            "orders",
+            changed("providerConfigRef", Some("{name: another-account}")),
+            &["spec.providerConfigRef", "providerConfigRef is immutable"],
+        ),
+        (
+            "a tag key AWS reserves",
+            "orders",
+            changed("tags", Some("{\"aws:cost-center\": \"42\"}")),
+            &["spec.tags", "reserved by AWS"],
+        ),
     ] {
         let message = ns.refusal(&manifest(name, &spec), what).await;
         for fragment in fragments {

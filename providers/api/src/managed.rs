@@ -56,6 +56,21 @@ impl Default for ProviderConfigReference {
     }
 }
 
+/// The schema of a kind's `tags`: a map of strings whose keys never start with `aws:`,
+/// a prefix AWS reserves for itself and refuses (refused at `kubectl apply` instead).
+pub fn tags_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<std::collections::BTreeMap<String, String>>();
+    schema.insert(
+        "x-kubernetes-validations".to_owned(),
+        serde_json::json!([{
+            "rule": "self.all(key, !key.startsWith('aws:'))",
+            "message": "tag keys starting with aws: are reserved by AWS",
+            "reason": "FieldValueInvalid",
+        }]),
+    );
+    schema
+}
+
 /// A reference to a Secret in the object's own namespace.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct LocalSecretReference {
@@ -90,7 +105,14 @@ pub enum ManagementPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct ManagedFields {
     /// The ProviderConfig that says where and how to reach the cloud (default `default`).
+    /// Immutable: another ProviderConfig is another account or region, where the
+    /// resource does not exist; to move, delete with `deletionPolicy: Retain` and adopt.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "providerConfigRef is immutable: another ProviderConfig is another account or region, where this resource does not exist; delete the object with deletionPolicy Retain and adopt the resource instead",
+        "reason": "FieldValueInvalid",
+    }]))]
     pub provider_config_ref: ProviderConfigReference,
 
     /// What happens to the cloud resource when this object is deleted: `Delete`,

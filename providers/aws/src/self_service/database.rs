@@ -97,6 +97,7 @@ pub struct DatabaseClassSpec {
     /// Tags added to every database of the class (tether adds `tether.dev/uid`,
     /// `tether.dev/class` and `tether.dev/claim`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "tether_api::managed::tags_schema")]
     pub tags: BTreeMap<String, String>,
     /// The namespaces whose claims may use the class (by their labels); all when
     /// unset.

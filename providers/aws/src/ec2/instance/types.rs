@@ -161,6 +161,7 @@ pub struct InstanceSpec {
     /// Tags for the instance and its volumes. tether adds `tether.dev/uid`, and a
     /// `Name` tag `<namespace>/<name>` unless one is given here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "tether_api::managed::tags_schema")]
     pub tags: BTreeMap<String, String>,
 }
 

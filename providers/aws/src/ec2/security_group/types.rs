@@ -93,6 +93,7 @@ pub struct SecurityGroupSpec {
 
     /// Tags for the group. tether adds `tether.dev/uid`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "tether_api::managed::tags_schema")]
     pub tags: BTreeMap<String, String>,
 }
 

@@ -66,6 +66,7 @@ pub struct DBSubnetGroupSpec {
 
     /// Tags for the subnet group. tether adds `tether.dev/uid`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "tether_api::managed::tags_schema")]
     pub tags: BTreeMap<String, String>,
 }
 
