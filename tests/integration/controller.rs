@@ -310,12 +310,8 @@ async fn an_aws_refusal_is_reported_once_and_not_retried_hot() {
 
     // Terminal: the next attempt waits for the poll interval (10 s here), not a
     // backoff of milliseconds.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        world.proxy.count("CreateDBSubnetGroup"),
-        1,
-        "no retry storm: {:?}",
-        world.proxy.counts()
-    );
+    world
+        .assert_retried_at_poll_speed_only("CreateDBSubnetGroup")
+        .await;
     world.finish().await;
 }

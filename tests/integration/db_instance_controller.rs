@@ -298,13 +298,9 @@ async fn an_invalid_engine_is_reported_with_aws_message_without_a_retry_storm() 
     );
     let event = world.wait_for_event("bad", "CreateFailed").await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        world.proxy.count("CreateDBInstance"),
-        1,
-        "{:?}",
-        world.proxy.counts()
-    );
+    world
+        .assert_retried_at_poll_speed_only("CreateDBInstance")
+        .await;
     world.finish().await;
 }
 

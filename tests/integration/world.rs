@@ -157,6 +157,21 @@ impl World {
         );
     }
 
+    /// After a refusal of `operation` that tether must not retry before the next poll
+    /// (a Terminal error): watches two and a half poll intervals (10 s each in tests)
+    /// and fails if `operation` was sent more than once per interval, the first call
+    /// included. A hot retry, or a backoff shorter than the poll, shows as more.
+    pub async fn assert_retried_at_poll_speed_only(&self, operation: &str) {
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let sent = self.proxy.count(operation);
+        assert!(
+            sent <= 3,
+            "{operation} sent {sent} times in 25 s (poll every 10 s): a retry storm; {:?}\n{}",
+            self.proxy.counts(),
+            self.log_tail()
+        );
+    }
+
     /// The last lines of the controller's log, for failure messages.
     pub fn log_tail(&self) -> String {
         tail(&self.tether.log())
@@ -201,7 +216,16 @@ impl World {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        for _ in 0..120 {
+        self.wait_gone_within(api, name, Duration::from_secs(60))
+            .await;
+    }
+
+    /// Waits up to `within` until object `name` is gone (its finalizer released).
+    pub async fn wait_gone_within<K>(&self, api: &Api<K>, name: &str, within: Duration)
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        for _ in 0..within.as_millis() / 500 {
             if api
                 .get_opt(name)
                 .await
@@ -213,7 +237,8 @@ impl World {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         panic!(
-            "{name} still exists 60 s after deletion:\n{}",
+            "{name} still exists {} s after deletion:\n{}",
+            within.as_secs(),
             self.log_tail()
         );
     }
@@ -233,6 +258,18 @@ impl World {
             .await
     }
 
+    /// [`World::wait_condition`], waiting up to `within`.
+    pub async fn wait_condition_within<M: Managed>(
+        &self,
+        api: &Api<M>,
+        name: &str,
+        (type_, status, reason): (&str, &str, Option<&str>),
+        within: Duration,
+    ) -> M {
+        self.wait_until_condition(api, name, (type_, status, reason), M::conditions, within)
+            .await
+    }
+
     /// [`World::wait_condition`] for any kind, whose conditions `conditions` reads.
     pub async fn wait_condition_of<K>(
         &self,
@@ -246,8 +283,29 @@ impl World {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
+        self.wait_until_condition(
+            api,
+            name,
+            (type_, status, reason),
+            conditions,
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    async fn wait_until_condition<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        (type_, status, reason): (&str, &str, Option<&str>),
+        conditions: impl Fn(&K) -> &[Condition],
+        within: Duration,
+    ) -> K
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
         let mut last = None;
-        for _ in 0..240 {
+        for _ in 0..within.as_millis() / 250 {
             let object = api.get_opt(name).await.expect("reading the object");
             let holds = object
                 .as_ref()
@@ -262,8 +320,9 @@ impl World {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         panic!(
-            "{name} was not {type_}={status} {} within 60 s; its conditions: {:#?}\ncontroller log:\n{}",
+            "{name} was not {type_}={status} {} within {} s; its conditions: {:#?}\ncontroller log:\n{}",
             reason.unwrap_or_default(),
+            within.as_secs(),
             last.as_ref().map(|object| conditions(object).to_vec()),
             self.log_tail()
         );
