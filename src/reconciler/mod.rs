@@ -6,6 +6,7 @@
 //! update, or nothing → publish the connection Secret → status → requeue with jitter.
 
 mod error;
+mod liveness;
 mod ownership;
 mod pacing;
 mod reconcile;

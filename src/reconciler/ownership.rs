@@ -10,9 +10,12 @@ use k8s_openapi::{
 };
 
 /// How long after a create a resource the cloud does not show still counts as on its
-/// way. AWS's reads are eventually consistent: `DescribeInstances` may answer
-/// `InvalidInstanceID.NotFound`, and tag-filtered reads may omit the instance, for a
-/// while after `RunInstances`.
+/// way, whatever a read says. AWS's reads are eventually consistent:
+/// `DescribeInstances` may answer `InvalidInstanceID.NotFound`, and tag-filtered reads
+/// may omit the instance, for a while after `RunInstances`. After this long, a direct
+/// read of the resource's recorded name that finds nothing is taken as proof that it is
+/// gone (the runtime observes by name and by UID tag, and only a direct read may say
+/// a resource is missing).
 pub const CREATE_GRACE: Duration = Duration::from_secs(300);
 
 /// How long after a create that the cloud does not show yet the same create is sent
@@ -28,24 +31,65 @@ pub enum Claim {
     /// This object created it: it records the object's UID.
     Ours,
     /// A user named it in `tether.dev/external-name`, or the object only observes it
-    /// (`ObserveOnly`): tether may act on it as the spec says.
+    /// (`ObserveOnly`), and no other live object owns it: tether may act on it as the
+    /// spec says.
     Adopted,
-    /// Someone else's: tether reads it and never writes to it. `owner_uid` is the UID
-    /// it records, if any.
-    NotOurs { owner_uid: Option<String> },
+    /// It records the UID of another object that still exists, in any namespace and
+    /// of any kind (DESIGN rule 7): tether never adopts, observes for credentials,
+    /// changes or deletes it for this object, whatever the object asks.
+    OwnedByAnother,
+    /// Someone else's, and nobody asked to adopt it: tether reads it and never writes
+    /// to it.
+    NotOurs {
+        /// Whether it records the UID of an object that no longer exists (it was let go
+        /// with `deletionPolicy: Retain`), rather than no UID at all.
+        orphaned: bool,
+    },
+}
+
+/// Who the UID a resource records (its `tether.dev/uid` tag) names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// It records no UID.
+    Nobody,
+    /// The object being reconciled.
+    This,
+    /// Another object that exists, or one tether cannot prove is gone.
+    LiveOther,
+    /// An object that no longer exists.
+    GoneOther,
+}
+
+impl Owner {
+    /// Who `recorded` names for the object with `object_uid`; `other_is_live` tells
+    /// whether another object with that UID still exists.
+    pub fn of(object_uid: Option<&str>, recorded: Option<&str>, other_is_live: bool) -> Self {
+        match recorded {
+            None => Self::Nobody,
+            Some(recorded) if object_uid == Some(recorded) => Self::This,
+            Some(_) if other_is_live => Self::LiveOther,
+            Some(_) => Self::GoneOther,
+        }
+    }
 }
 
 impl Claim {
-    /// Whose the resource is: ours when it records `object_uid`, adopted when the
-    /// user asked for it (`adopted`), else not ours.
-    pub fn of(object_uid: Option<&str>, owner_uid: Option<&str>, adopted: bool) -> Self {
-        match (object_uid, owner_uid) {
-            (Some(object_uid), Some(owner_uid)) if object_uid == owner_uid => Self::Ours,
-            _ if adopted => Self::Adopted,
-            _ => Self::NotOurs {
-                owner_uid: owner_uid.map(str::to_owned),
-            },
+    /// Whose the resource is, from who its UID tag names and whether the user asked to
+    /// adopt it (`adopted`: the external name set by a user, or `ObserveOnly`).
+    pub fn of(owner: Owner, adopted: bool) -> Self {
+        match owner {
+            Owner::This => Self::Ours,
+            Owner::LiveOther => Self::OwnedByAnother,
+            Owner::Nobody | Owner::GoneOther if adopted => Self::Adopted,
+            Owner::Nobody => Self::NotOurs { orphaned: false },
+            Owner::GoneOther => Self::NotOurs { orphaned: true },
         }
+    }
+
+    /// Whether tether may act on the resource for this object (observe it for the
+    /// connection Secret, change it, delete it per policy).
+    pub fn is_ours_to_act_on(&self) -> bool {
+        matches!(self, Self::Ours | Self::Adopted)
     }
 }
 
@@ -94,42 +138,63 @@ pub fn keep_only_annotation_owners(meta: &mut ObjectMeta, key: &str, own_manager
     meta.managed_fields = (!kept.is_empty()).then_some(kept);
 }
 
-/// What to do about a resource the cloud does not show.
+/// What to do about a resource the cloud does not show, when it may be for creating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhenMissing {
-    /// No create is on its way: it is missing.
+    /// No create is on its way: it is missing, create it.
     Missing,
     /// A create was sent at this time, less than [`CREATE_RETRY_AFTER`] ago: wait
     /// for it to show.
     Wait(Timestamp),
-    /// A create was sent at this time, within [`CREATE_GRACE`] but longer than
-    /// [`CREATE_RETRY_AFTER`] ago: send the same create again (same attempt time,
-    /// same idempotency token), in case the first never arrived.
+    /// A create was sent at this time and the cloud still does not show its result:
+    /// send the same create again (same attempt time, so the same idempotency token),
+    /// in case the first never arrived. Never a new attempt: not seeing a resource is
+    /// no proof that it is not there.
     Repeat(Timestamp),
-    /// A create was sent at this time, longer ago than [`CREATE_GRACE`], and the
-    /// resource never showed: it is missing after all.
-    GaveUpWaiting(Timestamp),
+    /// A create was sent at this time, longer ago than [`CREATE_GRACE`], and a direct
+    /// read of the name the cloud gave the resource finds nothing: it is gone, and a
+    /// create is a new attempt (a new idempotency token).
+    Gone(Timestamp),
 }
 
 impl WhenMissing {
-    /// Decides from the time of the create not yet seen (`create_pending`), at `now`.
-    pub fn decide(create_pending: Option<Timestamp>, now: Timestamp) -> Self {
+    /// Decides from the time of the create not yet seen (`create_pending`), whether
+    /// the resource's name is known (`named`: the cloud's id was recorded, or the name
+    /// is chosen before the create), at `now`.
+    pub fn decide(create_pending: Option<Timestamp>, named: bool, now: Timestamp) -> Self {
         let Some(sent) = create_pending else {
             return Self::Missing;
         };
-        let waited = now.duration_since(sent);
-        let signed = |duration: Duration| {
-            k8s_openapi::jiff::SignedDuration::try_from(duration)
-                .expect("the periods fit a signed duration")
-        };
+        let waited = waited_since(sent, now);
         if waited < signed(CREATE_RETRY_AFTER) {
             Self::Wait(sent)
-        } else if waited < signed(CREATE_GRACE) {
-            Self::Repeat(sent)
+        } else if named && waited >= signed(CREATE_GRACE) {
+            Self::Gone(sent)
         } else {
-            Self::GaveUpWaiting(sent)
+            Self::Repeat(sent)
         }
     }
+}
+
+/// Whether the deletion of an object whose resource the cloud does not show may
+/// finish. Yes when the delete was sent (`delete_sent`) or no create is on its way;
+/// while one is (`create_pending`), only after [`CREATE_GRACE`]: letting go earlier
+/// would leave running what the create made once the cloud shows it.
+pub fn deletion_may_finish(
+    create_pending: Option<Timestamp>,
+    delete_sent: bool,
+    now: Timestamp,
+) -> bool {
+    delete_sent || create_pending.is_none_or(|sent| waited_since(sent, now) >= signed(CREATE_GRACE))
+}
+
+fn waited_since(sent: Timestamp, now: Timestamp) -> k8s_openapi::jiff::SignedDuration {
+    now.duration_since(sent)
+}
+
+fn signed(duration: Duration) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::try_from(duration)
+        .expect("the periods fit a signed duration")
 }
 
 #[cfg(test)]
@@ -141,32 +206,34 @@ mod tests {
     const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
     const OTHER: &str = "7d2e4b1a-0000-4000-8000-000000000000";
 
+    /// Every case of the decision: who the UID tag names (by `Owner::of`) against
+    /// whether the user asked to adopt the resource.
     #[test]
-    fn a_resource_with_our_uid_is_ours_even_when_named_by_hand() {
-        assert_eq!(Claim::of(Some(UID), Some(UID), false), Claim::Ours);
-        assert_eq!(Claim::of(Some(UID), Some(UID), true), Claim::Ours);
-    }
-
-    #[test]
-    fn a_resource_without_our_uid_is_not_ours_unless_adopted() {
-        assert_eq!(
-            Claim::of(Some(UID), None, false),
-            Claim::NotOurs { owner_uid: None }
-        );
-        assert_eq!(
-            Claim::of(Some(UID), Some(OTHER), false),
-            Claim::NotOurs {
-                owner_uid: Some(OTHER.to_owned())
-            }
-        );
-        assert_eq!(Claim::of(Some(UID), None, true), Claim::Adopted);
-        assert_eq!(Claim::of(Some(UID), Some(OTHER), true), Claim::Adopted);
-        assert_eq!(
-            Claim::of(None, Some(OTHER), false),
-            Claim::NotOurs {
-                owner_uid: Some(OTHER.to_owned())
-            }
-        );
+    fn a_resource_is_acted_on_only_when_ours_or_adopted_from_nobody_alive() {
+        use Claim::*;
+        let cases = [
+            // (recorded UID, another object with it lives, adopted) → claim
+            (Some(UID), false, false, Ours),
+            (Some(UID), false, true, Ours),
+            (None, false, false, NotOurs { orphaned: false }),
+            (None, false, true, Adopted),
+            (Some(OTHER), true, false, OwnedByAnother),
+            (Some(OTHER), true, true, OwnedByAnother),
+            (Some(OTHER), false, false, NotOurs { orphaned: true }),
+            (Some(OTHER), false, true, Adopted),
+        ];
+        for (recorded, live, adopted, expected) in cases {
+            let owner = Owner::of(Some(UID), recorded, live);
+            assert_eq!(
+                Claim::of(owner, adopted),
+                expected,
+                "recorded {recorded:?}, live {live}, adopted {adopted}"
+            );
+        }
+        assert_eq!(Owner::of(None, Some(OTHER), true), Owner::LiveOther);
+        assert!(Ours.is_ours_to_act_on() && Adopted.is_ours_to_act_on());
+        assert!(!OwnedByAnother.is_ours_to_act_on());
+        assert!(!NotOurs { orphaned: true }.is_ours_to_act_on());
     }
 
     fn managed_by(manager: &str, annotations: serde_json::Value) -> ManagedFieldsEntry {
@@ -260,30 +327,52 @@ mod tests {
     }
 
     #[test]
-    fn a_resource_not_shown_after_a_create_is_waited_for_within_the_grace() {
+    fn a_create_not_shown_is_repeated_with_its_token_and_renewed_only_when_gone() {
         let sent: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
         let at = |seconds: i64| sent + k8s_openapi::jiff::SignedDuration::from_secs(seconds);
-        assert_eq!(WhenMissing::decide(None, at(0)), WhenMissing::Missing);
-        assert_eq!(
-            WhenMissing::decide(Some(sent), at(20)),
-            WhenMissing::Wait(sent)
-        );
-        assert_eq!(
-            WhenMissing::decide(Some(sent), at(30)),
-            WhenMissing::Repeat(sent)
-        );
-        assert_eq!(
-            WhenMissing::decide(Some(sent), at(299)),
-            WhenMissing::Repeat(sent)
-        );
-        assert_eq!(
-            WhenMissing::decide(Some(sent), at(300)),
-            WhenMissing::GaveUpWaiting(sent)
-        );
-        // A clock that went backwards still waits.
-        assert_eq!(
-            WhenMissing::decide(Some(sent), at(-5)),
-            WhenMissing::Wait(sent)
-        );
+        use WhenMissing::*;
+        let cases = [
+            // (create pending, named, seconds after it) → decision
+            (None, false, 0, Missing),
+            (None, true, 900, Missing),
+            (Some(sent), false, 20, Wait(sent)),
+            (Some(sent), true, 20, Wait(sent)),
+            (Some(sent), false, -5, Wait(sent)),
+            (Some(sent), false, 30, Repeat(sent)),
+            (Some(sent), true, 299, Repeat(sent)),
+            // No id to read: never proof of absence, the same create again.
+            (Some(sent), false, 300, Repeat(sent)),
+            (Some(sent), false, 86_400, Repeat(sent)),
+            (Some(sent), true, 300, Gone(sent)),
+        ];
+        for (pending, named, seconds, expected) in cases {
+            assert_eq!(
+                WhenMissing::decide(pending, named, at(seconds)),
+                expected,
+                "pending {pending:?}, named {named}, after {seconds} s"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deletion_waits_for_a_create_on_its_way_until_the_grace_ends() {
+        let sent: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let at = |seconds: i64| sent + k8s_openapi::jiff::SignedDuration::from_secs(seconds);
+        let cases = [
+            // (create pending, delete sent, seconds after it) → may finish
+            (None, false, 0, true),
+            (None, true, 0, true),
+            (Some(sent), false, 20, false),
+            (Some(sent), false, 299, false),
+            (Some(sent), true, 20, true),
+            (Some(sent), false, 300, true),
+        ];
+        for (pending, delete_sent, seconds, expected) in cases {
+            assert_eq!(
+                deletion_may_finish(pending, delete_sent, at(seconds)),
+                expected,
+                "pending {pending:?}, delete sent {delete_sent}, after {seconds} s"
+            );
+        }
     }
 }

@@ -27,6 +27,11 @@ pub fn jitter(interval: Duration) -> Duration {
 /// added again (the cache lags a write by its watch event, normally milliseconds).
 const FINALIZER_IN_FLIGHT: Duration = Duration::from_secs(30);
 
+/// How long this process remembers a create it sent and has not seen the result of
+/// ([`Pacing::create_sent`]): far longer than a watch cache lags the annotations that
+/// record it, and than the cloud's read lag.
+const CREATE_REMEMBERED: Duration = Duration::from_secs(3600);
+
 /// Consecutive failures per object, throttling pauses per ProviderConfig, and what
 /// was done recently per object.
 #[derive(Debug, Default)]
@@ -35,6 +40,20 @@ pub struct Pacing {
     throttled_until: Mutex<HashMap<String, Instant>>,
     create_repeated: Marks,
     finalizer_added: Marks,
+    creates: Mutex<HashMap<String, (Instant, SentCreate)>>,
+}
+
+/// A create this process sent for an object, as tether records it in the object's
+/// annotations: kept in memory too, because the object's cache may not show those
+/// annotations yet when the next reconcile starts, and without them that reconcile
+/// would take the resource the cloud does not show yet for missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentCreate {
+    /// When the create was first attempted (`tether.dev/create-pending`).
+    pub attempt: k8s_openapi::jiff::Timestamp,
+    /// The name the cloud gave the resource, once the create answered
+    /// (`tether.dev/external-name`).
+    pub external_name: Option<String>,
 }
 
 /// When each object was last marked; a mark older than the period asked about is
@@ -118,6 +137,49 @@ impl Pacing {
         self.finalizer_added.forget(uid);
     }
 
+    /// Records that a create first attempted at `attempt` is being sent for object
+    /// `uid` (a repeat keeps the first attempt's record).
+    pub fn create_sent(&self, uid: &str, attempt: k8s_openapi::jiff::Timestamp) {
+        let mut creates = lock(&self.creates);
+        let entry = creates.entry(uid.to_owned()).or_insert_with(|| {
+            (
+                Instant::now(),
+                SentCreate {
+                    attempt,
+                    external_name: None,
+                },
+            )
+        });
+        if entry.1.attempt != attempt {
+            *entry = (
+                Instant::now(),
+                SentCreate {
+                    attempt,
+                    external_name: None,
+                },
+            );
+        }
+    }
+
+    /// Records the name the cloud gave the resource object `uid`'s create made.
+    pub fn create_answered(&self, uid: &str, external_name: &str) {
+        if let Some((_, sent)) = lock(&self.creates).get_mut(uid) {
+            sent.external_name = Some(external_name.to_owned());
+        }
+    }
+
+    /// Forgets object `uid`'s create: the cloud shows its result, or it was refused.
+    pub fn create_settled(&self, uid: &str) {
+        lock(&self.creates).remove(uid);
+    }
+
+    /// The create this process sent for object `uid` and has not seen settle, if any.
+    pub fn create_in_flight(&self, uid: &str) -> Option<SentCreate> {
+        let mut creates = lock(&self.creates);
+        creates.retain(|_, (at, _)| at.elapsed() < CREATE_REMEMBERED);
+        creates.get(uid).map(|(_, sent)| sent.clone())
+    }
+
     /// How long objects of ProviderConfig `name` must still wait, if they must.
     pub fn throttled_for(&self, name: &str) -> Option<Duration> {
         let mut throttled = lock(&self.throttled_until);
@@ -189,6 +251,34 @@ mod tests {
         assert!(!pacing.finalizer_in_flight("b"), "per object");
         pacing.finalizer_seen("a");
         assert!(!pacing.finalizer_in_flight("a"), "seen: no longer awaited");
+    }
+
+    #[test]
+    fn a_sent_create_is_remembered_with_its_answer_until_settled() {
+        let pacing = Pacing::default();
+        let first: k8s_openapi::jiff::Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
+        assert_eq!(pacing.create_in_flight("a"), None);
+        pacing.create_sent("a", first);
+        pacing.create_answered("a", "i-1");
+        pacing.create_sent("a", first);
+        assert_eq!(
+            pacing.create_in_flight("a"),
+            Some(SentCreate {
+                attempt: first,
+                external_name: Some("i-1".to_owned())
+            }),
+            "a repeat keeps the first answer"
+        );
+        assert_eq!(pacing.create_in_flight("b"), None, "per object");
+        let second = first + k8s_openapi::jiff::SignedDuration::from_secs(400);
+        pacing.create_sent("a", second);
+        assert_eq!(
+            pacing.create_in_flight("a").unwrap().external_name,
+            None,
+            "a new attempt starts afresh"
+        );
+        pacing.create_settled("a");
+        assert_eq!(pacing.create_in_flight("a"), None);
     }
 
     #[test]

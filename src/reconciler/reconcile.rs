@@ -30,7 +30,8 @@ use tether_api::{
 use super::{
     Shared,
     error::{Error, Phase},
-    ownership::{self, CREATE_GRACE, CREATE_RETRY_AFTER, Claim, WhenMissing},
+    liveness,
+    ownership::{self, CREATE_GRACE, CREATE_RETRY_AFTER, Claim, Owner, WhenMissing},
     pacing::jitter,
     references,
     status::{self, StatusUpdate},
@@ -46,14 +47,21 @@ pub const FINALIZER: &str = "tether.dev/finalizer";
 /// tether's (a claim's object) ever removes it by leaving it out.
 const FINALIZER_MANAGER: &str = "tether-finalizer";
 
-/// Reason of `Ready` while the cloud deletes the resource.
+/// Reason of `Ready` while the cloud deletes the resource: the delete was sent.
 const DELETING: &str = "Deleting";
+
+/// Reason of `Ready` while a deletion waits for the cloud to show what a create made,
+/// to delete it then.
+const WAITING_TO_DELETE: &str = "WaitingToDelete";
 
 /// `Context::applied_tags` before tether recorded any.
 static NO_TAGS: BTreeSet<String> = BTreeSet::new();
 
 /// Reason of `Ready` and `Synced` for a resource that is someone else's.
 const NOT_OWNED: &str = "NotOwned";
+
+/// Reason of `Ready` and `Synced` for a resource another live object owns.
+const OWNED_BY_ANOTHER: &str = "OwnedByAnother";
 
 /// When to look at a resource right after creating it: many (subnet groups, security
 /// groups) are usable at once, and the objects waiting for them should not wait a
@@ -153,6 +161,13 @@ where
         // Woken (by its Secret's watch event) before the cache shows the finalizer
         // this controller added: the finalizer's own event brings the object back.
         return Ok(Action::requeue(jitter(FIRST_LOOK_AFTER_CREATE)));
+    }
+    let mut annotations = annotations;
+    if let Some(sent) = shared.pacing.create_in_flight(&uid) {
+        // This process sent a create the cache may not show the record of yet: without
+        // it, the resource the cloud does not show yet would look missing.
+        annotations.create_pending = Some(sent.attempt);
+        annotations.external_name = annotations.external_name.or(sent.external_name);
     }
     let steps = Steps {
         api,
@@ -383,6 +398,7 @@ where
             }
             Observation::Missing => match WhenMissing::decide(
                 self.annotations.create_pending,
+                external_name.is_some(),
                 k8s_openapi::jiff::Timestamp::now(),
             ) {
                 WhenMissing::Wait(sent) => {
@@ -406,14 +422,17 @@ where
                         .await
                 }
                 WhenMissing::Repeat(_) => Ok(self.requeue_wait()),
-                WhenMissing::GaveUpWaiting(sent) => {
+                WhenMissing::Gone(sent) => {
                     let message = format!(
-                        "the cloud still does not show the {} created at {sent}, {} s later: creating it again",
-                        M::kind(&()),
-                        CREATE_GRACE.as_secs()
+                        "the cloud shows neither the {kind} {name} created at {sent} nor any \
+                         resource with this object's UID tag, {grace} s later: it is gone; \
+                         creating it anew",
+                        kind = M::kind(&()),
+                        name = external_name.as_deref().unwrap_or_default(),
+                        grace = CREATE_GRACE.as_secs()
                     );
                     tracing::warn!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), "{message}");
-                    self.event(object, EventType::Warning, "NotFoundAfterCreate", message)
+                    self.event(object, EventType::Warning, "GoneAfterCreate", message)
                         .await;
                     self.create(object, &client, &mut publisher, context, None)
                         .await
@@ -424,8 +443,14 @@ where
                 }
             },
             Observation::Exists(observed) => {
-                if let Claim::NotOurs { owner_uid } = self.claim(object, &observed) {
-                    return self.refuse_foreign(object, &observed, owner_uid).await;
+                match self.claim(object, &observed).await? {
+                    Claim::Ours | Claim::Adopted => {}
+                    Claim::OwnedByAnother => {
+                        return self.refuse_owned_by_another(object, &observed).await;
+                    }
+                    Claim::NotOurs { orphaned } => {
+                        return self.refuse_foreign(object, &observed, orphaned).await;
+                    }
                 }
                 self.keep(
                     object,
@@ -440,8 +465,24 @@ where
         }
     }
 
-    /// Whose the observed resource is, for this object.
-    fn claim(&self, object: &M, observed: &ObservedOf<M>) -> Claim {
+    /// Whose the observed resource is, for this object: whether the UID it records is
+    /// this object's, another live object's or a gone one's, and whether the user asked
+    /// to adopt it.
+    async fn claim(&self, object: &M, observed: &ObservedOf<M>) -> Result<Claim, Error> {
+        let object_uid = object.uid();
+        let recorded = observed.owner_uid.as_deref();
+        let other_is_live = match recorded {
+            Some(recorded) if object_uid.as_deref() != Some(recorded) => {
+                liveness::owner_is_live(
+                    &self.shared.kube,
+                    &self.shared.references,
+                    recorded,
+                    self.shared.settings.namespace.is_none(),
+                )
+                .await?
+            }
+            _ => false,
+        };
         let observe_only =
             object.managed_fields().management_policy == ManagementPolicy::ObserveOnly;
         let named_by_user = ownership::annotation_set_by_user(
@@ -449,11 +490,10 @@ where
             EXTERNAL_NAME_ANNOTATION,
             FIELD_MANAGER,
         );
-        Claim::of(
-            object.uid().as_deref(),
-            observed.owner_uid.as_deref(),
+        Ok(Claim::of(
+            Owner::of(object_uid.as_deref(), recorded, other_is_live),
             observe_only || named_by_user,
-        )
+        ))
     }
 
     /// The resource exists but was not created by this object, and no user adopted it:
@@ -462,28 +502,55 @@ where
         &self,
         object: &M,
         observed: &ObservedOf<M>,
-        owner_uid: Option<String>,
+        orphaned: bool,
     ) -> Result<Action, Error> {
         let kind = M::kind(&());
         let name = self.shown_name(object, observed);
-        let carries = match owner_uid {
-            Some(uid) => format!("it belongs to the object with UID {uid}"),
-            None => "it carries no tether UID".to_owned(),
+        let carries = if orphaned {
+            "it carries the UID of a tether object that no longer exists"
+        } else {
+            "it carries no tether UID"
         };
         let message = format!(
             "{kind} {name} exists in the cloud and was not created by this object ({carries}): \
              tether will neither change nor delete it. To manage it, set the annotation \
              {EXTERNAL_NAME_ANNOTATION}: {name}; for a new one, choose another name"
         );
-        tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-        self.event(object, EventType::Warning, NOT_OWNED, message.clone())
+        self.refuse(object, NOT_OWNED, message).await
+    }
+
+    /// The resource belongs to another object that still exists (in any namespace):
+    /// this object gets nothing of it, not even its credentials, whatever it asks. The
+    /// message names no other object: it may be another team's.
+    async fn refuse_owned_by_another(
+        &self,
+        object: &M,
+        observed: &ObservedOf<M>,
+    ) -> Result<Action, Error> {
+        let kind = M::kind(&());
+        let name = self.shown_name(object, observed);
+        let message = format!(
+            "{kind} {name} exists in the cloud and belongs to another tether object that still \
+             exists: tether will not adopt, observe, change or delete it for this object. Choose \
+             another name; a resource moves to a new object only after its owner is deleted \
+             with deletionPolicy Retain"
+        );
+        self.refuse(object, OWNED_BY_ANOTHER, message).await
+    }
+
+    /// Says on the object, in a Warning Event and both conditions, why tether leaves
+    /// the resource alone, and looks again at the next poll.
+    async fn refuse(&self, object: &M, reason: &str, message: String) -> Result<Action, Error> {
+        let kind = M::kind(&());
+        tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), reason, "{message}");
+        self.event(object, EventType::Warning, reason, message.clone())
             .await;
         status::write(
             self.api,
             object,
             StatusUpdate::conditions(vec![
-                fails(READY, NOT_OWNED, message.clone()),
-                fails(SYNCED, NOT_OWNED, message),
+                fails(READY, reason, message.clone()),
+                fails(SYNCED, reason, message),
             ]),
         )
         .await?;
@@ -523,6 +590,7 @@ where
         // attempt, so that a resource the cloud does not show yet is waited for instead
         // of created again; and the keys of the tags the create applies. Its watch event
         // triggers nothing (see `annotations_but_bookkeeping`).
+        let uid = object.uid().unwrap_or_default();
         let attempt = repeat.unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
         let mut before_create = self.tags_to_record(object);
         if self.annotations.external_name.is_none()
@@ -539,6 +607,7 @@ where
         if !before_create.is_empty() {
             self.annotate(object, before_create).await?;
         }
+        self.shared.pacing.create_sent(&uid, attempt);
         let context = Context {
             create_attempt: Some(attempt),
             ..context
@@ -546,8 +615,14 @@ where
         let created = match client.create(object, context).await {
             Ok(created) => created,
             Err(error) => {
-                // Refused or throttled: nothing was made, so nothing is to be waited for.
-                if matches!(error.class, ErrorClass::Terminal | ErrorClass::Throttled) {
+                // A first attempt refused or throttled made nothing, so nothing is to be
+                // waited for, and the next is a new attempt. A refused repeat says
+                // nothing of the first, which may have made the resource the cloud does
+                // not show yet: its mark stays, and so does its idempotency token.
+                if repeat.is_none()
+                    && matches!(error.class, ErrorClass::Terminal | ErrorClass::Throttled)
+                {
+                    self.shared.pacing.create_settled(&uid);
                     let cleared = serde_json::Map::from_iter([(
                         CREATE_PENDING_ANNOTATION.to_owned(),
                         serde_json::Value::Null,
@@ -560,6 +635,7 @@ where
             }
         };
         if let Some(name) = &created.external_name {
+            self.shared.pacing.create_answered(&uid, name);
             let named =
                 serde_json::Map::from_iter([(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name))]);
             self.annotate(object, named).await?;
@@ -616,6 +692,9 @@ where
             annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
         }
         if self.annotations.create_pending.is_some() {
+            self.shared
+                .pacing
+                .create_settled(&object.uid().unwrap_or_default());
             annotations.insert(
                 CREATE_PENDING_ANNOTATION.to_owned(),
                 serde_json::Value::Null,

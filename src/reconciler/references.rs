@@ -70,6 +70,10 @@ trait View: Send + Sync {
     /// The object named `name` in `namespace` (`Some(None)`: it does not exist), or
     /// `None` while the cache has not had its first complete list.
     fn get(&self, namespace: &str, name: &str) -> Option<Option<Referenced>>;
+
+    /// Whether the cache holds an object with `uid`, or `None` while the cache has
+    /// not had its first complete list.
+    fn holds_uid(&self, uid: &str) -> Option<bool>;
 }
 
 impl<M: Managed> View for Store<M> {
@@ -77,6 +81,14 @@ impl<M: Managed> View for Store<M> {
         self.wait_until_ready().now_or_never()?.ok()?;
         let object = Store::get(self, &ObjectRef::<M>::new(name).within(namespace));
         Some(object.map(|object| Referenced::of(object.meta(), object.conditions())))
+    }
+
+    fn holds_uid(&self, uid: &str) -> Option<bool> {
+        self.wait_until_ready().now_or_never()?.ok()?;
+        Some(
+            self.find(|object| object.meta().uid.as_deref() == Some(uid))
+                .is_some(),
+        )
     }
 }
 
@@ -140,6 +152,37 @@ impl Registry {
     ) -> impl Stream<Item = Result<DynamicObject, watcher::Error>> + use<> {
         let changes = self.entry(kind).changes.activate_cloned();
         changes.map(|object| Ok(Arc::unwrap_or_clone(object)))
+    }
+
+    /// Whether an object of a managed kind with `uid` is in the caches: `Some(true)`
+    /// when one holds it, `Some(false)` when every kind's cache has listed and none
+    /// does, `None` when that cannot be told from the caches (one has not listed yet).
+    /// The caches hold the namespaces this controller watches only.
+    pub fn cached_uid(&self, uid: &str) -> Option<bool> {
+        let entries = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let mut complete = true;
+        for entry in &entries {
+            match entry.view.get().and_then(|view| view.holds_uid(uid)) {
+                Some(true) => return Some(true),
+                Some(false) => {}
+                None => complete = false,
+            }
+        }
+        complete.then_some(false)
+    }
+
+    /// The managed kinds the registry knows of.
+    pub fn kinds(&self) -> Vec<ApiResource> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|entry| entry.kind.clone())
+            .collect()
     }
 
     /// The referenced object as cached (`Some(None)`: it does not exist), or `None`

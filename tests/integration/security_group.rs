@@ -25,6 +25,27 @@ use crate::{
 
 const SSH_AND_HTTPS: &str = "  ingress:\n  - {protocol: tcp, fromPort: 22, toPort: 22, cidrBlocks: [10.0.0.0/8]}\n  - {protocol: tcp, fromPort: 443, toPort: 443, cidrBlocks: [0.0.0.0/0], ipv6CidrBlocks: ['::/0']}\n";
 
+/// The security groups in EC2 (straight to the emulator) tagged with the UID `uid`.
+pub(crate) async fn tagged_groups(
+    world: &World,
+    uid: &str,
+) -> Vec<aws_sdk_ec2::types::SecurityGroup> {
+    world
+        .ec2()
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{UID_TAG}"))
+                .values(uid)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describing security groups")
+        .security_groups()
+        .to_vec()
+}
+
 pub(crate) fn security_group(world: &World, name: &str, rules: &str) -> String {
     format!(
         "apiVersion: ec2.tether.dev/v1alpha1\nkind: SecurityGroup\nmetadata: {{name: {name}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  description: {name} servers\n  tags: {{team: shop}}\n{rules}",
@@ -319,23 +340,8 @@ async fn a_lost_create_answer_makes_no_second_group(emulator: EmulatorKind) {
         .wait_condition(&api, "lost", READY, "True", None)
         .await;
     let uid = ready.metadata.uid.clone().unwrap();
-    let tagged = world
-        .ec2()
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name(format!("tag:{UID_TAG}"))
-                .values(&uid)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let ids: Vec<_> = tagged
-        .security_groups()
-        .iter()
-        .filter_map(|g| g.group_id())
-        .collect();
+    let tagged = tagged_groups(&world, &uid).await;
+    let ids: Vec<_> = tagged.iter().filter_map(|g| g.group_id()).collect();
     assert_eq!(ids.len(), 1, "exactly one group carries the UID: {ids:?}");
     assert_eq!(
         ready

@@ -71,6 +71,35 @@ impl<T> Listing<T> {
     }
 }
 
+impl<T> Listing<T> {
+    /// The same listing with the resources that share a key kept together, in the
+    /// order listed: for a kind where several resources may carry one key (EC2
+    /// instances launched twice for one object), so that none hides another.
+    pub fn grouped(self) -> Listing<Box<[T]>> {
+        let mut groups: Vec<(String, Vec<T>)> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for (key, resource) in self.entries {
+            match index.get(&key) {
+                Some(&at) => {
+                    let group: &mut (String, Vec<T>) = &mut groups[at];
+                    group.1.push(resource);
+                }
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((key, vec![resource]));
+                }
+            }
+        }
+        Listing {
+            entries: groups
+                .into_iter()
+                .map(|(key, group)| (key, group.into_boxed_slice()))
+                .collect(),
+            pages: self.pages,
+        }
+    }
+}
+
 impl<T> Default for Listing<T> {
     fn default() -> Self {
         Self {
@@ -698,5 +727,26 @@ mod tests {
             state.answer("a", MINUTE, start + MINUTE, true),
             Answer::Known(present("a as listed"))
         );
+    }
+
+    #[test]
+    fn a_grouped_listing_keeps_every_resource_of_a_key_in_order() {
+        let listing = Listing {
+            entries: vec![
+                ("a".to_owned(), 1),
+                ("b".to_owned(), 2),
+                ("a".to_owned(), 3),
+            ],
+            pages: 2,
+        }
+        .grouped();
+        assert_eq!(
+            listing.entries,
+            vec![
+                ("a".to_owned(), vec![1, 3].into_boxed_slice()),
+                ("b".to_owned(), vec![2].into_boxed_slice()),
+            ]
+        );
+        assert_eq!(listing.pages, 2);
     }
 }

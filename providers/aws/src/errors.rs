@@ -18,6 +18,10 @@ const BUSY_ERRORS: &[&str] = &[
     "IncorrectInstanceState",
     // A security group still used by an instance that is shutting down.
     "DependencyViolation",
+    // A launch repeated with the token of an earlier one whose parameters differ (the
+    // spec changed in between): the earlier launch made an instance, which the next
+    // observe finds by its UID tag once EC2 shows it.
+    "IdempotentParameterMismatch",
 ];
 
 /// The provider error for a failed SDK call.
@@ -102,6 +106,11 @@ mod tests {
         assert_eq!(
             class_of_code(Some("InvalidParameterValue")),
             ErrorClass::Terminal
+        );
+        assert_eq!(
+            class_of_code(Some("IdempotentParameterMismatch")),
+            ErrorClass::Pending,
+            "an earlier launch with the same token made an instance"
         );
         assert_eq!(class_of_code(None), ErrorClass::Terminal);
     }

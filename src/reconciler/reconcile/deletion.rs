@@ -16,10 +16,9 @@ use super::{
     super::{
         Shared,
         error::{Error, Phase},
-        ownership::{Claim, WhenMissing},
-        references,
+        ownership, references,
     },
-    DELETING, FINALIZER, Steps, fails, publish_event,
+    DELETING, FINALIZER, Steps, WAITING_TO_DELETE, fails, publish_event,
 };
 use crate::connection_secret;
 
@@ -130,24 +129,46 @@ where
             references: &references,
             ..Context::named(external_name.as_deref())
         };
+        // The delete was sent: `Ready` says `Deleting` only once it was (before, while a
+        // create the cloud does not show yet is awaited, it says `WaitingToDelete`).
+        let deletion_started =
+            conditions::find(object.conditions(), READY).filter(|ready| ready.reason == DELETING);
         let observed = match client
             .observe(object, context)
             .await
             .map_err(Error::provider(Phase::Observe))?
         {
             Observation::Missing => {
-                if let WhenMissing::Wait(sent) = WhenMissing::decide(
-                    self.annotations.create_pending,
-                    k8s_openapi::jiff::Timestamp::now(),
-                ) {
+                let now = k8s_openapi::jiff::Timestamp::now();
+                let create_pending = self.annotations.create_pending;
+                if !ownership::deletion_may_finish(create_pending, deletion_started.is_some(), now)
+                {
                     // Letting go now would leave behind what the create made.
                     let message = format!(
-                        "the {kind} created at {sent} is not visible yet; deleting it once the cloud shows it"
+                        "the {kind} created at {} is not visible yet; deleting it once the cloud \
+                         shows it",
+                        create_pending
+                            .map(|sent| sent.to_string())
+                            .unwrap_or_default()
                     );
-                    self.write_status(object, fails(READY, DELETING, message), None)
+                    self.write_status(object, fails(READY, WAITING_TO_DELETE, message), None)
                         .await?;
                     return Err(Error::StillDeleting);
                 }
+                if deletion_started.is_none()
+                    && let Some(sent) = create_pending
+                {
+                    let message = format!(
+                        "the cloud never showed the {kind} created at {sent}, by its name nor by \
+                         this object's UID tag: letting the object go"
+                    );
+                    tracing::warn!(%kind, namespace, name = object.name_any(), "{message}");
+                    self.event(object, EventType::Warning, "NotFoundAfterCreate", message)
+                        .await;
+                }
+                self.shared
+                    .pacing
+                    .create_settled(&object.uid().unwrap_or_default());
                 tracing::info!(%kind, namespace, name = object.name_any(), "gone from the cloud");
                 self.event(
                     object,
@@ -160,7 +181,7 @@ where
             }
             Observation::Exists(observed) => observed,
         };
-        if let Claim::NotOurs { .. } = self.claim(object, &observed) {
+        if !self.claim(object, &observed).await?.is_ours_to_act_on() {
             let name = self.shown_name(object, &observed);
             let message =
                 format!("{kind} {name} was not created by this object and is left in the cloud");
@@ -174,8 +195,6 @@ where
             external_name: context.external_name.or(found_name),
             ..context
         };
-        let deletion_started =
-            conditions::find(object.conditions(), READY).filter(|ready| ready.reason == DELETING);
         let message = if let Some(ready) = deletion_started {
             ready.message.clone()
         } else {

@@ -88,10 +88,33 @@ struct State {
     /// Session tokens the calls carried, and the secret keys and session tokens STS
     /// handed out: what must never reach a log.
     credentials_seen: BTreeSet<String>,
-    /// EC2's answer to each successful `RunInstances`, by its `ClientToken`.
-    launches: HashMap<String, Bytes>,
+    /// EC2's answer to each successful `RunInstances`, by its `ClientToken`, with the
+    /// call's parameters.
+    launches: HashMap<String, Launch>,
+    /// The `ClientToken` of every `RunInstances` the proxy did not refuse with a
+    /// throttling error, in order (repeats included).
+    launch_tokens: Vec<String>,
     /// The token bucket of each service, when calls are rate-limited.
     rate_limit: Option<ServiceBuckets>,
+}
+
+/// A successful `RunInstances`, as EC2 remembers it for its `ClientToken`.
+struct Launch {
+    /// The call's parameters, sorted, without `ClientToken`.
+    parameters: Vec<(String, String)>,
+    /// EC2's answer.
+    answer: Bytes,
+}
+
+/// The parameters of a query-protocol call, sorted, without `ClientToken`: what EC2
+/// compares when a call repeats a token.
+fn launch_parameters(body: &[u8]) -> Vec<(String, String)> {
+    let mut parameters: Vec<(String, String)> = form_urlencoded::parse(body)
+        .filter(|(name, _)| name != "ClientToken")
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    parameters.sort();
+    parameters
 }
 
 impl State {
@@ -177,6 +200,12 @@ impl FaultProxy {
         });
     }
 
+    /// Removes every fault rule ([`FaultProxy::inject`]); the rate limit and the
+    /// hiding of new resources stay as they are.
+    pub fn clear_rules(&self) {
+        self.state.lock().unwrap().rules.clear();
+    }
+
     /// Removes every fault rule and the rate limit, and switches off hiding new
     /// resources ([`FaultProxy::hide_new_resources_for`]).
     pub fn clear_faults(&self) {
@@ -221,6 +250,12 @@ impl FaultProxy {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// The `ClientToken` of every `RunInstances` that was not refused with a
+    /// throttling error (it reached EC2, or EC2's idempotency answered it), in order.
+    pub fn launch_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().launch_tokens.clone()
     }
 
     /// Every call seen so far, in order.
@@ -290,29 +325,9 @@ impl Forwarder {
             state.credentials_seen.insert(token.to_owned());
         }
         let assume_role = service == "sts" && operation == "AssumeRole";
-        // EC2's documented idempotency: a RunInstances repeated with a ClientToken it
-        // has seen answers with the first launch, and launches nothing. The emulators
-        // do not play it.
         let client_token = (operation == "RunInstances")
             .then(|| form_values(&body, |name| name == "ClientToken").pop())
             .flatten();
-        if let Some(token) = &client_token {
-            let first = self.state.lock().unwrap().launches.get(token).cloned();
-            if let Some(answer) = first {
-                self.state.lock().unwrap().calls.push(Call {
-                    service,
-                    operation,
-                    access_key_id,
-                    forwarded: false,
-                    throttled: false,
-                });
-                return Ok(Response::builder()
-                    .status(StatusCode::OK)
-                    .header(http::header::CONTENT_TYPE, "text/xml")
-                    .body(Full::new(answer))
-                    .expect("a valid response"));
-            }
-        }
         let (faults, throttled) = {
             let mut state = self.state.lock().unwrap();
             let faults = state.faults_for(&operation);
@@ -320,6 +335,41 @@ impl Forwarder {
             let throttled = faults.contains(&Fault::Throttle) || !state.within_rate_limit(&service);
             (faults, throttled)
         };
+        // EC2's documented idempotency: a RunInstances repeated with a ClientToken it
+        // has seen answers with the first launch and launches nothing, or, when its
+        // parameters differ, `IdempotentParameterMismatch`. The emulators play neither.
+        if let Some(token) = client_token.as_ref().filter(|_| !throttled) {
+            let mut state = self.state.lock().unwrap();
+            state.launch_tokens.push(token.clone());
+            let answer = state.launches.get(token).map(|first| {
+                if first.parameters == launch_parameters(&body) {
+                    Ok(first.answer.clone())
+                } else {
+                    Err(())
+                }
+            });
+            if let Some(answer) = answer {
+                state.calls.push(Call {
+                    service,
+                    operation,
+                    access_key_id,
+                    forwarded: false,
+                    throttled: false,
+                });
+                return Ok(match answer {
+                    Ok(first) => Response::builder()
+                        .status(StatusCode::OK)
+                        .header(http::header::CONTENT_TYPE, "text/xml")
+                        .body(Full::new(first))
+                        .expect("a valid response"),
+                    Err(()) => ec2_error(
+                        "IdempotentParameterMismatch",
+                        "The client token you have provided is associated with a resource \
+                         that is already deleted or has different parameters (fault proxy).",
+                    ),
+                });
+            }
+        }
         let create = NewResource::created_by(&service, &operation);
         let read = NewResource::read_by(&service, &operation);
         let mut call = Call {
@@ -375,11 +425,13 @@ impl Forwarder {
         if let Some(token) = client_token
             && parts.status.is_success()
         {
-            self.state
-                .lock()
-                .unwrap()
-                .launches
-                .insert(token, body.clone());
+            self.state.lock().unwrap().launches.insert(
+                token,
+                Launch {
+                    parameters: launch_parameters(&request_body),
+                    answer: body.clone(),
+                },
+            );
         }
         if assume_role && parts.status.is_success() {
             let issued = issued_credentials(&body);
@@ -486,6 +538,20 @@ fn throttling_response(service: &str, headers: &HeaderMap) -> Response<Full<Byte
         .expect("a valid response")
 }
 
+/// EC2's answer to a call it refuses with error `code` (HTTP 400).
+fn ec2_error(code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+         <Code>{code}</Code><Message>{message}</Message></Error></Errors>\
+         <RequestID>fault-proxy</RequestID></Response>"
+    );
+    Response::builder()
+        .status(StatusCode::BAD_REQUEST)
+        .header(http::header::CONTENT_TYPE, "text/xml")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
 /// The values of the form fields whose name `key` accepts.
 fn form_values(form: &[u8], key: impl Fn(&str) -> bool) -> Vec<String> {
     form_urlencoded::parse(form)
@@ -568,6 +634,21 @@ mod tests {
             ["secret/key+1", "FQoGZXIvYXdzEXAMPLE"]
         );
         assert!(issued_credentials(b"not xml").is_empty());
+    }
+
+    #[test]
+    fn a_repeated_launch_compares_every_parameter_but_its_token() {
+        let first = launch_parameters(
+            b"Action=RunInstances&ClientToken=a&TagSpecification.1.Tag.1.Value=x&ImageId=ami-1",
+        );
+        let repeat = launch_parameters(
+            b"ImageId=ami-1&Action=RunInstances&ClientToken=b&TagSpecification.1.Tag.1.Value=x",
+        );
+        assert_eq!(first, repeat, "order and token do not count");
+        let changed = launch_parameters(
+            b"Action=RunInstances&ClientToken=a&TagSpecification.1.Tag.1.Value=y&ImageId=ami-1",
+        );
+        assert_ne!(first, changed);
     }
 
     #[test]

@@ -237,14 +237,47 @@ pub(super) fn observed(
     }
 }
 
+/// Of the live instances found for an object, the object's instance (the one named
+/// `external_name`, else the earliest launched) and the ids of the others: duplicates
+/// of a launch made twice, which carry the object's UID tag too. `None` when none was
+/// found.
+pub(super) fn the_one(
+    mut found: Vec<Ec2Instance>,
+    external_name: Option<&str>,
+) -> Option<(Ec2Instance, Vec<String>)> {
+    let launched = |instance: &Ec2Instance| {
+        (
+            instance.launch_time().is_none(),
+            instance.launch_time().copied(),
+            instance.instance_id().map(str::to_owned),
+        )
+    };
+    let named = external_name.and_then(|id| {
+        found
+            .iter()
+            .position(|instance| instance.instance_id() == Some(id))
+    });
+    let at = named.or_else(|| {
+        (0..found.len()).min_by(|&a, &b| launched(&found[a]).cmp(&launched(&found[b])))
+    })?;
+    let instance = found.swap_remove(at);
+    let duplicates = found
+        .iter()
+        .filter_map(|other| other.instance_id().map(str::to_owned))
+        .filter(|id| Some(id.as_str()) != instance.instance_id())
+        .collect();
+    Some((instance, duplicates))
+}
+
 /// Observes and changes EC2 instances (and the key pairs tether imports for them)
 /// through the EC2 API.
 #[derive(Clone, Debug)]
 pub struct InstanceClient {
     ec2: aws_sdk_ec2::Client,
-    /// Every live instance tether tagged in this account and region, by UID: answers
-    /// the polls of every Instance of this ProviderConfig at once.
-    snapshot: Snapshot<KeptInstance>,
+    /// Every live instance tether tagged in this account and region, by UID (several
+    /// when a launch was made twice): answers the polls of every Instance of this
+    /// ProviderConfig at once.
+    snapshot: Snapshot<Box<[KeptInstance]>>,
     /// The key pairs this client imported, by name, with the public key imported: a
     /// launch repeated after its RunInstances was refused (throttled) reuses the key
     /// pair instead of importing it again (which would find it and replace it).
@@ -282,43 +315,33 @@ impl InstanceClient {
             }))
     }
 
-    /// The live instance carrying the UID tag `uid`; the earliest launched when there
-    /// are several (which tether never makes).
-    async fn by_uid(&self, uid: &str) -> Result<Option<Ec2Instance>, ProviderError> {
-        let found = live_instances(&self.ec2, uid_filter(uid)).await?;
-        if found.len() > 1 {
-            let ids: Vec<&str> = found.iter().filter_map(|i| i.instance_id()).collect();
-            tracing::warn!(
-                uid,
-                instances = ?ids,
-                "several instances carry the same tether.dev/uid; managing the earliest launched"
-            );
-        }
-        Ok(found.into_iter().min_by(|a, b| {
-            let key = |i: &Ec2Instance| (i.launch_time().is_none(), i.launch_time().copied());
-            key(a)
-                .cmp(&key(b))
-                .then_with(|| a.instance_id().cmp(&b.instance_id()))
-        }))
+    /// Every live instance carrying the UID tag `uid`.
+    async fn by_uid(&self, uid: &str) -> Result<Vec<Ec2Instance>, ProviderError> {
+        live_instances(&self.ec2, uid_filter(uid)).await
     }
 
-    /// The instance of `object`, read now: the one with id `external_name`, else the
-    /// live one tagged with the object's UID.
+    /// The instances of `object`, read now: every live one tagged with the object's
+    /// UID (so that a second one is seen), and the one with id `external_name` when that
+    /// read does not show it (an adopted instance not tagged yet; a tag-filtered read
+    /// that lags behind the launch). Empty: none.
     async fn read(
         &self,
         object: &Instance,
         external_name: Option<&str>,
-    ) -> Result<Option<Ec2Instance>, ProviderError> {
-        let mut instance = match external_name {
-            Some(id) => self.by_id(id).await?,
-            None => None,
+    ) -> Result<Vec<Ec2Instance>, ProviderError> {
+        let mut found = match object.uid() {
+            Some(uid) => self.by_uid(&uid).await?,
+            None => Vec::new(),
         };
-        if instance.is_none()
-            && let Some(uid) = object.uid()
+        if let Some(id) = external_name
+            && !found
+                .iter()
+                .any(|instance| instance.instance_id() == Some(id))
+            && let Some(instance) = self.by_id(id).await?
         {
-            instance = self.by_uid(&uid).await?;
+            found.push(instance);
         }
-        Ok(instance)
+        Ok(found)
     }
 
     /// Whether the EC2 key pair `name` exists.
@@ -411,33 +434,49 @@ impl ExternalClient<Instance> for InstanceClient {
         object: &Instance,
         context: Context<'_>,
     ) -> Result<ObservationOf<Instance>, ProviderError> {
-        let read = || self.read(object, context.external_name);
-        let instance = match object.uid() {
-            Some(uid) => {
-                self.snapshot
-                    .get(
-                        &uid,
-                        context.freshness,
-                        || async {
-                            let listing = tagged_by_uid(&self.ec2).await?;
-                            Ok(listing.map(|instance| KeptInstance::from(&instance)))
-                        },
-                        // Found by its UID tag: the object's instance, unless the
-                        // object names another (adopted) one.
-                        |instance| {
-                            context
-                                .external_name
-                                .is_none_or(|id| instance.instance_id() == Some(id))
-                        },
-                        || async { Ok(read().await?.as_ref().map(KeptInstance::from)) },
-                    )
-                    .await?
-                    .map(Ec2Instance::from)
-            }
-            None => read().await?,
+        let kept = |instances: Vec<Ec2Instance>| {
+            (!instances.is_empty()).then(|| {
+                instances
+                    .iter()
+                    .map(KeptInstance::from)
+                    .collect::<Box<[_]>>()
+            })
         };
-        if let Some(instance) = instance {
-            return Ok(Observation::Exists(observed(object, &context, &instance)));
+        let read = || async {
+            Ok::<_, ProviderError>(kept(self.read(object, context.external_name).await?))
+        };
+        let found: Vec<Ec2Instance> = match object.uid() {
+            Some(uid) => self
+                .snapshot
+                .get(
+                    &uid,
+                    context.freshness,
+                    || async {
+                        let listing = tagged_by_uid(&self.ec2).await?;
+                        Ok(listing
+                            .map(|instance| KeptInstance::from(&instance))
+                            .grouped())
+                    },
+                    // Found by its UID tag: the object's instances, unless the object
+                    // names another (adopted) one.
+                    |instances| {
+                        context.external_name.is_none_or(|id| {
+                            instances
+                                .iter()
+                                .any(|instance| instance.instance_id() == Some(id))
+                        })
+                    },
+                    read,
+                )
+                .await?
+                .map(|instances| instances.iter().cloned().map(Ec2Instance::from).collect())
+                .unwrap_or_default(),
+            None => self.read(object, context.external_name).await?,
+        };
+        if let Some((instance, duplicates)) = the_one(found, context.external_name) {
+            let mut observed = observed(object, &context, &instance);
+            observed.delta.duplicates = duplicates;
+            return Ok(Observation::Exists(observed));
         }
         if object.metadata.deletion_timestamp.is_some()
             && let Some(name) = object.key_pair_name()
@@ -589,6 +628,17 @@ impl ExternalClient<Instance> for InstanceClient {
             .ok_or_else(|| terminal("the observed instance has no id".to_owned()))?;
         let delta = &observed.delta;
         let state = at_provider.state.as_deref();
+
+        if !delta.duplicates.is_empty() {
+            absent_if(
+                self.ec2
+                    .terminate_instances()
+                    .set_instance_ids(Some(delta.duplicates.clone()))
+                    .send()
+                    .await,
+                is_not_found,
+            )?;
+        }
 
         if delta.tags {
             sync_tags(&self.ec2, id, &object.desired_tags(), context.applied_tags).await?;

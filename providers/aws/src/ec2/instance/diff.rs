@@ -11,18 +11,48 @@ use super::{
 };
 use crate::tags::tags_differ;
 
-crate::delta::field_delta! {
-    /// Where an EC2 instance differs from its spec.
-    InstanceDelta {
-        /// `tags`, tether's UID tag included.
-        tags => "tags",
-        /// `securityGroupIds` and `securityGroupRefs`.
-        security_group_ids => "securityGroupIds",
-        /// `instanceType`, and the instance can be stopped or is stopped.
-        instance_type => "instanceType",
-        /// Not a spec field: the instance is stopped (or carries a stale marker) after
-        /// tether stopped it to change its type, and must be started again.
-        instance_state => "instanceState",
+/// Where an EC2 instance differs from its spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceDelta {
+    /// `tags`, tether's UID tag included.
+    pub tags: bool,
+    /// `securityGroupIds` and `securityGroupRefs`.
+    pub security_group_ids: bool,
+    /// `instanceType`, and the instance can be stopped or is stopped.
+    pub instance_type: bool,
+    /// Not a spec field: the instance is stopped (or carries a stale marker) after
+    /// tether stopped it to change its type, and must be started again.
+    pub instance_state: bool,
+    /// Not a spec field: other live instances that carry the object's UID tag (a
+    /// launch made twice), by id, to be terminated: one object, one instance.
+    pub duplicates: Vec<String>,
+}
+
+impl tether_api::external::Delta for InstanceDelta {
+    fn is_empty(&self) -> bool {
+        !(self.tags || self.security_group_ids || self.instance_type || self.instance_state)
+            && self.duplicates.is_empty()
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let fields = [
+            (self.tags, "tags"),
+            (self.security_group_ids, "securityGroupIds"),
+            (self.instance_type, "instanceType"),
+            (self.instance_state, "instanceState"),
+        ];
+        let mut described: Vec<String> = fields
+            .into_iter()
+            .filter(|(differs, _)| *differs)
+            .map(|(_, field)| field.to_owned())
+            .collect();
+        if !self.duplicates.is_empty() {
+            described.push(format!(
+                "terminated duplicate instances {} (they carry this object's UID tag)",
+                self.duplicates.join(", ")
+            ));
+        }
+        described
     }
 }
 
@@ -56,5 +86,6 @@ pub(super) fn diff(
             .is_some_and(|wanted| wanted.iter().collect::<BTreeSet<_>>() != groups),
         instance_type: type_differs,
         instance_state: observed.restart_after_stop && (stopped || (running && !stop_coming)),
+        duplicates: Vec::new(),
     }
 }

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn a_generated_key_gone_from_the_secret_is_reported_not_ready() {
-    let running = || by_id(ID, vec![instance(ID, InstanceStateName::Running).build()]);
+    let running = || by_uid(vec![instance(ID, InstanceStateName::Running).build()]);
     let (with_key, without_key) = (running(), running());
     let key = published_key(&ssh_key::generate("shop/web").unwrap());
     let nothing = ConnectionDetails::default();
@@ -253,19 +253,16 @@ async fn with_allow_stop_a_running_instance_is_tagged_then_stopped() {
 
 #[tokio::test]
 async fn stopped_by_tether_the_type_is_changed_and_the_instance_started_again() {
-    let describe = by_id(
-        ID,
-        vec![
-            instance(ID, InstanceStateName::Stopped)
-                .tags(
-                    Tag::builder()
-                        .key(RESTART_TAG)
-                        .value("instanceType")
-                        .build(),
-                )
-                .build(),
-        ],
-    );
+    let describe = by_uid(vec![
+        instance(ID, InstanceStateName::Stopped)
+            .tags(
+                Tag::builder()
+                    .key(RESTART_TAG)
+                    .value("instanceType")
+                    .build(),
+            )
+            .build(),
+    ]);
     let modify = mock!(aws_sdk_ec2::Client::modify_instance_attribute)
         .match_requests(|request| {
             request.instance_id() == Some(ID)
@@ -698,4 +695,32 @@ fn the_snapshot_keeps_every_field_tether_reads_and_nothing_else() {
         read,
         "the fields tether never reads are dropped"
     );
+}
+
+#[test]
+fn of_two_instances_with_the_uid_the_recorded_one_is_kept_and_the_other_is_a_duplicate() {
+    let launched = |id: &str, seconds: i64| {
+        instance(id, InstanceStateName::Running)
+            .launch_time(DateTime::from_secs(seconds))
+            .build()
+    };
+    let found = || vec![launched("i-late", 200), launched("i-early", 100)];
+    let ids = |(instance, duplicates): (Ec2Instance, Vec<String>)| {
+        (instance.instance_id().unwrap().to_owned(), duplicates)
+    };
+    assert_eq!(
+        the_one(found(), Some("i-late")).map(ids),
+        Some(("i-late".to_owned(), vec!["i-early".to_owned()])),
+        "the recorded one, whenever launched"
+    );
+    assert_eq!(
+        the_one(found(), None).map(ids),
+        Some(("i-early".to_owned(), vec!["i-late".to_owned()])),
+        "nothing recorded: the earliest launched"
+    );
+    assert_eq!(
+        the_one(vec![launched("i-1", 1)], Some("i-1")).map(ids),
+        Some(("i-1".to_owned(), vec![]))
+    );
+    assert!(the_one(Vec::new(), Some("i-1")).is_none());
 }

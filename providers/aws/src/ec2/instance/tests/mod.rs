@@ -46,7 +46,7 @@ use tether_api::{
 };
 
 use super::{
-    client::{SSH_PRIVATE_KEY, client_token, observed},
+    client::{SSH_PRIVATE_KEY, client_token, observed, the_one},
     diff::diff,
     kept::KeptInstance,
     *,
