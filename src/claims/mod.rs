@@ -12,7 +12,7 @@ mod reconcile;
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -32,6 +32,7 @@ use kube::{
 };
 use tether_api::claim::Claim;
 
+use self::admission::Grants;
 use crate::reconciler::{self, Settings, SharedWatches, Shutdown};
 
 /// The finalizer that keeps a claim until its managed object is gone.
@@ -72,6 +73,16 @@ struct Shared<C: Claim> {
     claims_listed: Arc<AtomicBool>,
     /// The class finalizer of this controller's scope.
     class_finalizer: String,
+    /// What the limits granted lately; every admission decision holds this lock.
+    grants: Mutex<Grants>,
+}
+
+impl<C: Claim> Shared<C> {
+    fn grants(&self) -> MutexGuard<'_, Grants> {
+        self.grants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// How long a failed reconcile waits before it is tried again.
@@ -114,6 +125,7 @@ pub async fn run<C: Claim>(
         settings,
         claims: claims.clone(),
         claims_listed,
+        grants: Mutex::default(),
     });
     let concurrency = shared.settings.concurrency;
     // A claim's managed object changing reconciles the claim; the changes come from the

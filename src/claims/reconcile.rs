@@ -1,9 +1,10 @@
 //! One reconcile of a claim. Before anything is made, the claim is checked against
 //! its class (does it exist, is the namespace selected, are the choices allowed, do
 //! the per-namespace limits leave room); a refused claim says why in `Synced=False`
-//! and nothing is made. An admitted claim's managed object is written by server-side
-//! apply, forced, so a hand edit of it is put back. Its state (AWS's messages
-//! included) is copied to the claim. Deleting a claim deletes the object, whose own
+//! and nothing is made. What an admitted claim was granted goes into its status
+//! first (the limits count it from there; see `admission`), then its managed object
+//! is written by server-side apply, forced, so a hand edit of it is put back. Its
+//! state (AWS's messages included) is copied to the claim. Deleting a claim deletes the object, whose own
 //! deletion policy then acts, and the claim stays until the object is gone.
 
 use std::sync::Arc;
@@ -146,6 +147,7 @@ impl<'a, C: Claim> Steps<'a, C> {
         if class.meta().deletion_timestamp.is_none() {
             finalizers::add(&classes, &class, &self.shared.class_finalizer).await?;
         }
+        self.record_grant(&built).await?;
         let mut object = self.claim.compose(&class, &built.settings);
         let meta = object.meta_mut();
         meta.namespace = self.claim.namespace();
@@ -244,17 +246,22 @@ impl<'a, C: Claim> Steps<'a, C> {
         let grows =
             built_with.is_some_and(|built| C::storage_gib(&settings) > C::storage_gib(built));
         let me = Holding {
+            uid: self.claim.uid().unwrap_or_default(),
             admitted,
             created: created(self.claim),
             name: self.claim.name_any(),
             storage_gib: C::storage_gib(&settings),
         };
-        let others = self.others(class);
         let limits = Limits {
             claims: class.claims_per_namespace(),
             storage_gib: class.storage_gib_per_namespace(),
         };
-        if let Some(message) = admission::exceeded(&me, grows, &others, limits) {
+        // Under the lock: what the other claims hold, the decision, and the grant.
+        let refusal = {
+            let mut grants = self.shared.grants();
+            grants.admit(&me, grows, &self.others(class), limits)
+        };
+        if let Some(message) = refusal {
             return Ok(Err(Refusal::new(
                 "QuotaExceeded",
                 format!("{class_kind} {class_name}: {message}"),
@@ -292,6 +299,7 @@ impl<'a, C: Claim> Steps<'a, C> {
                     None => C::storage_gib(&other.settings(class).ok()?),
                 };
                 Some(Holding {
+                    uid: other.uid().unwrap_or_default(),
                     admitted: recorded.is_some(),
                     created: created(&*other),
                     name: other.name_any(),
@@ -299,6 +307,19 @@ impl<'a, C: Claim> Steps<'a, C> {
                 })
             })
             .collect()
+    }
+
+    /// Writes what the claim was granted (its settings, and that it has a resource)
+    /// into its status before the resource is made or changed, so that no process
+    /// ever sees a resource larger than its claim's record: a restart between the two
+    /// writes leaves a record ahead of the resource, which only errs on refusing.
+    async fn record_grant(&self, built: &Built<C>) -> Result<(), Error> {
+        let status = ClaimStatus {
+            settings: Some(built.settings.clone()),
+            resource_name: Some(self.claim.name_any()),
+            ..self.claim.claim_status().cloned().unwrap_or_default()
+        };
+        self.write_status(status, Vec::new()).await
     }
 
     /// Records a refusal: `Synced=False` with its reason, a Warning Event when it is
@@ -393,6 +414,9 @@ impl<'a, C: Claim> Steps<'a, C> {
     async fn cleanup(&self) -> Result<Action, Error> {
         let name = self.claim.name_any();
         let Some((object, true)) = self.managed_object().await? else {
+            if let Some(uid) = self.claim.uid() {
+                self.shared.grants().forget(&uid);
+            }
             return Ok(Action::await_change());
         };
         let kind = C::Managed::kind(&());

@@ -1,12 +1,19 @@
 //! Self-service with the real `tether run`, the API server's admission policies and
 //! RBAC, and moto: the examples' classes and claims become Ready within their bounds;
 //! claims outside them are refused at apply or by a condition, at no AWS call; a
-//! claim's database stays in step with class and claim; a class in use waits for its
-//! claims; deleting a claim follows its policy.
+//! claim's database stays in step with class and claim; claims grown at once stay
+//! within their namespace's storage limit; a class in use waits for its claims;
+//! deleting a claim follows its policy.
 
 use std::time::Duration;
 
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition};
+use k8s_openapi::{
+    api::{
+        admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
+        core::v1::Secret,
+    },
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -607,5 +614,195 @@ async fn a_claims_database_follows_class_and_claim_and_goes_per_policy() {
         "the database is deleted"
     );
     world.wait_gone(&classes, &format!("{ns}-std")).await;
+    world.finish().await;
+}
+
+/// An admission policy (with its binding, both named `name`) that refuses to record
+/// `gib` GiB or more in the status of a claim in namespace `ns`: the controller's
+/// cache keeps the claims' old records meanwhile, as it does for a moment after every
+/// write, and decisions made from it see no growth.
+fn records_held_back(name: &str, ns: &str, gib: u32) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {name}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [tether.dev]
+      apiVersions: [v1alpha1]
+      operations: [CREATE, UPDATE]
+      resources: [databaseclaims/status]
+  validations:
+  - expression: "!has(object.status.settings) || object.status.settings.storageGiB < {gib}"
+    message: the test holds back records of {gib} GiB
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {name}}}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+"#
+    )
+}
+
+/// The `QuotaExceeded` message of claim `name` for its current generation, if it has
+/// one.
+async fn quota_refusal(claims: &Api<DatabaseClaim>, name: &str) -> Option<String> {
+    let claim = claims.get(name).await.expect("reading the claim");
+    claim_conditions(&claim)
+        .iter()
+        .find(|condition| {
+            condition.type_ == SYNCED
+                && condition.status == "False"
+                && condition.reason == "QuotaExceeded"
+                && condition.observed_generation == claim.metadata.generation
+        })
+        .map(|condition| condition.message.clone())
+}
+
+#[tokio::test]
+async fn two_claims_grown_in_one_apply_stay_within_the_namespaces_storage_limit() {
+    let world = World::start().await;
+    let ns = world.ns.name.clone();
+    world
+        .apply(&database_class(
+            &world,
+            "capped",
+            SIXTEEN,
+            "  limits: {storageGiBPerNamespace: 100}\n",
+        ))
+        .await;
+    let both = |gib: u32| {
+        ["left", "right"]
+            .map(|name| database_claim(&world, name, "capped", &format!("  storageGiB: {gib}\n")))
+            .join("---\n")
+    };
+    world.apply(&both(40)).await;
+    let claims: Api<DatabaseClaim> = world.ns.api();
+    let databases: Api<DBInstance> = world.ns.api();
+    let mut identifiers = Vec::new();
+    for name in ["left", "right"] {
+        world
+            .wait_condition_of(&claims, name, READY, "True", None, claim_conditions)
+            .await;
+        identifiers.push((name, rds_identifier(&world, name).await));
+    }
+
+    // The race made certain: while the API server refuses to record 60 GiB on a
+    // claim, no decision can see the other claim's growth in the controller's cache.
+    let policy = format!("{ns}-records-held-back");
+    world.apply(&records_held_back(&policy, &ns, 60)).await;
+    let held_back = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let record = Patch::Merge(json!({"status": {"settings": {"storageGiB": 60}}}));
+    let mut taken_up = false;
+    for _ in 0..60 {
+        let answer = claims.patch_status("left", &held_back, &record).await;
+        taken_up = matches!(&answer, Err(kube::Error::Api(status)) if status.message.contains("the test holds back"));
+        if taken_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        taken_up,
+        "the API server did not take up the test's admission policy within 60 s"
+    );
+
+    // Both grow in one apply: 60 + 60 GiB would pass the limit, so one of them must
+    // wait. Decided: one is refused, or both databases were told to grow.
+    world.apply(&both(60)).await;
+    let mut decided = false;
+    for _ in 0..120 {
+        let mut grown = 0;
+        for (name, _) in &identifiers {
+            decided |= quota_refusal(&claims, name).await.is_some();
+            let spec = databases
+                .get(name)
+                .await
+                .expect("reading the DBInstance")
+                .spec;
+            if spec.allocated_storage_gib == Some(60) {
+                grown += 1;
+            }
+        }
+        decided |= grown == identifiers.len();
+        if decided {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        decided,
+        "neither claim was refused nor were both databases grown within 60 s:\n{}",
+        world.log_tail()
+    );
+    let admission = world.ns.client.clone();
+    Api::<ValidatingAdmissionPolicyBinding>::all(admission.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("deleting the test's policy binding");
+    Api::<ValidatingAdmissionPolicy>::all(admission)
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("deleting the test's policy");
+
+    // Settled, once the records go through: each claim is refused or its database has
+    // grown in AWS.
+    let mut settled = Vec::new();
+    for _ in 0..120 {
+        settled.clear();
+        for (name, identifier) in &identifiers {
+            let refusal = quota_refusal(&claims, name).await;
+            let gib = described(&world, identifier)
+                .await
+                .allocated_storage()
+                .unwrap_or_default();
+            if refusal.is_some() || gib == 60 {
+                settled.push((*name, gib, refusal));
+            }
+        }
+        if settled.len() == identifiers.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        settled.len(),
+        identifiers.len(),
+        "the claims did not settle within 60 s ({settled:?}):\n{}",
+        world.log_tail()
+    );
+
+    // What AWS holds stays within the limit: one database grew, the other kept its
+    // size, and its claim says why.
+    let total: i32 = settled.iter().map(|(_, gib, _)| gib).sum();
+    assert!(
+        total <= 100,
+        "the namespace holds {total} GiB of a class that allows 100: {settled:?}"
+    );
+    let refused: Vec<_> = settled
+        .iter()
+        .filter(|(_, _, refusal)| refusal.is_some())
+        .collect();
+    assert_eq!(refused.len(), 1, "{settled:?}");
+    let (name, gib, message) = refused[0];
+    assert_eq!(*gib, 40, "the refused claim's database kept its size");
+    let message = message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains(
+            "60 GiB would bring the namespace's storage in the class to 120 GiB; the class allows 100 GiB per namespace"
+        ),
+        "{name}: {message}"
+    );
+    let kept = databases.get(name).await.unwrap();
+    assert_eq!(kept.spec.allocated_storage_gib, Some(40));
     world.finish().await;
 }
