@@ -16,7 +16,8 @@ const BUSY_ERRORS: &[&str] = &[
     "InvalidDBSubnetGroupStateFault",
     "IncorrectState",
     "IncorrectInstanceState",
-    // A security group still used by an instance that is shutting down.
+    // A security group still used by an instance that is shutting down. (One that
+    // another group's rule names is told apart where groups are deleted.)
     "DependencyViolation",
 ];
 
