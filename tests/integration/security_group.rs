@@ -1,7 +1,9 @@
 //! SecurityGroup end to end with the real `tether run`, on moto and on LocalStack: the
 //! rule set is kept exactly as declared (drift is put back and reported), references
-//! resolve to group ids (also for DBInstance), a lost create answer makes no second
-//! group, and bad rules are refused at apply time.
+//! resolve to group ids (also for DBInstance), groups that name each other are
+//! deleted although AWS refuses to delete a group another group's rule names (the
+//! fault proxy plays that), a lost create answer makes no second group, and bad rules
+//! are refused at apply time.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -455,36 +457,7 @@ async fn bad_rules_are_refused_at_apply_time() {
 #[tokio::test]
 async fn two_groups_that_allow_each_other_both_become_ready() {
     let world = World::start().await;
-    let groups: Api<SecurityGroup> = world.ns.api();
-    for (name, port, peer) in [("db", 5432, "app"), ("app", 8080, "db")] {
-        world
-            .apply(&security_group(
-                &world,
-                name,
-                &format!("  ingress:\n  - {{protocol: tcp, fromPort: {port}, toPort: {port}, securityGroupRefs: [{{name: {peer}}}]}}\n"),
-            ))
-            .await;
-    }
-    let mut ids = Vec::new();
-    for name in ["db", "app"] {
-        let synced = world
-            .wait_condition(&groups, name, SYNCED, "True", None)
-            .await;
-        assert_eq!(condition(&synced, READY).status, "True");
-        ids.push(synced.annotations()[EXTERNAL_NAME_ANNOTATION].clone());
-    }
-    let (db_id, app_id) = (&ids[0], &ids[1]);
-    wait_rules(&world, db_id, "admit the app's group", |ingress, _| {
-        *ingress == set(&[&format!("tcp 5432-5432 {app_id}")])
-    })
-    .await;
-    wait_rules(
-        &world,
-        app_id,
-        "admit the database's group",
-        |ingress, _| *ingress == set(&[&format!("tcp 8080-8080 {db_id}")]),
-    )
-    .await;
+    groups_that_name_each_other(&world).await;
     assert_eq!(world.proxy.count("CreateSecurityGroup"), 2);
     world.finish().await;
 }
@@ -537,5 +510,123 @@ async fn a_tag_dropped_from_the_spec_goes_and_tags_of_others_stay() {
         world.log_tail()
     );
     assert!(world.proxy.count("DeleteTags") >= 1);
+    world.finish().await;
+}
+
+/// The rules that make group `name` admit `peer`'s group on `port`.
+fn admitting(port: u16, peer: &str) -> String {
+    format!(
+        "  ingress:\n  - {{protocol: tcp, fromPort: {port}, toPort: {port}, securityGroupRefs: [{{name: {peer}}}]}}\n"
+    )
+}
+
+/// Waits until `app` and `db` are Ready and each admits the other's group in AWS;
+/// returns their group ids.
+async fn groups_that_name_each_other(world: &World) -> (String, String) {
+    let groups: Api<SecurityGroup> = world.ns.api();
+    world
+        .apply(&security_group(world, "db", &admitting(5432, "app")))
+        .await;
+    world
+        .apply(&security_group(world, "app", &admitting(8080, "db")))
+        .await;
+    let mut ids = Vec::new();
+    for name in ["db", "app"] {
+        let synced = world
+            .wait_condition(&groups, name, SYNCED, "True", None)
+            .await;
+        assert_eq!(condition(&synced, READY).status, "True");
+        ids.push(synced.annotations()[EXTERNAL_NAME_ANNOTATION].clone());
+    }
+    let (db_id, app_id) = (ids[0].clone(), ids[1].clone());
+    wait_rules(world, &db_id, "db admits app", |ingress, _| {
+        *ingress == set(&[&format!("tcp 5432-5432 {app_id}")])
+    })
+    .await;
+    wait_rules(world, &app_id, "app admits db", |ingress, _| {
+        *ingress == set(&[&format!("tcp 8080-8080 {db_id}")])
+    })
+    .await;
+    (db_id, app_id)
+}
+
+#[tokio::test]
+async fn two_groups_that_name_each_other_are_both_deleted() {
+    // AWS (and the fault proxy, which plays it) refuses to delete a group that
+    // another group's rule names: each group's own rules naming the other go first.
+    let world = World::start().await;
+    let groups: Api<SecurityGroup> = world.ns.api();
+    let (db_id, app_id) = groups_that_name_each_other(&world).await;
+    for name in ["db", "app"] {
+        groups.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["db", "app"] {
+        world.wait_gone(&groups, name).await;
+    }
+    for id in [&db_id, &app_id] {
+        assert!(
+            describe(&world, id).await.is_none(),
+            "{id} is deleted in AWS"
+        );
+    }
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_group_another_group_still_names_says_so_and_goes_once_the_rule_goes() {
+    let world = World::start().await;
+    let groups: Api<SecurityGroup> = world.ns.api();
+    let (db_id, app_id) = groups_that_name_each_other(&world).await;
+
+    // The application's group goes; the database's group still admits it.
+    groups
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let waiting = world
+        .wait_condition(&groups, "app", SYNCED, "False", Some("DeleteFailed"))
+        .await;
+    let message = condition(&waiting, SYNCED).message;
+    assert!(
+        message.contains(&format!(
+            "security group {app_id} is still named by rules of {db_id}"
+        )),
+        "{message}"
+    );
+    assert!(
+        waiting.metadata.deletion_timestamp.is_some(),
+        "app waits, Terminating"
+    );
+    let refused = world
+        .proxy
+        .calls()
+        .iter()
+        .filter(|call| call.operation == "DeleteSecurityGroup" && !call.forwarded)
+        .count();
+    assert!(refused >= 1, "the proxy refused the delete as AWS does");
+    let warning = world.wait_for_event("app", "DeleteFailed").await;
+    assert!(
+        warning.note.unwrap_or_default().contains(&db_id),
+        "the Event names the group that holds it"
+    );
+    // app's own rule naming db went before its delete was tried.
+    wait_rules(
+        &world,
+        &app_id,
+        "app's rule naming db revoked",
+        |ingress, _| ingress.is_empty(),
+    )
+    .await;
+
+    // The database's group stops admitting it: app's group goes.
+    world
+        .apply(&security_group(&world, "db", SSH_AND_HTTPS))
+        .await;
+    world.wait_gone(&groups, "app").await;
+    assert!(
+        describe(&world, &app_id).await.is_none(),
+        "app's group is deleted in AWS"
+    );
+    assert!(describe(&world, &db_id).await.is_some(), "db's group stays");
     world.finish().await;
 }

@@ -16,7 +16,8 @@ const BUSY_ERRORS: &[&str] = &[
     "InvalidDBSubnetGroupStateFault",
     "IncorrectState",
     "IncorrectInstanceState",
-    // A security group still used by an instance that is shutting down.
+    // A security group still used by an instance that is shutting down. (One that
+    // another group's rule names is told apart where groups are deleted.)
     "DependencyViolation",
     // A launch repeated with the token of an earlier one whose parameters differ (the
     // spec changed in between): the earlier launch made an instance, which the next

@@ -14,10 +14,16 @@
 //! text, the rest is kept byte for byte); every other answer passes through unchanged.
 //! The hiding is in `fault_proxy/hiding.rs`.
 //!
+//! EC2's `DependencyViolation` is played always: a `DeleteSecurityGroup` of a group
+//! that another group's rule still names is refused, as AWS refuses it, where the
+//! emulators delete the group and leave the rule dangling
+//! (`fault_proxy/dependencies.rs`).
+//!
 //! [`FaultProxy::limit_rate`] plays AWS's request throttling: a token bucket per
 //! service, and calls beyond it refused with the service's throttling error
 //! (`fault_proxy/rate_limit.rs`).
 
+mod dependencies;
 mod hiding;
 mod rate_limit;
 
@@ -395,6 +401,13 @@ impl Forwarder {
                 self.state.lock().unwrap().calls.push(call);
                 return Ok(xml_response(kind.not_found(&id)));
             }
+        }
+        if service == "ec2"
+            && call.operation == "DeleteSecurityGroup"
+            && let Some(refusal) = self.refusal_to_delete_named_group(&parts, &body).await
+        {
+            self.state.lock().unwrap().calls.push(call);
+            return Ok(xml_response(refusal));
         }
         call.forwarded = true;
         self.state.lock().unwrap().calls.push(call);

@@ -140,8 +140,8 @@ pub(super) enum NewResource {
 /// An answer the proxy makes up: status and XML body.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct XmlAnswer {
-    status: StatusCode,
-    body: String,
+    pub(super) status: StatusCode,
+    pub(super) body: String,
 }
 
 impl NewResource {
@@ -237,14 +237,6 @@ impl NewResource {
     /// AWS's answer to a read that names the missing resource `id`.
     pub(super) fn not_found(self, id: &str) -> XmlAnswer {
         let id = xml_escape(id);
-        let ec2_error = |code: &str, message: String| XmlAnswer {
-            status: StatusCode::BAD_REQUEST,
-            body: format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error>\
-                 <Code>{code}</Code><Message>{message}</Message></Error></Errors>\
-                 <RequestID>{FAULT_PROXY_REQUEST_ID}</RequestID></Response>"
-            ),
-        };
         match self {
             Self::Ec2Instance => ec2_error(
                 "InvalidInstanceID.NotFound",
@@ -329,6 +321,18 @@ impl NewResource {
 /// The request id of the answers the proxy makes up.
 const FAULT_PROXY_REQUEST_ID: &str = "fault-proxy";
 
+/// An EC2 error answer (HTTP 400) with `code` and `message` (already escaped).
+pub(super) fn ec2_error(code: &str, message: String) -> XmlAnswer {
+    XmlAnswer {
+        status: StatusCode::BAD_REQUEST,
+        body: format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error>\
+             <Code>{code}</Code><Message>{message}</Message></Error></Errors>\
+             <RequestID>{FAULT_PROXY_REQUEST_ID}</RequestID></Response>"
+        ),
+    }
+}
+
 /// The child elements of `node` named `name` (local name: namespaces differ between
 /// emulators).
 fn child_elements<'a, 'input>(
@@ -340,7 +344,7 @@ fn child_elements<'a, 'input>(
 }
 
 /// The elements reached from `node` by following child element names along `path`.
-fn descendants_at<'a, 'input>(
+pub(super) fn descendants_at<'a, 'input>(
     node: roxmltree::Node<'a, 'input>,
     path: &[&'a str],
 ) -> Vec<roxmltree::Node<'a, 'input>> {
@@ -355,7 +359,7 @@ fn descendants_at<'a, 'input>(
 }
 
 /// The trimmed text of an element, if not empty.
-fn element_text<'a>(node: roxmltree::Node<'a, '_>) -> Option<&'a str> {
+pub(super) fn element_text<'a>(node: roxmltree::Node<'a, '_>) -> Option<&'a str> {
     node.text().map(str::trim).filter(|text| !text.is_empty())
 }
 
@@ -375,7 +379,7 @@ fn cut_out(text: &str, mut ranges: Vec<Range<usize>>) -> String {
     kept
 }
 
-fn xml_escape(text: &str) -> String {
+pub(super) fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -386,7 +390,7 @@ fn xml_escape(text: &str) -> String {
 /// The body as XML text, or `None` (with a warning) when it is encoded or not UTF-8.
 /// The AWS SDK asks for no `Content-Encoding` and hyper undoes the chunked transfer
 /// encoding, so an emulator's answer is plain text here.
-fn readable_xml<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<&'a str> {
+pub(super) fn readable_xml<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<&'a str> {
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)
         .and_then(|value| value.to_str().ok())

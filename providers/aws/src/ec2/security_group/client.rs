@@ -1,7 +1,7 @@
 //! The EC2 calls that find, create, change and delete a security group, and add and
 //! remove its rules.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
 use aws_sdk_ec2::{
     error::ProvideErrorMetadata,
@@ -35,6 +35,17 @@ use crate::{
 
 /// EC2's answer to a create whose group name is taken in the VPC.
 const GROUP_DUPLICATE: &str = "InvalidGroup.Duplicate";
+
+/// EC2's answer to a delete of a group still in use: named by another group's rule,
+/// or attached to a network interface.
+const DEPENDENCY_VIOLATION: &str = "DependencyViolation";
+
+/// How old a read of the group may be for its delete to revoke the rules it saw: the
+/// deletion's own observe reads it just before.
+const OBSERVED_FOR_DELETE: Duration = Duration::from_secs(30);
+
+/// EC2's filters on the groups that ingress and egress rules name.
+const NAMING_FILTERS: [&str; 2] = ["ip-permission.group-id", "egress.ip-permission.group-id"];
 
 /// Adding or removing rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +229,63 @@ impl SecurityGroupClient {
                 ..error
             }),
         }
+    }
+
+    /// After `error`, EC2's `DependencyViolation` to deleting `group_id`: when other
+    /// groups' rules still name the group, an error that names those groups (AWS's
+    /// message does not), Transient so that the retries back off: the wait ends only
+    /// when someone removes those rules or groups, which may be never. Otherwise
+    /// something else uses the group (an instance shutting down): `error` as it is.
+    async fn still_named(&self, group_id: &str, error: ProviderError) -> ProviderError {
+        let naming = match self.groups_naming(group_id).await {
+            Ok(naming) if naming.is_empty() => return error,
+            Ok(naming) => naming,
+            Err(lookup) => return lookup,
+        };
+        let naming: Vec<&str> = naming.iter().map(String::as_str).collect();
+        ProviderError {
+            class: ErrorClass::Transient,
+            message: format!(
+                "security group {group_id} is still named by rules of {}, and AWS keeps a group \
+                 that another group's rule names: tether deletes it once those rules or groups \
+                 are gone",
+                naming.join(", ")
+            ),
+            ..error
+        }
+    }
+
+    /// The other groups whose ingress or egress rules name `group_id`, over all pages.
+    async fn groups_naming(&self, group_id: &str) -> Result<BTreeSet<String>, ProviderError> {
+        let mut naming = BTreeSet::new();
+        for (filter, direction) in NAMING_FILTERS
+            .into_iter()
+            .zip([Direction::Ingress, Direction::Egress])
+        {
+            let mut paginator = self
+                .ec2
+                .describe_security_groups()
+                .filters(Filter::builder().name(filter).values(group_id).build())
+                .into_paginator()
+                .page_size(PAGE_SIZE)
+                .send();
+            while let Some(page) = paginator.next().await {
+                let page = page.map_err(provider_error)?;
+                naming.extend(
+                    page.security_groups()
+                        .iter()
+                        .filter(|group| {
+                            observed_rules(group, direction)
+                                .iter()
+                                .any(|rule| rule.peer == group_id)
+                        })
+                        .filter_map(|group| group.group_id())
+                        .filter(|id| *id != group_id)
+                        .map(str::to_owned),
+                );
+            }
+        }
+        Ok(naming)
     }
 
     /// Makes the group's rules in `direction` the `desired` ones, given `actual`:
@@ -448,24 +516,51 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         Ok(())
     }
 
+    /// Revokes the group's rules that name other groups, then deletes it: AWS refuses
+    /// to delete a group while another group's rule names it, so two groups that name
+    /// each other could otherwise never go. While another group still names it, the
+    /// error says which (see [`SecurityGroupClient::still_named`]).
     async fn delete(
         &self,
         object: &SecurityGroup,
         context: Context<'_>,
         _policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
-        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let Some(group_id) = context.external_name else {
             return Ok(None);
         };
-        absent_if(
-            self.ec2
-                .delete_security_group()
-                .group_id(group_id)
-                .send()
-                .await,
-            is_not_found,
-        )?;
-        Ok(None)
+        // The group as the deletion's observe just read it (before this write makes
+        // that read stale), else read now.
+        let group = self
+            .group(
+                object,
+                Some(group_id),
+                Freshness::Reads(OBSERVED_FOR_DELETE),
+            )
+            .await?
+            .filter(|group| group.group_id() == Some(group_id));
+        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
+        if let Some(group) = &group {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                let naming_others: Vec<ObservedRule> = observed_rules(group, direction)
+                    .into_iter()
+                    .filter(|rule| rule.names_another_group(group_id))
+                    .collect();
+                self.change(group_id, direction, Change::Remove, &naming_others)
+                    .await?;
+            }
+        }
+        let deleted = self
+            .ec2
+            .delete_security_group()
+            .group_id(group_id)
+            .send()
+            .await;
+        match deleted {
+            Err(error) if error.code() == Some(DEPENDENCY_VIOLATION) => {
+                Err(self.still_named(group_id, provider_error(error)).await)
+            }
+            deleted => absent_if(deleted, is_not_found).map(|_| None),
+        }
     }
 }

@@ -82,6 +82,12 @@ impl ObservedRule {
         }
     }
 
+    /// Whether the rule's peer is a security group other than `group_id`: a rule that
+    /// keeps that group from being deleted.
+    pub(super) fn names_another_group(&self, group_id: &str) -> bool {
+        self.peer.starts_with("sg-") && self.peer != group_id
+    }
+
     /// The rule as EC2's authorize and revoke calls take it.
     pub(super) fn to_permission(&self) -> IpPermission {
         let permission = IpPermission::builder()

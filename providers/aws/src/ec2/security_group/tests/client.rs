@@ -30,14 +30,7 @@ async fn an_adopted_group_is_described_by_its_id() {
 
 #[tokio::test]
 async fn a_group_not_found_by_its_id_is_looked_up_by_the_uid_tag() {
-    let gone = mock!(aws_sdk_ec2::Client::describe_security_groups)
-        .match_requests(|request| request.group_ids() == [OLD_GROUP])
-        .then_error(|| {
-            DescribeSecurityGroupsError::generic(error(
-                "InvalidGroup.NotFound",
-                "The security group 'sg-0fedcba9876543210' does not exist",
-            ))
-        });
+    let gone = not_found_by_id(OLD_GROUP);
     let uid = by_uid(vec![group(declared_ingress(), all_out())]);
     let client = client(&[&gone, &uid]);
     let observed = exists(
@@ -52,14 +45,7 @@ async fn a_group_not_found_by_its_id_is_looked_up_by_the_uid_tag() {
 
 #[tokio::test]
 async fn nothing_found_by_id_or_tag_is_missing() {
-    let gone = mock!(aws_sdk_ec2::Client::describe_security_groups)
-        .match_requests(|request| request.group_ids() == [OLD_GROUP])
-        .then_error(|| {
-            DescribeSecurityGroupsError::generic(error(
-                "InvalidGroup.NotFound",
-                "The security group 'sg-0fedcba9876543210' does not exist",
-            ))
-        });
+    let gone = not_found_by_id(OLD_GROUP);
     let none = by_uid(Vec::new());
     let client = client(&[&gone, &none]);
     let object = object();
@@ -665,7 +651,10 @@ async fn delete_deletes_the_group_by_id_and_a_group_already_gone_is_fine() {
                 "The security group 'sg-0fedcba9876543210' does not exist",
             ))
         });
-    let client = client(&[&delete, &gone]);
+    let described = by_id(GROUP, vec![group(declared_ingress(), all_out())]);
+    let not_described = not_found_by_id(OLD_GROUP);
+    let untagged = by_uid(Vec::new());
+    let client = client(&[&delete, &gone, &described, &not_described, &untagged]);
     let object = object();
     assert_eq!(
         client
@@ -686,15 +675,19 @@ async fn delete_deletes_the_group_by_id_and_a_group_already_gone_is_fine() {
     assert_eq!((delete.num_calls(), gone.num_calls()), (1, 1));
 }
 
-#[tokio::test]
-async fn a_group_still_used_by_an_instance_is_pending() {
-    let in_use = mock!(aws_sdk_ec2::Client::delete_security_group).then_error(|| {
-        DeleteSecurityGroupError::generic(error(
-            "DependencyViolation",
-            "resource sg-0123456789abcdef0 has a dependent object",
-        ))
-    });
-    let client = client(&[&in_use]);
+/// The error of a delete EC2 refuses with `DependencyViolation`, where the groups
+/// whose ingress and egress rules name the group are found by their filters as
+/// `ingress_naming` and `egress_naming`.
+async fn refused_delete(
+    ingress_naming: Vec<Ec2Group>,
+    egress_naming: Vec<Ec2Group>,
+) -> tether_api::external::ProviderError {
+    let describe = by_id(GROUP, vec![group(declared_ingress(), all_out())]);
+    let refused =
+        mock!(aws_sdk_ec2::Client::delete_security_group).then_error(dependency_violation);
+    let ingress = naming(INGRESS_NAMING, ingress_naming);
+    let egress = naming(EGRESS_NAMING, egress_naming);
+    let client = client(&[&describe, &refused, &ingress, &egress]);
     let error = client
         .delete(
             &object(),
@@ -702,9 +695,129 @@ async fn a_group_still_used_by_an_instance_is_pending() {
             DeletionPolicy::Delete,
         )
         .await
-        .expect_err("in use");
+        .expect_err("refused");
+    assert_eq!(
+        (refused.num_calls(), ingress.num_calls(), egress.num_calls()),
+        (1, 1, 1)
+    );
+    error
+}
+
+#[tokio::test]
+async fn a_group_still_used_by_an_instance_is_pending() {
+    let error = refused_delete(Vec::new(), Vec::new()).await;
     assert_eq!(error.class, ErrorClass::Pending);
     assert_eq!(error.code.as_deref(), Some("DependencyViolation"));
+    assert_eq!(
+        error.message,
+        "resource sg-0123456789abcdef0 has a dependent object"
+    );
+}
+
+#[tokio::test]
+async fn delete_first_revokes_the_rules_that_name_other_groups() {
+    // In: ssh from a range, postgres from another group, and from the group itself.
+    // Out: everything to anywhere, https to another group.
+    let aws = group(
+        vec![
+            permission("tcp", Some(22), Some(22), "10.0.0.0/8"),
+            tcp(5432, PEER).to_permission(),
+            tcp(5432, GROUP).to_permission(),
+        ],
+        vec![
+            permission("-1", None, None, "0.0.0.0/0"),
+            tcp(443, OTHER_PEER).to_permission(),
+        ],
+    );
+    let describe = by_id(GROUP, vec![aws]);
+    let revoke_in = mock!(aws_sdk_ec2::Client::revoke_security_group_ingress)
+        .match_requests(|request| {
+            request.group_id() == Some(GROUP)
+                && carried(request.ip_permissions()) == [tcp(5432, PEER)]
+        })
+        .then_output(|| RevokeSecurityGroupIngressOutput::builder().build());
+    let revoke_out = mock!(aws_sdk_ec2::Client::revoke_security_group_egress)
+        .match_requests(|request| {
+            request.group_id() == Some(GROUP)
+                && carried(request.ip_permissions()) == [tcp(443, OTHER_PEER)]
+        })
+        .then_output(|| RevokeSecurityGroupEgressOutput::builder().build());
+    let delete = mock!(aws_sdk_ec2::Client::delete_security_group)
+        .match_requests(|request| request.group_id() == Some(GROUP))
+        .then_output(|| DeleteSecurityGroupOutput::builder().build());
+    let client = in_order(&[&describe, &revoke_in, &revoke_out, &delete]);
+    assert_eq!(
+        client
+            .delete(
+                &object(),
+                Context::named(Some(GROUP)),
+                DeletionPolicy::Delete
+            )
+            .await,
+        Ok(None)
+    );
+    assert_eq!(
+        (
+            revoke_in.num_calls(),
+            revoke_out.num_calls(),
+            delete.num_calls()
+        ),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn delete_revokes_from_the_read_its_observe_made_and_reads_no_more() {
+    let describe = by_id(GROUP, vec![group(declared_ingress(), all_out())]);
+    let delete = mock!(aws_sdk_ec2::Client::delete_security_group)
+        .then_output(|| DeleteSecurityGroupOutput::builder().build());
+    let client = client(&[&describe, &delete]);
+    let object = object();
+    let context = Context::named(Some(GROUP));
+    exists(client.observe(&object, context).await.unwrap());
+    assert_eq!(
+        client
+            .delete(&object, context, DeletionPolicy::Delete)
+            .await,
+        Ok(None)
+    );
+    assert_eq!(
+        (describe.num_calls(), delete.num_calls()),
+        (1, 1),
+        "no rule names another group, so nothing is revoked"
+    );
+}
+
+#[tokio::test]
+async fn a_group_another_groups_rule_names_waits_backed_off_and_says_which() {
+    // PEER admits this group; OTHER_PEER's egress reaches it. The filter's answer is
+    // read, not trusted: UNRELATED names neither.
+    let error = refused_delete(
+        vec![
+            other_group(PEER, vec![tcp(5432, GROUP).to_permission()], all_out()),
+            other_group(UNRELATED, declared_ingress(), all_out()),
+        ],
+        vec![other_group(
+            OTHER_PEER,
+            Vec::new(),
+            vec![tcp(5432, GROUP).to_permission()],
+        )],
+    )
+    .await;
+    assert_eq!(
+        error.class,
+        ErrorClass::Transient,
+        "backed off, not a hot retry"
+    );
+    assert_eq!(error.code.as_deref(), Some("DependencyViolation"));
+    assert_eq!(
+        error.message,
+        format!(
+            "security group {GROUP} is still named by rules of {PEER}, {OTHER_PEER}, and AWS \
+             keeps a group that another group's rule names: tether deletes it once those rules \
+             or groups are gone"
+        )
+    );
 }
 
 #[tokio::test]
@@ -719,4 +832,39 @@ async fn without_an_external_name_delete_calls_nothing() {
         Ok(None)
     );
     assert_eq!(delete.num_calls(), 0);
+}
+
+const PEER: &str = "sg-0aaaaaaaaaaaaaaaa";
+const OTHER_PEER: &str = "sg-0bbbbbbbbbbbbbbbb";
+const UNRELATED: &str = "sg-0cccccccccccccccc";
+const INGRESS_NAMING: &str = "ip-permission.group-id";
+const EGRESS_NAMING: &str = "egress.ip-permission.group-id";
+
+fn dependency_violation() -> DeleteSecurityGroupError {
+    DeleteSecurityGroupError::generic(error(
+        "DependencyViolation",
+        "resource sg-0123456789abcdef0 has a dependent object",
+    ))
+}
+
+/// A DescribeSecurityGroups of the groups whose rules `filter` finds naming [`GROUP`],
+/// answering `groups`.
+fn naming(filter: &'static str, groups: Vec<Ec2Group>) -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_security_groups)
+        .match_requests(move |request| {
+            request
+                .filters()
+                .iter()
+                .any(|f| f.name() == Some(filter) && f.values() == [GROUP])
+        })
+        .then_output(move || described(groups.clone()))
+}
+
+/// Another group `id` with these rules.
+fn other_group(id: &str, ingress: Vec<IpPermission>, egress: Vec<IpPermission>) -> Ec2Group {
+    Ec2Group::builder()
+        .group_id(id)
+        .set_ip_permissions(Some(ingress))
+        .set_ip_permissions_egress(Some(egress))
+        .build()
 }

@@ -188,6 +188,18 @@ fn by_id(id: &'static str, groups: Vec<Ec2Group>) -> Rule {
         .then_output(move || described(groups.clone()))
 }
 
+/// A DescribeSecurityGroups of the group `id`, which EC2 does not have.
+fn not_found_by_id(id: &'static str) -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_security_groups)
+        .match_requests(move |request| request.group_ids() == [id])
+        .then_error(move || {
+            DescribeSecurityGroupsError::generic(error(
+                "InvalidGroup.NotFound",
+                &format!("The security group '{id}' does not exist"),
+            ))
+        })
+}
+
 /// A DescribeSecurityGroups by the UID tag answering `groups`.
 fn by_uid(groups: Vec<Ec2Group>) -> Rule {
     mock!(aws_sdk_ec2::Client::describe_security_groups)
