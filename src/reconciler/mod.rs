@@ -6,6 +6,7 @@
 //! update, or nothing → publish the connection Secret → status → requeue with jitter.
 
 mod error;
+mod gated;
 mod ownership;
 mod pacing;
 mod reconcile;
@@ -42,6 +43,7 @@ pub use error::{Error, Phase};
 
 use crate::{
     health::Health,
+    leader::WriteGate,
     metrics::Metrics,
     secret_watch::{SecretMeta, SecretWatch},
 };
@@ -65,6 +67,9 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// The process's readiness, which waits for every controller's cache.
     pub health: Arc<Health>,
+    /// Whether this replica may write: every create, update and delete of a cloud
+    /// resource passes it first (always open without leader election).
+    pub write_gate: WriteGate,
 }
 
 impl Default for Settings {
@@ -77,6 +82,7 @@ impl Default for Settings {
             namespace: None,
             metrics: Arc::default(),
             health: Arc::default(),
+            write_gate: WriteGate::default(),
         }
     }
 }
@@ -217,7 +223,7 @@ pub async fn run<M, C>(
     }
     let shared = Arc::new(Shared {
         kube,
-        connector,
+        connector: gated::GatedConnector::new(connector, settings.write_gate.clone()),
         recorder,
         settings,
         pacing: pacing::Pacing::default(),
