@@ -1,7 +1,9 @@
 //! The layers tether puts on the Kubernetes client's service stack, so that every
 //! request passes them: a client-side rate limit (a token bucket: `qps` a second on
-//! average, up to `burst` at once, like client-go's `--kube-api-qps`/`-burst`), and a
-//! count of every request by verb and resource (`tether_kube_requests`).
+//! average, up to `burst` at once, like client-go's `--kube-api-qps`/`-burst`), a
+//! count of every request by verb and resource (`tether_kube_requests`), and the
+//! leader's write gate (with `--leader-elect`, a replica that cannot be sure it leads
+//! writes nothing but its lease).
 //!
 //! The bucket is written here rather than taken from a crate: tower's `RateLimit` has
 //! no burst. The bucket's arithmetic is tested on explicit instants; every request of
@@ -18,7 +20,10 @@ use std::{
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
-use crate::metrics::Metrics;
+use crate::{
+    leader::{self, WriteGate},
+    metrics::Metrics,
+};
 
 /// A token bucket on tokio's clock. Tokens that are not there yet may be reserved:
 /// the caller then waits until its token has accrued, so waiting callers queue in
@@ -190,6 +195,65 @@ where
     }
 }
 
+/// Refuses every write to the API server but the lease's own while the [`WriteGate`]
+/// is closed: a replica that is not sure it leads changes nothing in the cluster.
+#[derive(Clone, Debug)]
+pub struct WriteGateLayer {
+    gate: WriteGate,
+}
+
+impl WriteGateLayer {
+    pub fn new(gate: WriteGate) -> Self {
+        Self { gate }
+    }
+}
+
+impl<S> Layer<S> for WriteGateLayer {
+    type Service = WriteGated<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WriteGated {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// A service whose writes pass the write gate.
+pub struct WriteGated<S> {
+    inner: S,
+    gate: WriteGate,
+}
+
+/// The resource that leader election itself writes, gate or no gate.
+const LEASES: &str = "leases";
+
+impl<S, B> Service<http::Request<B>> for WriteGated<S>
+where
+    S: Service<http::Request<B>>,
+    S::Error: From<leader::Error>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<S::Future, futures::future::Ready<Result<S::Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let kind = RequestKind::of(&request);
+        if kind.writes()
+            && kind.resource != LEASES
+            && let Err(refused) = self.gate.check()
+        {
+            return futures::future::Either::Right(futures::future::ready(Err(refused.into())));
+        }
+        futures::future::Either::Left(self.inner.call(request))
+    }
+}
+
 /// What a request to the API server asks for, in the API server's own terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestKind {
@@ -204,6 +268,14 @@ pub struct RequestKind {
 }
 
 impl RequestKind {
+    /// Whether the request changes something.
+    fn writes(&self) -> bool {
+        matches!(
+            self.verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
+
     fn of<B>(request: &http::Request<B>) -> Self {
         let path = request.uri().path();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -287,6 +359,36 @@ mod tests {
         // Half a second gives back exactly one token at 2 qps.
         let half = start + Duration::from_millis(250);
         assert_eq!(bucket.reserve(half), start + Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn a_closed_write_gate_refuses_every_write_but_the_leases() {
+        use tower::ServiceExt;
+        let request = |method: &str, uri: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .unwrap()
+        };
+        let passes = |gate: &WriteGate, method: &str, uri: &str| {
+            let service = WriteGateLayer::new(gate.clone()).layer(tower::service_fn(
+                |_: http::Request<()>| async { Ok::<_, tower::BoxError>(()) },
+            ));
+            let request = request(method, uri);
+            async move { service.oneshot(request).await.is_ok() }
+        };
+        let status = "/apis/rds.tether.dev/v1alpha1/namespaces/shop/dbinstances/db/status";
+        let lease = "/apis/coordination.k8s.io/v1/namespaces/tether/leases/tether";
+        let closed = WriteGate::elected();
+        assert!(!passes(&closed, "PATCH", status).await);
+        assert!(!passes(&closed, "POST", "/api/v1/namespaces/shop/events").await);
+        assert!(!passes(&closed, "DELETE", "/api/v1/namespaces/shop/secrets/db").await);
+        assert!(passes(&closed, "GET", status).await);
+        assert!(passes(&closed, "GET", "/api/v1/secrets?watch=true").await);
+        assert!(passes(&closed, "PATCH", lease).await);
+        let open = WriteGate::default();
+        assert!(passes(&open, "PATCH", status).await);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `tether run`: connect to the cluster, check the CRDs, run the admin endpoints and,
 //! once this replica leads (with `--leader-elect`), the controllers; stop cleanly on
-//! SIGTERM or Ctrl-C, releasing the lease.
+//! SIGTERM or Ctrl-C, releasing the lease, and at once when the lease is lost.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -10,8 +10,8 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 use crate::{
     admin, crds,
     health::Health,
-    kube_client::{RateLimitLayer, RequestCountLayer},
-    leader::{Leadership, LeaseSettings},
+    kube_client::{RateLimitLayer, RequestCountLayer, WriteGateLayer},
+    leader::{Leadership, LeaseSettings, SHORTEST_LEASE, WriteGate},
     metrics::Metrics,
     providers, reconciler,
 };
@@ -67,8 +67,10 @@ pub struct RunArgs {
     pub lease_name: String,
 
     /// How long the lease holds without renewal: the longest a crashed leader keeps
-    /// the others waiting (a leader that stops releases it at once), e.g. `15s`.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// the others waiting (a leader that stops releases it at once), e.g. `15s`; at
+    /// least `3s`. The leader renews it every third of that, and stops writing when a
+    /// third of it is left without a renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: Duration,
 
     /// Requests a second to the Kubernetes API server, on average (a client-side
@@ -97,6 +99,18 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
         .filter(|duration| !duration.is_negative())
         .map(Duration::from)
         .ok_or_else(|| format!("{value:?} is not a duration such as 30s or 5m"))
+}
+
+fn parse_lease_duration(value: &str) -> Result<Duration, String> {
+    let duration = parse_duration(value)?;
+    if duration < SHORTEST_LEASE {
+        return Err(format!(
+            "{value:?} is too short for a lease: the leader renews it every third of it, in \
+             whole seconds, so it must be at least {}s",
+            SHORTEST_LEASE.as_secs()
+        ));
+    }
+    Ok(duration)
 }
 
 /// Why the controller could not start or stopped with an error.
@@ -132,9 +146,18 @@ pub enum Error {
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
     tokio::spawn(crate::memory::trim_periodically());
+    // With leader election, nothing is written (but the lease) unless this replica
+    // leads by the clock: the cluster's writes pass the gate here, AWS's in the
+    // reconciler.
+    let write_gate = if args.leader_elect {
+        WriteGate::elected()
+    } else {
+        WriteGate::default()
+    };
     let layers = Layers {
         rate_limit: RateLimitLayer::new(args.kube_qps, args.kube_burst),
         requests: RequestCountLayer::new(metrics.clone()),
+        write_gate: WriteGateLayer::new(write_gate.clone()),
     };
     let client = client(args.kubeconfig.as_deref(), &layers).await?;
     let version = client.apiserver_version().await.map_err(Error::Connect)?;
@@ -176,6 +199,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         namespace: None,
         metrics,
         health,
+        write_gate,
     };
     let lease = args.leader_elect.then(|| LeaseSettings {
         namespace: args.lease_namespace,
@@ -183,25 +207,34 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         identity: identity(),
         duration: args.lease_duration,
     });
-    let signals = async move {
+    let signals = async {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, stopping"),
         }
         let _ = stop.send(true);
+        std::future::pending::<()>().await;
     };
-    let (_, outcome, ()) = tokio::join!(
-        admin::serve(listener, reports, stopped()),
-        lead(client, settings, lease, args.watch_namespaces, stopped),
-        signals,
-    );
+    let admin = admin::serve(listener, reports, stopped());
+    let leading = async {
+        let outcome = lead(client, settings, lease, args.watch_namespaces, stopped).await;
+        // Stopped, or lost the lease: the admin server stops too.
+        let _ = stop.send(true);
+        outcome
+    };
+    let outcome = tokio::select! {
+        ((), outcome) = async { tokio::join!(admin, leading) } => outcome,
+        () = signals => unreachable!("waiting for a signal never ends by itself"),
+    };
     tracing::info!("stopped");
     outcome
 }
 
 /// Runs the controllers until `stopped`: at once without a lease, else while this
-/// replica holds it. Losing the lease stops them and is an error (the pod restarts and
-/// stands by); stopping releases it.
+/// replica holds it. Stopping gives running reconciles their grace, then releases the
+/// lease. Losing the lease drops the controllers at once, running reconciles with them
+/// (they could only write for a replica that no longer leads), and is an error: the
+/// process exits, and the pod restarts and stands by.
 async fn lead<S, F>(
     client: kube::Client,
     settings: reconciler::Settings,
@@ -222,7 +255,7 @@ where
     let name = lease.name.clone();
     tracing::info!(lease = %name, namespace = %lease.namespace, identity = %lease.identity, "standing by for the leader lease");
     settings.health.standing_by();
-    let mut leadership = Leadership::start(client.clone(), lease);
+    let mut leadership = Leadership::start(client.clone(), lease, settings.write_gate.clone());
     tokio::select! {
         () = leadership.acquired() => {}
         () = stopped() => {
@@ -232,25 +265,19 @@ where
     }
     settings.metrics.set_leader(true);
     settings.health.running();
-    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let shutdown = {
-        let stopped = stopped();
-        let lost = lost.clone();
-        let lease_lost = leadership.lost();
-        async move {
-            tokio::select! {
-                () = stopped => {}
-                () = lease_lost => lost.store(true, std::sync::atomic::Ordering::Release),
-            }
+    let lost = leadership.lost();
+    tokio::select! {
+        () = controllers(client, settings.clone(), namespaces, stopped()) => {
+            settings.metrics.set_leader(false);
+            leadership.release().await;
+            Ok(())
         }
-    };
-    controllers(client, settings.clone(), namespaces, shutdown).await;
-    settings.metrics.set_leader(false);
-    leadership.release().await;
-    if lost.load(std::sync::atomic::Ordering::Acquire) {
-        return Err(Error::LostLease { name });
+        () = lost => {
+            settings.metrics.set_leader(false);
+            tracing::error!(lease = %name, "lost the leader lease: stopping at once, without waiting for running reconciles");
+            Err(Error::LostLease { name })
+        }
     }
-    Ok(())
 }
 
 /// The controllers of every kind, for all namespaces or once per namespace listed.
@@ -287,6 +314,7 @@ fn identity() -> String {
 struct Layers {
     rate_limit: RateLimitLayer,
     requests: RequestCountLayer,
+    write_gate: WriteGateLayer,
 }
 
 async fn client(
@@ -312,5 +340,6 @@ async fn client(
         .map_err(Error::Client)?
         .with_layer(&layers.requests)
         .with_layer(&layers.rate_limit)
+        .with_layer(&layers.write_gate)
         .build())
 }

@@ -6,6 +6,7 @@
 //! update, or nothing → publish the connection Secret → status → requeue with jitter.
 
 mod error;
+mod gated;
 mod liveness;
 mod ownership;
 mod pacing;
@@ -43,6 +44,7 @@ pub use error::{Error, Phase};
 
 use crate::{
     health::Health,
+    leader::WriteGate,
     metrics::Metrics,
     secret_watch::{SecretMeta, SecretWatch},
 };
@@ -66,6 +68,9 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// The process's readiness, which waits for every controller's cache.
     pub health: Arc<Health>,
+    /// Whether this replica may write: every create, update and delete of a cloud
+    /// resource passes it first (always open without leader election).
+    pub write_gate: WriteGate,
 }
 
 impl Default for Settings {
@@ -78,6 +83,7 @@ impl Default for Settings {
             namespace: None,
             metrics: Arc::default(),
             health: Arc::default(),
+            write_gate: WriteGate::default(),
         }
     }
 }
@@ -218,7 +224,7 @@ pub async fn run<M, C>(
     }
     let shared = Arc::new(Shared {
         kube,
-        connector,
+        connector: gated::GatedConnector::new(connector, settings.write_gate.clone()),
         recorder,
         settings,
         pacing: pacing::Pacing::default(),

@@ -88,6 +88,17 @@ fn unknown_commands_and_flags_get_clap_errors() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("unexpected argument '--bogus'"));
 }
 
+#[test]
+fn a_lease_too_short_to_renew_every_third_of_it_is_refused_before_anything_starts() {
+    let output = tether(&["run", "--leader-elect", "--lease-duration", "2s"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"2s\" is too short for a lease") && stderr.contains("at least 3s"),
+        "{stderr}"
+    );
+}
+
 /// `tether run` on a cluster without the CRDs names the missing ones and exits; once
 /// they are installed it starts, answers `/healthz`, and stops cleanly on SIGTERM.
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Running tether like production, with the real binary: `/metrics` counts the AWS
 //! calls the fault proxy sees; of two replicas only the lease holder acts, and the
 //! other takes over when the leader stops (at once) or dies (within the lease
-//! duration), without a duplicate resource.
+//! duration), without a duplicate resource; a leader that stalls past its lease writes
+//! nothing more to AWS when it resumes, and exits.
 
 use std::{
     collections::BTreeMap,
@@ -14,11 +15,12 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
 };
 use tether_api::conditions::READY;
-use tether_aws::rds::DBInstance;
-use tether_testkit::{ControlPlane, Extra, Tether};
+use tether_aws::{ec2::SecurityGroup, rds::DBInstance};
+use tether_testkit::{ControlPlane, Extra, Fault, Tether, fault_proxy::Call};
 
 use crate::{
     db_instance_controller::{SECRET_KEYS, database, wait_secret},
+    security_group::security_group,
     world::World,
 };
 
@@ -265,13 +267,18 @@ async fn hand_over(
 /// The replicas' extra arguments: leader election on a lease in the test's namespace,
 /// with their own access key so the proxy tells their calls apart.
 fn replica(ns: &str, access_key: &str) -> Extra {
+    replica_leasing(ns, access_key, "8s")
+}
+
+/// [`replica`] with a lease of `duration`.
+fn replica_leasing(ns: &str, access_key: &str, duration: &str) -> Extra {
     Extra {
         args: [
             "--leader-elect",
             "--lease-namespace",
             ns,
             "--lease-duration",
-            "8s",
+            duration,
         ]
         .map(str::to_owned)
         .to_vec(),
@@ -382,5 +389,198 @@ async fn of_two_replicas_only_the_leader_acts_and_the_other_takes_over() {
         "one database per object across both hand-overs: {:?}",
         world.proxy.counts()
     );
+    world.finish().await;
+}
+
+/// Polls `check` every 100 ms until it holds; fails with `what` after 60 s (a bound
+/// for a stuck test, not a measure).
+async fn eventually<F>(what: &str, mut check: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not happen within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The access key of the replica that leads first, and of its standby.
+const OLD: &str = "AKIAOLDLEADER0000000";
+const NEW: &str = "AKIANEWLEADER0000000";
+/// Their lease: renewed every 3 s, written under for 6 s after a renewal.
+const LEASE: &str = "9s";
+const DESCRIBE: &str = "DescribeSecurityGroups";
+
+/// How many of `calls` are `operation`s signed with `key`.
+fn calls_by(calls: &[Call], key: &str, operation: &str) -> usize {
+    calls
+        .iter()
+        .filter(|call| call.access_key_id == key && call.operation == operation)
+        .count()
+}
+
+/// A world whose replica (key [`OLD`]) holds the lease, and a standby (key [`NEW`]);
+/// returns the standby and the leader's identity in the lease.
+async fn leader_and_standby() -> (World, Tether, String) {
+    let world = World::start_with(|ns| replica_leasing(ns, OLD, LEASE)).await;
+    let leases: Api<Lease> = world.ns.api();
+    eventually("the first replica takes the lease", || async {
+        holder(&leases, "tether").await.is_some()
+    })
+    .await;
+    let leader = holder(&leases, "tether").await.expect("checked above");
+    let standby = Tether::start_with(
+        TETHER,
+        &world.ns.name,
+        ControlPlane::shared().kubeconfig(),
+        replica_leasing(&world.ns.name, NEW, LEASE),
+    );
+    (world, standby, leader)
+}
+
+/// Stalls the leader (SIGSTOP) inside its `read`th read of security groups (held 3 s
+/// by the proxy) until the standby has taken the lease and the read is answered, then
+/// resumes it: from the stall on, it must send AWS nothing but reads, and it must exit
+/// with an error. The standby is the world's controller afterwards.
+async fn stall_the_leader_past_its_lease_inside_read(
+    world: &mut World,
+    standby: Tether,
+    leader: &str,
+    read: usize,
+) {
+    eventually("the leader's read reaches the proxy", || async {
+        calls_by(&world.proxy.held(), OLD, DESCRIBE) >= read
+    })
+    .await;
+    world.tether.pause();
+    // Nothing the leader sends from here on is in the proxy's calls yet.
+    let stalled_at = world.proxy.calls().len();
+    let leases: Api<Lease> = world.ns.api();
+    let (new_leader, took) = hand_over(&leases, "tether", leader, Duration::from_secs(9 + 2)).await;
+    eprintln!("{new_leader} took the lease {took:?} after the leader stalled");
+    eventually("the stalled leader's read is answered", || async {
+        calls_by(&world.proxy.calls(), OLD, DESCRIBE) >= read
+    })
+    .await;
+    world.tether.resume();
+    let resumed = Instant::now();
+
+    let writes_by_old = |world: &World| -> Vec<String> {
+        world
+            .proxy
+            .calls()
+            .into_iter()
+            .skip(stalled_at)
+            .filter(|call| call.access_key_id == OLD && !call.operation.starts_with("Describe"))
+            .map(|call| call.operation)
+            .collect()
+    };
+    let status = loop {
+        let writes = writes_by_old(world);
+        assert!(
+            writes.is_empty(),
+            "the old leader wrote to AWS after it lost the lease: {writes:?}; its log ends:\n{}",
+            world.log_tail()
+        );
+        if let Some(status) = world.tether.exited() {
+            eprintln!(
+                "the old leader exited {:?} after it resumed",
+                resumed.elapsed()
+            );
+            break status;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(60),
+            "the old leader did not exit after it lost the lease; its log ends:\n{}",
+            world.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let writes = writes_by_old(world);
+    assert!(writes.is_empty(), "the old leader wrote to AWS: {writes:?}");
+    assert!(!status.success(), "losing the lease is an error: {status}");
+    assert!(
+        world.tether.log().contains("lost the leader lease"),
+        "its log says why it stopped:\n{}",
+        world.log_tail()
+    );
+    world.proxy.clear_faults();
+    world.tether = standby;
+}
+
+#[tokio::test]
+async fn a_leader_stalled_past_its_lease_just_before_a_create_creates_nothing_when_it_resumes_and_exits()
+ {
+    let (mut world, standby, leader) = leader_and_standby().await;
+    world
+        .proxy
+        .inject(DESCRIBE, Fault::Latency(Duration::from_secs(3)), None);
+    world.apply(&security_group(&world, "web", "")).await;
+    let groups: Api<SecurityGroup> = world.ns.api();
+    // The first reconcile reads the group (missing) and adds the finalizer, making no
+    // cloud write; the next one reads it again, to create it.
+    eventually("the finalizer goes on", || async {
+        groups.get("web").await.is_ok_and(|group| {
+            group
+                .metadata
+                .finalizers
+                .is_some_and(|finalizers| finalizers.iter().any(|f| f == "tether.dev/finalizer"))
+        })
+    })
+    .await;
+    stall_the_leader_past_its_lease_inside_read(&mut world, standby, &leader, 2).await;
+
+    // The new leader creates the group, once.
+    world
+        .wait_condition(&groups, "web", READY, "True", None)
+        .await;
+    assert_eq!(
+        calls_by(&world.proxy.calls(), NEW, "CreateSecurityGroup"),
+        1,
+        "the new leader creates the group: {:?}",
+        world.proxy.counts()
+    );
+    assert_eq!(world.proxy.count("CreateSecurityGroup"), 1);
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_leader_stalled_past_its_lease_just_before_a_deletion_deletes_nothing_when_it_resumes_and_exits()
+ {
+    let (mut world, standby, leader) = leader_and_standby().await;
+    // No routine check reads the group meanwhile: the one read held is the deletion's.
+    let group = security_group(&world, "web", "").replacen(
+        "metadata: {name: web}",
+        "metadata: {name: web, annotations: {tether.dev/poll-interval: 1h}}",
+        1,
+    );
+    world.apply(&group).await;
+    let groups: Api<SecurityGroup> = world.ns.api();
+    world
+        .wait_condition(&groups, "web", READY, "True", None)
+        .await;
+    world
+        .proxy
+        .inject(DESCRIBE, Fault::Latency(Duration::from_secs(3)), None);
+    groups
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("deleting the SecurityGroup");
+    // Deletion reads the group directly, then deletes it.
+    stall_the_leader_past_its_lease_inside_read(&mut world, standby, &leader, 1).await;
+
+    // The new leader deletes the group, once.
+    world.wait_gone(&groups, "web").await;
+    assert_eq!(
+        calls_by(&world.proxy.calls(), NEW, "DeleteSecurityGroup"),
+        1,
+        "the new leader deletes the group: {:?}",
+        world.proxy.counts()
+    );
+    assert_eq!(world.proxy.count("DeleteSecurityGroup"), 1);
     world.finish().await;
 }

@@ -87,6 +87,8 @@ struct Rule {
 struct State {
     rules: Vec<Rule>,
     calls: Vec<Call>,
+    /// The calls a [`Fault::Latency`] held, as they arrived.
+    held: Vec<Call>,
     /// How long a new resource stays hidden; zero when hiding is off.
     hide_new_for: Duration,
     /// Until when each created resource (by kind and normalized id) stays hidden.
@@ -269,6 +271,13 @@ impl FaultProxy {
         self.state.lock().unwrap().calls.clone()
     }
 
+    /// Every call a [`Fault::Latency`] held, in the order they arrived, including those
+    /// still waiting: the calls in [`FaultProxy::calls`] are there once their wait is
+    /// over.
+    pub fn held(&self) -> Vec<Call> {
+        self.state.lock().unwrap().held.clone()
+    }
+
     /// How many calls of `operation` reached the proxy (forwarded or not).
     pub fn count(&self, operation: &str) -> usize {
         self.state
@@ -291,7 +300,9 @@ impl FaultProxy {
 
     /// Forgets the calls seen so far.
     pub fn reset_counts(&self) {
-        self.state.lock().unwrap().calls.clear();
+        let mut state = self.state.lock().unwrap();
+        state.calls.clear();
+        state.held.clear();
     }
 }
 
@@ -392,6 +403,7 @@ impl Forwarder {
         }
         for fault in &faults {
             if let Fault::Latency(delay) = fault {
+                self.state.lock().unwrap().held.push(call.clone());
                 tokio::time::sleep(*delay).await;
             }
         }

@@ -9,7 +9,7 @@ use std::{
 
 use crate::{
     ControlPlane,
-    process::{Supervised, free_port, http_get, wait_until},
+    process::{Supervised, free_port, http_get, signal, wait_until},
 };
 
 /// A running `tether run`, stopped when dropped.
@@ -146,6 +146,22 @@ impl Tether {
                 http_get(self.admin_port, "/readyz")
             },
         );
+    }
+
+    /// Stops the controller dead with SIGSTOP, as a long stall would (a paused VM, a
+    /// starved node): nothing in it runs, timers included, until [`Tether::resume`].
+    pub fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// Lets a paused controller run again (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    /// The controller's exit status, once it has exited by itself.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.try_wait()
     }
 
     /// The process id of the running controller (for its /proc figures).

@@ -1,0 +1,252 @@
+//! The write gate in front of the cloud: every create, update and delete a reconcile
+//! asks of a provider first checks that this replica still leads ([`WriteGate`]), so
+//! a replica that lost the lease, or cannot be sure it holds it, writes nothing to AWS
+//! however far its reconciles had got. Observing and preparing credentials write
+//! nothing to the cloud and pass as they are.
+
+use std::future::Future;
+
+use tether_api::{
+    ErrorClass,
+    external::{
+        ConnectionDetails, Connector, Context, Created, ExternalClient, ObservationOf, ObservedOf,
+        ProviderError,
+    },
+    managed::{DeletionPolicy, Managed},
+};
+
+use crate::leader::WriteGate;
+
+/// A connector whose clients pass the write gate before every cloud write.
+pub struct GatedConnector<C> {
+    inner: C,
+    gate: WriteGate,
+}
+
+impl<C> GatedConnector<C> {
+    pub fn new(inner: C, gate: WriteGate) -> Self {
+        Self { inner, gate }
+    }
+}
+
+impl<M: Managed, C: Connector<M>> Connector<M> for GatedConnector<C> {
+    type Client = GatedClient<C::Client>;
+
+    async fn connect(&self, object: &M) -> Result<Self::Client, ProviderError> {
+        Ok(GatedClient {
+            inner: self.inner.connect(object).await?,
+            gate: self.gate.clone(),
+        })
+    }
+}
+
+/// A provider's client whose writes pass the write gate.
+pub struct GatedClient<X> {
+    inner: X,
+    gate: WriteGate,
+}
+
+impl<X> GatedClient<X> {
+    /// Whether the write may go ahead; a refusal is Pending: nothing was sent, and the
+    /// replica that leads does the work.
+    fn pass(&self) -> Result<(), ProviderError> {
+        self.gate.check().map_err(|refused| ProviderError {
+            class: ErrorClass::Pending,
+            code: None,
+            message: refused.to_string(),
+        })
+    }
+}
+
+impl<M: Managed, X: ExternalClient<M>> ExternalClient<M> for GatedClient<X> {
+    fn observe(
+        &self,
+        object: &M,
+        context: Context<'_>,
+    ) -> impl Future<Output = Result<ObservationOf<M>, ProviderError>> + Send {
+        self.inner.observe(object, context)
+    }
+
+    fn prepare(
+        &self,
+        object: &M,
+        context: Context<'_>,
+    ) -> impl Future<Output = Result<Option<ConnectionDetails>, ProviderError>> + Send {
+        self.inner.prepare(object, context)
+    }
+
+    async fn create(&self, object: &M, context: Context<'_>) -> Result<Created, ProviderError> {
+        self.pass()?;
+        self.inner.create(object, context).await
+    }
+
+    async fn update(
+        &self,
+        object: &M,
+        context: Context<'_>,
+        observed: &ObservedOf<M>,
+    ) -> Result<(), ProviderError> {
+        self.pass()?;
+        self.inner.update(object, context, observed).await
+    }
+
+    async fn delete(
+        &self,
+        object: &M,
+        context: Context<'_>,
+        policy: DeletionPolicy,
+    ) -> Result<Option<String>, ProviderError> {
+        self.pass()?;
+        self.inner.delete(object, context, policy).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        sync::{Arc, Mutex},
+        time::{Duration, SystemTime},
+    };
+
+    use tether_api::external::{Observation, Observed, Readiness};
+    use tether_aws::ec2::SecurityGroup;
+
+    use super::*;
+
+    /// A provider's client that records the calls that reach it.
+    #[derive(Clone, Default)]
+    struct Recording(Arc<Mutex<Vec<&'static str>>>);
+
+    impl Recording {
+        fn record(&self, call: &'static str) {
+            self.0.lock().unwrap().push(call);
+        }
+    }
+
+    impl ExternalClient<SecurityGroup> for Recording {
+        async fn observe(
+            &self,
+            _: &SecurityGroup,
+            _: Context<'_>,
+        ) -> Result<ObservationOf<SecurityGroup>, ProviderError> {
+            self.record("observe");
+            Ok(Observation::Missing)
+        }
+
+        async fn create(
+            &self,
+            _: &SecurityGroup,
+            _: Context<'_>,
+        ) -> Result<Created, ProviderError> {
+            self.record("create");
+            Ok(Created::default())
+        }
+
+        async fn update(
+            &self,
+            _: &SecurityGroup,
+            _: Context<'_>,
+            _: &ObservedOf<SecurityGroup>,
+        ) -> Result<(), ProviderError> {
+            self.record("update");
+            Ok(())
+        }
+
+        async fn delete(
+            &self,
+            _: &SecurityGroup,
+            _: Context<'_>,
+            _: DeletionPolicy,
+        ) -> Result<Option<String>, ProviderError> {
+            self.record("delete");
+            Ok(None)
+        }
+    }
+
+    fn group() -> SecurityGroup {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ec2.tether.dev/v1alpha1", "kind": "SecurityGroup",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"providerConfigRef": {"name": "aws"}, "description": "web"},
+        }))
+        .unwrap()
+    }
+
+    /// Every call the runtime can make, through `client`; whether each succeeded.
+    async fn every_call(client: &GatedClient<Recording>) -> BTreeMap<&'static str, bool> {
+        let group = group();
+        let context = Context::named(Some("sg-1"));
+        let observed = Observed {
+            external_name: None,
+            owner_uid: None,
+            delta: Default::default(),
+            readiness: Readiness::Ready,
+            at_provider: Default::default(),
+            connection: ConnectionDetails::default(),
+        };
+        BTreeMap::from([
+            ("observe", client.observe(&group, context).await.is_ok()),
+            ("prepare", client.prepare(&group, context).await.is_ok()),
+            ("create", client.create(&group, context).await.is_ok()),
+            (
+                "update",
+                client.update(&group, context, &observed).await.is_ok(),
+            ),
+            (
+                "delete",
+                client
+                    .delete(&group, context, DeletionPolicy::Delete)
+                    .await
+                    .is_ok(),
+            ),
+        ])
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_does_not_lead_reads_the_cloud_but_writes_nothing_to_it() {
+        let provider = Recording::default();
+        let gate = WriteGate::elected();
+        let client = GatedClient {
+            inner: provider.clone(),
+            gate: gate.clone(),
+        };
+        let outcomes = every_call(&client).await;
+        assert_eq!(
+            outcomes,
+            BTreeMap::from([
+                ("observe", true),
+                ("prepare", true),
+                ("create", false),
+                ("update", false),
+                ("delete", false),
+            ])
+        );
+        assert_eq!(*provider.0.lock().unwrap(), ["observe"]);
+        let refused = client
+            .create(&group(), Context::named(None))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.class, ErrorClass::Pending, "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn a_leader_writes_through_and_so_does_a_replica_without_leader_election() {
+        for gate in [WriteGate::default(), {
+            let gate = WriteGate::elected();
+            gate.hold_until(SystemTime::now() + Duration::from_secs(60));
+            gate
+        }] {
+            let provider = Recording::default();
+            let client = GatedClient {
+                inner: provider.clone(),
+                gate,
+            };
+            assert!(every_call(&client).await.values().all(|ok| *ok));
+            assert_eq!(
+                *provider.0.lock().unwrap(),
+                ["observe", "create", "update", "delete"]
+            );
+        }
+    }
+}
