@@ -25,6 +25,7 @@ use tether_api::{
     claim::{CLASS_CHANGED, CLASS_GENERATION_ANNOTATION, Claim, ClaimStatus, Class},
     conditions::{self, ConditionUpdate, READY, SYNCED, set_condition},
     managed::Managed,
+    provider_config,
 };
 
 use super::{
@@ -194,7 +195,7 @@ impl<'a, C: Claim> Steps<'a, C> {
             .metadata
             .labels
             .unwrap_or_default();
-        match admission::namespace_selected(class.namespace_selector(), &labels) {
+        match provider_config::namespace_selected(class.namespace_selector(), &labels) {
             Ok(true) => {}
             Ok(false) => {
                 return Ok(Err(Refusal::new(
@@ -204,7 +205,12 @@ impl<'a, C: Claim> Steps<'a, C> {
                     ),
                 )));
             }
-            Err(message) => return Ok(Err(Refusal::new("NotAllowed", message))),
+            Err(error) => {
+                return Ok(Err(Refusal::new(
+                    "NotAllowed",
+                    format!("{class_kind} {class_name}'s {error}"),
+                )));
+            }
         }
         let wanted = match self.claim.settings(class) {
             Ok(wanted) => wanted,
