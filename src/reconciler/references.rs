@@ -70,6 +70,10 @@ trait View: Send + Sync {
     /// The object named `name` in `namespace` (`Some(None)`: it does not exist), or
     /// `None` while the cache has not had its first complete list.
     fn get(&self, namespace: &str, name: &str) -> Option<Option<Referenced>>;
+
+    /// The objects (namespace, name) that name ProviderConfig `provider_config`, or
+    /// `None` while the cache has not had its first complete list.
+    fn users(&self, provider_config: &str) -> Option<Vec<(String, String)>>;
 }
 
 impl<M: Managed> View for Store<M> {
@@ -77,6 +81,19 @@ impl<M: Managed> View for Store<M> {
         self.wait_until_ready().now_or_never()?.ok()?;
         let object = Store::get(self, &ObjectRef::<M>::new(name).within(namespace));
         Some(object.map(|object| Referenced::of(object.meta(), object.conditions())))
+    }
+
+    fn users(&self, provider_config: &str) -> Option<Vec<(String, String)>> {
+        self.wait_until_ready().now_or_never()?.ok()?;
+        Some(
+            self.state()
+                .iter()
+                .filter(|object| {
+                    object.managed_fields().provider_config_ref.name == provider_config
+                })
+                .map(|object| (object.namespace().unwrap_or_default(), object.name_any()))
+                .collect(),
+        )
     }
 }
 
@@ -87,8 +104,28 @@ const BUFFER: usize = 1024;
 /// The managed kinds' caches and changes, shared by every controller (see the module
 /// description): one watch per kind, however many kinds refer to it. A kind gets its
 /// entry from whichever comes first, its controller publishing or a referrer asking.
-#[derive(Clone, Default)]
-pub struct Registry(Arc<Mutex<Vec<Arc<Entry>>>>);
+#[derive(Clone)]
+pub struct Registry(Arc<Kinds>);
+
+struct Kinds {
+    entries: Mutex<Vec<Arc<Entry>>>,
+    /// The changes of every published kind, for the ProviderConfig in-use controller.
+    every: async_broadcast::Sender<Arc<DynamicObject>>,
+    every_changes: async_broadcast::InactiveReceiver<Arc<DynamicObject>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let (mut every, every_changes) = async_broadcast::broadcast(BUFFER);
+        // Nobody subscribed: changes go nowhere.
+        every.set_await_active(false);
+        Self(Arc::new(Kinds {
+            entries: Mutex::default(),
+            every,
+            every_changes: every_changes.deactivate(),
+        }))
+    }
+}
 
 struct Entry {
     kind: ApiResource,
@@ -102,10 +139,7 @@ struct Entry {
 impl Registry {
     /// The entry of `kind`, made on first use.
     fn entry(&self, kind: &ApiResource) -> Arc<Entry> {
-        let mut entries = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self.entries();
         if let Some(entry) = entries.iter().find(|entry| entry.kind == *kind) {
             return entry.clone();
         }
@@ -129,7 +163,18 @@ impl Registry {
         let entry = self.entry(&kind);
         entry.view.set(Box::new(store)).ok()?;
         let sender = entry.sender.lock().ok()?.take()?;
-        Some(Changes { sender, kind })
+        Some(Changes {
+            sender,
+            every: self.0.every.clone(),
+            kind,
+        })
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Entry>>> {
+        self.0
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every change to objects of `kind` from now on (each as its name, namespace and
@@ -140,6 +185,34 @@ impl Registry {
     ) -> impl Stream<Item = Result<DynamicObject, watcher::Error>> + use<> {
         let changes = self.entry(kind).changes.activate_cloned();
         changes.map(|object| Ok(Arc::unwrap_or_clone(object)))
+    }
+
+    /// Every change to objects of every published kind from now on, each as its kind,
+    /// name, namespace, owners and `spec.providerConfigRef`.
+    pub fn subscribe_every(&self) -> impl Stream<Item = Arc<DynamicObject>> + use<> {
+        self.0.every_changes.activate_cloned()
+    }
+
+    /// The objects of every kind that name ProviderConfig `provider_config`, as
+    /// `Kind namespace/name`, sorted; `None` until every kind in the registry has
+    /// published its cache and that cache has listed (before then, an object in use
+    /// could be missed).
+    pub fn users_of(&self, provider_config: &str) -> Option<Vec<String>> {
+        let entries = self.entries().clone();
+        if entries.is_empty() {
+            return None;
+        }
+        let mut users = Vec::new();
+        for entry in entries {
+            let named = entry.view.get()?.users(provider_config)?;
+            users.extend(
+                named
+                    .into_iter()
+                    .map(|(namespace, name)| format!("{} {namespace}/{name}", entry.kind.kind)),
+            );
+        }
+        users.sort();
+        Some(users)
     }
 
     /// The referenced object as cached (`Some(None)`: it does not exist), or `None`
@@ -156,12 +229,15 @@ impl Registry {
 #[derive(Clone)]
 pub struct Changes {
     sender: async_broadcast::Sender<Arc<DynamicObject>>,
+    /// The registry's sender of every kind's changes.
+    every: async_broadcast::Sender<Arc<DynamicObject>>,
     kind: ApiResource,
 }
 
 impl Changes {
     /// Hands each object `event` touches (applied or deleted) to every referring
-    /// controller, waiting for the slowest when its buffer is full.
+    /// controller and to the subscribers of every kind's changes, waiting for the
+    /// slowest when its buffer is full.
     pub async fn send<M: Managed>(&self, event: &watcher::Event<M>) {
         let touched = match event {
             watcher::Event::Apply(object)
@@ -172,7 +248,12 @@ impl Changes {
         let mut key = DynamicObject::new(&touched.name_any(), &self.kind);
         key.metadata.namespace = touched.meta().namespace.clone();
         key.metadata.owner_references = touched.meta().owner_references.clone();
-        let _ = self.sender.broadcast_direct(Arc::new(key)).await;
+        key.data = serde_json::json!({"spec": {"providerConfigRef": {
+            "name": touched.managed_fields().provider_config_ref.name,
+        }}});
+        let key = Arc::new(key);
+        let _ = self.sender.broadcast_direct(key.clone()).await;
+        let _ = self.every.broadcast_direct(key).await;
     }
 }
 
