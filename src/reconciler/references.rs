@@ -5,7 +5,8 @@
 //! in the [`Registry`]; the controllers of kinds that refer to it read references from
 //! that cache and are reconciled on its changes (a referenced object becoming Ready
 //! reconciles the objects waiting for it at once). Only while a cache has not listed
-//! yet is a reference read from the API server.
+//! yet is a reference read from the API server. The same caches and changes tell the
+//! ProviderConfig in-use controller which objects name a ProviderConfig.
 
 use std::{
     collections::BTreeMap,
@@ -429,5 +430,45 @@ mod tests {
             ("orders".to_owned(), Some("shop".to_owned()))
         );
         assert!(touched.metadata.annotations.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_users_of_a_provider_config_are_counted_once_every_cache_has_listed() {
+        let registry = Registry::default();
+        assert_eq!(registry.users_of("team-a"), None, "no kind published yet");
+        let mut every = registry.subscribe_every();
+        let (store, mut writer) = reflector::store::<DBSubnetGroup>();
+        let changes = registry.publish(store).expect("first publish");
+        let group = |name: &str, provider_config: &str| -> DBSubnetGroup {
+            let mut group = object("True", None);
+            group.metadata.name = Some(name.to_owned());
+            group.data["spec"]["providerConfigRef"] = json!({"name": provider_config});
+            serde_json::from_value(serde_json::to_value(group).unwrap()).unwrap()
+        };
+        writer.apply_watcher_event(&watcher::Event::Init);
+        assert_eq!(registry.users_of("team-a"), None, "not listed yet");
+        for event in [
+            watcher::Event::InitApply(group("orders", "team-a")),
+            watcher::Event::InitApply(group("billing", "team-b")),
+            watcher::Event::InitApply(group("archive", "team-a")),
+        ] {
+            writer.apply_watcher_event(&event);
+            changes.send(&event).await;
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        assert_eq!(
+            registry.users_of("team-a"),
+            Some(vec![
+                "DBSubnetGroup shop/archive".to_owned(),
+                "DBSubnetGroup shop/orders".to_owned()
+            ])
+        );
+        assert_eq!(registry.users_of("nobody"), Some(Vec::new()));
+        // Every change reaches the in-use controller with the ProviderConfig it names.
+        let first = every.next().await.unwrap();
+        assert_eq!(
+            first.data.pointer("/spec/providerConfigRef/name"),
+            Some(&json!("team-a"))
+        );
     }
 }
