@@ -14,10 +14,13 @@ pub mod kube_client;
 pub mod leader;
 pub mod memory;
 pub mod metrics;
+pub mod namespace_watch;
+pub mod provider_config_usage;
 pub mod providers;
 pub mod reconciler;
 pub mod run;
 pub mod secret_watch;
+pub mod shared_watch;
 pub mod telemetry;
 
 /// The field manager of every write tether makes, and the controller name in Events.

@@ -1,20 +1,22 @@
 //! The one place that names the providers' kinds: starts a controller for each managed
-//! kind and each claim kind.
+//! kind and each claim kind, and the in-use controller of the ProviderConfigs.
 
 use std::future::Future;
 
 use futures::future::FutureExt;
 use tether_aws::{
-    connector::{AwsConnector, SdkConfigs},
+    ProviderConfig,
+    connector::{AwsConnector, Scope, SdkConfigs},
     ec2::{Instance, InstanceClient, SecurityGroup, SecurityGroupClient},
     rds::{DBInstance, DBInstanceClient, DBSubnetGroup, DBSubnetGroupClient},
     self_service::{DatabaseClaim, InstanceClaim},
 };
 
 use crate::{
-    claims,
+    claims, namespace_watch,
+    provider_config_usage::{self, ProviderConfigWatch},
     reconciler::{self, Settings, SharedWatches},
-    secret_watch::SecretWatch,
+    secret_watch,
 };
 
 /// Runs the controllers of every managed kind until `shutdown` completes.
@@ -26,14 +28,30 @@ pub async fn run(
     let shutdown: reconciler::Shutdown = shutdown.boxed().shared();
     let observer: std::sync::Arc<dyn tether_api::telemetry::CallObserver> =
         settings.metrics.clone();
-    let configs = SdkConfigs::new(kube.clone(), Some(observer));
-    // One metadata-only watch of the Secrets in scope for every kind's controller.
-    let (secrets, watching) =
-        SecretWatch::new(&kube, settings.namespace.as_deref(), &settings.health);
-    let watching = futures::future::select(Box::pin(watching), shutdown.clone());
+    // One metadata-only watch of the Secrets and one of the namespaces in scope for
+    // every kind's controller.
+    let scope = settings.namespace.as_deref();
+    let (secrets, watching_secrets) = secret_watch::watch(&kube, scope, &settings.health);
+    let (namespaces, watching_namespaces) = namespace_watch::watch(&kube, scope, &settings.health);
+    let watching = futures::future::select(
+        Box::pin(futures::future::join(watching_secrets, watching_namespaces)),
+        shutdown.clone(),
+    );
+    // ProviderConfigs are watched once, by their in-use controller; the connectors read
+    // its cache.
+    let provider_configs = ProviderConfigWatch::<ProviderConfig>::new(&kube, &settings);
+    let configs = SdkConfigs::new(
+        kube.clone(),
+        Scope {
+            provider_configs: provider_configs.store().clone(),
+            namespaces: namespaces.store().clone(),
+            in_use_finalizer: provider_config_usage::in_use_finalizer(scope),
+        },
+        Some(observer),
+    );
     // Each managed kind is watched once, by its controller; kinds that refer to it read
     // that controller's cache.
-    let watches = SharedWatches::new(secrets);
+    let watches = SharedWatches::new(secrets, namespaces);
     let controllers = async {
         futures::join!(
             reconciler::run::<DBSubnetGroup, _>(
@@ -72,6 +90,13 @@ pub async fn run(
             ),
             claims::run::<InstanceClaim>(
                 kube.clone(),
+                settings.clone(),
+                &watches,
+                shutdown.clone(),
+            ),
+            provider_config_usage::run(
+                kube.clone(),
+                provider_configs,
                 settings.clone(),
                 &watches,
                 shutdown.clone(),

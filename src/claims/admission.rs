@@ -1,6 +1,7 @@
-//! Whether a claim may have its resource, beyond its own choices: the class's
-//! namespace selector and its per-namespace limits. Pure: decided from the labels,
-//! the claims the controller's cache holds and the grants this process made.
+//! Whether a claim may have its resource, beyond its own choices and its namespace
+//! (the class's selector, matched by `tether_api::provider_config::namespace_selected`):
+//! the class's per-namespace limits. Pure: decided from the claims the controller's
+//! cache holds and the grants this process made.
 //!
 //! Limits admit claims in a fixed order, the same whichever claim is reconciled
 //! first: claims that already have their resource, then the others oldest first. So
@@ -22,24 +23,9 @@
 //! There is one lock per claim kind, not one per class and namespace: a decision is a
 //! few comparisons over the cache, and nothing is awaited while the lock is held.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::LabelSelector, jiff::Timestamp};
-use kube::core::{Selector, SelectorExt};
-
-/// Whether a namespace with `labels` may use a class with `selector`; an invalid
-/// selector admits no namespace, and says why.
-pub fn namespace_selected(
-    selector: Option<&LabelSelector>,
-    labels: &BTreeMap<String, String>,
-) -> Result<bool, String> {
-    let Some(selector) = selector else {
-        return Ok(true);
-    };
-    let selector = Selector::try_from(selector.clone())
-        .map_err(|error| format!("the class's namespaceSelector is invalid: {error}"))?;
-    Ok(selector.matches(labels))
-}
+use k8s_openapi::jiff::Timestamp;
 
 /// A claim of the class in the namespace, as the limits see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -310,32 +296,5 @@ mod tests {
         // behind the older claim.
         grants.forget(&newest.uid);
         assert_eq!(grants.admit(&older, false, &others, TWO_CLAIMS), None);
-    }
-
-    #[test]
-    fn a_selector_matches_labels_and_expressions() {
-        let selector: LabelSelector = serde_json::from_value(serde_json::json!({
-            "matchLabels": {"tether.dev/databases": "allowed"},
-            "matchExpressions": [{"key": "team", "operator": "In", "values": ["shop", "ci"]}]
-        }))
-        .unwrap();
-        let labels = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<BTreeMap<_, _>>()
-        };
-        assert_eq!(
-            namespace_selected(
-                Some(&selector),
-                &labels(&[("tether.dev/databases", "allowed"), ("team", "shop")])
-            ),
-            Ok(true)
-        );
-        assert_eq!(
-            namespace_selected(Some(&selector), &labels(&[("team", "shop")])),
-            Ok(false)
-        );
-        assert_eq!(namespace_selected(None, &labels(&[])), Ok(true));
     }
 }

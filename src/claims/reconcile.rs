@@ -26,11 +26,12 @@ use tether_api::{
     claim::{CLASS_CHANGED, CLASS_GENERATION_ANNOTATION, Claim, ClaimStatus, Class},
     conditions::{self, ConditionUpdate, READY, SYNCED, set_condition},
     managed::Managed,
+    provider_config,
 };
 
 use super::{
     CLAIM_FINALIZER, Error, Shared,
-    admission::{self, Holding, Limits},
+    admission::{Holding, Limits},
 };
 use crate::{FIELD_MANAGER, crds, finalizers};
 
@@ -196,7 +197,7 @@ impl<'a, C: Claim> Steps<'a, C> {
             .metadata
             .labels
             .unwrap_or_default();
-        match admission::namespace_selected(class.namespace_selector(), &labels) {
+        match provider_config::namespace_selected(class.namespace_selector(), &labels) {
             Ok(true) => {}
             Ok(false) => {
                 return Ok(Err(Refusal::new(
@@ -206,7 +207,12 @@ impl<'a, C: Claim> Steps<'a, C> {
                     ),
                 )));
             }
-            Err(message) => return Ok(Err(Refusal::new("NotAllowed", message))),
+            Err(error) => {
+                return Ok(Err(Refusal::new(
+                    "NotAllowed",
+                    format!("{class_kind} {class_name}'s {error}"),
+                )));
+            }
         }
         let wanted = match self.claim.settings(class) {
             Ok(wanted) => wanted,

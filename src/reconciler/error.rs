@@ -79,11 +79,19 @@ impl Error {
         }
     }
 
-    /// The CamelCase reason for the `Synced` condition and the Event.
-    pub fn reason(&self) -> &'static str {
+    /// The CamelCase reason for the `Synced` condition and the Event. A connector's
+    /// refusal brings its own (its error's code, e.g. `ProviderConfigNotPermitted`):
+    /// connecting makes no cloud call, so the code is never the cloud's.
+    pub fn reason(&self) -> &str {
         match self {
             Self::Annotation(_) => "InvalidAnnotation",
             Self::ReferenceNotReady(_) => "ReferenceNotReady",
+            Self::Provider {
+                phase: Phase::Connect,
+                source: ProviderError {
+                    code: Some(code), ..
+                },
+            } => code,
             Self::Provider { phase, .. } => match phase {
                 Phase::Connect => "ConnectFailed",
                 Phase::Observe => "ObserveFailed",
@@ -123,6 +131,22 @@ mod tests {
         assert_eq!(error.reason(), "CreateFailed");
         assert_eq!(error.class(), ErrorClass::Terminal);
         assert!(error.is_failure());
+    }
+
+    #[test]
+    fn a_connectors_refusal_brings_its_own_reason() {
+        let refused = Error::provider(Phase::Connect)(ProviderError {
+            class: ErrorClass::Terminal,
+            code: Some("ProviderConfigNotPermitted".into()),
+            message: "ProviderConfig team-a may not be used in namespace web".into(),
+        });
+        assert_eq!(refused.reason(), "ProviderConfigNotPermitted");
+        let failed = Error::provider(Phase::Connect)(ProviderError {
+            class: ErrorClass::Transient,
+            code: None,
+            message: "ProviderConfig team-a does not exist".into(),
+        });
+        assert_eq!(failed.reason(), "ConnectFailed");
     }
 
     #[test]

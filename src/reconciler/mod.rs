@@ -46,6 +46,7 @@ use crate::{
     health::Health,
     leader::WriteGate,
     metrics::Metrics,
+    namespace_watch::NamespaceWatch,
     secret_watch::{SecretMeta, SecretWatch},
 };
 
@@ -88,22 +89,25 @@ impl Default for Settings {
     }
 }
 
-/// The watches the controllers of every kind share: one of the Secrets in scope
-/// (metadata only), and each managed kind's own, published for the kinds that refer to
-/// it.
+/// The watches the controllers of every kind share: one of the Secrets in scope and
+/// one of the namespaces in scope (metadata only), and each managed kind's own,
+/// published for the kinds that refer to it.
 #[derive(Clone)]
 pub struct SharedWatches {
     /// The Secrets in scope.
     pub secrets: SecretWatch,
+    /// The namespaces in scope, with their labels.
+    pub namespaces: NamespaceWatch,
     /// The managed kinds' caches and changes.
     pub references: references::Registry,
 }
 
 impl SharedWatches {
-    /// The shared watches, with `secrets`.
-    pub fn new(secrets: SecretWatch) -> Self {
+    /// The shared watches, with `secrets` and `namespaces`.
+    pub fn new(secrets: SecretWatch, namespaces: NamespaceWatch) -> Self {
         Self {
             secrets,
+            namespaces,
             references: references::Registry::default(),
         }
     }
@@ -200,6 +204,12 @@ pub async fn run<M, C>(
                 objects.extend(index.referrers(secret.namespace(), &secret.name_any()));
             }
             objects
+        })
+        // A namespace whose labels change reconciles the objects in it: a
+        // ProviderConfig's namespaceSelector may admit or refuse them now.
+        .watches_stream(shared_watches.namespaces.subscribe(), {
+            let reader = reader.clone();
+            move |namespace| referrers(&reader, Some(namespace.name_any()), |_| true)
         })
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown.clone());

@@ -5,7 +5,8 @@
 //! in the [`Registry`]; the controllers of kinds that refer to it read references from
 //! that cache and are reconciled on its changes (a referenced object becoming Ready
 //! reconciles the objects waiting for it at once). Only while a cache has not listed
-//! yet is a reference read from the API server.
+//! yet is a reference read from the API server. The same caches and changes tell the
+//! ProviderConfig in-use controller which objects name a ProviderConfig.
 
 use std::{
     collections::BTreeMap,
@@ -74,6 +75,10 @@ trait View: Send + Sync {
     /// Whether the cache holds an object with `uid`, or `None` while the cache has
     /// not had its first complete list.
     fn holds_uid(&self, uid: &str) -> Option<bool>;
+
+    /// The objects (namespace, name) that name ProviderConfig `provider_config`, or
+    /// `None` while the cache has not had its first complete list.
+    fn users(&self, provider_config: &str) -> Option<Vec<(String, String)>>;
 }
 
 impl<M: Managed> View for Store<M> {
@@ -90,6 +95,19 @@ impl<M: Managed> View for Store<M> {
                 .is_some(),
         )
     }
+
+    fn users(&self, provider_config: &str) -> Option<Vec<(String, String)>> {
+        self.wait_until_ready().now_or_never()?.ok()?;
+        Some(
+            self.state()
+                .iter()
+                .filter(|object| {
+                    object.managed_fields().provider_config_ref.name == provider_config
+                })
+                .map(|object| (object.namespace().unwrap_or_default(), object.name_any()))
+                .collect(),
+        )
+    }
 }
 
 /// How many changes of one kind wait for the slowest referring controller before the
@@ -99,8 +117,28 @@ const BUFFER: usize = 1024;
 /// The managed kinds' caches and changes, shared by every controller (see the module
 /// description): one watch per kind, however many kinds refer to it. A kind gets its
 /// entry from whichever comes first, its controller publishing or a referrer asking.
-#[derive(Clone, Default)]
-pub struct Registry(Arc<Mutex<Vec<Arc<Entry>>>>);
+#[derive(Clone)]
+pub struct Registry(Arc<Kinds>);
+
+struct Kinds {
+    entries: Mutex<Vec<Arc<Entry>>>,
+    /// The changes of every published kind, for the ProviderConfig in-use controller.
+    every: async_broadcast::Sender<Arc<DynamicObject>>,
+    every_changes: async_broadcast::InactiveReceiver<Arc<DynamicObject>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let (mut every, every_changes) = async_broadcast::broadcast(BUFFER);
+        // Nobody subscribed: changes go nowhere.
+        every.set_await_active(false);
+        Self(Arc::new(Kinds {
+            entries: Mutex::default(),
+            every,
+            every_changes: every_changes.deactivate(),
+        }))
+    }
+}
 
 struct Entry {
     kind: ApiResource,
@@ -114,10 +152,7 @@ struct Entry {
 impl Registry {
     /// The entry of `kind`, made on first use.
     fn entry(&self, kind: &ApiResource) -> Arc<Entry> {
-        let mut entries = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self.entries();
         if let Some(entry) = entries.iter().find(|entry| entry.kind == *kind) {
             return entry.clone();
         }
@@ -141,7 +176,18 @@ impl Registry {
         let entry = self.entry(&kind);
         entry.view.set(Box::new(store)).ok()?;
         let sender = entry.sender.lock().ok()?.take()?;
-        Some(Changes { sender, kind })
+        Some(Changes {
+            sender,
+            every: self.0.every.clone(),
+            kind,
+        })
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Entry>>> {
+        self.0
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every change to objects of `kind` from now on (each as its name, namespace and
@@ -159,11 +205,7 @@ impl Registry {
     /// does, `None` when that cannot be told from the caches (one has not listed yet).
     /// The caches hold the namespaces this controller watches only.
     pub fn cached_uid(&self, uid: &str) -> Option<bool> {
-        let entries = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let entries = self.entries().clone();
         let mut complete = true;
         for entry in &entries {
             match entry.view.get().and_then(|view| view.holds_uid(uid)) {
@@ -177,12 +219,38 @@ impl Registry {
 
     /// The managed kinds the registry knows of.
     pub fn kinds(&self) -> Vec<ApiResource> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries()
             .iter()
             .map(|entry| entry.kind.clone())
             .collect()
+    }
+
+    /// Every change to objects of every published kind from now on, each as its kind,
+    /// name, namespace, owners and `spec.providerConfigRef`.
+    pub fn subscribe_every(&self) -> impl Stream<Item = Arc<DynamicObject>> + use<> {
+        self.0.every_changes.activate_cloned()
+    }
+
+    /// The objects of every kind that name ProviderConfig `provider_config`, as
+    /// `Kind namespace/name`, sorted; `None` until every kind in the registry has
+    /// published its cache and that cache has listed (before then, an object in use
+    /// could be missed).
+    pub fn users_of(&self, provider_config: &str) -> Option<Vec<String>> {
+        let entries = self.entries().clone();
+        if entries.is_empty() {
+            return None;
+        }
+        let mut users = Vec::new();
+        for entry in entries {
+            let named = entry.view.get()?.users(provider_config)?;
+            users.extend(
+                named
+                    .into_iter()
+                    .map(|(namespace, name)| format!("{} {namespace}/{name}", entry.kind.kind)),
+            );
+        }
+        users.sort();
+        Some(users)
     }
 
     /// The referenced object as cached (`Some(None)`: it does not exist), or `None`
@@ -199,12 +267,15 @@ impl Registry {
 #[derive(Clone)]
 pub struct Changes {
     sender: async_broadcast::Sender<Arc<DynamicObject>>,
+    /// The registry's sender of every kind's changes.
+    every: async_broadcast::Sender<Arc<DynamicObject>>,
     kind: ApiResource,
 }
 
 impl Changes {
     /// Hands each object `event` touches (applied or deleted) to every referring
-    /// controller, waiting for the slowest when its buffer is full.
+    /// controller and to the subscribers of every kind's changes, waiting for the
+    /// slowest when its buffer is full.
     pub async fn send<M: Managed>(&self, event: &watcher::Event<M>) {
         let touched = match event {
             watcher::Event::Apply(object)
@@ -215,7 +286,12 @@ impl Changes {
         let mut key = DynamicObject::new(&touched.name_any(), &self.kind);
         key.metadata.namespace = touched.meta().namespace.clone();
         key.metadata.owner_references = touched.meta().owner_references.clone();
-        let _ = self.sender.broadcast_direct(Arc::new(key)).await;
+        key.data = serde_json::json!({"spec": {"providerConfigRef": {
+            "name": touched.managed_fields().provider_config_ref.name,
+        }}});
+        let key = Arc::new(key);
+        let _ = self.sender.broadcast_direct(key.clone()).await;
+        let _ = self.every.broadcast_direct(key).await;
     }
 }
 
@@ -391,5 +467,45 @@ mod tests {
             ("orders".to_owned(), Some("shop".to_owned()))
         );
         assert!(touched.metadata.annotations.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_users_of_a_provider_config_are_counted_once_every_cache_has_listed() {
+        let registry = Registry::default();
+        assert_eq!(registry.users_of("team-a"), None, "no kind published yet");
+        let mut every = registry.subscribe_every();
+        let (store, mut writer) = reflector::store::<DBSubnetGroup>();
+        let changes = registry.publish(store).expect("first publish");
+        let group = |name: &str, provider_config: &str| -> DBSubnetGroup {
+            let mut group = object("True", None);
+            group.metadata.name = Some(name.to_owned());
+            group.data["spec"]["providerConfigRef"] = json!({"name": provider_config});
+            serde_json::from_value(serde_json::to_value(group).unwrap()).unwrap()
+        };
+        writer.apply_watcher_event(&watcher::Event::Init);
+        assert_eq!(registry.users_of("team-a"), None, "not listed yet");
+        for event in [
+            watcher::Event::InitApply(group("orders", "team-a")),
+            watcher::Event::InitApply(group("billing", "team-b")),
+            watcher::Event::InitApply(group("archive", "team-a")),
+        ] {
+            writer.apply_watcher_event(&event);
+            changes.send(&event).await;
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        assert_eq!(
+            registry.users_of("team-a"),
+            Some(vec![
+                "DBSubnetGroup shop/archive".to_owned(),
+                "DBSubnetGroup shop/orders".to_owned()
+            ])
+        );
+        assert_eq!(registry.users_of("nobody"), Some(Vec::new()));
+        // Every change reaches the in-use controller with the ProviderConfig it names.
+        let first = every.next().await.unwrap();
+        assert_eq!(
+            first.data.pointer("/spec/providerConfigRef/name"),
+            Some(&json!("team-a"))
+        );
     }
 }

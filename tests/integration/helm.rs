@@ -42,7 +42,8 @@ pub(crate) const NAMESPACED: &[(&str, &str, &str)] = &[
 /// What tether may do with cluster-scoped kinds (besides reading its own CRDs, by
 /// name, and namespaces, which `cluster_grants` adds).
 const CLUSTER: &[(&str, &str, &str)] = &[
-    ("tether.dev", "providerconfigs", "get list watch"),
+    ("tether.dev", "providerconfigs", "get list watch patch"),
+    ("tether.dev", "providerconfigs/status", "patch"),
     ("tether.dev", "databaseclasses", "get list watch patch"),
     ("tether.dev", "instanceclasses", "get list watch patch"),
 ];
@@ -100,7 +101,8 @@ pub(crate) fn grants(rules: &Value) -> BTreeSet<String> {
 }
 
 /// The cluster-scoped permissions: [`CLUSTER`], `get` on each of tether's CRDs by
-/// name, and `get` on namespaces (by name when tether watches only `watched`).
+/// name, and `get`, `list` and `watch` on namespaces (by name when tether watches only
+/// `watched`).
 fn cluster_grants(watched: &[&str]) -> BTreeSet<String> {
     let mut grants = table(CLUSTER);
     for crd in tether::crds::all() {
@@ -112,11 +114,13 @@ fn cluster_grants(watched: &[&str]) -> BTreeSet<String> {
             Some(&name),
         ));
     }
-    if watched.is_empty() {
-        grants.insert(grant("get", "", "namespaces", None));
-    }
-    for namespace in watched {
-        grants.insert(grant("get", "", "namespaces", Some(namespace)));
+    for verb in ["get", "list", "watch"] {
+        if watched.is_empty() {
+            grants.insert(grant(verb, "", "namespaces", None));
+        }
+        for namespace in watched {
+            grants.insert(grant(verb, "", "namespaces", Some(namespace)));
+        }
     }
     grants
 }

@@ -243,7 +243,7 @@ fn refused_everywhere(release: &Release, namespace: &str) -> Vec<Access> {
     vec![
         may_not(format!("delete /namespaces:{namespace}"), None),
         may_not("create /namespaces", None),
-        may_not("list /namespaces", None),
+        may_not(format!("patch /namespaces:{namespace}"), None),
         may_not("delete /secrets:orders-db", ns),
         may_not("update /secrets:orders-db", ns),
         may_not("deletecollection /secrets", ns),
@@ -257,7 +257,10 @@ fn refused_everywhere(release: &Release, namespace: &str) -> Vec<Access> {
         may_not(format!("get {crds}:widgets.example.com"), None),
         may_not(format!("list {crds}"), None),
         may_not("create tether.dev/providerconfigs", None),
-        may_not("patch tether.dev/providerconfigs:default", None),
+        may_not("update tether.dev/providerconfigs:default", None),
+        may_not("delete tether.dev/providerconfigs:default", None),
+        may("patch tether.dev/providerconfigs:default", None),
+        may("patch tether.dev/providerconfigs/status:default", None),
         may_not("delete tether.dev/databaseclasses:small", None),
         may_not("create tether.dev/databaseclaims", ns),
         may_not("delete tether.dev/databaseclaims:orders", ns),
@@ -425,6 +428,7 @@ async fn helm_install_on_a_fresh_cluster_then_tether_reconciles_a_database_as_th
     accesses.extend([
         may("list /secrets", None),
         may("get /namespaces:kube-system", None),
+        may("watch /namespaces", None),
     ]);
     assert_access(&client, &release, &accesses).await;
 
@@ -540,6 +544,10 @@ async fn with_watch_namespaces_tether_reconciles_a_claim_there_and_nothing_elsew
         may("create events.k8s.io/events", Some("default")),
         may_not(format!("get /namespaces:{}", elsewhere.name), None),
         may(format!("get /namespaces:{namespace}"), None),
+        // The namespace watch asks for the watched namespace by name.
+        may_not("list /namespaces", None),
+        may_not(format!("watch /namespaces:{}", elsewhere.name), None),
+        may(format!("watch /namespaces:{namespace}"), None),
     ]);
     assert_access(&client, &release, &accesses).await;
 

@@ -56,7 +56,10 @@ pub(crate) fn security_group(world: &World, name: &str, rules: &str) -> String {
 }
 
 /// The group as AWS holds it, straight from the emulator.
-async fn describe(world: &World, group_id: &str) -> Option<aws_sdk_ec2::types::SecurityGroup> {
+pub(crate) async fn describe(
+    world: &World,
+    group_id: &str,
+) -> Option<aws_sdk_ec2::types::SecurityGroup> {
     world
         .ec2()
         .describe_security_groups()

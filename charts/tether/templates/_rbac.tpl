@@ -27,22 +27,28 @@ which). No wildcard anywhere; tests/integration/helm.rs checks that these are en
   resourceNames:
     {{- include "tether.crdNames" . | trim | nindent 4 }}
   verbs: [get]
-# Where and how to reach AWS: watched (cached), and read when a client is built.
+# Where and how to reach AWS: watched (cached), and read when a client is built; a
+# ProviderConfig in use keeps tether's finalizer, and its InUse condition says by whom.
 - apiGroups: [tether.dev]
   resources: [providerconfigs]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
+- apiGroups: [tether.dev]
+  resources: [providerconfigs/status]
+  verbs: [patch]
 # Claims are checked against their class; a class in use keeps tether's finalizer.
 - apiGroups: [tether.dev]
   resources: [databaseclasses, instanceclasses]
   verbs: [get, list, watch, patch]
-# A class's namespaceSelector is matched against the claim's namespace's labels.
+# A class's and a ProviderConfig's namespaceSelector are matched against the
+# namespace's labels: watched (metadata only; with watchNamespaces, each watched
+# namespace by name) and read.
 - apiGroups: [""]
   resources: [namespaces]
   {{- with .Values.watchNamespaces }}
   resourceNames:
     {{- toYaml (uniq .) | nindent 4 }}
   {{- end }}
-  verbs: [get]
+  verbs: [get, list, watch]
 {{- end }}
 
 {{/* Namespaced kinds, cluster-wide or in each watched namespace. */}}

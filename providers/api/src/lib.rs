@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod error_class;
 pub mod external;
 pub mod managed;
+pub mod provider_config;
 pub mod references;
 pub mod snapshot;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! The `ProviderConfig` custom resource: which AWS account and region to talk to, and how.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use tether_api::SecretReference;
@@ -8,7 +9,10 @@ use tether_api::SecretReference;
 /// LocalStack, moto or a VPC endpoint) and the source of the credentials.
 ///
 /// Managed resources name their ProviderConfig in `spec.providerConfigRef.name`
-/// (default `default`).
+/// (default `default`), and classes in theirs; `namespaceSelector` says whose objects
+/// may. While objects use it, tether keeps a finalizer on it (`tether.dev/in-use`, or
+/// `in-use.tether.dev/<namespace>` for a controller of one namespace), so that deleting
+/// it waits until their cloud resources are dealt with.
 // clippy reads the repeated `type_ = "string"` of the print columns as a duplicate.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -18,6 +22,7 @@ use tether_api::SecretReference;
     kind = "ProviderConfig",
     doc = "Where and how tether reaches AWS: region, optional endpoint and credentials.",
     category = "tether",
+    status = "ProviderConfigStatus",
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
     printcolumn(
         name = "Credentials",
@@ -54,6 +59,32 @@ pub struct ProviderConfigSpec {
     /// Where the AWS credentials come from. Defaults to the SDK's default chain.
     #[serde(default)]
     pub credentials: Credentials,
+
+    /// The namespaces whose objects (and claims, through their class) may use this
+    /// ProviderConfig, by their labels; all namespaces when unset. An object in another
+    /// namespace gets `Synced=False` with reason `ProviderConfigNotPermitted`, and
+    /// nothing reaches AWS for it, not even its deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+}
+
+/// What tether reports on a ProviderConfig.
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderConfigStatus {
+    /// `InUse` (`InUse.<namespace>` for a controller of one namespace): whether objects
+    /// use the ProviderConfig, how many and which (the first few).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl tether_api::provider_config::ProviderConfig for ProviderConfig {
+    fn conditions(&self) -> &[Condition] {
+        self.status
+            .as_ref()
+            .map_or(&[], |status| status.conditions.as_slice())
+    }
 }
 
 /// Where the AWS credentials come from.

@@ -2,10 +2,16 @@
 //!
 //! Nothing here calls AWS: the default chain and the assumed role are resolved lazily,
 //! on the first request that needs credentials, so a LocalStack or moto endpoint works.
-//! Keys from a Secret are read again every minute, so rotating them needs no restart.
+//! Keys from a Secret are read again every minute, so rotating them needs no restart;
+//! whether the last read failed is kept, so that the connector can say so before a
+//! call fails for want of credentials.
 
 use std::{
     fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -18,7 +24,7 @@ use aws_credential_types::{
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use tether_api::{ErrorClass, SecretReference};
+use tether_api::{ErrorClass, SecretReference, provider_config::CREDENTIALS_MISSING};
 
 use crate::provider_config::{CredentialsSource, ProviderConfigSpec};
 
@@ -74,11 +80,40 @@ impl Error {
             | Self::MissingField { .. } => ErrorClass::Terminal,
         }
     }
+
+    /// The condition reason for the objects that use the ProviderConfig:
+    /// [`CREDENTIALS_MISSING`] when the credentials Secret or one of its keys is
+    /// missing (or unreadable as text); `None` for a failure to read it at all.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Self::SecretNotFound { .. }
+            | Self::SecretKeyMissing { .. }
+            | Self::SecretKeyNotText { .. } => Some(CREDENTIALS_MISSING),
+            Self::SecretRead { .. } | Self::MissingField { .. } => None,
+        }
+    }
+}
+
+/// An SDK configuration and, when its keys come from a Secret, that Secret.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub sdk: SdkConfig,
+    /// The credentials Secret, when the configuration reads one.
+    pub secret: Option<SecretKeys>,
 }
 
 /// Builds the SDK configuration a `ProviderConfig` describes, reading a credentials
 /// Secret through `kube` when it names one.
 pub async fn load(spec: &ProviderConfigSpec, kube: &kube::Client) -> Result<SdkConfig, Error> {
+    Ok(load_with_secret(spec, kube).await?.sdk)
+}
+
+/// [`load`], also handing out the credentials Secret the configuration reads (if any).
+pub async fn load_with_secret(
+    spec: &ProviderConfigSpec,
+    kube: &kube::Client,
+) -> Result<Loaded, Error> {
     let credentials = &spec.credentials;
     // The default chain never uses a Secret, even one left in the spec.
     let static_keys = match (&credentials.secret_ref, credentials.source) {
@@ -86,6 +121,7 @@ pub async fn load(spec: &ProviderConfigSpec, kube: &kube::Client) -> Result<SdkC
             let keys = SecretKeys {
                 kube: kube.clone(),
                 secret: secret.clone(),
+                last_read_failed: Arc::default(),
             };
             // Read once now, so that a missing or malformed Secret is a clear error
             // when the ProviderConfig is used, not a failed signature later.
@@ -94,14 +130,15 @@ pub async fn load(spec: &ProviderConfigSpec, kube: &kube::Client) -> Result<SdkC
         }
         _ => None,
     };
-    match credentials.source {
-        CredentialsSource::Default => Ok(loader(spec).load().await),
+    let secret = static_keys.clone();
+    let sdk = match credentials.source {
+        CredentialsSource::Default => loader(spec).load().await,
         CredentialsSource::Secret => {
             let keys = static_keys.ok_or(Error::MissingField {
                 credentials_source: CredentialsSource::Secret,
                 field: "secretRef",
             })?;
-            Ok(loader(spec).credentials_provider(keys).load().await)
+            loader(spec).credentials_provider(keys).load().await
         }
         CredentialsSource::AssumeRole => {
             let role = credentials
@@ -122,9 +159,10 @@ pub async fn load(spec: &ProviderConfigSpec, kube: &kube::Client) -> Result<SdkC
                 builder = builder.external_id(external_id);
             }
             let assumed = builder.build().await;
-            Ok(loader(spec).credentials_provider(assumed).load().await)
+            loader(spec).credentials_provider(assumed).load().await
         }
-    }
+    };
+    Ok(Loaded { sdk, secret })
 }
 
 /// A loader with the region and endpoint of `spec`, and the SDK's adaptive retries:
@@ -142,11 +180,13 @@ fn loader(spec: &ProviderConfigSpec) -> ConfigLoader {
 }
 
 /// The keys in a credentials Secret, read again whenever the SDK's identity cache asks:
-/// they expire [`SECRET_KEYS_LIFETIME`] after each read.
+/// they expire [`SECRET_KEYS_LIFETIME`] after each read. Whether the last read failed
+/// is kept (shared by every clone).
 #[derive(Clone)]
-struct SecretKeys {
+pub struct SecretKeys {
     kube: kube::Client,
     secret: SecretReference,
+    last_read_failed: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for SecretKeys {
@@ -159,12 +199,25 @@ impl fmt::Debug for SecretKeys {
 
 impl SecretKeys {
     async fn read(&self) -> Result<Credentials, Error> {
-        read_static_credentials(
+        let read = read_static_credentials(
             &self.kube,
             &self.secret,
             SystemTime::now() + SECRET_KEYS_LIFETIME,
         )
-        .await
+        .await;
+        self.last_read_failed
+            .store(read.is_err(), Ordering::Release);
+        read
+    }
+
+    /// Fine when the last read of the Secret succeeded; otherwise (it was deleted, say,
+    /// after the keys were first read) reads it again and says why it still fails. A
+    /// Secret put back is in use from then on.
+    pub async fn check(&self) -> Result<(), Error> {
+        if self.last_read_failed.load(Ordering::Acquire) {
+            self.read().await?;
+        }
+        Ok(())
     }
 }
 
