@@ -42,6 +42,17 @@ pub fn uri_scheme(engine: &str) -> &'static str {
     }
 }
 
+/// The database a client of `engine` connects to when the instance was created
+/// without a database name: PostgreSQL's `postgres`, which RDS creates then and every
+/// PostgreSQL server has (without it, libpq asks for a database named after the
+/// user, which does not exist). MySQL and MariaDB connect to no database.
+pub fn default_database(engine: &str) -> Option<&'static str> {
+    match uri_scheme(engine) {
+        "postgresql" => Some("postgres"),
+        _ => None,
+    }
+}
+
 /// The Service Binding `provider` of every database Secret.
 pub const BINDING_PROVIDER: &str = "aws-rds";
 
@@ -64,7 +75,10 @@ pub fn connection_details(
     password: &Password,
 ) -> ConnectionDetails {
     let encode = |text: &str| utf8_percent_encode(text, URI_COMPONENT).to_string();
-    let database_name = endpoint.database_name.unwrap_or_default();
+    let database_name = endpoint
+        .database_name
+        .or_else(|| default_database(endpoint.engine))
+        .unwrap_or_default();
     let uri = format!(
         "{scheme}://{user}:{password}@{host}:{port}/{database}",
         scheme = uri_scheme(endpoint.engine),
@@ -183,6 +197,22 @@ mod tests {
             password.expose()
         );
         assert!(!encoded_password.contains(['#', '?', '/', '@', '[', ']']));
+    }
+
+    #[test]
+    fn without_a_database_name_postgres_connects_to_the_postgres_database() {
+        for engine in ["postgres", "aurora-postgresql"] {
+            let mut endpoint = endpoint(engine);
+            endpoint.database_name = None;
+            let details = connection_details(&endpoint, &Password::from("pw".to_owned()));
+            assert_eq!(text(&details, "dbname"), "postgres", "{engine}");
+            assert_eq!(text(&details, "database"), "postgres", "{engine}");
+            assert!(
+                text(&details, "uri").ends_with(":5432/postgres"),
+                "{engine}: {}",
+                text(&details, "uri")
+            );
+        }
     }
 
     #[test]
