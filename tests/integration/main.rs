@@ -8,6 +8,7 @@ mod budget;
 mod cli;
 mod control_plane;
 mod controller;
+mod data_plane;
 mod db_instance;
 mod db_instance_controller;
 mod db_subnet_group;

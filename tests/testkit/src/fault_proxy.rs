@@ -19,10 +19,14 @@
 //! emulators delete the group and leave the rule dangling
 //! (`fault_proxy/dependencies.rs`).
 //!
+//! [`FaultProxy::serve_databases`] puts a real PostgreSQL server behind each
+//! `postgres` DB instance, RDS's data plane (`fault_proxy/databases.rs`).
+//!
 //! [`FaultProxy::limit_rate`] plays AWS's request throttling: a token bucket per
 //! service, and calls beyond it refused with the service's throttling error
 //! (`fault_proxy/rate_limit.rs`).
 
+mod databases;
 mod dependencies;
 mod hiding;
 mod rate_limit;
@@ -43,6 +47,8 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
 
+use databases::ServedDatabase;
+pub use databases::{DATABASE_ADDRESS, DataPlaneError};
 use hiding::{NewResource, xml_response};
 use rate_limit::{RateLimit, ServiceBuckets};
 
@@ -104,6 +110,9 @@ struct State {
     launch_tokens: Vec<String>,
     /// The token bucket of each service, when calls are rate-limited.
     rate_limit: Option<ServiceBuckets>,
+    /// The database server of each served DB instance (by lower-case identifier), when
+    /// [`FaultProxy::serve_databases`] is on.
+    databases: Option<HashMap<String, ServedDatabase>>,
 }
 
 /// A successful `RunInstances`, as EC2 remembers it for its `ClientToken`.
@@ -309,6 +318,9 @@ impl FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
+        // Stops the database servers (a server still starting stops once it is up).
+        let databases = self.state.lock().unwrap().databases.take();
+        drop(databases);
     }
 }
 
@@ -388,6 +400,7 @@ impl Forwarder {
             }
         }
         let create = NewResource::created_by(&service, &operation);
+        let rds_operation = (service == "rds").then(|| operation.clone());
         let read = NewResource::read_by(&service, &operation);
         let mut call = Call {
             service: service.clone(),
@@ -446,6 +459,19 @@ impl Forwarder {
             && parts.status.is_success()
         {
             self.learn_created(kind, &request_body, &parts.headers, &body);
+        }
+        let mut body = body;
+        if let Some(operation) = &rds_operation
+            && parts.status.is_success()
+        {
+            self.apply_to_databases(operation, &request_body).await;
+            if let Some(rewritten) = self.with_database_endpoints(operation, &parts.headers, &body)
+            {
+                // The body changed length: hyper sets Content-Length from the new body.
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+                parts.headers.remove(http::header::TRANSFER_ENCODING);
+                body = Bytes::from(rewritten);
+            }
         }
         if let Some(token) = client_token
             && parts.status.is_success()

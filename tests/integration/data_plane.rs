@@ -1,0 +1,169 @@
+//! Connection Secrets that connect: with the fault proxy serving RDS's data plane (a
+//! real PostgreSQL server per `postgres` DB instance, `FaultProxy::serve_databases`),
+//! a DBInstance's Secret is used the way an application uses it, with `psql` and the
+//! Secret's `uri`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, api::DeleteParams};
+use tether_api::conditions::READY;
+use tether_aws::rds::DBInstance;
+
+use crate::{
+    db_instance_controller::{SECRET_KEYS, database, wait_secret},
+    world::World,
+};
+
+/// What a connection answered (`current_user current_database`), or psql's error.
+async fn query_with_uri(uri: &str, password_override: Option<&str>) -> Result<String, String> {
+    let (without_password, password) = split_password(uri);
+    // The password goes in psql's environment, never on its command line.
+    let output = tokio::process::Command::new("psql")
+        .args(["--no-psqlrc", "--no-align", "--tuples-only", "--command"])
+        .arg("select current_user || ' ' || current_database()")
+        .arg("--dbname")
+        .arg(&without_password)
+        .env("PGPASSWORD", password_override.unwrap_or(&password))
+        .env("PGCONNECT_TIMEOUT", "5")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|error| format!("running psql: {error}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
+/// `scheme://user:password@rest` as `scheme://user@rest` and the percent-decoded
+/// password.
+fn split_password(uri: &str) -> (String, String) {
+    let (scheme, rest) = uri.split_once("://").expect("a URI with a scheme");
+    let (user_info, host_and_path) = rest.split_once('@').expect("a URI with user info");
+    let (user, password) = user_info.split_once(':').expect("a URI with a password");
+    (
+        format!("{scheme}://{user}@{host_and_path}"),
+        percent_decode(password),
+    )
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%'
+            && let Some(byte) = text
+                .get(index + 1..index + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            decoded.push(byte);
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).expect("a UTF-8 password")
+}
+
+/// Connects with the Secret's `uri` until the server answers (it starts in the
+/// background while the instance becomes Ready, and a new password is applied after
+/// the Secret holds it), or panics after 60 s with psql's last error.
+async fn connect_with(world: &World, data: &BTreeMap<String, String>) -> String {
+    let mut last = String::new();
+    for _ in 0..120 {
+        match query_with_uri(&data["uri"], None).await {
+            Ok(answer) => return answer,
+            Err(error) => last = error,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "the Secret's uri did not connect within 60 s: {last}\n{}",
+        world.log_tail()
+    );
+}
+
+/// Asserts that the server refuses `password` for the Secret's user (and not for any
+/// other reason, such as a server that is down).
+async fn assert_refused(data: &BTreeMap<String, String>, password: &str, what: &str) {
+    let error = query_with_uri(&data["uri"], Some(password))
+        .await
+        .expect_err(what);
+    assert!(
+        error.contains("password authentication failed"),
+        "{what}: refused for another reason: {error}"
+    );
+}
+
+#[tokio::test]
+async fn a_generated_password_connects_and_a_new_one_replaces_it_when_the_secret_is_deleted() {
+    let world = World::start().await;
+    world.proxy.serve_databases();
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(&world, "orders", ""))
+        .await
+        .unwrap();
+    world
+        .wait_condition(&api, "orders", READY, "True", None)
+        .await;
+    let before = wait_secret(&world, "orders-db", "hold every key", |d| {
+        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
+    })
+    .await;
+    assert_eq!(
+        before["host"], "127.0.0.1",
+        "the endpoint of the data plane"
+    );
+    assert_eq!(connect_with(&world, &before).await, "app orders");
+    assert_refused(&before, "not-the-password", "a wrong password is refused").await;
+
+    // tether cannot read the old password back from RDS: it generates a new one, writes
+    // it to the Secret, and applies it with ModifyDBInstance.
+    world
+        .ns
+        .api::<Secret>()
+        .delete("orders-db", &DeleteParams::default())
+        .await
+        .unwrap();
+    let after = wait_secret(&world, "orders-db", "come back", |d| {
+        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
+    })
+    .await;
+    assert_ne!(after["password"], before["password"]);
+    assert_eq!(connect_with(&world, &after).await, "app orders");
+    assert_refused(
+        &after,
+        &before["password"],
+        "the old password is refused once the new one applies",
+    )
+    .await;
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_postgres_database_without_a_database_name_connects_to_postgres() {
+    let world = World::start().await;
+    world.proxy.serve_databases();
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(&world, "plain", "").replace("  databaseName: orders\n", ""))
+        .await
+        .unwrap();
+    world
+        .wait_condition(&api, "plain", READY, "True", None)
+        .await;
+    let data = wait_secret(&world, "plain-db", "hold every key", |d| {
+        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
+    })
+    .await;
+    assert_eq!(data["dbname"], "postgres");
+    assert_eq!(connect_with(&world, &data).await, "app postgres");
+    world.finish().await;
+}
