@@ -1,12 +1,12 @@
 //! Connection Secrets that connect: with the fault proxy serving RDS's data plane (a
 //! real PostgreSQL server per `postgres` DB instance, `FaultProxy::serve_databases`),
 //! a DBInstance's Secret is used the way an application uses it, with `psql` and the
-//! Secret's `uri`.
+//! Secret's `uri`. `db_instance_controller::a_deleted_secret_comes_back_with_a_working_password`
+//! connects with a generated password and with the one that replaces it.
 
 use std::{collections::BTreeMap, time::Duration};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, api::DeleteParams};
+use kube::Api;
 use tether_api::conditions::READY;
 use tether_aws::rds::DBInstance;
 
@@ -72,7 +72,7 @@ fn percent_decode(text: &str) -> String {
 /// Connects with the Secret's `uri` until the server answers (it starts in the
 /// background while the instance becomes Ready, and a new password is applied after
 /// the Secret holds it), or panics after 60 s with psql's last error.
-async fn connect_with(world: &World, data: &BTreeMap<String, String>) -> String {
+pub(crate) async fn connect_with(world: &World, data: &BTreeMap<String, String>) -> String {
     let mut last = String::new();
     for _ in 0..120 {
         match query_with_uri(&data["uri"], None).await {
@@ -89,7 +89,7 @@ async fn connect_with(world: &World, data: &BTreeMap<String, String>) -> String 
 
 /// Asserts that the server refuses `password` for the Secret's user (and not for any
 /// other reason, such as a server that is down).
-async fn assert_refused(data: &BTreeMap<String, String>, password: &str, what: &str) {
+pub(crate) async fn assert_refused(data: &BTreeMap<String, String>, password: &str, what: &str) {
     let error = query_with_uri(&data["uri"], Some(password))
         .await
         .expect_err(what);
@@ -97,53 +97,6 @@ async fn assert_refused(data: &BTreeMap<String, String>, password: &str, what: &
         error.contains("password authentication failed"),
         "{what}: refused for another reason: {error}"
     );
-}
-
-#[tokio::test]
-async fn a_generated_password_connects_and_a_new_one_replaces_it_when_the_secret_is_deleted() {
-    let world = World::start().await;
-    world.proxy.serve_databases();
-    let api: Api<DBInstance> = world.ns.api();
-    world
-        .ns
-        .apply(&database(&world, "orders", ""))
-        .await
-        .unwrap();
-    world
-        .wait_condition(&api, "orders", READY, "True", None)
-        .await;
-    let before = wait_secret(&world, "orders-db", "hold every key", |d| {
-        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
-    })
-    .await;
-    assert_eq!(
-        before["host"], "127.0.0.1",
-        "the endpoint of the data plane"
-    );
-    assert_eq!(connect_with(&world, &before).await, "app orders");
-    assert_refused(&before, "not-the-password", "a wrong password is refused").await;
-
-    // tether cannot read the old password back from RDS: it generates a new one, writes
-    // it to the Secret, and applies it with ModifyDBInstance.
-    world
-        .ns
-        .api::<Secret>()
-        .delete("orders-db", &DeleteParams::default())
-        .await
-        .unwrap();
-    let after = wait_secret(&world, "orders-db", "come back", |d| {
-        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
-    })
-    .await;
-    assert_ne!(after["password"], before["password"]);
-    assert_eq!(connect_with(&world, &after).await, "app orders");
-    assert_refused(
-        &after,
-        &before["password"],
-        "the old password is refused once the new one applies",
-    )
-    .await;
-    world.finish().await;
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ use tether_api::{
 use tether_aws::rds::{DBInstance, DBSubnetGroup};
 
 use crate::{
+    data_plane::{assert_refused, connect_with},
     db_subnet_group::default_subnets,
     world::{World, condition},
 };
@@ -307,6 +308,8 @@ async fn an_invalid_engine_is_reported_with_aws_message_without_a_retry_storm() 
 #[tokio::test]
 async fn a_deleted_secret_comes_back_with_a_working_password() {
     let world = World::start().await;
+    // A real PostgreSQL server behind the instance, to connect with the Secrets.
+    world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
     world
         .ns
@@ -316,10 +319,13 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
-    let before = wait_secret(&world, "orders-db", "hold a password", |d| {
-        d.contains_key("password")
+    let before = wait_secret(&world, "orders-db", "hold every key", |d| {
+        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
     })
     .await;
+    assert_eq!(before["host"], "127.0.0.1", "the data plane's endpoint");
+    assert_eq!(connect_with(&world, &before).await, "app orders");
+    assert_refused(&before, "not-the-password", "a wrong password is refused").await;
     world.proxy.reset_counts();
 
     world
@@ -335,12 +341,31 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
     // RDS cannot give the old password back, so tether set a new one: written to the
     // Secret first, then applied with ModifyDBInstance.
     assert_ne!(after["password"], before["password"]);
+    assert_eq!(connect_with(&world, &after).await, "app orders");
+    assert_refused(
+        &after,
+        &before["password"],
+        "the old password is refused once the new one applies",
+    )
+    .await;
     assert_eq!(
         world.proxy.count("ModifyDBInstance"),
         1,
         "{:?}",
         world.proxy.counts()
     );
+    // Neither password reached a server's log (the database server's included).
+    for entry in std::fs::read_dir(tether_testkit::logs::run_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        for password in [&before["password"], &after["password"]] {
+            assert!(
+                !text.contains(password.as_str()),
+                "{} shows a password",
+                path.display()
+            );
+        }
+    }
     for _ in 0..40 {
         let secret = world.ns.api::<Secret>().get("orders-db").await.unwrap();
         if !secret
