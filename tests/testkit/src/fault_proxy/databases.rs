@@ -13,6 +13,8 @@
 //! bootstrap superuser is `rdsadmin` (as on RDS) and trusted on the unix socket only;
 //! TCP on 127.0.0.1 asks for the password (`scram-sha-256`), so a wrong one is
 //! refused. The master role can create databases and roles, as RDS's can.
+//! Not played: other engines, a rename (`NewDBInstanceIdentifier`), a password
+//! managed in Secrets Manager (`ManageMasterUserPassword`), TLS and IAM authentication.
 //!
 //! PostgreSQL refuses to run as root. When the tests run as root, `initdb` and
 //! `postgres` run as the `postgres` user (the Debian packages create it) through
