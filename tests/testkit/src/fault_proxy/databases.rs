@@ -88,6 +88,16 @@ impl FaultProxy {
     /// of `CreateDBInstance`, `ModifyDBInstance` and `DescribeDBInstances` carry the
     /// server's address and port in `Endpoint`. Other engines are left to the emulator.
     pub fn serve_databases(&self) {
+        let missing: Vec<&str> = ["initdb", "postgres", "psql"]
+            .into_iter()
+            .filter(|program| !on_path(program))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the data plane needs PostgreSQL 15's {} on PATH (Debian: apt-get install \
+             postgresql-15, then add /usr/lib/postgresql/15/bin to PATH)",
+            missing.join(", ")
+        );
         self.state
             .lock()
             .unwrap()
@@ -557,6 +567,17 @@ fn server_user_prefix() -> Vec<String> {
     } else {
         Vec::new()
     }
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|directory| {
+            std::fs::metadata(directory.join(program))
+                .is_ok_and(|found| found.is_file() && found.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// A command running `program` as the server's user.
