@@ -1,5 +1,7 @@
 //! Adding and removing one finalizer on any object, by JSON patches that check the
-//! list is as it was read, so a concurrent change is never overwritten.
+//! list is as it was read, so a concurrent change is never overwritten; or adding it
+//! by server-side apply under a field manager of its own, where others add the same
+//! finalizer the same way (the list is a set: no conflict, no lost write).
 
 use kube::{Api, Resource, ResourceExt, api::Patch};
 use serde::{Serialize, de::DeserializeOwned};
@@ -25,6 +27,35 @@ where
         ])
     };
     patch(api, object, operations).await?;
+    Ok(true)
+}
+
+/// Adds `finalizer` to `object` unless the object shows it, by server-side apply under
+/// the field manager `manager`; returns whether it wrote. Applying it again when a
+/// cache is behind changes nothing.
+pub async fn apply<K>(
+    api: &Api<K>,
+    object: &K,
+    finalizer: &str,
+    manager: &str,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    if object.finalizers().iter().any(|f| f == finalizer) {
+        return Ok(false);
+    }
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": object.name_any(), "finalizers": [finalizer]},
+    });
+    api.patch(
+        &object.name_any(),
+        &kube::api::PatchParams::apply(manager),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(true)
 }
 

@@ -195,8 +195,16 @@ async fn reconcile<K: ProviderConfig>(
     }
     if !deleting && !held {
         // The connector adds it before the first cloud call; this covers an object
-        // that reached the cache while the finalizer was being released.
-        finalizers::add(&api, &*provider_config, &shared.finalizer).await?;
+        // that reached the cache while the finalizer was being released. The same
+        // apply as the connector's (manager named after the finalizer), so the two
+        // never conflict.
+        finalizers::apply(
+            &api,
+            &*provider_config,
+            &shared.finalizer,
+            &shared.finalizer,
+        )
+        .await?;
     }
     let named: Vec<&str> = users.iter().take(NAMED_USERS).map(String::as_str).collect();
     let more = match users.len().saturating_sub(NAMED_USERS) {
