@@ -141,23 +141,15 @@ impl Pacing {
     /// `uid` (a repeat keeps the first attempt's record).
     pub fn create_sent(&self, uid: &str, attempt: k8s_openapi::jiff::Timestamp) {
         let mut creates = lock(&self.creates);
-        let entry = creates.entry(uid.to_owned()).or_insert_with(|| {
-            (
-                Instant::now(),
-                SentCreate {
-                    attempt,
-                    external_name: None,
-                },
-            )
-        });
-        if entry.1.attempt != attempt {
-            *entry = (
-                Instant::now(),
-                SentCreate {
-                    attempt,
-                    external_name: None,
-                },
-            );
+        if creates
+            .get(uid)
+            .is_none_or(|(_, sent)| sent.attempt != attempt)
+        {
+            let sent = SentCreate {
+                attempt,
+                external_name: None,
+            };
+            creates.insert(uid.to_owned(), (Instant::now(), sent));
         }
     }
 

@@ -884,18 +884,7 @@ where
     /// list is a set, so others' finalizers stay, and adding it again (the cache may
     /// not show it yet) changes nothing.
     async fn add_finalizer(&self, object: &M) -> Result<(), Error> {
-        let patch = json!({
-            "apiVersion": M::api_version(&()),
-            "kind": M::kind(&()),
-            "metadata": {"name": object.name_any(), "finalizers": [FINALIZER]},
-        });
-        self.api
-            .patch(
-                &object.name_any(),
-                &kube::api::PatchParams::apply(FINALIZER_MANAGER),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        crate::finalizers::apply(self.api, object, FINALIZER, FINALIZER_MANAGER).await?;
         Ok(())
     }
 

@@ -45,28 +45,11 @@ fn split_password(uri: &str) -> (String, String) {
     let (user, password) = user_info.split_once(':').expect("a URI with a password");
     (
         format!("{scheme}://{user}@{host_and_path}"),
-        percent_decode(password),
+        percent_encoding::percent_decode_str(password)
+            .decode_utf8()
+            .expect("a UTF-8 password")
+            .into_owned(),
     )
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%'
-            && let Some(byte) = text
-                .get(index + 1..index + 3)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            decoded.push(byte);
-            index += 3;
-        } else {
-            decoded.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(decoded).expect("a UTF-8 password")
 }
 
 /// Connects with the Secret's `uri` until the server answers (it starts in the

@@ -49,7 +49,7 @@ use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
 
 use databases::ServedDatabase;
 pub use databases::{DATABASE_ADDRESS, DataPlaneError};
-use hiding::{NewResource, xml_response};
+use hiding::{NewResource, ec2_error, xml_response};
 use rate_limit::{RateLimit, ServiceBuckets};
 
 /// A fault the proxy can inject into matching calls.
@@ -391,11 +391,12 @@ impl Forwarder {
                         .header(http::header::CONTENT_TYPE, "text/xml")
                         .body(Full::new(first))
                         .expect("a valid response"),
-                    Err(()) => ec2_error(
+                    Err(()) => xml_response(ec2_error(
                         "IdempotentParameterMismatch",
                         "The client token you have provided is associated with a resource \
-                         that is already deleted or has different parameters (fault proxy).",
-                    ),
+                         that is already deleted or has different parameters (fault proxy)."
+                            .to_owned(),
+                    )),
                 });
             }
         }
@@ -585,20 +586,6 @@ fn throttling_response(service: &str, headers: &HeaderMap) -> Response<Full<Byte
     Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("a valid response")
-}
-
-/// EC2's answer to a call it refuses with error `code` (HTTP 400).
-fn ec2_error(code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
-         <Code>{code}</Code><Message>{message}</Message></Error></Errors>\
-         <RequestID>fault-proxy</RequestID></Response>"
-    );
-    Response::builder()
-        .status(StatusCode::BAD_REQUEST)
-        .header(http::header::CONTENT_TYPE, "text/xml")
         .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
 }

@@ -264,7 +264,6 @@ pub(super) fn the_one(
     let duplicates = found
         .iter()
         .filter_map(|other| other.instance_id().map(str::to_owned))
-        .filter(|id| Some(id.as_str()) != instance.instance_id())
         .collect();
     Some((instance, duplicates))
 }
