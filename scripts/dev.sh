@@ -84,10 +84,12 @@ stop_servers() {
   if [[ -n ${waiting_for:-} ]]; then
     # SIGKILL, not SIGTERM: a command `run` has only just forked can lose a SIGTERM
     # (the subshell takes it with this script's handler, then resets its handlers and
-    # execs), and `wait` would then wait for `tail -f` for ever. The commands `run`
-    # runs (kubectl wait, tail) have nothing to clean up.
+    # execs). The commands `run` runs (kubectl wait, tail) have nothing to clean up.
+    # No `wait` for it here: bash 5.2, in a trap that interrupted `wait` for the same
+    # pid, sometimes waits for any child instead, and so for the servers, for ever
+    # (about 1 Ctrl-C in 100 right after the examples were Ready). A SIGKILL needs no
+    # waiting for; its zombie goes with this script.
     kill -KILL "$waiting_for" 2>/dev/null || true
-    wait "$waiting_for" 2>/dev/null || true
   fi
   groups=$(server_groups)
   [[ -n $groups ]] || return 0
