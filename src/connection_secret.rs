@@ -59,6 +59,8 @@ pub struct Publisher {
     resource_version: Option<String>,
     published: ConnectionDetails,
     pending: bool,
+    /// The Secret's annotations as read (or last written).
+    annotations: BTreeMap<String, String>,
     /// Whether the Secret is one left behind for the resource `owner` adopts, to be
     /// taken over by the next write.
     taking_over: bool,
@@ -89,6 +91,7 @@ impl Publisher {
                 resource_version: None,
                 published: ConnectionDetails::default(),
                 pending: false,
+                annotations: BTreeMap::new(),
                 taking_over: false,
             });
         };
@@ -137,12 +140,17 @@ impl Publisher {
                 .get(PENDING_ANNOTATION)
                 .is_some_and(|value| value == "true")
         });
+        let annotations = existing
+            .as_ref()
+            .map(|secret| secret.annotations().clone())
+            .unwrap_or_default();
         Ok(Self {
             api,
             name: Some(target.name.clone()),
             resource_version: existing.and_then(|secret| secret.metadata.resource_version),
             published,
             pending,
+            annotations,
             taking_over,
         })
     }
@@ -157,6 +165,11 @@ impl Publisher {
         self.pending
     }
 
+    /// The Secret's annotations, as read or last written.
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        &self.annotations
+    }
+
     /// Writes `details` (merged over what is published) into the Secret, marked
     /// `pending` or not; does nothing when that is what it already holds, or when the
     /// object has no connection Secret. Returns whether it wrote.
@@ -169,6 +182,34 @@ impl Publisher {
     where
         K: Resource<DynamicType = ()>,
     {
+        self.write(owner, details, pending, &BTreeMap::new()).await
+    }
+
+    /// Writes `details` as [`Publisher::publish`] does, unmarked, with `annotations`
+    /// set in the same write (a `None` removes one): a record that changes together
+    /// with the credentials, such as when a login was rotated.
+    pub async fn publish_recorded<K>(
+        &mut self,
+        owner: &K,
+        details: &ConnectionDetails,
+        annotations: &BTreeMap<String, Option<String>>,
+    ) -> Result<bool, Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.write(owner, details, false, annotations).await
+    }
+
+    async fn write<K>(
+        &mut self,
+        owner: &K,
+        details: &ConnectionDetails,
+        pending: bool,
+        recorded: &BTreeMap<String, Option<String>>,
+    ) -> Result<bool, Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
         let Some(name) = &self.name else {
             return Ok(false);
         };
@@ -176,15 +217,37 @@ impl Publisher {
         merged
             .0
             .extend(details.0.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if merged == self.published && pending == self.pending && !self.taking_over {
+        let mut annotations = self.annotations.clone();
+        for (key, value) in recorded {
+            match value {
+                Some(value) => annotations.insert(key.clone(), value.clone()),
+                None => annotations.remove(key),
+            };
+        }
+        if pending {
+            annotations.insert(PENDING_ANNOTATION.to_owned(), "true".to_owned());
+        } else {
+            annotations.remove(PENDING_ANNOTATION);
+        }
+        if merged == self.published
+            && pending == self.pending
+            && annotations == self.annotations
+            && !self.taking_over
+        {
             return Ok(false);
         }
         let mut secret = render(owner, name, &merged)?;
-        if pending {
-            secret.metadata.annotations = Some(BTreeMap::from([(
-                PENDING_ANNOTATION.to_owned(),
-                "true".to_owned(),
-            )]));
+        let mut patched_annotations: BTreeMap<String, Option<String>> = recorded.clone();
+        patched_annotations.insert(
+            PENDING_ANNOTATION.to_owned(),
+            pending.then(|| "true".to_owned()),
+        );
+        let set: BTreeMap<String, String> = patched_annotations
+            .iter()
+            .filter_map(|(key, value)| Some((key.clone(), value.clone()?)))
+            .collect();
+        if !set.is_empty() {
+            secret.metadata.annotations = Some(set);
         }
         let kube_error = |source| Error::Kube {
             name: name.clone(),
@@ -211,7 +274,7 @@ impl Publisher {
                     "metadata": {
                         "resourceVersion": version,
                         "labels": secret.metadata.labels,
-                        "annotations": {PENDING_ANNOTATION: pending.then_some("true")},
+                        "annotations": patched_annotations,
                     },
                     "data": secret.data,
                 });
@@ -228,6 +291,7 @@ impl Publisher {
             }
         };
         self.resource_version = written.metadata.resource_version;
+        self.annotations = written.metadata.annotations.unwrap_or_default();
         self.published = merged;
         self.pending = pending;
         self.taking_over = false;

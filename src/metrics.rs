@@ -32,6 +32,13 @@ struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationLabels {
+    kind: String,
+    step: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
 }
@@ -68,6 +75,7 @@ pub struct Metrics {
     time_to_ready_seconds: HistogramFamily<KindLabels>,
     leader: Gauge,
     kube_requests: Family<RequestLabels, Counter>,
+    password_rotations: Family<RotationLabels, Counter>,
     /// The last known Ready state of each object (kind, UID), counted into `objects`.
     readiness: Mutex<HashMap<(String, String), bool>>,
 }
@@ -142,9 +150,16 @@ impl Metrics {
             "Requests made to the Kubernetes API server, by verb, resource (plural, and /subresource) and whether they asked for metadata only",
             kube_requests.clone(),
         );
+        let password_rotations = Family::<RotationLabels, Counter>::default();
+        registry.register(
+            "password_rotations",
+            "Steps of password rotations, by kind, step (switch: the connection Secret got a new login; retire: the previous login's password was changed to one nobody knows) and result (ok, error)",
+            password_rotations.clone(),
+        );
         Self {
             registry,
             kube_requests,
+            password_rotations,
             reconciles,
             reconcile_seconds,
             aws_calls,
@@ -169,6 +184,18 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// A `step` (`switch` or `retire`) of a `kind` object's password rotation ended
+    /// well or not.
+    pub fn rotation_step(&self, kind: &str, step: &str, ok: bool) {
+        self.password_rotations
+            .get_or_create(&RotationLabels {
+                kind: kind.to_owned(),
+                step: step.to_owned(),
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
     }
 
     /// The `kind` object `uid` is (or is not) Ready; `None` once it is gone.

@@ -14,6 +14,8 @@ pub enum Phase {
     Create,
     Update,
     Delete,
+    /// Rotating the login in the connection Secret, inside the database.
+    Rotate,
 }
 
 impl Phase {
@@ -25,6 +27,7 @@ impl Phase {
             Self::Create => "creating",
             Self::Update => "updating",
             Self::Delete => "deleting",
+            Self::Rotate => "rotating the login",
         }
     }
 }
@@ -81,13 +84,14 @@ impl Error {
 
     /// The CamelCase reason for the `Synced` condition and the Event. A connector's
     /// refusal brings its own (its error's code, e.g. `ProviderConfigNotPermitted`):
-    /// connecting makes no cloud call, so the code is never the cloud's.
+    /// connecting makes no cloud call, so the code is never the cloud's. So does a
+    /// failed rotation (e.g. `DatabaseUnreachable`): it is the database's, not AWS's.
     pub fn reason(&self) -> &str {
         match self {
             Self::Annotation(_) => "InvalidAnnotation",
             Self::ReferenceNotReady(_) => "ReferenceNotReady",
             Self::Provider {
-                phase: Phase::Connect,
+                phase: Phase::Connect | Phase::Rotate,
                 source: ProviderError {
                     code: Some(code), ..
                 },
@@ -99,6 +103,7 @@ impl Error {
                 Phase::Create => "CreateFailed",
                 Phase::Update => "UpdateFailed",
                 Phase::Delete => "DeleteFailed",
+                Phase::Rotate => "RotateFailed",
             },
             Self::ConnectionSecret(connection_secret::Error::NotOwned { .. }) => "SecretConflict",
             Self::ConnectionSecret(_) => "SecretWriteFailed",

@@ -1,5 +1,5 @@
 //! The write gate in front of the cloud: every create, update and delete a reconcile
-//! asks of a provider first checks that this replica still leads ([`WriteGate`]), so
+//! asks of a provider (and every change to a login inside a database) first checks that this replica still leads ([`WriteGate`]), so
 //! a replica that lost the lease, or cannot be sure it holds it, writes nothing to AWS
 //! however far its reconciles had got. Observing and preparing credentials write
 //! nothing to the cloud and pass as they are.
@@ -13,6 +13,7 @@ use tether_api::{
         ProviderError,
     },
     managed::{DeletionPolicy, Managed},
+    rotation::Login,
 };
 
 use crate::leader::WriteGate;
@@ -99,6 +100,32 @@ impl<M: Managed, X: ExternalClient<M>> ExternalClient<M> for GatedClient<X> {
         self.pass()?;
         self.inner.delete(object, context, policy).await
     }
+
+    async fn activate_login(
+        &self,
+        object: &M,
+        master: &ConnectionDetails,
+        observed: &ObservedOf<M>,
+        login: Login,
+    ) -> Result<ConnectionDetails, ProviderError> {
+        self.pass()?;
+        self.inner
+            .activate_login(object, master, observed, login)
+            .await
+    }
+
+    async fn retire_login(
+        &self,
+        object: &M,
+        master: &ConnectionDetails,
+        observed: &ObservedOf<M>,
+        login: Login,
+    ) -> Result<(), ProviderError> {
+        self.pass()?;
+        self.inner
+            .retire_login(object, master, observed, login)
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +189,28 @@ mod tests {
             self.record("delete");
             Ok(None)
         }
+
+        async fn activate_login(
+            &self,
+            _: &SecurityGroup,
+            _: &ConnectionDetails,
+            _: &ObservedOf<SecurityGroup>,
+            _: Login,
+        ) -> Result<ConnectionDetails, ProviderError> {
+            self.record("activate_login");
+            Ok(ConnectionDetails::default())
+        }
+
+        async fn retire_login(
+            &self,
+            _: &SecurityGroup,
+            _: &ConnectionDetails,
+            _: &ObservedOf<SecurityGroup>,
+            _: Login,
+        ) -> Result<(), ProviderError> {
+            self.record("retire_login");
+            Ok(())
+        }
     }
 
     fn group() -> SecurityGroup {
@@ -200,6 +249,20 @@ mod tests {
                     .await
                     .is_ok(),
             ),
+            (
+                "activate_login",
+                client
+                    .activate_login(&group, &ConnectionDetails::default(), &observed, Login::A)
+                    .await
+                    .is_ok(),
+            ),
+            (
+                "retire_login",
+                client
+                    .retire_login(&group, &ConnectionDetails::default(), &observed, Login::B)
+                    .await
+                    .is_ok(),
+            ),
         ])
     }
 
@@ -220,6 +283,8 @@ mod tests {
                 ("create", false),
                 ("update", false),
                 ("delete", false),
+                ("activate_login", false),
+                ("retire_login", false),
             ])
         );
         assert_eq!(*provider.0.lock().unwrap(), ["observe"]);
@@ -245,7 +310,14 @@ mod tests {
             assert!(every_call(&client).await.values().all(|ok| *ok));
             assert_eq!(
                 *provider.0.lock().unwrap(),
-                ["observe", "create", "update", "delete"]
+                [
+                    "observe",
+                    "create",
+                    "update",
+                    "delete",
+                    "activate_login",
+                    "retire_login"
+                ]
             );
         }
     }

@@ -24,6 +24,7 @@ use tether_api::{
         APPLIED_TAGS_ANNOTATION, CREATE_PENDING_ANNOTATION, ControlAnnotations,
         EXTERNAL_NAME_ANNOTATION, Managed, ManagementPolicy, PAUSED_ANNOTATION,
     },
+    rotation::RotationStatus,
     snapshot::Freshness,
 };
 
@@ -37,6 +38,7 @@ use super::{
     status::{self, StatusUpdate},
 };
 mod deletion;
+mod rotation;
 
 use crate::{FIELD_MANAGER, connection_secret::Publisher, crds};
 
@@ -216,6 +218,28 @@ async fn record_failure<M, C>(
 where
     M: Managed,
 {
+    let delay = announce_failure(object, shared, &error).await;
+    if !matches!(error, Error::StillDeleting) {
+        status::write(
+            api,
+            object,
+            StatusUpdate::conditions(vec![ConditionUpdate::fails(
+                SYNCED,
+                error.reason(),
+                error.to_string(),
+            )]),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(delay))
+}
+
+/// Logs `error`, publishes a Warning Event for a failure, and picks when to try
+/// again (see [`record_failure`]).
+async fn announce_failure<M, C>(object: &M, shared: &Shared<C>, error: &Error) -> Duration
+where
+    M: Managed,
+{
     let uid = object.uid().unwrap_or_default();
     let delay = match error.class() {
         ErrorClass::Pending => jitter(shared.settings.wait_interval),
@@ -246,19 +270,7 @@ where
     } else {
         tracing::debug!(name = object.name_any(), retry_in = ?delay, "{message}");
     }
-    if !matches!(error, Error::StillDeleting) {
-        status::write(
-            api,
-            object,
-            StatusUpdate::conditions(vec![ConditionUpdate::fails(
-                SYNCED,
-                error.reason(),
-                message,
-            )]),
-        )
-        .await?;
-    }
-    Ok(Action::requeue(delay))
+    delay
 }
 
 /// How a shared snapshot may answer when `object` is observed: from a listing up to
@@ -361,10 +373,7 @@ where
         let mut publisher = Publisher::load(
             kube,
             object,
-            object
-                .managed_fields()
-                .write_connection_secret_to_ref
-                .as_ref(),
+            object.credentials_secret().as_ref(),
             adopted.as_deref(),
             &self.shared.secrets,
         )
@@ -736,6 +745,16 @@ where
         publisher
             .publish(object, &observed.connection, pending)
             .await?;
+        let rotation = if observed.readiness == Readiness::Ready
+            && !observe_only
+            && !must_update
+            && object.meta().deletion_timestamp.is_none()
+        {
+            self.rotate(object, client, publisher.published(), &observed)
+                .await
+        } else {
+            Ok(None)
+        };
         let synced_message = if observe_only && !observed.is_up_to_date() {
             format!(
                 "ObserveOnly: the cloud resource differs from the spec in {}",
@@ -753,12 +772,34 @@ where
         let settled = observed.readiness == Readiness::Ready
             && !must_update
             && self.waiting_for_references.get().is_none();
-        self.write_status(object, ready, Some((synced_message, observed.at_provider)))
-            .await?;
-        Ok(if settled {
-            self.requeue_poll()
-        } else {
-            self.requeue_wait()
+        let (rotation_status, next_rotation_step, rotation_failed) = match rotation {
+            Ok(Some(rotation)) => (Some(rotation.status), Some(rotation.next_step_in), None),
+            Ok(None) => (None, None, None),
+            // The resource is Ready all the same; `Synced` says what failed.
+            Err(error) => (None, None, Some(error)),
+        };
+        let retry_in = match &rotation_failed {
+            Some(error) => Some(announce_failure(object, self.shared, error).await),
+            None => None,
+        };
+        self.write_status_with(
+            object,
+            ready,
+            Some((synced_message, observed.at_provider)),
+            rotation_status,
+            rotation_failed.as_ref(),
+        )
+        .await?;
+        if let Some(delay) = retry_in {
+            return Ok(Action::requeue(delay));
+        }
+        Ok(match next_rotation_step {
+            // A rotation step falls due before the next poll: back then.
+            Some(due) if settled && due < poll_interval(object, &self.shared.settings) => {
+                Action::requeue(due)
+            }
+            _ if settled => self.requeue_poll(),
+            _ => self.requeue_wait(),
         })
     }
 
@@ -838,13 +879,28 @@ where
         ready: ConditionUpdate,
         synced: Option<(String, M::AtProvider)>,
     ) -> Result<(), Error> {
+        self.write_status_with(object, ready, synced, None, None)
+            .await
+    }
+
+    /// [`Steps::write_status`], and `status.passwordRotation` when given; `Synced` is
+    /// False with `failed`'s reason when given (a rotation failed on a Ready resource).
+    async fn write_status_with(
+        &self,
+        object: &M,
+        ready: ConditionUpdate,
+        synced: Option<(String, M::AtProvider)>,
+        password_rotation: Option<RotationStatus>,
+        failed: Option<&Error>,
+    ) -> Result<(), Error> {
         let (message, at_provider) = match synced {
             Some((message, at_provider)) => (message, Some(at_provider)),
             None => (String::new(), None),
         };
-        let synced = match self.waiting_for_references.get() {
-            Some(waiting) => fails(SYNCED, "ReferenceNotReady", waiting.clone()),
-            None => ConditionUpdate::holds(SYNCED, "ReconcileSuccess", message),
+        let synced = match (failed, self.waiting_for_references.get()) {
+            (Some(error), _) => fails(SYNCED, error.reason(), error.to_string()),
+            (None, Some(waiting)) => fails(SYNCED, "ReferenceNotReady", waiting.clone()),
+            (None, None) => ConditionUpdate::holds(SYNCED, "ReconcileSuccess", message),
         };
         let kind = M::kind(&());
         let metrics = &self.shared.settings.metrics;
@@ -855,6 +911,7 @@ where
             StatusUpdate {
                 conditions: vec![ready, synced],
                 at_provider,
+                password_rotation,
             },
         )
         .await?;

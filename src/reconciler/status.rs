@@ -1,6 +1,6 @@
-//! Writes `status.conditions`, `status.atProvider` and `status.firstReadyTime` with
-//! server-side apply under tether's field manager, and only when they change, so a
-//! steady object costs no writes.
+//! Writes `status.conditions`, `status.atProvider`, `status.firstReadyTime` and
+//! `status.passwordRotation` with server-side apply under tether's field manager, and
+//! only when they change, so a steady object costs no writes.
 
 use kube::{
     Api, ResourceExt,
@@ -10,6 +10,7 @@ use serde_json::json;
 use tether_api::{
     conditions::{self, ConditionUpdate, READY, set_condition},
     managed::Managed,
+    rotation::RotationStatus,
 };
 
 use crate::FIELD_MANAGER;
@@ -21,6 +22,8 @@ pub struct StatusUpdate<A> {
     pub conditions: Vec<ConditionUpdate>,
     /// `status.atProvider`; `None` keeps the recorded one.
     pub at_provider: Option<A>,
+    /// `status.passwordRotation`; `None` keeps the recorded one.
+    pub password_rotation: Option<RotationStatus>,
 }
 
 impl<A> StatusUpdate<A> {
@@ -29,6 +32,7 @@ impl<A> StatusUpdate<A> {
         Self {
             conditions,
             at_provider: None,
+            password_rotation: None,
         }
     }
 }
@@ -55,9 +59,14 @@ pub async fn write<M: Managed>(
         .cloned()
         .or_else(|| ready.map(|ready| ready.last_transition_time.clone()));
     let at_provider = update.at_provider.as_ref().or(object.at_provider());
+    let password_rotation = update
+        .password_rotation
+        .as_ref()
+        .or(object.rotation_status());
     let unchanged = conditions.as_slice() == object.conditions()
         && at_provider == object.at_provider()
-        && first_ready_time.as_ref() == object.first_ready_time();
+        && first_ready_time.as_ref() == object.first_ready_time()
+        && password_rotation == object.rotation_status();
     if unchanged {
         return Ok(false);
     }
@@ -65,6 +74,10 @@ pub async fn write<M: Managed>(
     if let Some(at_provider) = at_provider {
         status["atProvider"] =
             serde_json::to_value(at_provider).map_err(kube::Error::SerdeError)?;
+    }
+    if let Some(rotation) = password_rotation {
+        status["passwordRotation"] =
+            serde_json::to_value(rotation).map_err(kube::Error::SerdeError)?;
     }
     if let Some(time) = first_ready_time {
         status["firstReadyTime"] = serde_json::to_value(time).map_err(kube::Error::SerdeError)?;

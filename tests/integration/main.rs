@@ -19,6 +19,7 @@ mod helm_install;
 mod instance;
 mod operations;
 mod provider_config;
+mod rotation;
 mod safety;
 mod scale;
 mod security_group;

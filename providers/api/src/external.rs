@@ -13,6 +13,7 @@ use std::{
 use crate::{
     ErrorClass,
     managed::{DeletionPolicy, Managed},
+    rotation::Login,
     snapshot::Freshness,
 };
 
@@ -224,6 +225,37 @@ pub trait ExternalClient<M: Managed>: Send + Sync {
         observed: &ObservedOf<M>,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
+    /// Gives the application login `login` inside the resource (a database user) a
+    /// new password, creating the login when it does not exist, and returns the
+    /// connection details an application uses with it. `master` holds the provider's
+    /// own credentials as published (see [`Managed::credentials_secret`]); `observed`
+    /// is the latest observation of the Ready resource. Called only for objects whose
+    /// spec asks for `passwordRotation`; the runtime decides when (see
+    /// [`crate::rotation`]).
+    ///
+    /// [`Managed::credentials_secret`]: crate::managed::Managed::credentials_secret
+    fn activate_login(
+        &self,
+        _object: &M,
+        _master: &ConnectionDetails,
+        _observed: &ObservedOf<M>,
+        _login: Login,
+    ) -> impl Future<Output = Result<ConnectionDetails, ProviderError>> + Send {
+        async { Err(rotation_unsupported::<M>()) }
+    }
+
+    /// Changes the password of the application login `login` to one nobody knows, so
+    /// that it is refused from now on (connections already open stay).
+    fn retire_login(
+        &self,
+        _object: &M,
+        _master: &ConnectionDetails,
+        _observed: &ObservedOf<M>,
+        _login: Login,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        async { Err(rotation_unsupported::<M>()) }
+    }
+
     /// Starts deleting the resource per `policy` (never called for `Retain`). Done
     /// once a later observe says `Missing`. Returns a note for the deletion Event,
     /// such as the name of the final snapshot.
@@ -233,6 +265,15 @@ pub trait ExternalClient<M: Managed>: Send + Sync {
         context: Context<'_>,
         policy: DeletionPolicy,
     ) -> impl Future<Output = Result<Option<String>, ProviderError>> + Send;
+}
+
+/// The error of a kind that has no logins to rotate.
+fn rotation_unsupported<M: Managed>() -> ProviderError {
+    ProviderError {
+        class: ErrorClass::Terminal,
+        code: Some("RotationUnsupported".to_owned()),
+        message: format!("{} has no logins that tether can rotate", M::kind(&())),
+    }
 }
 
 /// Builds the external client for an object: resolves its ProviderConfig into

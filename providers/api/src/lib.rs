@@ -10,6 +10,7 @@ pub mod external;
 pub mod managed;
 pub mod provider_config;
 pub mod references;
+pub mod rotation;
 pub mod snapshot;
 pub mod telemetry;
 

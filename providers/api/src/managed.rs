@@ -150,6 +150,10 @@ pub struct ManagedStatus<A> {
     /// When the cloud resource was first Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_ready_time: Option<Time>,
+    /// The rotation of the login the connection Secret holds, when the spec asks for
+    /// `passwordRotation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rotation: Option<crate::rotation::RotationStatus>,
 }
 
 impl<A> Default for ManagedStatus<A> {
@@ -158,6 +162,7 @@ impl<A> Default for ManagedStatus<A> {
             conditions: Vec::new(),
             at_provider: None,
             first_ready_time: None,
+            password_rotation: None,
         }
     }
 }
@@ -234,6 +239,34 @@ pub trait Managed:
     /// from the resource.
     fn spec_tags(&self) -> Option<&BTreeMap<String, String>> {
         None
+    }
+
+    /// The spec's `passwordRotation`, for kinds whose resource hands out logins that
+    /// the runtime rotates (see [`crate::rotation`]); `None` when off.
+    fn password_rotation(&self) -> Option<&crate::rotation::PasswordRotation> {
+        None
+    }
+
+    /// The Secret the provider's own credentials (a master password) are published
+    /// to: the connection Secret; with `passwordRotation` on, `<its name>-master`,
+    /// which applications do not mount, while the connection Secret holds a rotated
+    /// login.
+    fn credentials_secret(&self) -> Option<LocalSecretReference> {
+        let target = self
+            .managed_fields()
+            .write_connection_secret_to_ref
+            .clone()?;
+        Some(match self.password_rotation() {
+            Some(_) => LocalSecretReference {
+                name: format!("{}-master", target.name),
+            },
+            None => target,
+        })
+    }
+
+    /// `status.passwordRotation`, if recorded.
+    fn rotation_status(&self) -> Option<&crate::rotation::RotationStatus> {
+        self.status()?.password_rotation.as_ref()
     }
 
     /// The deletion policy in force.

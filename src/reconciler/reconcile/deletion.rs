@@ -50,9 +50,10 @@ where
     Ok(Action::await_change())
 }
 
-/// Drops the object's owner reference from its connection Secret, if it has one, so
-/// the Secret outlives the object (an object adopting the same cloud resource later
-/// takes it over); returns the Secret's name.
+/// Drops the object's owner reference from its connection Secret, if it has one, and
+/// from the Secret of its master credentials when that is another (with
+/// `passwordRotation`), so that they outlive the object (an object adopting the same
+/// cloud resource later takes them over); returns the connection Secret's name.
 pub(super) async fn orphan_connection_secret<M: Managed>(
     kube: &kube::Client,
     object: &M,
@@ -67,6 +68,11 @@ pub(super) async fn orphan_connection_secret<M: Managed>(
         .or_else(|| object.default_external_name())
         .unwrap_or_default();
     let retained_from = format!("{}/{external_name}", M::kind(&()));
+    if let Some(credentials) = object.credentials_secret()
+        && credentials.name != target.name
+    {
+        connection_secret::orphan(kube, object, &credentials.name, &retained_from).await?;
+    }
     Ok(connection_secret::orphan(kube, object, &target.name, &retained_from).await?)
 }
 

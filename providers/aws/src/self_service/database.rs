@@ -14,10 +14,14 @@ use tether_api::{
         DeletionPolicy, LocalSecretReference, ManagedFields, ManagementPolicy,
         ProviderConfigReference,
     },
+    rotation::PasswordRotation,
 };
 
 use super::{StorageBounds, claim_tags, connection_secret_name, keep_or_name};
 use crate::rds::db_instance::{DBInstance, DBInstanceSpec};
+
+/// The database a claim of a class with `passwordRotation` gets when it names none.
+const ROTATED_DEFAULT_DATABASE: &str = "app";
 
 /// What a platform team offers as a database: the AWS settings a claim never sees,
 /// the choices a claim may make within bounds, who may use it and how much.
@@ -42,6 +46,10 @@ use crate::rds::db_instance::{DBInstance, DBInstanceSpec};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || self.engine == 'postgres'")
+    .message("passwordRotation is built for PostgreSQL (engine postgres) only, so far")
+    .field_path(".passwordRotation")
+    .reason(kube::core::Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseClassSpec {
     /// The ProviderConfig (AWS account and region) every database of the class uses
@@ -94,6 +102,11 @@ pub struct DatabaseClassSpec {
     /// Whether RDS refuses to delete the databases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_protection: Option<bool>,
+    /// Rotate every claim's password on this schedule, without downtime (PostgreSQL
+    /// only): see `DBInstance`'s `passwordRotation`. A claim without `databaseName`
+    /// then gets a database named `app`, on which its logins get their privileges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rotation: Option<PasswordRotation>,
     /// Tags added to every database of the class (tether adds `tether.dev/uid`,
     /// `tether.dev/class` and `tether.dev/claim`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -444,7 +457,13 @@ impl Claim for DatabaseClaim {
                 instance_class: settings.instance_class.clone(),
                 allocated_storage_gib: Some(settings.storage_gib),
                 storage_type: settings.storage_type.clone(),
-                database_name: self.spec.database_name.clone(),
+                database_name: self.spec.database_name.clone().or_else(|| {
+                    offered
+                        .password_rotation
+                        .as_ref()
+                        .map(|_| ROTATED_DEFAULT_DATABASE.to_owned())
+                }),
+                password_rotation: offered.password_rotation.clone(),
                 master_username: settings.master_username.clone(),
                 db_subnet_group_name: settings.db_subnet_group_name.clone(),
                 vpc_security_group_ids: offered.vpc_security_group_ids.clone(),

@@ -21,6 +21,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::{DeletionPolicy, Managed},
+    rotation::Login,
     snapshot::{Freshness, Snapshot},
 };
 
@@ -29,6 +30,7 @@ use super::{
     diff::diff,
     kept::KeptInstance,
     listing::tagged_instances,
+    logins,
     master_password::{
         PASSWORD_KEY, PasswordSource, USERNAME_KEY, password_in, published_password, redacted,
     },
@@ -312,6 +314,26 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
             connection: instance_connection(object, &instance, password.as_ref()),
             at_provider,
         }))
+    }
+
+    async fn activate_login(
+        &self,
+        _object: &DBInstance,
+        master: &ConnectionDetails,
+        _observed: &ObservedOf<DBInstance>,
+        login: Login,
+    ) -> Result<ConnectionDetails, ProviderError> {
+        logins::activate(master, login).await
+    }
+
+    async fn retire_login(
+        &self,
+        _object: &DBInstance,
+        master: &ConnectionDetails,
+        _observed: &ObservedOf<DBInstance>,
+        login: Login,
+    ) -> Result<(), ProviderError> {
+        logins::retire(master, login).await
     }
 
     async fn prepare(

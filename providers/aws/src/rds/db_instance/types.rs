@@ -11,6 +11,7 @@ use tether_api::{
     LocalReference, ObjectReference,
     external::Context,
     managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus, derived_name},
+    rotation::PasswordRotation,
 };
 
 use super::DBInstanceDelta;
@@ -80,6 +81,22 @@ const MAX_IDENTIFIER_LENGTH: usize = 63;
     .message("writeConnectionSecretToRef is required when tether generates the master password (neither masterPassword nor manageMasterUserPassword: true is set): that Secret is the only place the password is kept")
     .field_path(".writeConnectionSecretToRef")
     .reason(kube::core::Reason::FieldValueRequired))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || (!has(self.masterPassword) && !(has(self.manageMasterUserPassword) && self.manageMasterUserPassword))")
+    .message("passwordRotation needs a password tether generates: remove masterPassword and manageMasterUserPassword, or passwordRotation")
+    .field_path(".passwordRotation")
+    .reason(kube::core::Reason::FieldValueForbidden))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || self.engine == 'postgres'")
+    .message("passwordRotation is built for PostgreSQL (engine postgres) only, so far")
+    .field_path(".passwordRotation")
+    .reason(kube::core::Reason::FieldValueForbidden))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || has(self.databaseName)")
+    .message("passwordRotation needs databaseName: the rotated logins get their privileges on that database")
+    .field_path(".databaseName")
+    .reason(kube::core::Reason::FieldValueRequired))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || !has(self.managementPolicy) || self.managementPolicy != 'ObserveOnly'")
+    .message("passwordRotation changes logins inside the database, which ObserveOnly never does")
+    .field_path(".passwordRotation")
+    .reason(kube::core::Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
 pub struct DBInstanceSpec {
     #[serde(flatten)]
@@ -161,6 +178,18 @@ pub struct DBInstanceSpec {
     /// tether copies its current value into the connection Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manage_master_user_password: Option<bool>,
+
+    /// Rotate the password on a schedule, without downtime (PostgreSQL, with a
+    /// password tether generates). The connection Secret then holds one of two
+    /// logins tether keeps inside the database, `<masterUsername>_a` and `_b`, which
+    /// take turns: each rotation gives the idle one a new password and switches the
+    /// Secret to it, and `gracePeriod` later the previous one's password is changed to
+    /// one nobody knows. Both logins act as the role `<masterUsername>_app`, which owns
+    /// what either creates. The master credentials are kept in the Secret
+    /// `<writeConnectionSecretToRef.name>-master`, for administrators only. The
+    /// annotation `tether.dev/rotate-now` with a new value rotates at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rotation: Option<PasswordRotation>,
 
     /// The `DBSubnetGroup` in this namespace to place the instance in; tether waits
     /// until it is Ready. At most one of this and `dbSubnetGroupName`.
@@ -328,6 +357,10 @@ impl Managed for DBInstance {
                     needed_to_create: true,
                 });
         subnet_group.chain(security_groups).collect()
+    }
+
+    fn password_rotation(&self) -> Option<&PasswordRotation> {
+        self.spec.password_rotation.as_ref()
     }
 
     fn secret_references(&self) -> Vec<String> {

@@ -1,0 +1,326 @@
+//! The application logins tether rotates inside a PostgreSQL DB instance: two users,
+//! `<master>_a` and `<master>_b`, members of a role `<master>_app` that they act as
+//! from the moment they log in, so that it owns what either creates. tether sets them
+//! up and changes them connecting as the master user.
+//!
+//! Passwords reach the server only as SCRAM-SHA-256 verifiers, as `psql`'s
+//! `\password` sends them: the server's log never sees one.
+
+use std::{sync::Arc, time::Duration};
+
+use postgres_protocol::{escape, password::scram_sha_256};
+use rustls::{
+    DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, ServerName, UnixTime},
+};
+use tether_api::{
+    ErrorClass,
+    external::{ConnectionDetails, ProviderError},
+    rotation::Login,
+};
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::master_password::{PASSWORD_KEY, USERNAME_KEY, password_in};
+use crate::rds::{
+    connection::{DatabaseEndpoint, connection_details},
+    password::{self, Password},
+};
+
+/// How long tether waits to reach the database.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The master user's connection, as the master Secret holds it.
+struct Master {
+    engine: String,
+    host: String,
+    port: u16,
+    database: String,
+    username: String,
+    password: Password,
+}
+
+impl Master {
+    fn from_details(master: &ConnectionDetails) -> Result<Self, ProviderError> {
+        let text = |key: &str| {
+            master
+                .0
+                .get(key)
+                .and_then(|value| String::from_utf8(value.clone()).ok())
+                .filter(|value| !value.is_empty())
+                .ok_or_else(|| {
+                    terminal(
+                        "MasterCredentialsIncomplete",
+                        format!("the master Secret has no {key} yet"),
+                    )
+                })
+        };
+        Ok(Self {
+            engine: text("engine")?,
+            host: text("host")?,
+            port: text("port")?.parse().map_err(|_| {
+                terminal(
+                    "MasterCredentialsIncomplete",
+                    "the master Secret's port is not a number".to_owned(),
+                )
+            })?,
+            database: text("dbname")?,
+            username: text(USERNAME_KEY)?,
+            password: password_in(master).ok_or_else(|| {
+                terminal(
+                    "MasterCredentialsIncomplete",
+                    format!("the master Secret has no {PASSWORD_KEY} yet"),
+                )
+            })?,
+        })
+    }
+
+    /// `host:port`, for messages.
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// A session as the master user.
+    async fn connect(&self) -> Result<tokio_postgres::Client, ProviderError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .dbname(&self.database)
+            .user(&self.username)
+            .password(self.password.expose())
+            .application_name("tether")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .ssl_mode(SslMode::Prefer);
+        let (client, connection) = config
+            .connect(tls_connector())
+            .await
+            .map_err(|error| self.failed(&error))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "the session with the database ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// `error` from the session with the database, as a provider error: unreachable
+    /// (no answer, or no server) or refused (the server answered).
+    fn failed(&self, error: &tokio_postgres::Error) -> ProviderError {
+        let (code, message) = match error.as_db_error() {
+            Some(refusal) => (
+                "DatabaseRefused",
+                format!(
+                    "the database at {} refused the master user {}: {} ({})",
+                    self.address(),
+                    self.username,
+                    refusal.message(),
+                    refusal.code().code()
+                ),
+            ),
+            None => (
+                "DatabaseUnreachable",
+                format!(
+                    "cannot reach the database at {} from tether: {error}",
+                    self.address()
+                ),
+            ),
+        };
+        let error = ProviderError {
+            class: ErrorClass::Transient,
+            code: Some(code.to_owned()),
+            message,
+        };
+        super::master_password::redacted(error, Some(&self.password))
+    }
+}
+
+fn terminal(code: &str, message: String) -> ProviderError {
+    ProviderError {
+        class: ErrorClass::Terminal,
+        code: Some(code.to_owned()),
+        message,
+    }
+}
+
+/// The role both logins act as: `<master>_app`.
+fn shared_role(master: &str) -> String {
+    format!("{master}_app")
+}
+
+/// Gives `login` a new password, creating it and the role it acts as when they do not
+/// exist, and returns the connection details an application uses with it.
+pub(super) async fn activate(
+    master: &ConnectionDetails,
+    login: Login,
+) -> Result<ConnectionDetails, ProviderError> {
+    let master = Master::from_details(master)?;
+    let name = login.name(&master.username);
+    let new_password = password::generate().map_err(|error| ProviderError {
+        class: ErrorClass::Transient,
+        code: None,
+        message: error.to_string(),
+    })?;
+    let session = master.connect().await?;
+    let (role, login_id) = (
+        escape::escape_identifier(&shared_role(&master.username)),
+        escape::escape_identifier(&name),
+    );
+    let script = format!(
+        "BEGIN;\n\
+         DO $tether$ BEGIN\n\
+           IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {role_text}) THEN\n\
+             CREATE ROLE {role} NOLOGIN;\n\
+           END IF;\n\
+           IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {login_text}) THEN\n\
+             CREATE ROLE {login_id} NOLOGIN;\n\
+           END IF;\n\
+         END $tether$;\n\
+         GRANT {role} TO {login_id};\n\
+         ALTER ROLE {login_id} SET role = {role_text};\n\
+         GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {database} TO {role};\n\
+         GRANT USAGE, CREATE ON SCHEMA public TO {role};\n\
+         ALTER ROLE {login_id} WITH LOGIN PASSWORD {verifier};\n\
+         COMMIT;",
+        role_text = escape::escape_literal(&shared_role(&master.username)),
+        login_text = escape::escape_literal(&name),
+        database = escape::escape_identifier(&master.database),
+        verifier = escape::escape_literal(&scram_sha_256(new_password.expose().as_bytes())),
+    );
+    session
+        .batch_execute(&script)
+        .await
+        .map_err(|error| refused(&master, &name, &error))?;
+    let endpoint = DatabaseEndpoint {
+        engine: &master.engine,
+        host: &master.host,
+        port: master.port,
+        username: &name,
+        database_name: Some(&master.database),
+    };
+    Ok(connection_details(&endpoint, &new_password))
+}
+
+/// Changes the password of `login` to one nobody knows and forbids it to log in, when
+/// it exists; sessions already open stay.
+pub(super) async fn retire(master: &ConnectionDetails, login: Login) -> Result<(), ProviderError> {
+    let master = Master::from_details(master)?;
+    let name = login.name(&master.username);
+    let unknown = password::generate().map_err(|error| ProviderError {
+        class: ErrorClass::Transient,
+        code: None,
+        message: error.to_string(),
+    })?;
+    let session = master.connect().await?;
+    let exists = session
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|error| refused(&master, &name, &error))?
+        .is_some();
+    if exists {
+        let script = format!(
+            "ALTER ROLE {} WITH NOLOGIN PASSWORD {};",
+            escape::escape_identifier(&name),
+            escape::escape_literal(&scram_sha_256(unknown.expose().as_bytes())),
+        );
+        session
+            .batch_execute(&script)
+            .await
+            .map_err(|error| refused(&master, &name, &error))?;
+    }
+    Ok(())
+}
+
+/// A statement about `login` that the database refused.
+fn refused(master: &Master, login: &str, error: &tokio_postgres::Error) -> ProviderError {
+    let mut failed = master.failed(error);
+    if error.as_db_error().is_some() {
+        failed.code = Some("LoginChangeRefused".to_owned());
+        failed.message = format!(
+            "the database at {} refused a change to the login {login}: {}",
+            master.address(),
+            error
+                .as_db_error()
+                .map(|refusal| refusal.message().to_owned())
+                .unwrap_or_default()
+        );
+    }
+    failed
+}
+
+/// TLS when the server offers it, as libpq's default `sslmode=prefer` does: the link
+/// is encrypted, the server's certificate is not checked (RDS signs with its own
+/// certificate authorities, which no system trust store holds), and a server without
+/// TLS is spoken to in the clear.
+fn tls_connector() -> MakeRustlsConnect {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map(|builder| {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                .with_no_client_auth()
+        });
+    match config {
+        Ok(config) => MakeRustlsConnect::new(config),
+        // aws-lc-rs supports the default protocol versions; this is unreachable.
+        Err(error) => unreachable!("rustls refused its default protocol versions: {error}"),
+    }
+}
+
+/// A certificate verifier that accepts any certificate but checks the handshake's
+/// signatures: encryption without authentication, libpq's `sslmode=require`. rustls
+/// offers no such verifier of its own.
+#[derive(Debug)]
+struct EncryptOnly(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,249 @@
+//! Rotation of the login a connection Secret holds (`passwordRotation`): reads what the
+//! Secret records of the last rotation, carries out the step that
+//! [`tether_api::rotation::decide`] says is due, records it on the Secret in the same
+//! write as the credentials, and reports it (Event, metric, status).
+//!
+//! The Secret is the record, so that a controller killed at any point resumes where it
+//! stopped: a login given a new password but not yet published is idle (nobody knows
+//! the password), so the switch is simply made again; a retirement not yet recorded is
+//! made again, and changes nothing more.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{ResourceExt, runtime::events::EventType};
+use tether_api::{
+    ErrorClass,
+    external::{ConnectionDetails, Connector, ExternalClient, ObservedOf, ProviderError},
+    managed::Managed,
+    rotation::{
+        self, LastRotation, Login, ROTATE_NOW_ANNOTATION, RotationSchedule, RotationStatus,
+        RotationStep,
+    },
+};
+
+use super::Steps;
+use crate::{
+    connection_secret::Publisher,
+    reconciler::error::{Error, Phase},
+};
+
+/// Annotation on the connection Secret: when it was switched to the login it holds.
+pub const ROTATED_AT_ANNOTATION: &str = "tether.dev/rotated-at";
+/// Annotation on the connection Secret: the `tether.dev/rotate-now` value that the
+/// last switch answered.
+pub const ANSWERED_ANNOTATION: &str = "tether.dev/rotate-now-answered";
+/// Annotation on the connection Secret, `true` once the login it held before the last
+/// switch was retired.
+pub const PREVIOUS_RETIRED_ANNOTATION: &str = "tether.dev/previous-login-retired";
+
+/// The rotation's state after this reconcile.
+pub(super) struct Rotation {
+    /// What `status.passwordRotation` shows.
+    pub status: RotationStatus,
+    /// When the next step falls due.
+    pub next_step_in: Duration,
+}
+
+/// What the connection Secret records of the last rotation; `None` when it records
+/// none, or holds no login of the master user `master_user`.
+fn last_rotation(secret: &Publisher, master_user: &str) -> Option<LastRotation> {
+    let annotations = secret.annotations();
+    let username = secret
+        .published()
+        .0
+        .get("username")
+        .and_then(|name| std::str::from_utf8(name).ok())?;
+    Some(LastRotation {
+        login: Login::of(username, master_user)?,
+        at: annotations.get(ROTATED_AT_ANNOTATION)?.parse().ok()?,
+        answered: annotations.get(ANSWERED_ANNOTATION).cloned(),
+        previous_retired: annotations
+            .get(PREVIOUS_RETIRED_ANNOTATION)
+            .is_some_and(|value| value == "true"),
+    })
+}
+
+/// `details`' `key` as text.
+fn text<'a>(details: &'a ConnectionDetails, key: &str) -> Option<&'a str> {
+    details
+        .0
+        .get(key)
+        .and_then(|value| std::str::from_utf8(value).ok())
+}
+
+fn after(at: Timestamp, duration: Duration) -> Timestamp {
+    at.checked_add(duration).unwrap_or(Timestamp::MAX)
+}
+
+fn invalid(message: String) -> Error {
+    Error::provider(Phase::Rotate)(ProviderError {
+        class: ErrorClass::Terminal,
+        code: Some("InvalidPasswordRotation".to_owned()),
+        message,
+    })
+}
+
+impl<M, C> Steps<'_, M, C>
+where
+    M: Managed,
+    C: Connector<M>,
+{
+    /// Carries out the rotation step due for `object`, whose resource is Ready as
+    /// `observed` and whose master credentials are `master`; `None` when its spec asks
+    /// for no rotation.
+    pub(super) async fn rotate(
+        &self,
+        object: &M,
+        client: &C::Client,
+        master: &ConnectionDetails,
+        observed: &ObservedOf<M>,
+    ) -> Result<Option<Rotation>, Error> {
+        let Some(spec) = object.password_rotation() else {
+            return Ok(None);
+        };
+        let schedule = spec
+            .schedule()
+            .map_err(|error| invalid(error.to_string()))?;
+        let master_user = text(master, "username")
+            .ok_or_else(|| invalid("the master Secret holds no username yet".to_owned()))?;
+        let mut secret = Publisher::load(
+            &self.shared.kube,
+            object,
+            object
+                .managed_fields()
+                .write_connection_secret_to_ref
+                .as_ref(),
+            None,
+            &self.shared.secrets,
+        )
+        .await?;
+        let asked = object
+            .annotations()
+            .get(ROTATE_NOW_ANNOTATION)
+            .map(String::as_str);
+        let last = last_rotation(&secret, master_user);
+        let now = Timestamp::now();
+        let last = match rotation::decide(now, schedule, last.as_ref(), asked) {
+            RotationStep::Switch { to, why } => {
+                self.switch(object, client, master, observed, &mut secret, to, why)
+                    .await?;
+                LastRotation {
+                    login: to,
+                    at: now,
+                    answered: asked.map(str::to_owned).or(last.and_then(|l| l.answered)),
+                    previous_retired: false,
+                }
+            }
+            RotationStep::Retire(login) => {
+                self.retire(object, client, master, observed, &mut secret, login)
+                    .await?;
+                LastRotation {
+                    previous_retired: true,
+                    ..last.expect("a retirement follows a switch")
+                }
+            }
+            RotationStep::Wait { .. } => last.expect("a wait follows a switch"),
+        };
+        Ok(Some(Rotation {
+            status: RotationStatus {
+                login: Some(last.login.name(master_user)),
+                last_rotation: Some(Time(last.at)),
+                next_rotation: Some(Time(after(last.at, schedule.every))),
+            },
+            next_step_in: next_step_in(schedule, &last, asked),
+        }))
+    }
+
+    /// Gives `to` a new password and switches the Secret to it.
+    #[allow(clippy::too_many_arguments)]
+    async fn switch(
+        &self,
+        object: &M,
+        client: &C::Client,
+        master: &ConnectionDetails,
+        observed: &ObservedOf<M>,
+        secret: &mut Publisher,
+        to: Login,
+        why: &str,
+    ) -> Result<(), Error> {
+        let kind = M::kind(&());
+        let metrics = &self.shared.settings.metrics;
+        let activated = client.activate_login(object, master, observed, to).await;
+        metrics.rotation_step(&kind, "switch", activated.is_ok());
+        let details = activated.map_err(Error::provider(Phase::Rotate))?;
+        let answered = object.annotations().get(ROTATE_NOW_ANNOTATION).cloned();
+        let mut record = BTreeMap::from([
+            (
+                ROTATED_AT_ANNOTATION.to_owned(),
+                Some(Timestamp::now().to_string()),
+            ),
+            (PREVIOUS_RETIRED_ANNOTATION.to_owned(), None),
+        ]);
+        if answered.is_some() {
+            record.insert(ANSWERED_ANNOTATION.to_owned(), answered);
+        }
+        secret.publish_recorded(object, &details, &record).await?;
+        let login = text(&details, "username").unwrap_or_default().to_owned();
+        let grace = object
+            .password_rotation()
+            .and_then(|spec| spec.schedule().ok())
+            .map_or(0, |schedule: RotationSchedule| {
+                schedule.grace_period.as_secs()
+            });
+        let message = format!(
+            "the connection Secret holds the login {login} now, with a new password ({why}); \
+             the login it held before keeps working for {grace} s"
+        );
+        tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+        self.event(object, EventType::Normal, "PasswordRotated", message)
+            .await;
+        Ok(())
+    }
+
+    /// Changes the password of `login`, the one the Secret held before, to one nobody
+    /// knows, and records that on the Secret.
+    async fn retire(
+        &self,
+        object: &M,
+        client: &C::Client,
+        master: &ConnectionDetails,
+        observed: &ObservedOf<M>,
+        secret: &mut Publisher,
+        login: Login,
+    ) -> Result<(), Error> {
+        let kind = M::kind(&());
+        let retired = client.retire_login(object, master, observed, login).await;
+        self.shared
+            .settings
+            .metrics
+            .rotation_step(&kind, "retire", retired.is_ok());
+        retired.map_err(Error::provider(Phase::Rotate))?;
+        let record = BTreeMap::from([(
+            PREVIOUS_RETIRED_ANNOTATION.to_owned(),
+            Some("true".to_owned()),
+        )]);
+        secret
+            .publish_recorded(object, &ConnectionDetails::default(), &record)
+            .await?;
+        let name = login.name(text(master, "username").unwrap_or_default());
+        let message = format!(
+            "the login {name} no longer logs in: its grace period after the last rotation ended"
+        );
+        tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+        self.event(object, EventType::Normal, "LoginRetired", message)
+            .await;
+        Ok(())
+    }
+}
+
+/// How long until the step after `last` falls due (at least a second).
+fn next_step_in(schedule: RotationSchedule, last: &LastRotation, asked: Option<&str>) -> Duration {
+    let now = Timestamp::now();
+    match rotation::decide(now, schedule, Some(last), asked) {
+        RotationStep::Wait { until } => Duration::try_from(until - now)
+            .unwrap_or_default()
+            .max(Duration::from_secs(1)),
+        RotationStep::Switch { .. } | RotationStep::Retire(_) => Duration::from_secs(1),
+    }
+}

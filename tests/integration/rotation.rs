@@ -1,0 +1,400 @@
+//! Scheduled password rotation (`passwordRotation`) as an application lives through
+//! it: with a real PostgreSQL server behind the emulated RDS (the fault proxy's data
+//! plane), a client that opens a new connection twice a second with what the Secret
+//! holds then, and a pooled client that keeps each connection 20 s, never fail while
+//! the logins take turns every minute; each previous login is refused once its grace
+//! period has run; tables made by one login stay usable by the other; and the
+//! rotations cost no AWS call. Also: bad specs are refused at apply time, and a
+//! database tether cannot reach is named in `Synced` with nothing half-done.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use kube::{Api, api::Patch};
+use tether_api::conditions::{READY, SYNCED};
+use tether_aws::rds::DBInstance;
+use tokio_postgres::NoTls;
+
+use crate::{
+    db_instance_controller::{database, secret_data, wait_secret},
+    world::{World, condition},
+};
+
+/// How long the clients run.
+const RUN: Duration = Duration::from_secs(300);
+/// The schedule under test.
+const ROTATION: &str = "  passwordRotation: {every: 1m, gracePeriod: 30s}\n";
+/// The grace period of [`ROTATION`], and how much later a retired login is checked.
+const GRACE: Duration = Duration::from_secs(30);
+const RETIREMENT_SLACK: Duration = Duration::from_secs(20);
+
+/// A session with what a connection Secret holds, as an application opens one.
+async fn connect(data: &BTreeMap<String, String>) -> Result<tokio_postgres::Client, String> {
+    let port: u16 = data["port"].parse().map_err(|_| "a port".to_owned())?;
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(&data["host"])
+        .port(port)
+        .user(&data["username"])
+        .password(&data["password"])
+        .dbname(&data["dbname"])
+        .connect_timeout(Duration::from_secs(5))
+        .connect(NoTls)
+        .await
+        .map_err(|error| format!("{} connecting: {error}", data["username"]))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Seen {
+    tried: usize,
+    failures: Vec<String>,
+    /// Every (username, password) the Secret held, with when it was first seen.
+    logins: Vec<(String, String, Instant)>,
+    /// Previous logins checked to be refused after their grace period.
+    refused_after_grace: Vec<String>,
+}
+
+/// Opens a new connection twice a second for [`RUN`], with what the Secret holds at
+/// that moment, and writes a row through it; checks that each login the Secret held
+/// before is refused once [`GRACE`] has run.
+async fn fresh_connections(world: &World, seen: Arc<Mutex<Seen>>) {
+    let started = Instant::now();
+    let mut row = 0;
+    while started.elapsed() < RUN {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(data) = secret_data(world, "orders-db").await else {
+            seen.lock()
+                .unwrap()
+                .failures
+                .push("the Secret is gone".to_owned());
+            continue;
+        };
+        {
+            let mut seen = seen.lock().unwrap();
+            seen.tried += 1;
+            if seen.logins.last().is_none_or(|(user, password, _)| {
+                *user != data["username"] || *password != data["password"]
+            }) {
+                seen.logins.push((
+                    data["username"].clone(),
+                    data["password"].clone(),
+                    Instant::now(),
+                ));
+            }
+        }
+        row += 1;
+        let result = async {
+            let client = connect(&data).await?;
+            client
+                .execute("INSERT INTO orders VALUES ($1)", &[&row])
+                .await
+                .map_err(|error| format!("{} inserting: {error}", data["username"]))?;
+            Ok::<_, String>(())
+        }
+        .await;
+        if let Err(error) = result {
+            seen.lock().unwrap().failures.push(error);
+        }
+        // Logins replaced more than the grace period (and some slack) ago.
+        let retired: Vec<(String, String)> = {
+            let seen = seen.lock().unwrap();
+            seen.logins
+                .windows(2)
+                .filter(|pair| pair[1].2.elapsed() > GRACE + RETIREMENT_SLACK)
+                .map(|pair| (pair[0].0.clone(), pair[0].1.clone()))
+                .filter(|(user, password)| {
+                    !seen
+                        .refused_after_grace
+                        .contains(&format!("{user}/{password}"))
+                })
+                .collect()
+        };
+        for (user, password) in retired {
+            let mut old = data.clone();
+            old.insert("username".to_owned(), user.clone());
+            old.insert("password".to_owned(), password.clone());
+            match connect(&old).await {
+                Ok(_) => seen.lock().unwrap().failures.push(format!(
+                    "{user} still logs in with its old password after its grace period"
+                )),
+                Err(error) => {
+                    assert!(
+                        error.contains("not permitted to log in")
+                            || error.contains("password authentication failed"),
+                        "{user} is refused for a reason other than its login: {error}"
+                    );
+                    seen.lock()
+                        .unwrap()
+                        .refused_after_grace
+                        .push(format!("{user}/{password}"));
+                }
+            }
+        }
+    }
+}
+
+/// Keeps one connection for 20 s, querying it twice a second, then opens the next with
+/// what the Secret holds then, for [`RUN`]: a connection pool's life.
+async fn pooled_connections(world: &World, seen: Arc<Mutex<Seen>>) {
+    let started = Instant::now();
+    while started.elapsed() < RUN {
+        let Some(data) = secret_data(world, "orders-db").await else {
+            continue;
+        };
+        let client = match connect(&data).await {
+            Ok(client) => client,
+            Err(error) => {
+                seen.lock().unwrap().failures.push(format!("pool: {error}"));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let opened = Instant::now();
+        while opened.elapsed() < Duration::from_secs(20) && started.elapsed() < RUN {
+            seen.lock().unwrap().tried += 1;
+            if let Err(error) = client.query_one("SELECT count(*) FROM orders", &[]).await {
+                seen.lock()
+                    .unwrap()
+                    .failures
+                    .push(format!("pool: {} querying: {error}", data["username"]));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_is_retired() {
+    let world = World::start().await;
+    world.proxy.serve_databases();
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(&world, "orders", ROTATION))
+        .await
+        .unwrap();
+    world
+        .wait_condition(&api, "orders", READY, "True", None)
+        .await;
+    let first = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
+        data.get("username").map(String::as_str) == Some("app_a")
+    })
+    .await;
+    let master = wait_secret(&world, "orders-db-master", "hold the master user", |data| {
+        data.get("username").map(String::as_str) == Some("app")
+    })
+    .await;
+    assert_ne!(first["password"], master["password"]);
+    connect(&first)
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE orders (id int)")
+        .await
+        .expect("the first login creates a table");
+
+    world.proxy.reset_counts();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    tokio::join!(
+        fresh_connections(&world, seen.clone()),
+        pooled_connections(&world, seen.clone())
+    );
+    let aws_calls = world.proxy.counts();
+
+    let seen = seen.lock().unwrap();
+    let users: Vec<&str> = seen.logins.iter().map(|(user, ..)| user.as_str()).collect();
+    eprintln!(
+        "rotation: {} connections and queries tried in {} s, {} failed; logins in turn: {users:?}; \
+         {} previous logins refused after their grace period; AWS calls meanwhile: {aws_calls:?}",
+        seen.tried,
+        RUN.as_secs(),
+        seen.failures.len(),
+        seen.refused_after_grace.len(),
+    );
+    assert!(
+        seen.failures.is_empty(),
+        "{} of {} failed, the first: {:#?}\n{}",
+        seen.failures.len(),
+        seen.tried,
+        &seen.failures[..seen.failures.len().min(5)],
+        world.log_tail()
+    );
+    assert!(
+        seen.logins.len() > 4,
+        "at least 4 rotations in {} s: {users:?}\n{}",
+        RUN.as_secs(),
+        world.log_tail()
+    );
+    assert!(
+        users.windows(2).all(|pair| pair[0] != pair[1]),
+        "the logins take turns: {users:?}"
+    );
+    assert!(
+        seen.refused_after_grace.len() >= 3,
+        "each previous login is refused after its grace period: {:?}",
+        seen.refused_after_grace
+    );
+    let writes: Vec<_> = aws_calls
+        .keys()
+        .filter(|operation| !operation.starts_with("Describe") && !operation.starts_with("List"))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "rotations make no AWS write: {aws_calls:?}"
+    );
+
+    // Both logins wrote rows into the table the first one made.
+    let last = secret_data(&world, "orders-db").await.unwrap();
+    let rows: i64 = connect(&last)
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(rows > 100, "rows written by both logins: {rows}");
+    let object = api.get("orders").await.unwrap();
+    let status = object
+        .status
+        .as_ref()
+        .and_then(|status| status.password_rotation.clone())
+        .expect("status.passwordRotation");
+    assert_eq!(status.login.as_deref(), Some(last["username"].as_str()));
+    assert!(status.next_rotation.unwrap().0 > status.last_rotation.unwrap().0);
+    let log = world.tether.log();
+    for (user, password, _) in seen.logins.iter() {
+        assert!(
+            !log.contains(password.as_str()),
+            "{user}'s password is in the log"
+        );
+    }
+    assert!(
+        !log.contains(&master["password"]),
+        "the master password is in the log"
+    );
+    let events = world.events("orders").await;
+    let rotated = events
+        .iter()
+        .filter(|event| event.reason.as_deref() == Some("PasswordRotated"))
+        .count();
+    assert!(rotated >= 4, "an Event per rotation: {rotated}");
+    drop(seen);
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_without_a_half_done_secret()
+ {
+    let world = World::start().await;
+    let api: Api<DBInstance> = world.ns.api();
+    // No data plane: the endpoint moto gives answers nowhere.
+    world
+        .ns
+        .apply(&database(&world, "lost", ROTATION))
+        .await
+        .unwrap();
+    let object = world
+        .wait_condition(&api, "lost", SYNCED, "False", Some("DatabaseUnreachable"))
+        .await;
+    let synced = condition(&object, SYNCED);
+    let at_provider = object.status.as_ref().unwrap().at_provider.clone().unwrap();
+    let address = format!(
+        "{}:{}",
+        at_provider.endpoint_address.unwrap(),
+        at_provider.endpoint_port.unwrap()
+    );
+    assert!(synced.message.contains(&address), "{}", synced.message);
+    assert!(
+        secret_data(&world, "lost-db").await.is_none(),
+        "no connection Secret before a login works"
+    );
+    let master = secret_data(&world, "lost-db-master").await.unwrap();
+    assert!(!synced.message.contains(&master["password"]));
+
+    world.proxy.serve_databases();
+    world
+        .ns
+        .apply(&database(&world, "orders", ROTATION))
+        .await
+        .unwrap();
+    let first = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
+        data.get("username").map(String::as_str) == Some("app_a")
+    })
+    .await;
+    connect(&first).await.expect("the first login connects");
+    let asked = Instant::now();
+    // Within the grace period, a rotation waits for it to end.
+    api.patch(
+        "orders",
+        &Default::default(),
+        &Patch::Merge(
+            serde_json::json!({"metadata": {"annotations": {"tether.dev/rotate-now": "1"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let second = wait_secret(&world, "orders-db", "hold the login app_b", |data| {
+        data.get("username").map(String::as_str) == Some("app_b")
+    })
+    .await;
+    eprintln!(
+        "rotate-now: the Secret switched {:.1?} after the annotation",
+        asked.elapsed()
+    );
+    connect(&second).await.expect("the second login connects");
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn bad_rotation_specs_are_refused_at_apply_time() {
+    let world = World::start().await;
+    for (extra, expected) in [
+        (
+            "  passwordRotation: {every: 30s}\n",
+            "every must be at least 1m",
+        ),
+        (
+            "  passwordRotation: {every: 5m}\n",
+            "gracePeriod (default 10m) must be shorter than every",
+        ),
+        ("  passwordRotation: {every: 1d}\n", "should match"),
+        (
+            "  passwordRotation: {every: 1h}\n  manageMasterUserPassword: true\n",
+            "passwordRotation needs a password tether generates",
+        ),
+        (
+            "  passwordRotation: {every: 1h}\n  masterPassword: {secretKeyRef: {name: pw, key: password}}\n",
+            "passwordRotation needs a password tether generates",
+        ),
+    ] {
+        let refused = world
+            .ns
+            .apply(&database(&world, "bad", extra))
+            .await
+            .expect_err(extra);
+        assert!(refused.to_string().contains(expected), "{extra}: {refused}");
+    }
+    let mysql = database(&world, "bad", "  passwordRotation: {every: 1h}\n")
+        .replace("engine: postgres", "engine: mysql");
+    let refused = world.ns.apply(&mysql).await.expect_err("mysql");
+    assert!(
+        refused
+            .to_string()
+            .contains("PostgreSQL (engine postgres) only"),
+        "{refused}"
+    );
+    let no_database = database(&world, "bad", "  passwordRotation: {every: 1h}\n")
+        .replace("  databaseName: orders\n", "");
+    let refused = world.ns.apply(&no_database).await.expect_err("no database");
+    assert!(
+        refused
+            .to_string()
+            .contains("passwordRotation needs databaseName"),
+        "{refused}"
+    );
+    world.finish().await;
+}
