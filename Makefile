@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(TETHER_CACHE)/target
 
 .PHONY: dev test bench bench-scale setup setup-control-plane setup-emulators setup-helm lint crds build image clean-cache
 
-## dev: start a local control plane and moto, install the CRDs, run `tether run`
+## dev: start a local control plane, moto and its data plane (PostgreSQL), install the CRDs, run `tether run`
 dev: setup-control-plane
 	scripts/setup-emulators.sh moto
 	scripts/dev.sh

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The local default: a local control plane (kube-apiserver + etcd + GC and namespace
-# controllers), a moto server on 127.0.0.1, tether's CRDs and the example
-# ProviderConfig, the examples (a database and an instance), then `tether run`, whose
-# log it follows.
+# controllers), a moto server on 127.0.0.1 with the data plane in front of it (the
+# testkit's `tether-data-plane`: a real PostgreSQL server for each postgres DB
+# instance, so that the database's Secret connects), tether's CRDs and the example
+# ProviderConfig pointing at the data plane, the examples (a database and an
+# instance), then `tether run`, whose log it follows.
 #
 # Ctrl-C (or SIGTERM, SIGHUP, an error) stops every server before this script exits.
 # Each server runs in a process group of its own, so Ctrl-C reaches this script and
@@ -10,15 +12,17 @@
 # SIGKILL to a group still there 8 s later. Should this script be killed outright,
 # each server also holds a pipe from it and stops when that closes.
 #
-# Environment: TETHER_DEV_MOTO_PORT (default 5000), TETHER_DEV_ADMIN_PORT (8080),
-# TETHER_CACHE (~/.cache/tether), TETHER_DEV_DIR (.dev), TETHER_BIN (a tether binary
-# to run instead of building one with cargo).
+# Environment: TETHER_DEV_MOTO_PORT (default 5000), TETHER_DEV_AWS_PORT (the data
+# plane, which tether calls: 5001), TETHER_DEV_ADMIN_PORT (8080), TETHER_CACHE
+# (~/.cache/tether), TETHER_DEV_DIR (.dev), TETHER_BIN and TETHER_DATA_PLANE_BIN (a
+# tether and a tether-data-plane binary to run instead of building them with cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cache=${TETHER_CACHE:-$HOME/.cache/tether}
 state=${TETHER_DEV_DIR:-$PWD/.dev}
 moto_port=${TETHER_DEV_MOTO_PORT:-5000}
+aws_port=${TETHER_DEV_AWS_PORT:-5001}
 admin_port=${TETHER_DEV_ADMIN_PORT:-8080}
 control_plane=$cache/bin/tether-control-plane
 venv=$cache/venv-moto
@@ -28,6 +32,9 @@ for needed in "$control_plane" "$venv/bin/moto_server"; do
 done
 for needed in kubectl setsid; do
   command -v $needed >/dev/null || { echo "$needed is needed on PATH (kubectl: apt-get install kubectl or see kubernetes.io; setsid: util-linux)" >&2; exit 1; }
+done
+for needed in initdb postgres psql; do
+  command -v $needed >/dev/null || { echo "PostgreSQL 15's $needed is needed on PATH for the database's data plane (Debian: apt-get install postgresql-15, then add /usr/lib/postgresql/15/bin to PATH)" >&2; exit 1; }
 done
 
 # A server that already answers on one of our ports (often one an earlier run left
@@ -45,6 +52,7 @@ refuse_if_taken() { # PORT WHAT VARIABLE
   exit 1
 }
 refuse_if_taken "$moto_port" moto TETHER_DEV_MOTO_PORT
+refuse_if_taken "$aws_port" "data plane" TETHER_DEV_AWS_PORT
 refuse_if_taken "$admin_port" "tether admin" TETHER_DEV_ADMIN_PORT
 if [[ -e $state/control-plane/lock ]] && ! flock -n "$state/control-plane/lock" true; then
   echo "a control plane still runs on $state/control-plane (process $(fuser "$state/control-plane/lock" 2>/dev/null | tr -s ' ' || echo '?')):" >&2
@@ -52,13 +60,18 @@ if [[ -e $state/control-plane/lock ]] && ! flock -n "$state/control-plane/lock" 
   exit 1
 fi
 
-if [[ -n ${TETHER_BIN:-} ]]; then
-  tether_bin=$TETHER_BIN
-else
-  echo "building tether (cargo build; a first build compiles the AWS SDK and kube crates: several minutes)"
-  cargo build --locked
-  tether_bin=${CARGO_TARGET_DIR:-target}/debug/tether
+# --workspace: tether and the testkit's data plane in one build, whose dependencies
+# have the features of the test build's (scripts/check-one-build.sh).
+built=${CARGO_TARGET_DIR:-target}/debug
+if [[ -z ${TETHER_BIN:-} ]]; then
+  echo "building tether and its data plane (cargo build; a first build compiles the AWS SDK and kube crates: several minutes)"
+  cargo build --locked --workspace --bin tether --bin tether-data-plane
+elif [[ -z ${TETHER_DATA_PLANE_BIN:-} ]]; then
+  echo "building the data plane (cargo build)"
+  cargo build --locked --workspace --bin tether-data-plane
 fi
+tether_bin=${TETHER_BIN:-$built/tether}
+data_plane_bin=${TETHER_DATA_PLANE_BIN:-$built/tether-data-plane}
 
 rm -rf "$state" && mkdir -p "$state"
 export KUBECONFIG=$state/kubeconfig
@@ -93,7 +106,7 @@ stop_servers() {
   fi
   groups=$(server_groups)
   [[ -n $groups ]] || return 0
-  echo "stopping tether, the control plane and moto..." >&2
+  echo "stopping tether, the control plane, moto and the data plane..." >&2
   for group in $groups; do kill -TERM -- "-$group" 2>/dev/null || true; done
   while :; do
     alive=""
@@ -175,9 +188,21 @@ curl -fsS -X POST "http://127.0.0.1:$moto_port/moto-api/seed?a=42" >/dev/null
 curl -fsS "http://127.0.0.1:$moto_port/?Action=DescribeSubnets&Version=2016-11-15" \
   -H "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0" >/dev/null
 
+# tether calls AWS through the data plane, which passes every call on to moto and
+# starts a PostgreSQL server for each postgres database created (its logs: in
+# $state/data-plane/).
+echo "starting the data plane on 127.0.0.1:$aws_port, in front of moto (log: $state/data-plane.log)"
+start "$state/data-plane.log" "$state/data-plane.log" env TETHER_TESTKIT_LOG_DIR="$state/data-plane" \
+  "$data_plane_bin" --port "$aws_port" --upstream "http://127.0.0.1:$moto_port"
+for _ in $(seq 100); do
+  curl -fsS --max-time 2 "http://127.0.0.1:$aws_port/moto-api/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS --max-time 2 "http://127.0.0.1:$aws_port/moto-api/" >/dev/null || { echo "the data plane did not start; see $state/data-plane.log:" >&2; tail -5 "$state/data-plane.log" >&2; exit 1; }
+
 kubectl apply --server-side -f crds/
 run kubectl wait --for=condition=Established --timeout=60s $(ls crds/*.yaml | grep -v '^crds/validating-admission-policy\.' | sed 's/^/-f /')
-sed "s|http://127.0.0.1:5000|http://127.0.0.1:$moto_port|" examples/provider-config-local.yaml | kubectl apply --server-side -f -
+sed "s|http://127.0.0.1:5001|http://127.0.0.1:$aws_port|" examples/provider-config-local.yaml | kubectl apply --server-side -f -
 
 kubectl apply --server-side -f examples/db-subnet-group-local.yaml -f examples/db-instance-local.yaml \
   -f examples/security-group-local.yaml -f examples/instance-local.yaml
@@ -192,17 +217,28 @@ kubectl get dbsubnetgroups,dbinstances,securitygroups,instances.ec2.tether.dev
 for secret in orders-db web-1-ssh; do
   echo "Secret $secret holds: $(kubectl get secret $secret -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')"
 done
+# The database's server starts in the background once RDS has the instance: wait
+# until the Secret connects, as the command printed below does.
+connects() {
+  PGCONNECT_TIMEOUT=5 psql "$(kubectl get secret orders-db -o jsonpath='{.data.uri}' | base64 -d)" \
+    --no-psqlrc --tuples-only --command 'select 1' >/dev/null 2>"$state/psql.err"
+}
+for _ in $(seq 120); do
+  connects && break
+  sleep 0.5
+done
+connects || { echo "the Secret orders-db does not connect: $(cat "$state/psql.err"); see $state/data-plane.log and $state/data-plane/" >&2; exit 1; }
 
 cat <<EOT
 
 The database and the instance are Ready and their Secrets are there. In another shell:
   export KUBECONFIG=$KUBECONFIG
   kubectl describe dbinstance orders
-  kubectl get secret orders-db -o jsonpath='{.data.uri}' | base64 -d
+  psql "\$(kubectl get secret orders-db -o jsonpath='{.data.uri}' | base64 -d)" -c 'select current_user, current_database()'
   kubectl describe instance.ec2.tether.dev web-1
   kubectl get secret web-1-ssh -o jsonpath='{.data.ssh-privatekey}' | base64 -d
   curl http://127.0.0.1:$admin_port/healthz
-Ctrl-C stops tether, the control plane and moto.
+Ctrl-C stops tether, the control plane, moto and the data plane.
 
 EOT
 run tail -f --pid=$$ "$state/tether.log"

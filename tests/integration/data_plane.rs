@@ -56,16 +56,40 @@ fn split_password(uri: &str) -> (String, String) {
 /// background while the instance becomes Ready, and a new password is applied after
 /// the Secret holds it), or panics after 60 s with psql's last error.
 pub(crate) async fn connect_with(world: &World, data: &BTreeMap<String, String>) -> String {
+    connect_until(world, "the Secret's uri", &data["uri"], None).await
+}
+
+/// Connects with the Secret's `host`, `port`, `username` and `dbname` and `password`
+/// (which a Secret without a password, such as an observed database's, leaves to the
+/// user), as [`connect_with`] does.
+pub(crate) async fn connect_with_fields(
+    world: &World,
+    data: &BTreeMap<String, String>,
+    password: &str,
+) -> String {
+    let uri = format!(
+        "postgresql://{}:@{}:{}/{}",
+        data["username"], data["host"], data["port"], data["dbname"]
+    );
+    connect_until(world, "the Secret's fields", &uri, Some(password)).await
+}
+
+async fn connect_until(
+    world: &World,
+    what: &str,
+    uri: &str,
+    password_override: Option<&str>,
+) -> String {
     let mut last = String::new();
     for _ in 0..120 {
-        match query_with_uri(&data["uri"], None).await {
+        match query_with_uri(uri, password_override).await {
             Ok(answer) => return answer,
             Err(error) => last = error,
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     panic!(
-        "the Secret's uri did not connect within 60 s: {last}\n{}",
+        "{what} did not connect within 60 s: {last}\n{}",
         world.log_tail()
     );
 }

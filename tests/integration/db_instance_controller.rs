@@ -16,7 +16,7 @@ use tether_api::{
 use tether_aws::rds::{DBInstance, DBSubnetGroup};
 
 use crate::{
-    data_plane::{assert_refused, connect_with},
+    data_plane::{assert_refused, connect_with, connect_with_fields},
     db_subnet_group::default_subnets,
     world::{World, condition},
 };
@@ -48,6 +48,13 @@ pub(crate) fn rds(world: &World) -> aws_sdk_rds::Client {
     aws_sdk_rds::Client::new(&world.direct_sdk_config())
 }
 
+/// An RDS client through the test's fault proxy, for a database made by hand that
+/// the data plane ([`tether_testkit::FaultProxy::serve_databases`]) serves; its calls
+/// are counted.
+pub(crate) fn rds_through_proxy(world: &World) -> aws_sdk_rds::Client {
+    aws_sdk_rds::Client::new(&crate::db_subnet_group::sdk_config(&world.proxy.endpoint()))
+}
+
 pub(crate) async fn instance_exists(world: &World, identifier: &str) -> bool {
     rds(world)
         .describe_db_instances()
@@ -58,7 +65,12 @@ pub(crate) async fn instance_exists(world: &World, identifier: &str) -> bool {
 }
 
 pub(crate) async fn secret_data(world: &World, name: &str) -> Option<BTreeMap<String, String>> {
-    let secret = world.ns.api::<Secret>().get_opt(name).await.unwrap()?;
+    secret_data_in(&world.ns.api(), name).await
+}
+
+/// The data of Secret `name` of `secrets`, as text, if it exists.
+async fn secret_data_in(secrets: &Api<Secret>, name: &str) -> Option<BTreeMap<String, String>> {
+    let secret = secrets.get_opt(name).await.unwrap()?;
     Some(
         secret
             .data
@@ -76,8 +88,19 @@ pub(crate) async fn wait_secret(
     what: &str,
     check: impl Fn(&BTreeMap<String, String>) -> bool,
 ) -> BTreeMap<String, String> {
+    wait_secret_in(world, &world.ns.api(), name, what, check).await
+}
+
+/// [`wait_secret`] for a Secret of `secrets` (another namespace's).
+pub(crate) async fn wait_secret_in(
+    world: &World,
+    secrets: &Api<Secret>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> BTreeMap<String, String> {
     for _ in 0..120 {
-        if let Some(data) = secret_data(world, name).await
+        if let Some(data) = secret_data_in(secrets, name).await
             && check(&data)
         {
             return data;
@@ -86,7 +109,7 @@ pub(crate) async fn wait_secret(
     }
     panic!(
         "Secret {name} did not {what} within 60 s; keys now: {:?}\n{}",
-        secret_data(world, name)
+        secret_data_in(secrets, name)
             .await
             .map(|data| data.into_keys().collect::<Vec<_>>()),
         world.log_tail()
@@ -96,6 +119,7 @@ pub(crate) async fn wait_secret(
 #[tokio::test]
 async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_policy() {
     let world = World::start().await;
+    world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
     for (name, policy) in [
         ("snap", None),
@@ -155,6 +179,7 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
                 .contains_key("tether.dev/pending-credentials"),
             "the password was applied by the create"
         );
+        assert_eq!(connect_with(&world, &data).await, "app orders");
     }
     assert_eq!(world.proxy.count("CreateDBInstance"), 3, "one create each");
 
@@ -225,22 +250,26 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
 #[tokio::test]
 async fn observe_only_adopts_a_database_without_any_write() {
     let world = World::start().await;
+    world.proxy.serve_databases();
     let existing = format!("{}-legacy", world.ns.name);
-    rds(&world)
+    // Made by hand through the proxy, so that a database server stands behind it.
+    let by_hand = "made-by-hand-1";
+    rds_through_proxy(&world)
         .create_db_instance()
         .db_instance_identifier(&existing)
-        .engine("mysql")
+        .engine("postgres")
         .db_instance_class("db.t3.micro")
         .allocated_storage(20)
         .master_username("admin")
-        .master_user_password("made-by-hand-1")
+        .master_user_password(by_hand)
         .send()
         .await
         .expect("creating the instance to adopt");
+    world.proxy.reset_counts();
 
     let api: Api<DBInstance> = world.ns.api();
     let yaml = format!(
-        "apiVersion: rds.tether.dev/v1alpha1\nkind: DBInstance\nmetadata:\n  name: legacy\n  annotations: {{tether.dev/external-name: {existing}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  managementPolicy: ObserveOnly\n  engine: mysql\n  instanceClass: db.t3.large\n  masterUsername: admin\n  writeConnectionSecretToRef: {{name: legacy-db}}\n",
+        "apiVersion: rds.tether.dev/v1alpha1\nkind: DBInstance\nmetadata:\n  name: legacy\n  annotations: {{tether.dev/external-name: {existing}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  managementPolicy: ObserveOnly\n  engine: postgres\n  instanceClass: db.t3.large\n  masterUsername: admin\n  writeConnectionSecretToRef: {{name: legacy-db}}\n",
         world.provider_config
     );
     world.ns.apply(&yaml).await.unwrap();
@@ -259,7 +288,14 @@ async fn observe_only_adopts_a_database_without_any_write() {
         d.contains_key("host")
     })
     .await;
-    assert_eq!(data["engine"], "mysql");
+    assert_eq!(data["engine"], "postgres");
+    // tether does not know the password of a database it only observes: the Secret
+    // says where to connect, and the user brings the password.
+    assert!(!data.contains_key("password") && !data.contains_key("uri"));
+    assert_eq!(
+        connect_with_fields(&world, &data, by_hand).await,
+        "admin postgres"
+    );
 
     api.delete("legacy", &DeleteParams::default())
         .await
@@ -386,6 +422,7 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
 #[tokio::test]
 async fn a_password_change_in_the_users_secret_reaches_rds_then_the_connection_secret() {
     let world = World::start().await;
+    world.proxy.serve_databases();
     let canary = "Canary-7f3c-Zq8pW3xK-original";
     let rotated = "Canary-9d1e-Lm4vT6yR-rotated";
     world
@@ -413,6 +450,7 @@ async fn a_password_change_in_the_users_secret_reaches_rds_then_the_connection_s
     })
     .await;
     assert_eq!(data["password"], canary);
+    assert_eq!(connect_with(&world, &data).await, "app orders");
 
     world
         .ns
@@ -427,6 +465,8 @@ async fn a_password_change_in_the_users_secret_reaches_rds_then_the_connection_s
     .await;
     assert!(data["uri"].contains("Canary-9d1e"), "the uri follows too");
     assert!(world.proxy.count("ModifyDBInstance") >= 1);
+    assert_eq!(connect_with(&world, &data).await, "app orders");
+    assert_refused(&data, canary, "the replaced password is refused").await;
 
     // The canary never leaves the Secrets: not in the controller's trace log, the
     // Events, the status or the annotations.

@@ -1,7 +1,9 @@
 //! `make dev`'s script (`scripts/dev.sh`) as a user runs it in a terminal: it brings
-//! the examples to Ready on a control plane and moto of its own; Ctrl-C, or a SIGTERM,
-//! stops every server it started before it exits; and it refuses to start next to a
-//! server that holds its port.
+//! the examples to Ready on a control plane and moto of its own, behind the data plane
+//! (`tether-data-plane`), and the `psql` command it prints connects with the database's
+//! Secret; Ctrl-C, or a SIGTERM, stops every server it started (the database servers
+//! included) before it exits; and it refuses to start next to a server that holds its
+//! port.
 
 use std::{
     collections::HashMap,
@@ -11,7 +13,7 @@ use std::{
     os::unix::process::{CommandExt, ExitStatusExt},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    sync::{OnceLock, mpsc},
     time::{Duration, Instant},
 };
 
@@ -19,20 +21,76 @@ use tether_testkit::process::free_port;
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
-/// `scripts/dev.sh` on free ports, with its state in `dir` and the tether binary this
-/// test run built (so it compiles nothing), in a process group of its own that it
-/// leads, as a shell runs a job in a terminal.
-fn dev_script(dir: &Path, moto_port: u16, admin_port: u16) -> Command {
+/// The testkit's `tether-data-plane`, built once per test run as `make dev` builds it
+/// (with the workspace's features, so it reuses the test build's dependencies), in
+/// the target directory of this test.
+fn data_plane_binary() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        // <target>/<profile>/deps/integration-…, else where cargo builds by default.
+        let test = std::env::current_exe().expect("the test's path");
+        let target = test
+            .parent()
+            .filter(|deps| deps.ends_with("deps"))
+            .and_then(|deps| deps.parent()?.parent())
+            .map(Path::to_owned)
+            .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| tether_testkit::repo_root().join("target"));
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--locked",
+                "--workspace",
+                "--bin",
+                "tether-data-plane",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(tether_testkit::repo_root())
+            .status()
+            .expect("running cargo build");
+        assert!(
+            status.success(),
+            "cargo build of tether-data-plane: {status}"
+        );
+        target.join("debug/tether-data-plane")
+    })
+}
+
+/// `scripts/dev.sh` on free ports, with its state in `dir` and the binaries this test
+/// run built (so it compiles nothing), in a process group of its own that it leads, as
+/// a shell runs a job in a terminal.
+fn dev_script(dir: &Path, ports: &DevPorts) -> Command {
     let mut command = Command::new("bash");
     command
         .arg(tether_testkit::repo_root().join("scripts/dev.sh"))
         .env("TETHER_BIN", TETHER)
-        .env("TETHER_DEV_MOTO_PORT", moto_port.to_string())
-        .env("TETHER_DEV_ADMIN_PORT", admin_port.to_string())
+        .env("TETHER_DATA_PLANE_BIN", data_plane_binary())
+        .env("TETHER_DEV_MOTO_PORT", ports.moto.to_string())
+        .env("TETHER_DEV_AWS_PORT", ports.aws.to_string())
+        .env("TETHER_DEV_ADMIN_PORT", ports.admin.to_string())
         .env("TETHER_DEV_DIR", dir.join("dev"))
         .stdin(Stdio::null())
         .process_group(0);
     command
+}
+
+/// The ports of `make dev`'s servers.
+struct DevPorts {
+    moto: u16,
+    /// The data plane's, which tether calls.
+    aws: u16,
+    admin: u16,
+}
+
+impl DevPorts {
+    fn free() -> Self {
+        Self {
+            moto: free_port(),
+            aws: free_port(),
+            admin: free_port(),
+        }
+    }
 }
 
 /// How the test stops the script.
@@ -56,9 +114,9 @@ fn sigterm_to_make_dev_stops_every_server_it_started() {
 
 fn stops_every_server_it_started(stop: Stop) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (moto_port, admin_port) = (free_port(), free_port());
+    let ports = DevPorts::free();
     let stderr = dir.path().join("dev.stderr");
-    let script = dev_script(dir.path(), moto_port, admin_port)
+    let script = dev_script(dir.path(), &ports)
         .stdout(Stdio::piped())
         .stderr(File::create(&stderr).expect("creating the stderr file"))
         .spawn()
@@ -74,9 +132,10 @@ fn stops_every_server_it_started(stop: Stop) {
 
     let mut output = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(240);
+    // Up to the end of the text that says what to try (Ctrl-C comes last).
     while !output
         .last()
-        .is_some_and(|line: &String| line.contains("are Ready and their Secrets are there"))
+        .is_some_and(|line: &String| line.starts_with("Ctrl-C stops"))
     {
         let left = deadline.saturating_duration_since(Instant::now());
         match printed.recv_timeout(left) {
@@ -93,23 +152,55 @@ fn stops_every_server_it_started(stop: Stop) {
     // Every process the script started, as it runs now; and the servers' ports.
     let started = descendants(script.child.id());
     script.started.clone_from(&started);
-    for server in ["tether-control-plane", "moto_server", TETHER] {
+    for server in [
+        "tether-control-plane",
+        "moto_server",
+        TETHER,
+        "tether-data-plane",
+        "postgres -D",
+    ] {
         assert!(
             started.values().any(|command| command.contains(server)),
             "{server} runs under the script: {started:#?}"
         );
     }
-    let kubeconfig =
-        std::fs::read_to_string(dir.path().join("dev/kubeconfig")).expect("the kubeconfig");
+    let kubeconfig_path = dir.path().join("dev/kubeconfig");
+    let kubeconfig = std::fs::read_to_string(&kubeconfig_path).expect("the kubeconfig");
     let api_port: u16 = kubeconfig
         .split("server: https://127.0.0.1:")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|port| port.parse().ok())
         .expect("the API server's port in the kubeconfig");
+    // The psql command it printed, run in another shell as the text says.
+    let psql = output
+        .iter()
+        .find(|line| line.trim_start().starts_with("psql "))
+        .unwrap_or_else(|| {
+            panic!(
+                "scripts/dev.sh printed no psql command:\n{}",
+                output.join("\n")
+            )
+        });
+    let answer = shell(psql, &kubeconfig_path);
+    assert!(
+        answer
+            .lines()
+            .any(|line| line.split('|').map(str::trim).eq(["app", "orders"])),
+        "{psql} answers the database's user and name: {answer}"
+    );
+    let database_port: u16 = shell(
+        "kubectl get secret orders-db -o jsonpath='{.data.port}' | base64 -d",
+        &kubeconfig_path,
+    )
+    .trim()
+    .parse()
+    .expect("the Secret's port");
     let ports = [
-        ("moto", moto_port),
-        ("tether's admin server", admin_port),
+        ("moto", ports.moto),
+        ("the data plane", ports.aws),
+        ("the database", database_port),
+        ("tether's admin server", ports.admin),
         ("the API server", api_port),
     ];
     for (server, port) in ports {
@@ -154,7 +245,11 @@ fn make_dev_refuses_to_start_when_a_server_holds_the_moto_port() {
     let stale = TcpListener::bind("127.0.0.1:0").expect("binding a port");
     let port = stale.local_addr().expect("its address").port();
     let stderr_path = dir.path().join("dev.stderr");
-    let script = dev_script(dir.path(), port, free_port())
+    let ports = DevPorts {
+        moto: port,
+        ..DevPorts::free()
+    };
+    let script = dev_script(dir.path(), &ports)
         .stdout(Stdio::null())
         .stderr(File::create(&stderr_path).expect("creating the stderr file"))
         .spawn()
@@ -214,6 +309,25 @@ fn descendants(root: u32) -> HashMap<u32, String> {
         }
     }
     found
+}
+
+/// What `command` prints, run by bash with `KUBECONFIG` at `kubeconfig`; fails with
+/// its error output when it fails.
+fn shell(command: &str, kubeconfig: &Path) -> String {
+    let output = Command::new("bash")
+        .args(["-c", command])
+        .env("KUBECONFIG", kubeconfig)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running bash");
+    assert!(
+        output.status.success(),
+        "{command} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Whether process `pid` exists and has not exited (a zombie has).
@@ -296,6 +410,7 @@ impl Drop for KillOnDrop {
                 ("dev/control-plane.log", "control-plane"),
                 ("dev/moto.log", "moto"),
                 ("dev/tether.log", "tether"),
+                ("dev/data-plane.log", "data-plane"),
             ] {
                 let kept = tether_testkit::logs::file(&format!("dev-script-{name}"));
                 if std::fs::copy(self.dir.join(log), &kept).is_ok() {

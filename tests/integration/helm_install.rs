@@ -35,6 +35,7 @@ use tether_testkit::{
 };
 
 use crate::{
+    data_plane::connect_with,
     db_instance_controller::{SECRET_KEYS, database, wait_secret},
     world::{DEFAULT_CREDENTIALS, World, provider_config_yaml},
 };
@@ -403,15 +404,17 @@ async fn helm_install_on_a_fresh_cluster_then_tether_reconciles_a_database_as_th
         (&admin_kubeconfig, Some(control_plane)),
     )
     .await;
+    world.proxy.serve_databases();
     world.apply(&database(&world, "orders", "")).await;
     let api: Api<DBInstance> = world.ns.api();
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
-    wait_secret(&world, "orders-db", "complete", |data| {
+    let data = wait_secret(&world, "orders-db", "complete", |data| {
         SECRET_KEYS.iter().all(|key| data.contains_key(*key))
     })
     .await;
+    assert_eq!(connect_with(&world, &data).await, "app orders");
     world.wait_for_event("orders", "Created").await;
     assert_nothing_forbidden(&world);
     let metrics = world
@@ -473,6 +476,7 @@ async fn with_watch_namespaces_tether_reconciles_a_claim_there_and_nothing_elsew
         (control_plane.kubeconfig(), None),
     )
     .await;
+    world.proxy.serve_databases();
 
     // A claim in the watched namespace: tether reads the namespace's labels, keeps the
     // class, makes the DBInstance by server-side apply, and publishes the Secret.
@@ -507,10 +511,11 @@ async fn with_watch_namespaces_tether_reconciles_a_claim_there_and_nothing_elsew
                 .map_or(&[], |status| status.conditions.as_slice())
         })
         .await;
-    wait_secret(&world, "orders", "complete", |data| {
+    let data = wait_secret(&world, "orders", "complete", |data| {
         SECRET_KEYS.iter().all(|key| data.contains_key(*key))
     })
     .await;
+    assert_eq!(connect_with(&world, &data).await, "app orders");
     let classes: Api<DatabaseClass> = Api::all(client.clone());
     assert_eq!(
         classes.get(&class).await.unwrap().finalizers(),

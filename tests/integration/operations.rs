@@ -19,6 +19,7 @@ use tether_aws::{ec2::SecurityGroup, rds::DBInstance};
 use tether_testkit::{ControlPlane, Extra, Fault, Tether, fault_proxy::Call};
 
 use crate::{
+    data_plane::connect_with,
     db_instance_controller::{SECRET_KEYS, database, wait_secret},
     security_group::security_group,
     world::World,
@@ -151,6 +152,7 @@ fn watches_of(metrics: &str, resource: &str) -> (f64, f64) {
 #[tokio::test]
 async fn one_watch_per_kind_and_one_metadata_only_secret_watch_serve_every_controller() {
     let world = World::start().await;
+    world.proxy.serve_databases();
     // Polled once an hour: only the Secret watch can bring a change to tether's notice
     // within this test.
     let manifest = database(&world, "watched", "").replace(
@@ -215,7 +217,12 @@ async fn one_watch_per_kind_and_one_metadata_only_secret_watch_serve_every_contr
         .delete("watched-db", &DeleteParams::default())
         .await
         .expect("deleting the Secret by hand");
-    wait_secret(&world, "watched-db", "come back", complete).await;
+    let restored = wait_secret(&world, "watched-db", "come back", complete).await;
+    assert_eq!(
+        connect_with(&world, &restored).await,
+        "app orders",
+        "the Secret comes back with a password the database has"
+    );
 
     let (watches, metrics) = secret_watches();
     assert_eq!(watches, (1.0, 0.0), "still one Secret watch:\n{metrics}");

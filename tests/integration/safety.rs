@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use crate::{
+    data_plane::{assert_refused, connect_with},
     db_instance_controller::{
-        RDS_WRITES, database, instance_exists, rds, secret_data, wait_secret,
+        RDS_WRITES, database, instance_exists, rds, rds_through_proxy, secret_data, wait_secret,
     },
     instance::{generated_key, instance, tagged_instances},
     security_group::{security_group, tagged_groups},
@@ -53,8 +54,10 @@ pub(crate) async fn rds_tags(world: &World, identifier: &str) -> Vec<(String, St
 #[tokio::test]
 async fn an_rds_instance_tether_did_not_create_is_neither_changed_nor_deleted() {
     let world = World::start().await;
+    world.proxy.serve_databases();
     let identifier = format!("{}-legacy", world.ns.name);
-    rds(&world)
+    // Made through the proxy, so that a database server stands behind it.
+    rds_through_proxy(&world)
         .create_db_instance()
         .db_instance_identifier(&identifier)
         .engine("postgres")
@@ -66,6 +69,7 @@ async fn an_rds_instance_tether_did_not_create_is_neither_changed_nor_deleted() 
         .send()
         .await
         .expect("creating someone else's database");
+    world.proxy.reset_counts();
     let api: Api<DBInstance> = world.ns.api();
     world
         .apply(&database(
@@ -161,9 +165,17 @@ async fn an_rds_instance_tether_did_not_create_is_neither_changed_nor_deleted() 
             .contains(&(UID_TAG.to_owned(), uid)),
         "the adopted database carries its new owner's UID"
     );
-    wait_secret(&world, "adopter-db", "hold a password", |data| {
+    let data = wait_secret(&world, "adopter-db", "hold a password", |data| {
         data.contains_key("password")
     })
+    .await;
+    // tether cannot know the password the database was made with, so it set one.
+    assert_eq!(connect_with(&world, &data).await, "owner postgres");
+    assert_refused(
+        &data,
+        "Their-Own-Password-1",
+        "the password from before the adoption is refused",
+    )
     .await;
     world.finish().await;
 }
@@ -229,6 +241,7 @@ async fn under_45_s_of_read_lag_ten_instances_and_three_groups_are_each_created_
 #[tokio::test]
 async fn deleting_the_crds_leaves_the_cloud_resources_and_their_secrets() {
     let world = World::start_alone().await;
+    world.proxy.serve_databases();
     world
         .apply(&database(&world, "orders", "  deletionPolicy: Delete\n"))
         .await;
@@ -296,6 +309,11 @@ async fn deleting_the_crds_leaves_the_cloud_resources_and_their_secrets() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let kept_password = secret_data(&world, "orders-db").await.expect("Secret kept");
     assert_eq!(kept_password["password"], password);
+    assert_eq!(
+        connect_with(&world, &kept_password).await,
+        "app orders",
+        "the kept Secret still connects"
+    );
     let kept_key = secret_data(&world, "web-ssh").await.expect("Secret kept");
     assert_eq!(kept_key["ssh-privatekey"], key);
     let log = world.tether.log();
@@ -311,6 +329,7 @@ async fn deleting_the_crds_leaves_the_cloud_resources_and_their_secrets() {
 #[tokio::test]
 async fn retained_objects_leave_their_credentials_behind() {
     let world = World::start().await;
+    world.proxy.serve_databases();
     world
         .apply(&database(&world, "kept", "  deletionPolicy: Retain\n"))
         .await;
@@ -421,6 +440,7 @@ async fn retained_objects_leave_their_credentials_behind() {
         secret["password"], password,
         "the kept password is still the one"
     );
+    assert_eq!(connect_with(&world, &secret).await, "app orders");
     let taken = secrets.get("kept-db").await.unwrap();
     assert_eq!(
         taken.owner_references().first().map(|r| r.uid.as_str()),

@@ -17,7 +17,8 @@ use tether_aws::{rds::DBInstance, tags::UID_TAG};
 use tether_testkit::{Extra, TestNamespace};
 
 use crate::{
-    db_instance_controller::{RDS_WRITES, database, instance_exists, secret_data},
+    data_plane::{assert_refused, connect_with},
+    db_instance_controller::{RDS_WRITES, database, instance_exists, secret_data, wait_secret_in},
     safety::rds_tags,
     world::{World, condition},
 };
@@ -51,6 +52,7 @@ async fn another_namespace_that_names_a_live_database_gets_nothing_of_it() {
         ..Extra::default()
     })
     .await;
+    world.proxy.serve_databases();
     let owners: Api<DBInstance> = world.ns.api();
     let others: Api<DBInstance> = thieves.api();
     world
@@ -61,7 +63,8 @@ async fn another_namespace_that_names_a_live_database_gets_nothing_of_it() {
         .await;
     let identifier = owned.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
     let owner_uid = owned.uid().unwrap();
-    let password = secret_data(&world, "orders-db").await.unwrap()["password"].clone();
+    let owners_secret = secret_data(&world, "orders-db").await.unwrap();
+    let password = owners_secret["password"].clone();
     world.proxy.reset_counts();
 
     // The other team names it, to manage it (and delete it) and to observe it.
@@ -131,6 +134,11 @@ async fn another_namespace_that_names_a_live_database_gets_nothing_of_it() {
         password,
         "the owner's password is untouched"
     );
+    assert_eq!(
+        connect_with(&world, &owners_secret).await,
+        "app orders",
+        "the owner still connects"
+    );
 
     // Once its owner lets it go (Retain), the database may move to the other team.
     owners
@@ -171,6 +179,22 @@ async fn another_namespace_that_names_a_live_database_gets_nothing_of_it() {
         Some(mover_uid),
         "the adopted database records its new owner"
     );
+    // The new team connects with a password of its own; the old team's is refused.
+    let movers_secret = wait_secret_in(
+        &world,
+        &thieves.api(),
+        "mover-db",
+        "hold a password",
+        |data| data.contains_key("password"),
+    )
+    .await;
+    assert_eq!(connect_with(&world, &movers_secret).await, "app orders");
+    assert_refused(
+        &owners_secret,
+        &password,
+        "the previous team's password is refused",
+    )
+    .await;
     others
         .delete("mover", &DeleteParams::default())
         .await

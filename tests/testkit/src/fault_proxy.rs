@@ -169,11 +169,17 @@ impl FaultProxy {
     /// Starts a proxy on 127.0.0.1 and a free port, forwarding to `upstream`
     /// (e.g. `http://127.0.0.1:5000`), on the current tokio runtime.
     pub async fn start(upstream: &str) -> FaultProxy {
-        let upstream: Uri = upstream.parse().expect("upstream is a URL");
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(upstream, 0)
             .await
-            .expect("binding 127.0.0.1:0");
-        let address = listener.local_addr().expect("a bound address");
+            .expect("binding 127.0.0.1:0")
+    }
+
+    /// Starts a proxy on 127.0.0.1 and `port` (0: a free one), forwarding to
+    /// `upstream`, on the current tokio runtime; fails when the port is taken.
+    pub async fn start_on(upstream: &str, port: u16) -> std::io::Result<FaultProxy> {
+        let upstream: Uri = upstream.parse().map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let address = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let forwarder = Forwarder {
             upstream,
@@ -195,11 +201,11 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy {
+        Ok(FaultProxy {
             address,
             state,
             task,
-        }
+        })
     }
 
     /// The URL to give clients in place of the emulator's.

@@ -12,6 +12,8 @@
 //!   starting the local control plane.
 //! - `TETHER_CACHE`: where `make setup` put the control plane, helm and the
 //!   emulators' virtualenvs (default `~/.cache/tether`).
+//! - `TETHER_TESTKIT_LOG_DIR`: the servers' log directory, in place of a new one per
+//!   run under `$TETHER_CACHE/logs` (`make dev`'s `tether-data-plane` uses it).
 
 pub mod cluster;
 pub mod control_plane;

@@ -15,10 +15,21 @@ use std::{
 /// How many runs' logs are kept.
 pub const KEEP: usize = 10;
 
-/// The log directory of this test process, made on first use.
+/// The environment variable that names the log directory, for a program other than a
+/// test run (`make dev`'s data plane) that keeps its logs with its own.
+pub const LOG_DIR_VARIABLE: &str = "TETHER_TESTKIT_LOG_DIR";
+
+/// The log directory of this test process, made on first use: [`LOG_DIR_VARIABLE`]
+/// when it is set (kept as it is, nothing pruned), else a new directory of the run.
 pub fn run_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os(LOG_DIR_VARIABLE) {
+            let dir = PathBuf::from(dir);
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|error| panic!("creating {}: {error}", dir.display()));
+            return dir;
+        }
         let root = crate::cache_dir().join("logs");
         let time = k8s_openapi::jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
         let dir = root.join(format!("{time}-{}", std::process::id()));
@@ -31,12 +42,16 @@ pub fn run_dir() -> &'static Path {
             "tether-testkit: the servers' logs of this run go to {}",
             dir.display()
         );
-        let shown = dir.clone();
-        let report = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |panic| {
-            report(panic);
-            eprintln!("the servers' logs of this test run: {}", shown.display());
-        }));
+        // The hook cannot change while a thread panics (as when a failed test's clean-up
+        // keeps a log): the directory is printed above.
+        if !std::thread::panicking() {
+            let shown = dir.clone();
+            let report = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |panic| {
+                report(panic);
+                eprintln!("the servers' logs of this test run: {}", shown.display());
+            }));
+        }
         dir
     })
 }

@@ -77,6 +77,11 @@ pub enum DataPlaneError {
     },
     #[error("postgres did not accept connections within {0:?}; see {1}")]
     NotReady(Duration, String),
+    #[error(
+        "the data plane needs PostgreSQL 15's {0} on PATH (Debian: apt-get install \
+         postgresql-15, then add /usr/lib/postgresql/15/bin to PATH)"
+    )]
+    Missing(String),
 }
 
 impl FaultProxy {
@@ -88,21 +93,27 @@ impl FaultProxy {
     /// of `CreateDBInstance`, `ModifyDBInstance` and `DescribeDBInstances` carry the
     /// server's address and port in `Endpoint`. Other engines are left to the emulator.
     pub fn serve_databases(&self) {
+        if let Err(error) = self.try_serve_databases() {
+            panic!("{error}");
+        }
+    }
+
+    /// [`FaultProxy::serve_databases`], failing when PostgreSQL's `initdb`, `postgres`
+    /// or `psql` is not on `PATH`.
+    pub fn try_serve_databases(&self) -> Result<(), DataPlaneError> {
         let missing: Vec<&str> = ["initdb", "postgres", "psql"]
             .into_iter()
             .filter(|program| !on_path(program))
             .collect();
-        assert!(
-            missing.is_empty(),
-            "the data plane needs PostgreSQL 15's {} on PATH (Debian: apt-get install \
-             postgresql-15, then add /usr/lib/postgresql/15/bin to PATH)",
-            missing.join(", ")
-        );
+        if !missing.is_empty() {
+            return Err(DataPlaneError::Missing(missing.join(", ")));
+        }
         self.state
             .lock()
             .unwrap()
             .databases
             .get_or_insert_with(HashMap::new);
+        Ok(())
     }
 
     /// The port of the server of DB instance `identifier`, if it has one.

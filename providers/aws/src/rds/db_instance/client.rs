@@ -248,7 +248,9 @@ fn instance_connection(
         username: instance
             .master_username()
             .unwrap_or(&object.spec.master_username),
-        database_name: instance.db_name().or(object.spec.database_name.as_deref()),
+        // The database the instance was made with, which RDS reports for its life; not
+        // the spec's, which an adopted instance may not have.
+        database_name: instance.db_name(),
     };
     match password {
         Some(password) => connection_details(&endpoint, password),
