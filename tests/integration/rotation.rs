@@ -43,7 +43,12 @@ async fn connect(data: &BTreeMap<String, String>) -> Result<tokio_postgres::Clie
         .connect_timeout(Duration::from_secs(5))
         .connect(NoTls)
         .await
-        .map_err(|error| format!("{} connecting: {error}", data["username"]))?;
+        .map_err(|error| {
+            let detail = error
+                .as_db_error()
+                .map_or_else(|| error.to_string(), |refusal| refusal.message().to_owned());
+            format!("{} connecting: {detail}", data["username"])
+        })?;
     tokio::spawn(connection);
     Ok(client)
 }
@@ -395,6 +400,115 @@ async fn bad_rotation_specs_are_refused_at_apply_time() {
             .to_string()
             .contains("passwordRotation needs databaseName"),
         "{refused}"
+    );
+    world.finish().await;
+}
+
+/// Connects with what the Secret holds now; a refusal counts only when the Secret still
+/// holds the same login afterwards (else the login read was retired in between, as
+/// its grace period allows).
+async fn connect_with_the_secret(world: &World) -> Result<String, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let data = secret_data(world, "orders-db")
+            .await
+            .ok_or("the Secret is gone")?;
+        match connect(&data).await {
+            Ok(_) => return Ok(data["username"].clone()),
+            Err(error) => last = error,
+        }
+        let now = secret_data(world, "orders-db").await.unwrap_or_default();
+        if now.get("password") == data.get("password") {
+            return Err(last);
+        }
+    }
+    Err(last)
+}
+
+// Several threads: killing and restarting the controller blocks one, while the fault
+// proxy on another keeps serving the controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tether_killed_at_any_step_of_a_rotation_leaves_a_secret_that_connects() {
+    let mut world = World::start().await;
+    world.proxy.serve_databases();
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(
+            &world,
+            "orders",
+            "  passwordRotation: {every: 1m, gracePeriod: 3s}\n",
+        ))
+        .await
+        .unwrap();
+    wait_secret(&world, "orders-db", "hold the login app_a", |data| {
+        data.get("username").map(String::as_str) == Some("app_a")
+    })
+    .await;
+    let mut logins = Vec::new();
+    const ROUNDS: usize = 8;
+    for round in 0..ROUNDS {
+        api.patch(
+            "orders",
+            &Default::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                "tether.dev/rotate-now": round.to_string()
+            }}})),
+        )
+        .await
+        .unwrap();
+        // Somewhere in the grace period, the switch or the retirement that follows.
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(500..4500))).await;
+        let tether = &mut world.tether;
+        tokio::task::block_in_place(|| tether.kill_and_restart());
+        let login = connect_with_the_secret(&world).await.unwrap_or_else(|error| {
+            panic!(
+                "after a SIGKILL in round {round}, the Secret's login does not connect: {error}\n{}",
+                world.log_tail()
+            )
+        });
+        logins.push(login);
+    }
+    // The last ask is answered, and what the Secret holds then connects.
+    let last = wait_secret(&world, "orders-db", "answer the last rotate-now", |_| true).await;
+    let answered = async {
+        for _ in 0..60 {
+            let secret = world
+                .ns
+                .api::<k8s_openapi::api::core::v1::Secret>()
+                .get("orders-db")
+                .await
+                .unwrap();
+            if secret
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get("tether.dev/rotate-now-answered")
+                == Some(&(ROUNDS - 1).to_string())
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        false
+    };
+    assert!(
+        answered.await,
+        "the last rotate-now is answered\n{}",
+        world.log_tail()
+    );
+    connect_with_the_secret(&world)
+        .await
+        .expect("the Secret connects at the end");
+    let switched = logins.windows(2).filter(|pair| pair[0] != pair[1]).count();
+    eprintln!(
+        "rotation under SIGKILL: logins after each of {ROUNDS} kills: {logins:?} ({switched} switches \
+         between kills); last login {}",
+        last["username"]
+    );
+    assert!(
+        switched >= 2,
+        "rotations went on between the kills: {logins:?}"
     );
     world.finish().await;
 }
