@@ -185,19 +185,20 @@ impl Publisher {
         self.write(owner, details, pending, &BTreeMap::new()).await
     }
 
-    /// Writes `details` as [`Publisher::publish`] does, unmarked, with `annotations`
-    /// set in the same write (a `None` removes one): a record that changes together
-    /// with the credentials, such as when a login was rotated.
+    /// Writes `details` as [`Publisher::publish`] does, with `annotations` set in the
+    /// same write (a `None` removes one): a record that changes together with the
+    /// credentials, such as when a login was rotated.
     pub async fn publish_recorded<K>(
         &mut self,
         owner: &K,
         details: &ConnectionDetails,
+        pending: bool,
         annotations: &BTreeMap<String, Option<String>>,
     ) -> Result<bool, Error>
     where
         K: Resource<DynamicType = ()>,
     {
-        self.write(owner, details, false, annotations).await
+        self.write(owner, details, pending, annotations).await
     }
 
     async fn write<K>(

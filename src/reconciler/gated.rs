@@ -1,8 +1,8 @@
 //! The write gate in front of the cloud: every create, update and delete a reconcile
 //! asks of a provider (and every change to a login inside a database) first checks that this replica still leads ([`WriteGate`]), so
 //! a replica that lost the lease, or cannot be sure it holds it, writes nothing to AWS
-//! however far its reconciles had got. Observing and preparing credentials write
-//! nothing to the cloud and pass as they are.
+//! however far its reconciles had got. Observing and preparing (or renewing)
+//! credentials write nothing to the cloud and pass as they are.
 
 use std::future::Future;
 
@@ -74,6 +74,14 @@ impl<M: Managed, X: ExternalClient<M>> ExternalClient<M> for GatedClient<X> {
         context: Context<'_>,
     ) -> impl Future<Output = Result<Option<ConnectionDetails>, ProviderError>> + Send {
         self.inner.prepare(object, context)
+    }
+
+    fn renew_credentials(
+        &self,
+        object: &M,
+        published: &ConnectionDetails,
+    ) -> impl Future<Output = Result<Option<ConnectionDetails>, ProviderError>> + Send {
+        self.inner.renew_credentials(object, published)
     }
 
     async fn create(&self, object: &M, context: Context<'_>) -> Result<Created, ProviderError> {

@@ -378,6 +378,7 @@ where
             &self.shared.secrets,
         )
         .await?;
+        self.carry_over_credentials(object, &mut publisher).await?;
         let published = publisher.published().clone();
         let context = Context {
             external_name: external_name.as_deref(),
@@ -750,8 +751,7 @@ where
             && !must_update
             && object.meta().deletion_timestamp.is_none()
         {
-            self.rotate(object, client, publisher.published(), &observed)
-                .await
+            self.rotate(object, client, publisher, &observed).await
         } else {
             Ok(None)
         };

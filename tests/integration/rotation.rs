@@ -4,7 +4,7 @@
 //! holds then, and a pooled client that keeps each connection 20 s, never fail while
 //! the logins take turns every minute; each previous login is refused once its grace
 //! period has run; tables made by one login stay usable by the other; and the
-//! rotations cost no AWS call. Also: bad specs are refused at apply time, and a
+//! rotations cost no AWS call but the master password's, which rotates with them. Also: bad specs are refused at apply time, and a
 //! database tether cannot reach is named in `Synced` with nothing half-done.
 
 use std::{
@@ -44,13 +44,31 @@ async fn connect(data: &BTreeMap<String, String>) -> Result<tokio_postgres::Clie
         .connect(NoTls)
         .await
         .map_err(|error| {
-            let detail = error
-                .as_db_error()
-                .map_or_else(|| error.to_string(), |refusal| refusal.message().to_owned());
+            let detail = match (error.as_db_error(), std::error::Error::source(&error)) {
+                (Some(refusal), _) => refusal.message().to_owned(),
+                (None, Some(cause)) => format!("{error}: {cause}"),
+                (None, None) => error.to_string(),
+            };
             format!("{} connecting: {detail}", data["username"])
         })?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// [`connect`], tried for up to 30 s: the database's server starts in the background
+/// while the instance becomes Ready.
+async fn connect_eventually(
+    data: &BTreeMap<String, String>,
+) -> Result<tokio_postgres::Client, String> {
+    let mut last = String::new();
+    for _ in 0..60 {
+        match connect(data).await {
+            Ok(client) => return Ok(client),
+            Err(error) => last = error,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last)
 }
 
 /// What the clients saw.
@@ -210,7 +228,7 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
     );
     let aws_calls = world.proxy.counts();
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let users: Vec<&str> = seen.logins.iter().map(|(user, ..)| user.as_str()).collect();
     eprintln!(
         "rotation: {} connections and queries tried in {} s, {} failed; logins in turn: {users:?}; \
@@ -243,13 +261,36 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
         "each previous login is refused after its grace period: {:?}",
         seen.refused_after_grace
     );
-    let writes: Vec<_> = aws_calls
-        .keys()
-        .filter(|operation| !operation.starts_with("Describe") && !operation.starts_with("List"))
+    // The logins cost no AWS call; the master password, one ModifyDBInstance each.
+    let switches = seen.logins.len() - 1;
+    let writes: BTreeMap<&String, &usize> = aws_calls
+        .iter()
+        .filter(|(operation, _)| {
+            !operation.starts_with("Describe") && !operation.starts_with("List")
+        })
         .collect();
+    let modifies = aws_calls
+        .get("ModifyDBInstance")
+        .copied()
+        .unwrap_or_default();
     assert!(
-        writes.is_empty(),
-        "rotations make no AWS write: {aws_calls:?}"
+        writes.len() == 1 && (switches..=switches + 1).contains(&modifies),
+        "one ModifyDBInstance (the master password) per rotation, nothing else: {aws_calls:?}"
+    );
+    let master_now = secret_data(&world, "orders-db-master").await.unwrap();
+    assert_ne!(
+        master_now["password"], master["password"],
+        "the master password rotates too"
+    );
+    connect(&master_now)
+        .await
+        .expect("the master Secret's password logs in");
+    let Err(refused) = connect(&master).await else {
+        panic!("the first master password is refused");
+    };
+    assert!(
+        refused.contains("password authentication failed"),
+        "{refused}"
     );
 
     // Both logins wrote rows into the table the first one made.
@@ -277,10 +318,12 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
             "{user}'s password is in the log"
         );
     }
-    assert!(
-        !log.contains(&master["password"]),
-        "the master password is in the log"
-    );
+    for master in [&master, &master_now] {
+        assert!(
+            !log.contains(&master["password"]),
+            "a master password is in the log"
+        );
+    }
     let events = world.events("orders").await;
     // One Event per reason, its series counting the repeats.
     let rotated: i32 = events
@@ -289,7 +332,6 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
         .map(|event| event.series.as_ref().map_or(1, |series| series.count))
         .sum();
     assert!(rotated >= 4, "an Event per rotation: {rotated}");
-    drop(seen);
     world.finish().await;
 }
 
@@ -512,5 +554,72 @@ async fn tether_killed_at_any_step_of_a_rotation_leaves_a_secret_that_connects()
         switched >= 2,
         "rotations went on between the kills: {logins:?}"
     );
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn rotation_turned_on_then_off_keeps_the_master_password_and_a_secret_that_connects() {
+    let world = World::start().await;
+    world.proxy.serve_databases();
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(&world, "orders", ""))
+        .await
+        .unwrap();
+    world
+        .wait_condition(&api, "orders", READY, "True", None)
+        .await;
+    let before = wait_secret(&world, "orders-db", "hold the master user", |data| {
+        data.get("username").map(String::as_str) == Some("app")
+    })
+    .await;
+    connect_eventually(&before)
+        .await
+        .expect("the master user connects");
+    world.proxy.reset_counts();
+
+    world
+        .ns
+        .apply(&database(&world, "orders", ROTATION))
+        .await
+        .unwrap();
+    let rotated = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
+        data.get("username").map(String::as_str) == Some("app_a")
+    })
+    .await;
+    connect(&rotated).await.expect("the rotated login connects");
+    let master = secret_data(&world, "orders-db-master").await.unwrap();
+    assert!(
+        master["password"] == before["password"],
+        "turning rotation on keeps the master password"
+    );
+    connect(&before)
+        .await
+        .expect("what applications held before still connects");
+    assert_eq!(
+        world.proxy.count("ModifyDBInstance"),
+        0,
+        "no new master password: {:?}",
+        world.proxy.counts()
+    );
+
+    // Off again: the connection Secret holds the master credentials once more.
+    world
+        .ns
+        .apply(&database(&world, "orders", ""))
+        .await
+        .unwrap();
+    let after = wait_secret(&world, "orders-db", "hold the master user again", |data| {
+        data.get("username").map(String::as_str) == Some("app")
+    })
+    .await;
+    assert!(
+        after["password"] == before["password"],
+        "turning rotation off keeps the master password"
+    );
+    connect(&after)
+        .await
+        .expect("the master user connects again");
     world.finish().await;
 }

@@ -225,6 +225,18 @@ pub trait ExternalClient<M: Managed>: Send + Sync {
         observed: &ObservedOf<M>,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
+    /// New credentials for the provider's own login (a generated master password),
+    /// to replace the `published` ones at a scheduled rotation; `None` when the kind
+    /// keeps none of its own. The runtime publishes them marked pending, as it does
+    /// what [`ExternalClient::prepare`] returns, and the next update applies them.
+    fn renew_credentials(
+        &self,
+        _object: &M,
+        _published: &ConnectionDetails,
+    ) -> impl Future<Output = Result<Option<ConnectionDetails>, ProviderError>> + Send {
+        async { Ok(None) }
+    }
+
     /// Gives the application login `login` inside the resource (a database user) a
     /// new password, creating the login when it does not exist, and returns the
     /// connection details an application uses with it. `master` holds the provider's

@@ -258,7 +258,7 @@ pub trait Managed:
             .clone()?;
         Some(match self.password_rotation() {
             Some(_) => LocalSecretReference {
-                name: format!("{}-master", target.name),
+                name: crate::rotation::master_secret_name(&target.name),
             },
             None => target,
         })

@@ -21,6 +21,12 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(600);
 /// annotate … tether.dev/rotate-now=<anything new>`).
 pub const ROTATE_NOW_ANNOTATION: &str = "tether.dev/rotate-now";
 
+/// The Secret that keeps the master credentials of an object whose connection Secret
+/// `connection_secret` holds a rotated login.
+pub fn master_secret_name(connection_secret: &str) -> String {
+    format!("{connection_secret}-master")
+}
+
 /// How often tether rotates the password the connection Secret holds.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

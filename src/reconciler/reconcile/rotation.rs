@@ -15,7 +15,7 @@ use kube::{ResourceExt, runtime::events::EventType};
 use tether_api::{
     ErrorClass,
     external::{ConnectionDetails, Connector, ExternalClient, ObservedOf, ProviderError},
-    managed::Managed,
+    managed::{LocalSecretReference, Managed},
     rotation::{
         self, LastRotation, Login, ROTATE_NOW_ANNOTATION, RotationSchedule, RotationStatus,
         RotationStep,
@@ -37,6 +37,11 @@ pub const ANSWERED_ANNOTATION: &str = "tether.dev/rotate-now-answered";
 /// switch was retired.
 pub const PREVIOUS_RETIRED_ANNOTATION: &str = "tether.dev/previous-login-retired";
 
+/// Annotation on the Secret of the master credentials: when tether last wrote a new
+/// master password there (applied by the update that follows, as a pending
+/// credential).
+pub const RENEWED_AT_ANNOTATION: &str = "tether.dev/renewed-at";
+
 /// The rotation's state after this reconcile.
 pub(super) struct Rotation {
     /// What `status.passwordRotation` shows.
@@ -44,6 +49,13 @@ pub(super) struct Rotation {
     /// When the next step falls due.
     pub next_step_in: Duration,
 }
+
+/// The annotations of a connection Secret that record rotations.
+const ROTATION_RECORD: [&str; 3] = [
+    ROTATED_AT_ANNOTATION,
+    ANSWERED_ANNOTATION,
+    PREVIOUS_RETIRED_ANNOTATION,
+];
 
 /// What the connection Secret records of the last rotation; `None` when it records
 /// none, or holds no login of the master user `master_user`.
@@ -89,6 +101,59 @@ where
     M: Managed,
     C: Connector<M>,
 {
+    /// Moves the master credentials into `credentials` (the Secret they are
+    /// published to, just loaded) when `passwordRotation` was turned on or off since
+    /// the last reconcile: turned on, the connection Secret holds them still (no
+    /// rotated login yet) and the master Secret is new; turned off, the master Secret
+    /// holds them and the connection Secret a rotated login. So the master password
+    /// stays what it is, and applications keep credentials that work.
+    pub(super) async fn carry_over_credentials(
+        &self,
+        object: &M,
+        credentials: &mut Publisher,
+    ) -> Result<(), Error> {
+        let Some(connection) = &object.managed_fields().write_connection_secret_to_ref else {
+            return Ok(());
+        };
+        let rotating = object.password_rotation().is_some();
+        let source = if rotating {
+            if !credentials.published().0.is_empty() {
+                return Ok(());
+            }
+            connection.name.clone()
+        } else {
+            if !credentials
+                .annotations()
+                .contains_key(ROTATED_AT_ANNOTATION)
+            {
+                return Ok(());
+            }
+            rotation::master_secret_name(&connection.name)
+        };
+        let source = Publisher::load(
+            &self.shared.kube,
+            object,
+            Some(&LocalSecretReference { name: source }),
+            None,
+            &self.shared.secrets,
+        )
+        .await?;
+        let holds_master = !source.published().0.is_empty()
+            && (!rotating || !source.annotations().contains_key(ROTATED_AT_ANNOTATION));
+        if !holds_master {
+            return Ok(());
+        }
+        let forget_rotations = ROTATION_RECORD
+            .iter()
+            .map(|key| ((*key).to_owned(), None))
+            .collect();
+        credentials
+            .publish_recorded(object, source.published(), false, &forget_rotations)
+            .await?;
+        tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), rotating, "moved the master credentials to the Secret they are kept in now");
+        Ok(())
+    }
+
     /// Carries out the rotation step due for `object`, whose resource is Ready as
     /// `observed` and whose master credentials are `master`; `None` when its spec asks
     /// for no rotation.
@@ -96,12 +161,13 @@ where
         &self,
         object: &M,
         client: &C::Client,
-        master: &ConnectionDetails,
+        credentials: &mut Publisher,
         observed: &ObservedOf<M>,
     ) -> Result<Option<Rotation>, Error> {
         let Some(spec) = object.password_rotation() else {
             return Ok(None);
         };
+        let master = &credentials.published().clone();
         let schedule = spec
             .schedule()
             .map_err(|error| invalid(error.to_string()))?;
@@ -124,7 +190,20 @@ where
             .map(String::as_str);
         let last = last_rotation(&secret, master_user);
         let now = Timestamp::now();
-        let last = match rotation::decide(now, schedule, last.as_ref(), asked) {
+        let step = rotation::decide(now, schedule, last.as_ref(), asked);
+        if let (RotationStep::Switch { .. }, Some(previous)) = (&step, &last)
+            && renewed_before(credentials, previous.at)
+            && self.renew(object, client, credentials).await?
+        {
+            // The update that applies the new master password comes first; the
+            // Secret's watch event starts the reconcile that makes it, and the switch
+            // follows once the resource is Ready again.
+            return Ok(Some(Rotation {
+                status: status_of(previous, master_user, schedule),
+                next_step_in: Duration::from_secs(1),
+            }));
+        }
+        let last = match step {
             RotationStep::Switch { to, why } => {
                 self.switch(object, client, master, observed, &mut secret, to, why)
                     .await?;
@@ -146,13 +225,44 @@ where
             RotationStep::Wait { .. } => last.expect("a wait follows a switch"),
         };
         Ok(Some(Rotation {
-            status: RotationStatus {
-                login: Some(last.login.name(master_user)),
-                last_rotation: Some(Time(last.at)),
-                next_rotation: Some(Time(after(last.at, schedule.every))),
-            },
+            status: status_of(&last, master_user, schedule),
             next_step_in: next_step_in(schedule, &last, asked),
         }))
+    }
+
+    /// Publishes a new master password to `credentials`, marked pending (the update
+    /// that follows applies it); returns whether the kind keeps one to renew.
+    async fn renew(
+        &self,
+        object: &M,
+        client: &C::Client,
+        credentials: &mut Publisher,
+    ) -> Result<bool, Error> {
+        let kind = M::kind(&());
+        let renewed = client
+            .renew_credentials(object, credentials.published())
+            .await;
+        self.shared
+            .settings
+            .metrics
+            .rotation_step(&kind, "renew", renewed.is_ok());
+        let Some(details) = renewed.map_err(Error::provider(Phase::Rotate))? else {
+            return Ok(false);
+        };
+        let record = BTreeMap::from([(
+            RENEWED_AT_ANNOTATION.to_owned(),
+            Some(Timestamp::now().to_string()),
+        )]);
+        credentials
+            .publish_recorded(object, &details, true, &record)
+            .await?;
+        let message = "a new master password is in the master Secret, to be applied \
+                       before the login switches"
+            .to_owned();
+        tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+        self.event(object, EventType::Normal, "MasterPasswordRenewed", message)
+            .await;
+        Ok(true)
     }
 
     /// Gives `to` a new password and switches the Secret to it.
@@ -183,7 +293,9 @@ where
         if answered.is_some() {
             record.insert(ANSWERED_ANNOTATION.to_owned(), answered);
         }
-        secret.publish_recorded(object, &details, &record).await?;
+        secret
+            .publish_recorded(object, &details, false, &record)
+            .await?;
         let login = text(&details, "username").unwrap_or_default().to_owned();
         let grace = object
             .password_rotation()
@@ -224,7 +336,7 @@ where
             Some("true".to_owned()),
         )]);
         secret
-            .publish_recorded(object, &ConnectionDetails::default(), &record)
+            .publish_recorded(object, &ConnectionDetails::default(), false, &record)
             .await?;
         let name = login.name(text(master, "username").unwrap_or_default());
         let message = format!(
@@ -234,6 +346,24 @@ where
         self.event(object, EventType::Normal, "LoginRetired", message)
             .await;
         Ok(())
+    }
+}
+
+/// Whether the master credentials were last renewed before `at` (or never).
+fn renewed_before(credentials: &Publisher, at: Timestamp) -> bool {
+    credentials
+        .annotations()
+        .get(RENEWED_AT_ANNOTATION)
+        .and_then(|renewed| renewed.parse::<Timestamp>().ok())
+        .is_none_or(|renewed| renewed < at)
+}
+
+/// What `status.passwordRotation` shows after `last`.
+fn status_of(last: &LastRotation, master_user: &str, schedule: RotationSchedule) -> RotationStatus {
+    RotationStatus {
+        login: Some(last.login.name(master_user)),
+        last_rotation: Some(Time(last.at)),
+        next_rotation: Some(Time(after(last.at, schedule.every))),
     }
 }
 

@@ -263,6 +263,26 @@ fn instance_connection(
     }
 }
 
+/// A new generated master password for `object`, with its user name, as the
+/// connection Secret holds them.
+fn new_master_password(object: &DBInstance) -> Result<ConnectionDetails, ProviderError> {
+    let password = password::generate().map_err(|error| ProviderError {
+        class: ErrorClass::Transient,
+        code: None,
+        message: error.to_string(),
+    })?;
+    Ok(ConnectionDetails(BTreeMap::from([
+        (
+            USERNAME_KEY.to_owned(),
+            object.spec.master_username.clone().into_bytes(),
+        ),
+        (
+            PASSWORD_KEY.to_owned(),
+            password.expose().as_bytes().to_vec(),
+        ),
+    ])))
+}
+
 impl ExternalClient<DBInstance> for DBInstanceClient {
     async fn observe(
         &self,
@@ -338,6 +358,18 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         logins::retire(master, login).await
     }
 
+    async fn renew_credentials(
+        &self,
+        object: &DBInstance,
+        published: &ConnectionDetails,
+    ) -> Result<Option<ConnectionDetails>, ProviderError> {
+        if object.password_source() != PasswordSource::Generated || password_in(published).is_none()
+        {
+            return Ok(None);
+        }
+        new_master_password(object).map(Some)
+    }
+
     async fn prepare(
         &self,
         object: &DBInstance,
@@ -348,21 +380,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         {
             return Ok(None);
         }
-        let password = password::generate().map_err(|error| ProviderError {
-            class: ErrorClass::Transient,
-            code: None,
-            message: error.to_string(),
-        })?;
-        Ok(Some(ConnectionDetails(BTreeMap::from([
-            (
-                USERNAME_KEY.to_owned(),
-                object.spec.master_username.clone().into_bytes(),
-            ),
-            (
-                PASSWORD_KEY.to_owned(),
-                password.expose().as_bytes().to_vec(),
-            ),
-        ]))))
+        new_master_password(object).map(Some)
     }
 
     async fn create(
