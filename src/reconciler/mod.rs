@@ -1,10 +1,32 @@
 //! The generic managed-resource controller: watches one kind and keeps each object's
 //! cloud resource in line with it through the kind's provider.
 //!
-//! The order of one reconcile is DESIGN.md's: annotations → paused? → references →
-//! connect → connection Secret ownership → observe → delete per policy, or create,
-//! update, or nothing → publish the connection Secret → status → requeue with jitter.
+//! The order of one reconcile (the first step that applies is taken; decided in
+//! `decision`, carried out in `reconcile`):
+//!
+//! 1. Let go: the object is being deleted, with tether's finalizer, and so is its
+//!    CustomResourceDefinition (uninstalling): the cloud resource stays, the connection
+//!    Secret loses its owner reference, the finalizer goes.
+//! 2. Unreadable: tether's annotations cannot be read: `Synced=False` says why.
+//! 3. Paused: `tether.dev/paused` is "true": `Synced=False` says so, nothing else.
+//! 4. Throttled: the cloud throttles the object's ProviderConfig: look again when the
+//!    pause ends.
+//! 5. Delete: the object is being deleted, with the finalizer: resolve references →
+//!    connect → observe → delete per policy what is this object's → remove the
+//!    finalizer once the cloud reports the resource gone (or it is kept).
+//! 6. Released: the object is being deleted, without the finalizer: nothing to do.
+//! 7. Await the finalizer's event: this process added the finalizer and the cache does
+//!    not show it yet: that event brings the object back.
+//! 8. Add the finalizer: a new object: observe as in 9, with no cloud write (a create
+//!    or update waits for the next reconcile), then add the finalizer.
+//! 9. Observe: resolve references → connect → load the connection Secret → observe →
+//!    missing: create (or wait for a create already sent) | exists: refuse what is not
+//!    this object's, else update the delta (unless ObserveOnly) or nothing → publish the
+//!    connection Secret → write status → requeue after the poll interval (the wait
+//!    interval while anything is on its way), with jitter. Credentials a create or
+//!    update needs are published first, and that reconcile ends there.
 
+mod decision;
 mod error;
 mod gated;
 mod liveness;

@@ -1,16 +1,12 @@
-//! One reconcile of one managed object: the steps in DESIGN.md's order, and the record
-//! (conditions, Events, next look) of how it went.
+//! One reconcile of one managed object: the step `decision` picks, carried out, and
+//! the record (conditions, Events, next look) of how it went.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use kube::{
     Api, ResourceExt,
     api::Patch,
-    runtime::{
-        controller::Action,
-        events::EventType,
-        finalizer::{self, finalizer},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 use serde_json::json;
 use tether_api::{
@@ -29,6 +25,7 @@ use tether_api::{
 
 use super::{
     Shared,
+    decision::{self, Known, Step},
     error::{Error, Phase},
     liveness,
     ownership::{self, CREATE_GRACE, CREATE_RETRY_AFTER, Claim, Owner, WhenMissing},
@@ -109,99 +106,113 @@ where
     outcome.map(|(action, _)| action)
 }
 
+/// Gathers what is known of the object, decides the next step (see `decision` for
+/// the order) and carries it out.
 async fn attempt<M, C>(api: &Api<M>, object: Arc<M>, shared: &Shared<C>) -> Result<Action, Error>
 where
     M: Managed,
     C: Connector<M>,
 {
     let deleting = object.meta().deletion_timestamp.is_some();
-    if deleting
-        && object.finalizers().iter().any(|f| f == FINALIZER)
-        && crds::being_deleted::<M>(&shared.kube).await?
-    {
-        return deletion::let_go_with_crd(api, &object, shared).await;
-    }
-    let annotations = ControlAnnotations::parse(object.annotations())?;
-    if annotations.paused {
-        let (reason, message) = if deleting {
-            (
-                "DeletionPaused",
-                format!(
-                    "the object is being deleted, but {PAUSED_ANNOTATION} is \"true\": remove \
-                     the annotation to let tether act on deletionPolicy {:?}",
-                    object.deletion_policy()
-                ),
-            )
-        } else {
-            (
-                "ReconcilePaused",
-                format!(
-                    "{PAUSED_ANNOTATION} is \"true\": tether makes no cloud call for this object"
-                ),
-            )
-        };
-        status::write(
-            api,
-            &*object,
-            StatusUpdate::conditions(vec![ConditionUpdate::fails(SYNCED, reason, message)]),
-        )
-        .await?;
-        return Ok(Action::await_change());
-    }
-    let provider_config = &object.managed_fields().provider_config_ref.name;
-    if let Some(wait) = shared.pacing.throttled_for(provider_config) {
-        tracing::debug!(%provider_config, ?wait, "holding back while the cloud throttles");
-        return Ok(Action::requeue(wait + jitter(Duration::from_secs(1))));
-    }
     let has_finalizer = object.finalizers().iter().any(|f| f == FINALIZER);
     let uid = object.uid().unwrap_or_default();
+    let annotations = ControlAnnotations::parse(object.annotations());
+    let known = Known {
+        deleting,
+        has_finalizer,
+        crd_deleting: deleting && has_finalizer && crds::being_deleted::<M>(&shared.kube).await?,
+        paused: annotations
+            .as_ref()
+            .ok()
+            .map(|annotations| annotations.paused),
+        throttled_for: shared
+            .pacing
+            .throttled_for(&object.managed_fields().provider_config_ref.name),
+        finalizer_in_flight: !has_finalizer && shared.pacing.finalizer_in_flight(&uid),
+    };
     if has_finalizer {
         shared.pacing.finalizer_seen(&uid);
-    } else if !deleting && shared.pacing.finalizer_in_flight(&uid) {
-        // Woken (by its Secret's watch event) before the cache shows the finalizer
-        // this controller added: the finalizer's own event brings the object back.
-        return Ok(Action::requeue(jitter(FIRST_LOOK_AFTER_CREATE)));
     }
-    let mut annotations = annotations;
-    if let Some(sent) = shared.pacing.create_in_flight(&uid) {
-        // This process sent a create the cache may not show the record of yet: without
-        // it, the resource the cloud does not show yet would look missing.
-        annotations.create_pending = Some(sent.attempt);
-        annotations.external_name = annotations.external_name.or(sent.external_name);
-    }
-    let steps = Steps {
-        api,
-        shared,
-        annotations,
-        waiting_for_references: std::sync::OnceLock::new(),
-        finalizer_missing: !has_finalizer,
+    let steps = |mut annotations: ControlAnnotations, cloud_writes| {
+        if let Some(sent) = shared.pacing.create_in_flight(&uid) {
+            // This process sent a create the cache may not show the record of yet:
+            // without it, the resource the cloud does not show yet would look missing.
+            annotations.create_pending = Some(sent.attempt);
+            annotations.external_name = annotations.external_name.or(sent.external_name);
+        }
+        Steps {
+            api,
+            shared,
+            annotations,
+            waiting_for_references: std::sync::OnceLock::new(),
+            cloud_writes,
+        }
     };
-    if !deleting && !has_finalizer {
-        // A new object: its finalizer goes on in the reconcile that publishes the
-        // Secret a create needs, or records what it found. That reconcile makes no
-        // cloud write: the finalizer's watch event brings the object straight back,
-        // and a refused call would then be sent twice.
-        let action = steps.apply(&object).await?;
-        steps.add_finalizer(&object).await?;
-        shared.pacing.finalizer_added(&uid);
-        return Ok(action);
+    match decision::next_step(&known) {
+        Step::LetGo => deletion::let_go_with_crd(api, &object, shared).await,
+        Step::Unreadable => Err(annotations
+            .expect_err("the decision saw the annotations unreadable")
+            .into()),
+        Step::Paused { deleting } => paused(api, &*object, deleting).await,
+        Step::Throttled { wait } => {
+            tracing::debug!(provider_config = %object.managed_fields().provider_config_ref.name, ?wait, "holding back while the cloud throttles");
+            Ok(Action::requeue(wait + jitter(Duration::from_secs(1))))
+        }
+        Step::Delete => {
+            let action = steps(annotations?, CloudWrites::Allowed)
+                .cleanup(&object)
+                .await?;
+            deletion::remove_finalizer(api, &*object).await?;
+            Ok(action)
+        }
+        Step::Released => Ok(Action::await_change()),
+        // Woken (by its Secret's watch event) before the cache shows the finalizer this
+        // controller added: the finalizer's own event brings the object back.
+        Step::AwaitFinalizer => Ok(Action::requeue(jitter(FIRST_LOOK_AFTER_CREATE))),
+        Step::AddFinalizer => {
+            // A new object: its finalizer goes on in the reconcile that publishes the
+            // Secret a create needs, or records what it found. That reconcile makes no
+            // cloud write: the finalizer's watch event brings the object straight back,
+            // and a refused call would then be sent twice.
+            let steps = steps(annotations?, CloudWrites::Withheld);
+            let action = steps.apply(&object).await?;
+            steps.add_finalizer(&object).await?;
+            shared.pacing.finalizer_added(&uid);
+            Ok(action)
+        }
+        Step::Observe => {
+            steps(annotations?, CloudWrites::Allowed)
+                .apply(&object)
+                .await
+        }
     }
-    finalizer(api, FINALIZER, object, |event| async {
-        match event {
-            finalizer::Event::Apply(object) => steps.apply(&object).await,
-            finalizer::Event::Cleanup(object) => steps.cleanup(&object).await,
-        }
-    })
-    .await
-    .map_err(|error| match error {
-        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
-        finalizer::Error::AddFinalizer(error) | finalizer::Error::RemoveFinalizer(error) => {
-            Error::Kube(error)
-        }
-        finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
-            unreachable!("objects from the API server have names and the finalizer is valid")
-        }
-    })
+}
+
+/// Says on the object that it is paused, and that its deletion waits when it is being
+/// deleted; nothing else happens until the annotation changes.
+async fn paused<M: Managed>(api: &Api<M>, object: &M, deleting: bool) -> Result<Action, Error> {
+    let (reason, message) = if deleting {
+        (
+            "DeletionPaused",
+            format!(
+                "the object is being deleted, but {PAUSED_ANNOTATION} is \"true\": remove \
+                 the annotation to let tether act on deletionPolicy {:?}",
+                object.deletion_policy()
+            ),
+        )
+    } else {
+        (
+            "ReconcilePaused",
+            format!("{PAUSED_ANNOTATION} is \"true\": tether makes no cloud call for this object"),
+        )
+    };
+    status::write(
+        api,
+        object,
+        StatusUpdate::conditions(vec![ConditionUpdate::fails(SYNCED, reason, message)]),
+    )
+    .await?;
+    Ok(Action::await_change())
 }
 
 /// Records a reconcile that stopped short and picks when to try again: Terminal waits
@@ -317,9 +328,16 @@ struct Steps<'a, M, C> {
     /// Why references not needed to create are not resolved yet, once known: the
     /// reconcile goes on without them, and `Synced` says what it waits for.
     waiting_for_references: std::sync::OnceLock<String>,
-    /// Whether the object lacks tether's finalizer: this reconcile adds it at its end
-    /// and makes no cloud write.
-    finalizer_missing: bool,
+    /// Whether this reconcile may write to the cloud.
+    cloud_writes: CloudWrites,
+}
+
+/// Whether a reconcile may write to the cloud: not the one that adds a new object's
+/// finalizer (step 8 of the order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CloudWrites {
+    Allowed,
+    Withheld,
 }
 
 impl<M, C> Steps<'_, M, C>
@@ -583,7 +601,7 @@ where
         if self.prepare(object, client, publisher, context).await? {
             return Ok(self.requeue_wait());
         }
-        if self.finalizer_missing {
+        if self.cloud_writes == CloudWrites::Withheld {
             return Ok(self.requeue_soon());
         }
         // Recorded in one patch before the call: the name, so that a later derivation never looks elsewhere; the time of the
@@ -704,7 +722,7 @@ where
             self.annotate(object, annotations).await?;
         }
         let must_update = !observe_only && !observed.is_up_to_date();
-        if must_update && self.finalizer_missing {
+        if must_update && self.cloud_writes == CloudWrites::Withheld {
             // Back with the finalizer's watch event, to update then.
             return Ok(self.requeue_wait());
         }

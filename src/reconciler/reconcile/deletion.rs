@@ -78,7 +78,7 @@ pub(super) fn kept_secret(secret: Option<&str>) -> String {
 }
 
 /// Removes tether's finalizer, checking it is where it was.
-async fn remove_finalizer<M: Managed>(api: &Api<M>, object: &M) -> Result<(), Error> {
+pub(super) async fn remove_finalizer<M: Managed>(api: &Api<M>, object: &M) -> Result<(), Error> {
     crate::finalizers::remove(api, object, FINALIZER).await?;
     Ok(())
 }
