@@ -202,13 +202,14 @@ impl Metrics {
             .observe(after.as_secs_f64());
     }
 
-    /// A request to the API server was made.
-    pub fn kube_request(&self, kind: &crate::kube_client::RequestKind) {
+    /// A request to the API server was made: `verb` on `resource` (its plural, with a
+    /// subresource after a slash), for its metadata only or not.
+    pub fn kube_request(&self, verb: &str, resource: &str, metadata_only: bool) {
         self.kube_requests
             .get_or_create(&RequestLabels {
-                verb: kind.verb.to_owned(),
-                resource: kind.resource.clone(),
-                metadata_only: kind.metadata_only.to_string(),
+                verb: verb.to_owned(),
+                resource: resource.to_owned(),
+                metadata_only: metadata_only.to_string(),
             })
             .inc();
     }
@@ -258,11 +259,7 @@ mod tests {
         metrics.object_ready("DBInstance", "u2", Some(false));
         metrics.first_ready("DBInstance", Duration::from_secs(5));
         metrics.set_leader(true);
-        metrics.kube_request(&crate::kube_client::RequestKind {
-            verb: "patch",
-            resource: "dbinstances/status".to_owned(),
-            metadata_only: false,
-        });
+        metrics.kube_request("patch", "dbinstances/status", false);
         let text = metrics.render();
         for line in [
             r#"tether_reconciles_total{kind="DBInstance",result="ok"} 1"#,

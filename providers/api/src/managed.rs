@@ -178,7 +178,7 @@ pub trait Managed:
     type AtProvider: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Send + Sync;
 
     /// How the cloud resource can differ from the spec.
-    type Delta: crate::external::Delta;
+    type Delta: crate::delta::Delta;
 
     /// The deletion policy when the spec names none.
     const DEFAULT_DELETION_POLICY: DeletionPolicy;
