@@ -86,24 +86,25 @@ where
             Some(conditions::is_true(object.conditions(), READY)),
         );
     }
-    let outcome = match attempt(&api, object.clone(), &shared).await {
+    // The class of the failure the reconcile ended with, if it did (waiting is none).
+    let (outcome, failure) = match attempt(&api, object.clone(), &shared).await {
         Ok(action) => {
             shared.pacing.succeeded(&uid);
-            Ok((action, true))
+            (Ok(action), None)
         }
         Err(error) => {
-            let failed = error.is_failure();
-            record_failure(&api, &object, &shared, error)
-                .await
-                .map(|action| (action, !failed))
+            let failure = error.is_failure().then(|| error.class());
+            match record_failure(&api, &object, &shared, error).await {
+                Ok(action) => (Ok(action), failure),
+                Err(unrecorded) => {
+                    let failure = Some(unrecorded.class());
+                    (Err(unrecorded), failure)
+                }
+            }
         }
     };
-    metrics.reconciled(
-        &kind,
-        outcome.as_ref().is_ok_and(|(_, ok)| *ok),
-        started.elapsed(),
-    );
-    outcome.map(|(action, _)| action)
+    metrics.reconciled(&kind, failure, started.elapsed());
+    outcome
 }
 
 /// Gathers what is known of the object, decides the next step (see `decision` for
