@@ -40,10 +40,6 @@ use crate::{FIELD_MANAGER, connection_secret::Publisher, crds};
 /// The finalizer that keeps an object until its cloud resource is dealt with.
 pub const FINALIZER: &str = "tether.dev/finalizer";
 
-/// The field manager that applies [`FINALIZER`]: its own, so that no other apply of
-/// tether's (a claim's object) ever removes it by leaving it out.
-const FINALIZER_MANAGER: &str = "tether-finalizer";
-
 /// Reason of `Ready` while the cloud deletes the resource: the delete was sent.
 const DELETING: &str = "Deleting";
 
@@ -899,11 +895,10 @@ where
         Ok(())
     }
 
-    /// Adds the finalizer by server-side apply under a field manager of its own: the
-    /// list is a set, so others' finalizers stay, and adding it again (the cache may
-    /// not show it yet) changes nothing.
+    /// Adds the finalizer (see `finalizers`: adding it again while the cache does not
+    /// show it yet changes nothing).
     async fn add_finalizer(&self, object: &M) -> Result<(), Error> {
-        crate::finalizers::apply(self.api, object, FINALIZER, FINALIZER_MANAGER).await?;
+        crate::finalizers::add(self.api, object, FINALIZER).await?;
         Ok(())
     }
 
