@@ -27,7 +27,7 @@ pub const CREATE_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Whose a cloud resource is, as far as this object is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Claim {
+pub enum Whose {
     /// This object created it: it records the object's UID.
     Ours,
     /// A user named it in `tether.dev/external-name`, or the object only observes it
@@ -73,7 +73,7 @@ impl Owner {
     }
 }
 
-impl Claim {
+impl Whose {
     /// Whose the resource is, from who its UID tag names and whether the user asked to
     /// adopt it (`adopted`: the external name set by a user, or `ObserveOnly`).
     pub fn of(owner: Owner, adopted: bool) -> Self {
@@ -210,7 +210,7 @@ mod tests {
     /// whether the user asked to adopt the resource.
     #[test]
     fn a_resource_is_acted_on_only_when_ours_or_adopted_from_nobody_alive() {
-        use Claim::*;
+        use Whose::*;
         let cases = [
             // (recorded UID, another object with it lives, adopted) → claim
             (Some(UID), false, false, Ours),
@@ -225,7 +225,7 @@ mod tests {
         for (recorded, live, adopted, expected) in cases {
             let owner = Owner::of(Some(UID), recorded, live);
             assert_eq!(
-                Claim::of(owner, adopted),
+                Whose::of(owner, adopted),
                 expected,
                 "recorded {recorded:?}, live {live}, adopted {adopted}"
             );

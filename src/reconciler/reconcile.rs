@@ -28,7 +28,7 @@ use super::{
     decision::{self, Known, Step},
     error::{Error, Phase},
     liveness,
-    ownership::{self, CREATE_GRACE, CREATE_RETRY_AFTER, Claim, Owner, WhenMissing},
+    ownership::{self, CREATE_GRACE, CREATE_RETRY_AFTER, Owner, WhenMissing, Whose},
     pacing::jitter,
     references,
     status::{self, StatusUpdate},
@@ -458,12 +458,12 @@ where
                 }
             },
             Observation::Exists(observed) => {
-                match self.claim(object, &observed).await? {
-                    Claim::Ours | Claim::Adopted => {}
-                    Claim::OwnedByAnother => {
+                match self.whose(object, &observed).await? {
+                    Whose::Ours | Whose::Adopted => {}
+                    Whose::OwnedByAnother => {
                         return self.refuse_owned_by_another(object, &observed).await;
                     }
-                    Claim::NotOurs { orphaned } => {
+                    Whose::NotOurs { orphaned } => {
                         return self.refuse_foreign(object, &observed, orphaned).await;
                     }
                 }
@@ -483,7 +483,7 @@ where
     /// Whose the observed resource is, for this object: whether the UID it records is
     /// this object's, another live object's or a gone one's, and whether the user asked
     /// to adopt it.
-    async fn claim(&self, object: &M, observed: &ObservedOf<M>) -> Result<Claim, Error> {
+    async fn whose(&self, object: &M, observed: &ObservedOf<M>) -> Result<Whose, Error> {
         let object_uid = object.uid();
         let recorded = observed.owner_uid.as_deref();
         let other_is_live = match recorded {
@@ -505,7 +505,7 @@ where
             EXTERNAL_NAME_ANNOTATION,
             FIELD_MANAGER,
         );
-        Ok(Claim::of(
+        Ok(Whose::of(
             Owner::of(object_uid.as_deref(), recorded, other_is_live),
             observe_only || named_by_user,
         ))

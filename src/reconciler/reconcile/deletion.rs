@@ -181,7 +181,7 @@ where
             }
             Observation::Exists(observed) => observed,
         };
-        if !self.claim(object, &observed).await?.is_ours_to_act_on() {
+        if !self.whose(object, &observed).await?.is_ours_to_act_on() {
             let name = self.shown_name(object, &observed);
             let message =
                 format!("{kind} {name} was not created by this object and is left in the cloud");
