@@ -46,9 +46,9 @@ pub(super) async fn reconcile<C: Claim>(
             finalizers::add(&api, &*claim, CLAIM_FINALIZER).await?;
             Ok(Action::await_change())
         }
-        (false, true) => Steps::new(&*claim, &*shared).apply().await,
+        (false, true) => ClaimReconcile::new(&*claim, &*shared).apply().await,
         (true, true) => {
-            let action = Steps::new(&*claim, &*shared).cleanup().await?;
+            let action = ClaimReconcile::new(&*claim, &*shared).cleanup().await?;
             finalizers::remove(&api, &*claim, CLAIM_FINALIZER).await?;
             Ok(action)
         }
@@ -72,14 +72,14 @@ impl Refusal {
 }
 
 /// The reconcile of one claim, with what it needs at hand.
-struct Steps<'a, C: Claim> {
+struct ClaimReconcile<'a, C: Claim> {
     claim: &'a C,
     shared: &'a Shared<C>,
     claims: Api<C>,
     managed: Api<C::Managed>,
 }
 
-impl<'a, C: Claim> Steps<'a, C> {
+impl<'a, C: Claim> ClaimReconcile<'a, C> {
     fn new(claim: &'a C, shared: &'a Shared<C>) -> Self {
         let namespace = namespace(claim);
         Self {

@@ -130,14 +130,14 @@ where
     if has_finalizer {
         shared.pacing.finalizer_seen(&uid);
     }
-    let steps = |mut annotations: ControlAnnotations, cloud_writes| {
+    let object_reconcile = |mut annotations: ControlAnnotations, cloud_writes| {
         if let Some(sent) = shared.pacing.create_in_flight(&uid) {
             // This process sent a create the cache may not show the record of yet:
             // without it, the resource the cloud does not show yet would look missing.
-            annotations.create_pending = Some(sent.attempt);
+            annotations.create_sent = Some(sent.attempt);
             annotations.external_name = annotations.external_name.or(sent.external_name);
         }
-        Steps {
+        ObjectReconcile {
             api,
             shared,
             annotations,
@@ -156,7 +156,7 @@ where
             Ok(Action::requeue(wait + jitter(Duration::from_secs(1))))
         }
         Step::Delete => {
-            let action = steps(annotations?, CloudWrites::Allowed)
+            let action = object_reconcile(annotations?, CloudWrites::Allowed)
                 .cleanup(&object)
                 .await?;
             deletion::remove_finalizer(api, &*object).await?;
@@ -171,14 +171,14 @@ where
             // Secret a create needs, or records what it found. That reconcile makes no
             // cloud write: the finalizer's watch event brings the object straight back,
             // and a refused call would then be sent twice.
-            let steps = steps(annotations?, CloudWrites::Withheld);
-            let action = steps.apply(&object).await?;
-            steps.add_finalizer(&object).await?;
+            let reconcile = object_reconcile(annotations?, CloudWrites::Withheld);
+            let action = reconcile.apply(&object).await?;
+            reconcile.add_finalizer(&object).await?;
             shared.pacing.finalizer_added(&uid);
             Ok(action)
         }
         Step::Observe => {
-            steps(annotations?, CloudWrites::Allowed)
+            object_reconcile(annotations?, CloudWrites::Allowed)
                 .apply(&object)
                 .await
         }
@@ -289,7 +289,7 @@ fn freshness<M: Managed>(
         })
     };
     let seen = conditions::find(object.conditions(), SYNCED).is_some()
-        || annotations.create_pending.is_some();
+        || annotations.create_sent.is_some();
     if current_and_true(READY) && current_and_true(SYNCED) {
         Freshness::Shared(poll_interval(object, settings))
     } else if seen {
@@ -317,8 +317,9 @@ async fn publish_event<M: Managed, C>(
     crate::events::publish(&shared.recorder, object, type_, reason, "Reconcile", note).await;
 }
 
-/// The steps of one reconcile of an object that is not paused.
-struct Steps<'a, M, C> {
+/// One reconcile of an object that is observed or deleted (steps 5, 8 and 9 of the
+/// order), with what it needs at hand.
+struct ObjectReconcile<'a, M, C> {
     api: &'a Api<M>,
     shared: &'a Shared<C>,
     annotations: ControlAnnotations,
@@ -337,7 +338,7 @@ enum CloudWrites {
     Withheld,
 }
 
-impl<M, C> Steps<'_, M, C>
+impl<M, C> ObjectReconcile<'_, M, C>
 where
     M: Managed,
     C: Connector<M>,
@@ -389,7 +390,7 @@ where
             external_name: external_name.as_deref(),
             references: &references,
             published: &published,
-            pending: publisher.pending(),
+            pending: publisher.credentials_pending(),
             create_attempt: None,
             applied_tags: self.annotations.applied_tags.as_ref().unwrap_or(&NO_TAGS),
             freshness: freshness(object, &self.annotations, &self.shared.settings),
@@ -412,7 +413,7 @@ where
                 Ok(self.requeue_poll())
             }
             Observation::Missing => match WhenMissing::decide(
-                self.annotations.create_pending,
+                self.annotations.create_sent,
                 external_name.is_some(),
                 k8s_openapi::jiff::Timestamp::now(),
             ) {
@@ -706,7 +707,7 @@ where
             tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), external_name = name, "found the cloud resource this object created");
             annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
         }
-        if self.annotations.create_pending.is_some() {
+        if self.annotations.create_sent.is_some() {
             self.shared
                 .pacing
                 .create_settled(&object.uid().unwrap_or_default());

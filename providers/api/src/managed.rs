@@ -255,7 +255,7 @@ pub struct ControlAnnotations {
     pub poll_interval: Option<Duration>,
     /// When tether last asked the cloud to create the resource without having seen
     /// it since (see [`CREATE_PENDING_ANNOTATION`]).
-    pub create_pending: Option<Timestamp>,
+    pub create_sent: Option<Timestamp>,
     /// The keys of the spec's tags tether last applied (see
     /// [`APPLIED_TAGS_ANNOTATION`]); `None` before it recorded any.
     pub applied_tags: Option<BTreeSet<String>>,
@@ -302,7 +302,7 @@ impl ControlAnnotations {
             .get(EXTERNAL_NAME_ANNOTATION)
             .filter(|name| !name.is_empty())
             .cloned();
-        let create_pending = annotations
+        let create_sent = annotations
             .get(CREATE_PENDING_ANNOTATION)
             .map(|value| {
                 value
@@ -324,7 +324,7 @@ impl ControlAnnotations {
             external_name,
             paused,
             poll_interval,
-            create_pending,
+            create_sent,
             applied_tags,
         })
     }
@@ -443,7 +443,7 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(
-            parsed.create_pending,
+            parsed.create_sent,
             Some("2026-11-30T12:00:00Z".parse().unwrap())
         );
         let error = ControlAnnotations::parse(&annotations(&[(CREATE_PENDING_ANNOTATION, "soon")]))
