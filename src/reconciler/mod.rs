@@ -28,6 +28,8 @@
 
 mod decision;
 mod error;
+#[cfg(test)]
+pub(crate) mod fake;
 mod gated;
 mod liveness;
 mod ownership;
@@ -467,29 +469,10 @@ fn error_policy<M: Managed, C>(object: Arc<M>, error: &Error, shared: Arc<Shared
 
 #[cfg(test)]
 mod tests {
-    use tether_aws::rds::DBInstance;
-
     use super::*;
+    use crate::reconciler::fake::{FakeKind, fake};
 
-    fn database(name: &str, password_secret: Option<&str>) -> DBInstance {
-        let mut spec = serde_json::json!({
-            "engine": "postgres", "instanceClass": "db.t3.micro", "masterUsername": "app",
-            "allocatedStorageGiB": 20,
-        });
-        if let Some(secret) = password_secret {
-            spec["masterPassword"] =
-                serde_json::json!({"secretKeyRef": {"name": secret, "key": "password"}});
-        }
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "rds.tether.dev/v1alpha1",
-            "kind": "DBInstance",
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": spec,
-        }))
-        .unwrap()
-    }
-
-    fn readers(index: &SecretIndex<DBInstance>, namespace: &str, secret: &str) -> Vec<String> {
+    fn readers(index: &SecretIndex<FakeKind>, namespace: &str, secret: &str) -> Vec<String> {
         let mut names: Vec<_> = index
             .referrers(Some(namespace.to_owned()), secret)
             .into_iter()
@@ -501,28 +484,22 @@ mod tests {
 
     #[test]
     fn the_index_follows_the_objects_through_changes_deletions_and_relists() {
-        let index = SecretIndex::<DBInstance>::default();
-        index.apply(&watcher::Event::Apply(database("orders", Some("admin"))));
-        index.apply(&watcher::Event::Apply(database("billing", Some("admin"))));
-        index.apply(&watcher::Event::Apply(database("plain", None)));
+        let index = SecretIndex::<FakeKind>::default();
+        index.apply(&watcher::Event::Apply(fake("orders", Some("admin"))));
+        index.apply(&watcher::Event::Apply(fake("billing", Some("admin"))));
+        index.apply(&watcher::Event::Apply(fake("plain", None)));
         assert_eq!(readers(&index, "shop", "admin"), ["billing", "orders"]);
         assert!(readers(&index, "other", "admin").is_empty());
 
         // A changed reference moves; a deleted object is forgotten.
-        index.apply(&watcher::Event::Apply(database(
-            "orders",
-            Some("orders-admin"),
-        )));
-        index.apply(&watcher::Event::Delete(database("billing", Some("admin"))));
+        index.apply(&watcher::Event::Apply(fake("orders", Some("orders-admin"))));
+        index.apply(&watcher::Event::Delete(fake("billing", Some("admin"))));
         assert!(readers(&index, "shop", "admin").is_empty());
         assert_eq!(readers(&index, "shop", "orders-admin"), ["orders"]);
 
         // A relist replaces everything once it completes.
         index.apply(&watcher::Event::Init);
-        index.apply(&watcher::Event::InitApply(database(
-            "billing",
-            Some("admin"),
-        )));
+        index.apply(&watcher::Event::InitApply(fake("billing", Some("admin"))));
         assert_eq!(readers(&index, "shop", "orders-admin"), ["orders"]);
         index.apply(&watcher::Event::InitDone);
         assert!(readers(&index, "shop", "orders-admin").is_empty());
@@ -544,11 +521,11 @@ mod tests {
         secret.metadata.name = Some("orders".into());
         secret.metadata.namespace = Some("shop".into());
         secret.metadata.owner_references = Some(vec![
-            owner("DBInstance", "rds.tether.dev/v1alpha1", "orders"),
+            owner("FakeKind", "fake.tether.dev/v1", "orders"),
             owner("Instance", "ec2.tether.dev/v1alpha1", "web"),
-            owner("DBInstance", "example.com/v1", "imposter"),
+            owner("FakeKind", "example.com/v1", "imposter"),
         ]);
-        let owners = owners::<DBInstance>(&secret);
+        let owners = owners::<FakeKind>(&secret);
         assert_eq!(owners, [ObjectRef::new("orders").within("shop")]);
     }
 }
