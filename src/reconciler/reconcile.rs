@@ -34,6 +34,8 @@ use super::{
     status::{self, StatusUpdate},
 };
 mod deletion;
+#[cfg(test)]
+mod tests;
 
 use crate::{FIELD_MANAGER, connection_secret::Publisher, crds};
 
