@@ -99,197 +99,63 @@ mod tests {
     use super::*;
 
     const PAUSE: Duration = Duration::from_secs(10);
+    const Y: bool = true;
+    const N: bool = false;
 
-    /// An object that is not being deleted, carries the finalizer, is readable, not
-    /// paused and not throttled: the usual case, which each row changes.
-    fn settled() -> Known {
+    /// What is known: being deleted, has the finalizer, CRD being deleted, paused
+    /// (`None`: annotations unreadable), throttled, finalizer in flight.
+    fn known(
+        deleting: bool,
+        has_finalizer: bool,
+        crd_deleting: bool,
+        paused: Option<bool>,
+        throttled: bool,
+        finalizer_in_flight: bool,
+    ) -> Known {
         Known {
-            has_finalizer: true,
-            paused: Some(false),
-            ..Known::default()
+            deleting,
+            has_finalizer,
+            crd_deleting,
+            paused,
+            throttled_for: throttled.then_some(PAUSE),
+            finalizer_in_flight,
         }
     }
 
     #[test]
     fn each_case_takes_the_step_the_order_gives_it() {
-        let deleting = Known {
-            deleting: true,
-            ..settled()
-        };
-        let new = Known {
-            has_finalizer: false,
-            ..settled()
-        };
-        let cases: &[(&str, Known, Step)] = &[
-            ("a settled object is observed", settled(), Step::Observe),
-            ("a new object gets its finalizer", new, Step::AddFinalizer),
-            (
-                "a new object whose finalizer is on its way waits for its event",
-                Known {
-                    finalizer_in_flight: true,
-                    ..new
-                },
-                Step::AwaitFinalizer,
-            ),
-            (
-                "a finalizer the cache shows is not awaited",
-                Known {
-                    finalizer_in_flight: true,
-                    ..settled()
-                },
-                Step::Observe,
-            ),
-            (
-                "an object being deleted with the finalizer is deleted",
-                deleting,
-                Step::Delete,
-            ),
-            (
-                "an object being deleted without the finalizer is released",
-                Known {
-                    has_finalizer: false,
-                    ..deleting
-                },
-                Step::Released,
-            ),
-            (
-                "a finalizer in flight changes nothing for an object being deleted",
-                Known {
-                    has_finalizer: false,
-                    finalizer_in_flight: true,
-                    ..deleting
-                },
-                Step::Released,
-            ),
-            (
-                "an object going with its CRD is let go",
-                Known {
-                    crd_deleting: true,
-                    ..deleting
-                },
-                Step::LetGo,
-            ),
-            (
-                "an object going with its CRD, its finalizer already gone, is released",
-                Known {
-                    crd_deleting: true,
-                    has_finalizer: false,
-                    ..deleting
-                },
-                Step::Released,
-            ),
-            (
-                "an object going with its CRD is let go even when paused",
-                Known {
-                    crd_deleting: true,
-                    paused: Some(true),
-                    ..deleting
-                },
-                Step::LetGo,
-            ),
-            (
-                "an object going with its CRD is let go even with unreadable annotations",
-                Known {
-                    crd_deleting: true,
-                    paused: None,
-                    ..deleting
-                },
-                Step::LetGo,
-            ),
-            (
-                "an object going with its CRD is let go even when throttled",
-                Known {
-                    crd_deleting: true,
-                    throttled_for: Some(PAUSE),
-                    ..deleting
-                },
-                Step::LetGo,
-            ),
-            (
-                "unreadable annotations come before paused and throttled",
-                Known {
-                    paused: None,
-                    throttled_for: Some(PAUSE),
-                    ..settled()
-                },
-                Step::Unreadable,
-            ),
-            (
-                "unreadable annotations stop a deletion too",
-                Known {
-                    paused: None,
-                    ..deleting
-                },
-                Step::Unreadable,
-            ),
-            (
-                "a paused object is paused",
-                Known {
-                    paused: Some(true),
-                    ..settled()
-                },
-                Step::Paused { deleting: false },
-            ),
-            (
-                "a paused object being deleted waits to be deleted",
-                Known {
-                    paused: Some(true),
-                    ..deleting
-                },
-                Step::Paused { deleting: true },
-            ),
-            (
-                "a paused object without its finalizer gets none",
-                Known {
-                    paused: Some(true),
-                    ..new
-                },
-                Step::Paused { deleting: false },
-            ),
-            (
-                "paused comes before throttled",
-                Known {
-                    paused: Some(true),
-                    throttled_for: Some(PAUSE),
-                    ..settled()
-                },
-                Step::Paused { deleting: false },
-            ),
-            (
-                "a throttled object waits out the pause",
-                Known {
-                    throttled_for: Some(PAUSE),
-                    ..settled()
-                },
-                Step::Throttled { wait: PAUSE },
-            ),
-            (
-                "a throttled object being deleted waits too",
-                Known {
-                    throttled_for: Some(PAUSE),
-                    ..deleting
-                },
-                Step::Throttled { wait: PAUSE },
-            ),
-            (
-                "a throttled new object gets no finalizer yet",
-                Known {
-                    throttled_for: Some(PAUSE),
-                    ..new
-                },
-                Step::Throttled { wait: PAUSE },
-            ),
-            (
-                "the CRD is never asked of an object that is not being deleted",
-                Known {
-                    crd_deleting: true,
-                    ..settled()
-                },
-                Step::Observe,
-            ),
+        use Step::*;
+        let readable = Some(N);
+        let paused = Some(Y);
+        let throttled = Throttled { wait: PAUSE };
+        #[rustfmt::skip]
+        let rows = [
+            // deleting, finalizer, CRD going, paused, throttled, finalizer in flight
+            (known(N, Y, N, readable, N, N), Observe, "a settled object is observed"),
+            (known(N, N, N, readable, N, N), AddFinalizer, "a new object gets its finalizer"),
+            (known(N, N, N, readable, N, Y), AwaitFinalizer, "a finalizer on its way is awaited"),
+            (known(N, Y, N, readable, N, Y), Observe, "a finalizer the cache shows is not awaited"),
+            (known(Y, Y, N, readable, N, N), Delete, "being deleted with the finalizer: delete"),
+            (known(Y, N, N, readable, N, N), Released, "being deleted without it: released"),
+            (known(Y, N, N, readable, N, Y), Released, "a finalizer in flight changes nothing"),
+            (known(Y, Y, Y, readable, N, N), LetGo, "going with the CRD: let go"),
+            (known(Y, N, Y, readable, N, N), Released, "going with the CRD, finalizer gone"),
+            (known(Y, Y, Y, paused, N, N), LetGo, "going with the CRD, even when paused"),
+            (known(Y, Y, Y, None, N, N), LetGo, "going with the CRD, even when unreadable"),
+            (known(Y, Y, Y, readable, Y, N), LetGo, "going with the CRD, even when throttled"),
+            (known(N, Y, N, None, Y, N), Unreadable, "unreadable before paused and throttled"),
+            (known(Y, Y, N, None, N, N), Unreadable, "unreadable stops a deletion too"),
+            (known(N, Y, N, paused, N, N), Paused { deleting: N }, "a paused object is paused"),
+            (known(Y, Y, N, paused, N, N), Paused { deleting: Y }, "a paused deletion waits"),
+            (known(N, N, N, paused, N, N), Paused { deleting: N }, "paused: no finalizer added"),
+            (known(N, Y, N, paused, Y, N), Paused { deleting: N }, "paused before throttled"),
+            (known(N, Y, N, readable, Y, N), throttled, "a throttled object waits"),
+            (known(Y, Y, N, readable, Y, N), throttled, "a throttled deletion waits"),
+            (known(N, N, N, readable, Y, N), throttled, "throttled: no finalizer added yet"),
+            (known(N, Y, Y, readable, N, N), Observe, "the CRD counts only in a deletion"),
         ];
-        for (case, known, step) in cases {
-            assert_eq!(next_step(known), *step, "{case}");
+        for (known, step, case) in rows {
+            assert_eq!(next_step(&known), step, "{case}");
         }
     }
 
@@ -298,14 +164,14 @@ mod tests {
     fn no_combination_breaks_the_promises() {
         let flags = |bits: u32, at: u32| bits & (1 << at) != 0;
         for bits in 0..(1 << 7) {
-            let known = Known {
-                deleting: flags(bits, 0),
-                has_finalizer: flags(bits, 1),
-                crd_deleting: flags(bits, 2),
-                paused: (!flags(bits, 3)).then_some(flags(bits, 4)),
-                throttled_for: flags(bits, 5).then_some(PAUSE),
-                finalizer_in_flight: flags(bits, 6),
-            };
+            let known = known(
+                flags(bits, 0),
+                flags(bits, 1),
+                flags(bits, 2),
+                (!flags(bits, 3)).then_some(flags(bits, 4)),
+                flags(bits, 5),
+                flags(bits, 6),
+            );
             let step = next_step(&known);
             // A cloud write (create, update, delete) happens only in Delete and
             // Observe, and only with the finalizer on: nothing is made or deleted that
