@@ -31,6 +31,9 @@ use super::{
 };
 use crate::{FIELD_MANAGER, crds, finalizers};
 
+#[cfg(test)]
+mod tests;
+
 /// Reconciles one claim: build or keep its managed object, or delete it. The claim's
 /// finalizer goes on first (its watch event brings the claim back), and comes off once
 /// the cleanup of a claim being deleted succeeds.

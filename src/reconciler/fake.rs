@@ -2,12 +2,20 @@
 //! the runtime's own tests: the runtime is tested with a kind of no cloud, as a second
 //! provider would plug in, in milliseconds.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use hyper::body::Bytes;
-use kube::CustomResource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{
+    CustomResource, ResourceExt,
+    runtime::events::{Recorder, Reporter},
+};
 use serde::{Deserialize, Serialize};
 use tether_api::{
+    claim::{Claim, ClaimStatus, Class},
     delta::Delta,
     external::{
         Connector, Context, Created, ExternalClient, Observation, ObservationOf, ObservedOf,
@@ -168,6 +176,92 @@ impl ExternalClient<FakeKind> for FakeClient {
     }
 }
 
+/// A class of [`FakeKind`]s a platform team writes: the size it gives.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "fake.tether.dev",
+    version = "v1",
+    kind = "FakeClass",
+    schema = "disabled"
+)]
+pub struct FakeClassSpec {
+    /// The size a claim gets when it asks for none.
+    pub size: u32,
+}
+
+impl Class for FakeClass {
+    fn namespace_selector(&self) -> Option<&LabelSelector> {
+        None
+    }
+
+    fn claims_per_namespace(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// A claim of a [`FakeKind`] an application team writes: its class, and a size.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "fake.tether.dev",
+    version = "v1",
+    kind = "FakeClaim",
+    namespaced,
+    status = "ClaimStatus<u32>",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FakeClaimSpec {
+    /// The class the claim uses.
+    pub class_name: String,
+    /// The size it asks for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
+}
+
+impl Claim for FakeClaim {
+    type Class = FakeClass;
+    type Managed = FakeKind;
+    type Settings = u32;
+
+    fn class_name(&self) -> &str {
+        &self.spec.class_name
+    }
+
+    fn claim_status(&self) -> Option<&ClaimStatus<u32>> {
+        self.status.as_ref()
+    }
+
+    fn settings(&self, class: &FakeClass) -> Result<u32, Vec<String>> {
+        Ok(self.spec.size.unwrap_or(class.spec.size))
+    }
+
+    fn keep_unsafe_changes(&self, wanted: &u32, _: &u32) -> (u32, Vec<&'static str>) {
+        (*wanted, Vec::new())
+    }
+
+    fn accept_changes(&self, wanted: &u32, _: &u32) -> u32 {
+        *wanted
+    }
+
+    fn compose(&self, _: &FakeClass, size: &u32) -> FakeKind {
+        FakeKind::new(
+            &self.name_any(),
+            FakeKindSpec {
+                size: *size,
+                ..FakeKindSpec::default()
+            },
+        )
+    }
+
+    fn endpoint(_: &FakeKind) -> Option<String> {
+        None
+    }
+
+    fn connection_secret_name(&self) -> String {
+        self.name_any()
+    }
+}
+
 /// Connects every object to the same [`FakeClient`].
 #[derive(Clone, Default)]
 pub struct FakeConnector(pub FakeClient);
@@ -197,52 +291,82 @@ impl Received {
     }
 }
 
-/// An API server that records every request and answers a request about a
-/// [`FakeKind`] with the object it was given, one about its CRD with a CRD (being
-/// deleted when `crd_deleting`), any other with the request's own body (what a create
-/// returns).
-#[derive(Clone, Default)]
+/// An API server that records every request, and answers for the objects it holds
+/// (reads and writes alike: a write changes nothing), "not found" to a read of
+/// anything else, and a write of anything else with the request's own body (what a
+/// create returns). It holds the CRDs of `FakeKind` and `FakeClaim` from the start.
+#[derive(Clone)]
 pub struct FakeApi {
     received: Arc<Mutex<Vec<Received>>>,
-    /// Whether `FakeKind`'s CustomResourceDefinition is being deleted.
-    pub crd_deleting: bool,
+    /// The objects it holds, by path (`fakekinds/orders`, `fakeclasses/gold`).
+    objects: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+}
+
+impl Default for FakeApi {
+    fn default() -> Self {
+        let api = Self {
+            received: Arc::default(),
+            objects: Arc::default(),
+        };
+        api.hold_crd("fakekinds", false);
+        api.hold_crd("fakeclaims", false);
+        api
+    }
 }
 
 impl FakeApi {
-    /// A client whose requests this fake answers, with `object` for a `FakeKind`.
-    pub fn client(&self, object: &FakeKind) -> kube::Client {
-        let received = self.received.clone();
-        let object = Bytes::from(serde_json::to_vec(object).unwrap());
+    /// Holds `object` at `path` (`fakekinds/orders`) from now on.
+    pub fn hold(&self, path: &str, object: &impl Serialize) {
+        let object = serde_json::to_value(object).unwrap();
+        self.objects.lock().unwrap().insert(path.to_owned(), object);
+    }
+
+    /// Holds the CRD of the fake kind of plural `plural`, being deleted when `deleting`.
+    pub fn hold_crd(&self, plural: &str, deleting: bool) {
+        let name = format!("{plural}.fake.tether.dev");
         let mut crd = serde_json::json!({
             "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "fakekinds.fake.tether.dev"},
+            "metadata": {"name": name},
             "spec": {
                 "group": "fake.tether.dev", "scope": "Namespaced", "versions": [],
-                "names": {"plural": "fakekinds", "kind": "FakeKind"},
+                "names": {"plural": plural, "kind": plural},
             },
         });
-        if self.crd_deleting {
+        if deleting {
             crd["metadata"]["deletionTimestamp"] = serde_json::json!("2026-01-01T00:00:00Z");
         }
-        let crd = Bytes::from(serde_json::to_vec(&crd).unwrap());
+        self.hold(&format!("customresourcedefinitions/{name}"), &crd);
+    }
+
+    /// A client whose requests this fake answers.
+    pub fn client(&self) -> kube::Client {
+        let received = self.received.clone();
+        let objects = self.objects.clone();
         let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
             let received = received.clone();
-            let object = object.clone();
-            let crd = crd.clone();
+            let objects = objects.clone();
             async move {
                 let (parts, body) = request.into_parts();
                 let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
-                let path = parts.uri.path();
-                let path = path
-                    .split_once("/namespaces/shop/")
-                    .map_or(path, |(_, rest)| rest)
-                    .to_owned();
-                let answer = if path.starts_with("fakekinds") {
-                    object
-                } else if path.ends_with("/customresourcedefinitions/fakekinds.fake.tether.dev") {
-                    crd
-                } else {
-                    body.clone()
+                let path = resource_path(parts.uri.path());
+                let held = objects
+                    .lock()
+                    .unwrap()
+                    .get(path.trim_end_matches("/status"))
+                    .cloned();
+                let response = match held {
+                    Some(object) => http::Response::new(serde_json::to_vec(&object)?.into()),
+                    None if parts.method == http::Method::GET => {
+                        let status = serde_json::json!({
+                            "kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "reason": "NotFound", "code": 404,
+                            "message": format!("{path} not found"),
+                        });
+                        let mut response = http::Response::new(serde_json::to_vec(&status)?.into());
+                        *response.status_mut() = http::StatusCode::NOT_FOUND;
+                        response
+                    }
+                    None => http::Response::new(body.clone()),
                 };
                 received.lock().unwrap().push(Received {
                     method: parts.method.to_string(),
@@ -250,10 +374,23 @@ impl FakeApi {
                     query: parts.uri.query().unwrap_or_default().to_owned(),
                     body: serde_json::from_slice(&body).unwrap_or_default(),
                 });
-                Ok::<_, tower::BoxError>(http::Response::new(http_body_util::Full::new(answer)))
+                Ok::<_, tower::BoxError>(response.map(http_body_util::Full::<Bytes>::new))
             }
         });
         kube::Client::new(service, "shop")
+    }
+
+    /// A client of this fake (see [`FakeApi::client`]) and an Event recorder on it.
+    pub fn client_and_recorder(&self) -> (kube::Client, Recorder) {
+        let kube = self.client();
+        let recorder = Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: crate::FIELD_MANAGER.to_owned(),
+                instance: None,
+            },
+        );
+        (kube, recorder)
     }
 
     /// The requests received so far, in order.
@@ -278,4 +415,19 @@ impl FakeApi {
             .filter_map(|request| request.body["reason"].as_str().map(str::to_owned))
             .collect()
     }
+}
+
+/// A request's path after its API group and version, and after `namespaces/shop/`:
+/// `fakekinds/orders/status`, `events`, `fakeclasses/gold`.
+fn resource_path(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.as_slice() {
+        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        other => other,
+    };
+    let rest = match rest {
+        ["namespaces", "shop", inner @ ..] if !inner.is_empty() => inner,
+        _ => rest,
+    };
+    rest.join("/")
 }

@@ -2,10 +2,7 @@
 //! finalizer, create-pending and deletion, in milliseconds and without a cloud.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::{
-    events::{Recorder, Reporter},
-    reflector,
-};
+use kube::runtime::reflector;
 
 use tether_api::external::Observed;
 
@@ -40,17 +37,12 @@ fn orders(finalizer: bool, deleting: bool, annotations: &[(&str, &str)]) -> Fake
 
 /// What one controller shares between reconciles, around the fake API and client.
 fn shared(api: &FakeApi, object: &FakeKind, client: &FakeClient) -> Arc<Shared<FakeConnector>> {
-    let kube = api.client(object);
+    api.hold("fakekinds/orders", object);
+    let (kube, recorder) = api.client_and_recorder();
     Arc::new(Shared {
-        kube: kube.clone(),
+        kube,
         connector: FakeConnector(client.clone()),
-        recorder: Recorder::new(
-            kube,
-            Reporter {
-                controller: FIELD_MANAGER.to_owned(),
-                instance: None,
-            },
-        ),
+        recorder,
         settings: Settings::default(),
         pacing: Pacing::default(),
         references: references::Registry::default(),
@@ -195,8 +187,8 @@ async fn a_retained_object_lets_go_without_a_cloud_call() {
 
 #[tokio::test]
 async fn an_object_going_with_its_crd_is_let_go_even_when_paused() {
-    let mut api = FakeApi::default();
-    api.crd_deleting = true;
+    let api = FakeApi::default();
+    api.hold_crd("fakekinds", true);
     let object = orders(true, true, &[(PAUSED_ANNOTATION, "true")]);
     let (calls, api) = reconcile_once_with(api, object).await;
     assert!(calls.is_empty(), "{calls:?}");
