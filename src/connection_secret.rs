@@ -161,7 +161,7 @@ impl Publisher {
     }
 
     /// Whether the Secret holds credentials that no cloud call has applied yet.
-    pub fn pending(&self) -> bool {
+    pub fn credentials_pending(&self) -> bool {
         self.pending
     }
 

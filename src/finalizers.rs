@@ -1,44 +1,17 @@
-//! Adding and removing one finalizer on any object, by JSON patches that check the
-//! list is as it was read, so a concurrent change is never overwritten; or adding it
-//! by server-side apply under a field manager of its own, where others add the same
-//! finalizer the same way (the list is a set: no conflict, no lost write).
+//! Adding and removing one finalizer on any object, the one way tether does it. Added
+//! by server-side apply under a field manager named after the finalizer: the list is a
+//! set, so others' finalizers stay, adding it again while a cache is behind changes
+//! nothing, and no other apply of tether's removes it by leaving it out. Removed by a
+//! JSON patch that checks it is still where it was read, so a concurrent change is
+//! never overwritten.
 
 use kube::{Api, Resource, ResourceExt, api::Patch};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
-/// Adds `finalizer` to `object` unless it is there; returns whether it wrote.
-pub async fn add<K>(api: &Api<K>, object: &K, finalizer: &str) -> Result<bool, kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    if object.finalizers().iter().any(|f| f == finalizer) {
-        return Ok(false);
-    }
-    let operations = if object.meta().finalizers.is_none() {
-        json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": object.resource_version()},
-            {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]},
-        ])
-    } else {
-        json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": object.resource_version()},
-            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer},
-        ])
-    };
-    patch(api, object, operations).await?;
-    Ok(true)
-}
-
 /// Adds `finalizer` to `object` unless the object shows it, by server-side apply under
-/// the field manager `manager`; returns whether it wrote. Applying it again when a
-/// cache is behind changes nothing.
-pub async fn apply<K>(
-    api: &Api<K>,
-    object: &K,
-    finalizer: &str,
-    manager: &str,
-) -> Result<bool, kube::Error>
+/// a field manager of the finalizer's name; returns whether it wrote.
+pub async fn add<K>(api: &Api<K>, object: &K, finalizer: &str) -> Result<bool, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
@@ -52,7 +25,7 @@ where
     });
     api.patch(
         &object.name_any(),
-        &kube::api::PatchParams::apply(manager),
+        &kube::api::PatchParams::apply(finalizer),
         &Patch::Apply(&patch),
     )
     .await?;
@@ -69,33 +42,16 @@ where
         return Ok(false);
     };
     let path = format!("/metadata/finalizers/{index}");
-    patch(
-        api,
-        object,
-        json!([
-            {"op": "test", "path": path, "value": finalizer},
-            {"op": "remove", "path": path},
-        ]),
-    )
-    .await?;
-    Ok(true)
-}
-
-async fn patch<K>(
-    api: &Api<K>,
-    object: &K,
-    operations: serde_json::Value,
-) -> Result<(), kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    let patch: json_patch::Patch =
-        serde_json::from_value(operations).map_err(kube::Error::SerdeError)?;
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": path, "value": finalizer},
+        {"op": "remove", "path": path},
+    ]))
+    .map_err(kube::Error::SerdeError)?;
     api.patch::<K>(
         &object.name_any(),
         &crate::patch_params(),
         &Patch::Json(patch),
     )
     .await?;
-    Ok(())
+    Ok(true)
 }

@@ -190,7 +190,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        self.metrics.kube_request(&RequestKind::of(&request));
+        let kind = RequestKind::of(&request);
+        self.metrics
+            .kube_request(kind.verb, &kind.resource, kind.metadata_only);
         self.inner.call(request)
     }
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder, text::encode},
     metrics::{
         counter::Counter,
         family::Family,
@@ -20,15 +20,33 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use tether_api::telemetry::{CallObserver, CallOutcome};
+use tether_api::{
+    ErrorClass,
+    telemetry::{CallObserver, CallOutcome},
+};
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// `kind` and `result` (`ok`, `error`), and for an error its class as `reason`: an
+/// `ok` series has no `reason`, so the label set stays as small as the classes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ReconcileLabels {
     kind: String,
-    result: String,
+    failure: Option<ErrorClass>,
+}
+
+impl EncodeLabelSet for ReconcileLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        ("kind", self.kind.as_str()).encode(encoder.encode_label())?;
+        match self.failure {
+            None => ("result", "ok").encode(encoder.encode_label()),
+            Some(class) => {
+                ("result", "error").encode(encoder.encode_label())?;
+                ("reason", class.as_str()).encode(encoder.encode_label())
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,7 +127,7 @@ impl Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciles",
-            "Reconciles of managed objects, by kind and result (ok, error)",
+            "Reconciles of managed objects, by kind and result (ok, error), with the class of an error as reason",
             reconciles.clone(),
         );
         let reconcile_seconds: HistogramFamily<KindLabels> =
@@ -170,13 +188,13 @@ impl Metrics {
         }
     }
 
-    /// One reconcile of a `kind` object took `took` and ended well or not.
-    pub fn reconciled(&self, kind: &str, ok: bool, took: Duration) {
-        let result = if ok { "ok" } else { "error" };
+    /// One reconcile of a `kind` object took `took` and ended well, or with a failure
+    /// of class `failure`.
+    pub fn reconciled(&self, kind: &str, failure: Option<ErrorClass>, took: Duration) {
         self.reconciles
             .get_or_create(&ReconcileLabels {
                 kind: kind.to_owned(),
-                result: result.to_owned(),
+                failure,
             })
             .inc();
         self.reconcile_seconds
@@ -229,13 +247,14 @@ impl Metrics {
             .observe(after.as_secs_f64());
     }
 
-    /// A request to the API server was made.
-    pub fn kube_request(&self, kind: &crate::kube_client::RequestKind) {
+    /// A request to the API server was made: `verb` on `resource` (its plural, with a
+    /// subresource after a slash), for its metadata only or not.
+    pub fn kube_request(&self, verb: &str, resource: &str, metadata_only: bool) {
         self.kube_requests
             .get_or_create(&RequestLabels {
-                verb: kind.verb.to_owned(),
-                resource: kind.resource.clone(),
-                metadata_only: kind.metadata_only.to_string(),
+                verb: verb.to_owned(),
+                resource: resource.to_owned(),
+                metadata_only: metadata_only.to_string(),
             })
             .inc();
     }
@@ -278,22 +297,24 @@ mod tests {
     #[test]
     fn the_text_names_every_metric_with_its_labels() {
         let metrics = Metrics::new();
-        metrics.reconciled("DBInstance", true, Duration::from_millis(30));
+        metrics.reconciled("DBInstance", None, Duration::from_millis(30));
+        metrics.reconciled(
+            "DBInstance",
+            Some(ErrorClass::Throttled),
+            Duration::from_millis(30),
+        );
         metrics.cloud_call("rds", "CreateDBInstance", CallOutcome::Ok);
         metrics.cloud_call("ec2", "RunInstances", CallOutcome::Throttled);
         metrics.object_ready("DBInstance", "u1", Some(true));
         metrics.object_ready("DBInstance", "u2", Some(false));
         metrics.first_ready("DBInstance", Duration::from_secs(5));
         metrics.set_leader(true);
-        metrics.kube_request(&crate::kube_client::RequestKind {
-            verb: "patch",
-            resource: "dbinstances/status".to_owned(),
-            metadata_only: false,
-        });
+        metrics.kube_request("patch", "dbinstances/status", false);
         let text = metrics.render();
         for line in [
             r#"tether_reconciles_total{kind="DBInstance",result="ok"} 1"#,
-            r#"tether_reconcile_duration_seconds_count{kind="DBInstance"} 1"#,
+            r#"tether_reconciles_total{kind="DBInstance",result="error",reason="Throttled"} 1"#,
+            r#"tether_reconcile_duration_seconds_count{kind="DBInstance"} 2"#,
             r#"tether_aws_calls_total{service="rds",operation="CreateDBInstance",outcome="ok"} 1"#,
             r#"tether_aws_calls_total{service="ec2",operation="RunInstances",outcome="throttled"} 1"#,
             r#"tether_managed_objects{kind="DBInstance",ready="true"} 1"#,

@@ -198,13 +198,7 @@ async fn reconcile<K: ProviderConfig>(
         // that reached the cache while the finalizer was being released. The same
         // apply as the connector's (manager named after the finalizer), so the two
         // never conflict.
-        finalizers::apply(
-            &api,
-            &*provider_config,
-            &shared.finalizer,
-            &shared.finalizer,
-        )
-        .await?;
+        finalizers::add(&api, &*provider_config, &shared.finalizer).await?;
     }
     let named: Vec<&str> = users.iter().take(NAMED_USERS).map(String::as_str).collect();
     let more = match users.len().saturating_sub(NAMED_USERS) {

@@ -15,11 +15,7 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::EventType,
-        finalizer::{self, finalizer},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 use serde_json::json;
 use tether_api::{
@@ -35,28 +31,32 @@ use super::{
 };
 use crate::{FIELD_MANAGER, crds, finalizers};
 
-/// Reconciles one claim: build or keep its managed object, or delete it.
+#[cfg(test)]
+mod tests;
+
+/// Reconciles one claim: build or keep its managed object, or delete it. The claim's
+/// finalizer goes on first (its watch event brings the claim back), and comes off once
+/// the cleanup of a claim being deleted succeeds.
 pub(super) async fn reconcile<C: Claim>(
     claim: Arc<C>,
     shared: Arc<Shared<C>>,
 ) -> Result<Action, Error> {
     let api: Api<C> = Api::namespaced(shared.kube.clone(), &namespace(&*claim));
-    finalizer(&api, CLAIM_FINALIZER, claim, |event| async {
-        match event {
-            finalizer::Event::Apply(claim) => Steps::new(&*claim, &*shared).apply().await,
-            finalizer::Event::Cleanup(claim) => Steps::new(&*claim, &*shared).cleanup().await,
+    let deleting = claim.meta().deletion_timestamp.is_some();
+    let has_finalizer = claim.finalizers().iter().any(|f| f == CLAIM_FINALIZER);
+    match (deleting, has_finalizer) {
+        (false, false) => {
+            finalizers::add(&api, &*claim, CLAIM_FINALIZER).await?;
+            Ok(Action::await_change())
         }
-    })
-    .await
-    .map_err(|error| match error {
-        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
-        finalizer::Error::AddFinalizer(error) | finalizer::Error::RemoveFinalizer(error) => {
-            Error::Kube(error)
+        (false, true) => ClaimReconcile::new(&*claim, &*shared).apply().await,
+        (true, true) => {
+            let action = ClaimReconcile::new(&*claim, &*shared).cleanup().await?;
+            finalizers::remove(&api, &*claim, CLAIM_FINALIZER).await?;
+            Ok(action)
         }
-        finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
-            unreachable!("objects from the API server have names and the finalizer is valid")
-        }
-    })
+        (true, false) => Ok(Action::await_change()),
+    }
 }
 
 /// Why a claim gets no (new) resource: a condition reason and a message.
@@ -75,14 +75,14 @@ impl Refusal {
 }
 
 /// The reconcile of one claim, with what it needs at hand.
-struct Steps<'a, C: Claim> {
+struct ClaimReconcile<'a, C: Claim> {
     claim: &'a C,
     shared: &'a Shared<C>,
     claims: Api<C>,
     managed: Api<C::Managed>,
 }
 
-impl<'a, C: Claim> Steps<'a, C> {
+impl<'a, C: Claim> ClaimReconcile<'a, C> {
     fn new(claim: &'a C, shared: &'a Shared<C>) -> Self {
         let namespace = namespace(claim);
         Self {

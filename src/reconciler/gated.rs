@@ -140,99 +140,17 @@ impl<M: Managed, X: ExternalClient<M>> ExternalClient<M> for GatedClient<X> {
 mod tests {
     use std::{
         collections::BTreeMap,
-        sync::{Arc, Mutex},
         time::{Duration, SystemTime},
     };
 
-    use tether_api::external::{Observation, Observed, Readiness};
-    use tether_aws::ec2::SecurityGroup;
+    use tether_api::external::{Observed, Readiness};
 
     use super::*;
-
-    /// A provider's client that records the calls that reach it.
-    #[derive(Clone, Default)]
-    struct Recording(Arc<Mutex<Vec<&'static str>>>);
-
-    impl Recording {
-        fn record(&self, call: &'static str) {
-            self.0.lock().unwrap().push(call);
-        }
-    }
-
-    impl ExternalClient<SecurityGroup> for Recording {
-        async fn observe(
-            &self,
-            _: &SecurityGroup,
-            _: Context<'_>,
-        ) -> Result<ObservationOf<SecurityGroup>, ProviderError> {
-            self.record("observe");
-            Ok(Observation::Missing)
-        }
-
-        async fn create(
-            &self,
-            _: &SecurityGroup,
-            _: Context<'_>,
-        ) -> Result<Created, ProviderError> {
-            self.record("create");
-            Ok(Created::default())
-        }
-
-        async fn update(
-            &self,
-            _: &SecurityGroup,
-            _: Context<'_>,
-            _: &ObservedOf<SecurityGroup>,
-        ) -> Result<(), ProviderError> {
-            self.record("update");
-            Ok(())
-        }
-
-        async fn delete(
-            &self,
-            _: &SecurityGroup,
-            _: Context<'_>,
-            _: DeletionPolicy,
-        ) -> Result<Option<String>, ProviderError> {
-            self.record("delete");
-            Ok(None)
-        }
-
-        async fn activate_login(
-            &self,
-            _: &SecurityGroup,
-            _: &ConnectionDetails,
-            _: &ObservedOf<SecurityGroup>,
-            _: Login,
-        ) -> Result<ConnectionDetails, ProviderError> {
-            self.record("activate_login");
-            Ok(ConnectionDetails::default())
-        }
-
-        async fn retire_login(
-            &self,
-            _: &SecurityGroup,
-            _: &ConnectionDetails,
-            _: &ObservedOf<SecurityGroup>,
-            _: Login,
-        ) -> Result<(), ProviderError> {
-            self.record("retire_login");
-            Ok(())
-        }
-    }
-
-    fn group() -> SecurityGroup {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "ec2.tether.dev/v1alpha1", "kind": "SecurityGroup",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"providerConfigRef": {"name": "aws"}, "description": "web"},
-        }))
-        .unwrap()
-    }
+    use crate::reconciler::fake::{FakeClient, FakeKind, fake};
 
     /// Every call the runtime can make, through `client`; whether each succeeded.
-    async fn every_call(client: &GatedClient<Recording>) -> BTreeMap<&'static str, bool> {
-        let group = group();
+    async fn every_call(client: &GatedClient<FakeClient>) -> BTreeMap<&'static str, bool> {
+        let object: FakeKind = fake("web", None);
         let context = Context::named(Some("sg-1"));
         let observed = Observed {
             external_name: None,
@@ -243,31 +161,31 @@ mod tests {
             connection: ConnectionDetails::default(),
         };
         BTreeMap::from([
-            ("observe", client.observe(&group, context).await.is_ok()),
-            ("prepare", client.prepare(&group, context).await.is_ok()),
-            ("create", client.create(&group, context).await.is_ok()),
+            ("observe", client.observe(&object, context).await.is_ok()),
+            ("prepare", client.prepare(&object, context).await.is_ok()),
+            ("create", client.create(&object, context).await.is_ok()),
             (
                 "update",
-                client.update(&group, context, &observed).await.is_ok(),
+                client.update(&object, context, &observed).await.is_ok(),
             ),
             (
                 "delete",
                 client
-                    .delete(&group, context, DeletionPolicy::Delete)
+                    .delete(&object, context, DeletionPolicy::Delete)
                     .await
                     .is_ok(),
             ),
             (
                 "activate_login",
                 client
-                    .activate_login(&group, &ConnectionDetails::default(), &observed, Login::A)
+                    .activate_login(&object, &ConnectionDetails::default(), &observed, Login::A)
                     .await
                     .is_ok(),
             ),
             (
                 "retire_login",
                 client
-                    .retire_login(&group, &ConnectionDetails::default(), &observed, Login::B)
+                    .retire_login(&object, &ConnectionDetails::default(), &observed, Login::B)
                     .await
                     .is_ok(),
             ),
@@ -276,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replica_that_does_not_lead_reads_the_cloud_but_writes_nothing_to_it() {
-        let provider = Recording::default();
+        let provider = FakeClient::default();
         let gate = WriteGate::elected();
         let client = GatedClient {
             inner: provider.clone(),
@@ -295,9 +213,9 @@ mod tests {
                 ("retire_login", false),
             ])
         );
-        assert_eq!(*provider.0.lock().unwrap(), ["observe"]);
+        assert_eq!(provider.calls(), ["observe"]);
         let refused = client
-            .create(&group(), Context::named(None))
+            .create(&fake("web", None), Context::named(None))
             .await
             .unwrap_err();
         assert_eq!(refused.class, ErrorClass::Pending, "nothing was sent");
@@ -310,14 +228,14 @@ mod tests {
             gate.hold_until(SystemTime::now() + Duration::from_secs(60));
             gate
         }] {
-            let provider = Recording::default();
+            let provider = FakeClient::default();
             let client = GatedClient {
                 inner: provider.clone(),
                 gate,
             };
             assert!(every_call(&client).await.values().all(|ok| *ok));
             assert_eq!(
-                *provider.0.lock().unwrap(),
+                provider.calls(),
                 [
                     "observe",
                     "create",

@@ -1,11 +1,35 @@
 //! The generic managed-resource controller: watches one kind and keeps each object's
 //! cloud resource in line with it through the kind's provider.
 //!
-//! The order of one reconcile is DESIGN.md's: annotations → paused? → references →
-//! connect → connection Secret ownership → observe → delete per policy, or create,
-//! update, or nothing → publish the connection Secret → status → requeue with jitter.
+//! The order of one reconcile (the first step that applies is taken; decided in
+//! `decision`, carried out in `reconcile`):
+//!
+//! 1. Let go: the object is being deleted, with tether's finalizer, and so is its
+//!    CustomResourceDefinition (uninstalling): the cloud resource stays, the connection
+//!    Secret loses its owner reference, the finalizer goes.
+//! 2. Unreadable: tether's annotations cannot be read: `Synced=False` says why.
+//! 3. Paused: `tether.dev/paused` is "true": `Synced=False` says so, nothing else.
+//! 4. Throttled: the cloud throttles the object's ProviderConfig: look again when the
+//!    pause ends.
+//! 5. Delete: the object is being deleted, with the finalizer: resolve references →
+//!    connect → observe → delete per policy what is this object's → remove the
+//!    finalizer once the cloud reports the resource gone (or it is kept).
+//! 6. Released: the object is being deleted, without the finalizer: nothing to do.
+//! 7. Await the finalizer's event: this process added the finalizer and the cache does
+//!    not show it yet: that event brings the object back.
+//! 8. Add the finalizer: a new object: observe as in 9, with no cloud write (a create
+//!    or update waits for the next reconcile), then add the finalizer.
+//! 9. Observe: resolve references → connect → load the connection Secret → observe →
+//!    missing: create (or wait for a create already sent) | exists: refuse what is not
+//!    this object's, else update the delta (unless ObserveOnly) or nothing → publish the
+//!    connection Secret → write status → requeue after the poll interval (the wait
+//!    interval while anything is on its way), with jitter. Credentials a create or
+//!    update needs are published first, and that reconcile ends there.
 
+mod decision;
 mod error;
+#[cfg(test)]
+pub(crate) mod fake;
 mod gated;
 mod liveness;
 mod ownership;
@@ -445,29 +469,10 @@ fn error_policy<M: Managed, C>(object: Arc<M>, error: &Error, shared: Arc<Shared
 
 #[cfg(test)]
 mod tests {
-    use tether_aws::rds::DBInstance;
-
     use super::*;
+    use crate::reconciler::fake::{FakeKind, fake};
 
-    fn database(name: &str, password_secret: Option<&str>) -> DBInstance {
-        let mut spec = serde_json::json!({
-            "engine": "postgres", "instanceClass": "db.t3.micro", "masterUsername": "app",
-            "allocatedStorageGiB": 20,
-        });
-        if let Some(secret) = password_secret {
-            spec["masterPassword"] =
-                serde_json::json!({"secretKeyRef": {"name": secret, "key": "password"}});
-        }
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "rds.tether.dev/v1alpha1",
-            "kind": "DBInstance",
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": spec,
-        }))
-        .unwrap()
-    }
-
-    fn readers(index: &SecretIndex<DBInstance>, namespace: &str, secret: &str) -> Vec<String> {
+    fn readers(index: &SecretIndex<FakeKind>, namespace: &str, secret: &str) -> Vec<String> {
         let mut names: Vec<_> = index
             .referrers(Some(namespace.to_owned()), secret)
             .into_iter()
@@ -479,28 +484,22 @@ mod tests {
 
     #[test]
     fn the_index_follows_the_objects_through_changes_deletions_and_relists() {
-        let index = SecretIndex::<DBInstance>::default();
-        index.apply(&watcher::Event::Apply(database("orders", Some("admin"))));
-        index.apply(&watcher::Event::Apply(database("billing", Some("admin"))));
-        index.apply(&watcher::Event::Apply(database("plain", None)));
+        let index = SecretIndex::<FakeKind>::default();
+        index.apply(&watcher::Event::Apply(fake("orders", Some("admin"))));
+        index.apply(&watcher::Event::Apply(fake("billing", Some("admin"))));
+        index.apply(&watcher::Event::Apply(fake("plain", None)));
         assert_eq!(readers(&index, "shop", "admin"), ["billing", "orders"]);
         assert!(readers(&index, "other", "admin").is_empty());
 
         // A changed reference moves; a deleted object is forgotten.
-        index.apply(&watcher::Event::Apply(database(
-            "orders",
-            Some("orders-admin"),
-        )));
-        index.apply(&watcher::Event::Delete(database("billing", Some("admin"))));
+        index.apply(&watcher::Event::Apply(fake("orders", Some("orders-admin"))));
+        index.apply(&watcher::Event::Delete(fake("billing", Some("admin"))));
         assert!(readers(&index, "shop", "admin").is_empty());
         assert_eq!(readers(&index, "shop", "orders-admin"), ["orders"]);
 
         // A relist replaces everything once it completes.
         index.apply(&watcher::Event::Init);
-        index.apply(&watcher::Event::InitApply(database(
-            "billing",
-            Some("admin"),
-        )));
+        index.apply(&watcher::Event::InitApply(fake("billing", Some("admin"))));
         assert_eq!(readers(&index, "shop", "orders-admin"), ["orders"]);
         index.apply(&watcher::Event::InitDone);
         assert!(readers(&index, "shop", "orders-admin").is_empty());
@@ -522,11 +521,11 @@ mod tests {
         secret.metadata.name = Some("orders".into());
         secret.metadata.namespace = Some("shop".into());
         secret.metadata.owner_references = Some(vec![
-            owner("DBInstance", "rds.tether.dev/v1alpha1", "orders"),
+            owner("FakeKind", "fake.tether.dev/v1", "orders"),
             owner("Instance", "ec2.tether.dev/v1alpha1", "web"),
-            owner("DBInstance", "example.com/v1", "imposter"),
+            owner("FakeKind", "example.com/v1", "imposter"),
         ]);
-        let owners = owners::<DBInstance>(&secret);
+        let owners = owners::<FakeKind>(&secret);
         assert_eq!(owners, [ObjectRef::new("orders").within("shop")]);
     }
 }

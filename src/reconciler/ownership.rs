@@ -27,7 +27,7 @@ pub const CREATE_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Whose a cloud resource is, as far as this object is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Claim {
+pub enum Whose {
     /// This object created it: it records the object's UID.
     Ours,
     /// A user named it in `tether.dev/external-name`, or the object only observes it
@@ -73,7 +73,7 @@ impl Owner {
     }
 }
 
-impl Claim {
+impl Whose {
     /// Whose the resource is, from who its UID tag names and whether the user asked to
     /// adopt it (`adopted`: the external name set by a user, or `ObserveOnly`).
     pub fn of(owner: Owner, adopted: bool) -> Self {
@@ -158,11 +158,11 @@ pub enum WhenMissing {
 }
 
 impl WhenMissing {
-    /// Decides from the time of the create not yet seen (`create_pending`), whether
+    /// Decides from the time of the create not yet seen (`create_sent`), whether
     /// the resource's name is known (`named`: the cloud's id was recorded, or the name
     /// is chosen before the create), at `now`.
-    pub fn decide(create_pending: Option<Timestamp>, named: bool, now: Timestamp) -> Self {
-        let Some(sent) = create_pending else {
+    pub fn decide(create_sent: Option<Timestamp>, named: bool, now: Timestamp) -> Self {
+        let Some(sent) = create_sent else {
             return Self::Missing;
         };
         let waited = waited_since(sent, now);
@@ -178,14 +178,14 @@ impl WhenMissing {
 
 /// Whether the deletion of an object whose resource the cloud does not show may
 /// finish. Yes when the delete was sent (`delete_sent`) or no create is on its way;
-/// while one is (`create_pending`), only after [`CREATE_GRACE`]: letting go earlier
+/// while one is (`create_sent`), only after [`CREATE_GRACE`]: letting go earlier
 /// would leave running what the create made once the cloud shows it.
 pub fn deletion_may_finish(
-    create_pending: Option<Timestamp>,
+    create_sent: Option<Timestamp>,
     delete_sent: bool,
     now: Timestamp,
 ) -> bool {
-    delete_sent || create_pending.is_none_or(|sent| waited_since(sent, now) >= signed(CREATE_GRACE))
+    delete_sent || create_sent.is_none_or(|sent| waited_since(sent, now) >= signed(CREATE_GRACE))
 }
 
 fn waited_since(sent: Timestamp, now: Timestamp) -> k8s_openapi::jiff::SignedDuration {
@@ -210,7 +210,7 @@ mod tests {
     /// whether the user asked to adopt the resource.
     #[test]
     fn a_resource_is_acted_on_only_when_ours_or_adopted_from_nobody_alive() {
-        use Claim::*;
+        use Whose::*;
         let cases = [
             // (recorded UID, another object with it lives, adopted) → claim
             (Some(UID), false, false, Ours),
@@ -225,7 +225,7 @@ mod tests {
         for (recorded, live, adopted, expected) in cases {
             let owner = Owner::of(Some(UID), recorded, live);
             assert_eq!(
-                Claim::of(owner, adopted),
+                Whose::of(owner, adopted),
                 expected,
                 "recorded {recorded:?}, live {live}, adopted {adopted}"
             );

@@ -1,16 +1,12 @@
-//! One reconcile of one managed object: the steps in DESIGN.md's order, and the record
-//! (conditions, Events, next look) of how it went.
+//! One reconcile of one managed object: the step `decision` picks, carried out, and
+//! the record (conditions, Events, next look) of how it went.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use kube::{
     Api, ResourceExt,
     api::Patch,
-    runtime::{
-        controller::Action,
-        events::EventType,
-        finalizer::{self, finalizer},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 use serde_json::json;
 use tether_api::{
@@ -30,24 +26,23 @@ use tether_api::{
 
 use super::{
     Shared,
+    decision::{self, Known, Step},
     error::{Error, Phase},
     liveness,
-    ownership::{self, CREATE_GRACE, CREATE_RETRY_AFTER, Claim, Owner, WhenMissing},
+    ownership::{self, CREATE_GRACE, CREATE_RETRY_AFTER, Owner, WhenMissing, Whose},
     pacing::jitter,
     references,
     status::{self, StatusUpdate},
 };
 mod deletion;
 mod rotation;
+#[cfg(test)]
+mod tests;
 
 use crate::{FIELD_MANAGER, connection_secret::Publisher, crds};
 
 /// The finalizer that keeps an object until its cloud resource is dealt with.
 pub const FINALIZER: &str = "tether.dev/finalizer";
-
-/// The field manager that applies [`FINALIZER`]: its own, so that no other apply of
-/// tether's (a claim's object) ever removes it by leaving it out.
-const FINALIZER_MANAGER: &str = "tether-finalizer";
 
 /// Reason of `Ready` while the cloud deletes the resource: the delete was sent.
 const DELETING: &str = "Deleting";
@@ -91,119 +86,134 @@ where
             Some(conditions::is_true(object.conditions(), READY)),
         );
     }
-    let outcome = match attempt(&api, object.clone(), &shared).await {
+    // The class of the failure the reconcile ended with, if it did (waiting is none).
+    let (outcome, failure) = match attempt(&api, object.clone(), &shared).await {
         Ok(action) => {
             shared.pacing.succeeded(&uid);
-            Ok((action, true))
+            (Ok(action), None)
         }
         Err(error) => {
-            let failed = error.is_failure();
-            record_failure(&api, &object, &shared, error)
-                .await
-                .map(|action| (action, !failed))
+            let failure = error.is_failure().then(|| error.class());
+            match record_failure(&api, &object, &shared, error).await {
+                Ok(action) => (Ok(action), failure),
+                Err(unrecorded) => {
+                    let failure = Some(unrecorded.class());
+                    (Err(unrecorded), failure)
+                }
+            }
         }
     };
-    metrics.reconciled(
-        &kind,
-        outcome.as_ref().is_ok_and(|(_, ok)| *ok),
-        started.elapsed(),
-    );
-    outcome.map(|(action, _)| action)
+    metrics.reconciled(&kind, failure, started.elapsed());
+    outcome
 }
 
+/// Gathers what is known of the object, decides the next step (see `decision` for
+/// the order) and carries it out.
 async fn attempt<M, C>(api: &Api<M>, object: Arc<M>, shared: &Shared<C>) -> Result<Action, Error>
 where
     M: Managed,
     C: Connector<M>,
 {
     let deleting = object.meta().deletion_timestamp.is_some();
-    if deleting
-        && object.finalizers().iter().any(|f| f == FINALIZER)
-        && crds::being_deleted::<M>(&shared.kube).await?
-    {
-        return deletion::let_go_with_crd(api, &object, shared).await;
-    }
-    let annotations = ControlAnnotations::parse(object.annotations())?;
-    if annotations.paused {
-        let (reason, message) = if deleting {
-            (
-                "DeletionPaused",
-                format!(
-                    "the object is being deleted, but {PAUSED_ANNOTATION} is \"true\": remove \
-                     the annotation to let tether act on deletionPolicy {:?}",
-                    object.deletion_policy()
-                ),
-            )
-        } else {
-            (
-                "ReconcilePaused",
-                format!(
-                    "{PAUSED_ANNOTATION} is \"true\": tether makes no cloud call for this object"
-                ),
-            )
-        };
-        status::write(
-            api,
-            &*object,
-            StatusUpdate::conditions(vec![ConditionUpdate::fails(SYNCED, reason, message)]),
-        )
-        .await?;
-        return Ok(Action::await_change());
-    }
-    let provider_config = &object.managed_fields().provider_config_ref.name;
-    if let Some(wait) = shared.pacing.throttled_for(provider_config) {
-        tracing::debug!(%provider_config, ?wait, "holding back while the cloud throttles");
-        return Ok(Action::requeue(wait + jitter(Duration::from_secs(1))));
-    }
     let has_finalizer = object.finalizers().iter().any(|f| f == FINALIZER);
     let uid = object.uid().unwrap_or_default();
+    let annotations = ControlAnnotations::parse(object.annotations());
+    let known = Known {
+        deleting,
+        has_finalizer,
+        crd_deleting: deleting && has_finalizer && crds::being_deleted::<M>(&shared.kube).await?,
+        paused: annotations
+            .as_ref()
+            .ok()
+            .map(|annotations| annotations.paused),
+        throttled_for: shared
+            .pacing
+            .throttled_for(&object.managed_fields().provider_config_ref.name),
+        finalizer_in_flight: !has_finalizer && shared.pacing.finalizer_in_flight(&uid),
+    };
     if has_finalizer {
         shared.pacing.finalizer_seen(&uid);
-    } else if !deleting && shared.pacing.finalizer_in_flight(&uid) {
-        // Woken (by its Secret's watch event) before the cache shows the finalizer
-        // this controller added: the finalizer's own event brings the object back.
-        return Ok(Action::requeue(jitter(FIRST_LOOK_AFTER_CREATE)));
     }
-    let mut annotations = annotations;
-    if let Some(sent) = shared.pacing.create_in_flight(&uid) {
-        // This process sent a create the cache may not show the record of yet: without
-        // it, the resource the cloud does not show yet would look missing.
-        annotations.create_pending = Some(sent.attempt);
-        annotations.external_name = annotations.external_name.or(sent.external_name);
-    }
-    let steps = Steps {
-        api,
-        shared,
-        annotations,
-        waiting_for_references: std::sync::OnceLock::new(),
-        finalizer_missing: !has_finalizer,
+    let object_reconcile = |mut annotations: ControlAnnotations, cloud_writes| {
+        if let Some(sent) = shared.pacing.create_in_flight(&uid) {
+            // This process sent a create the cache may not show the record of yet:
+            // without it, the resource the cloud does not show yet would look missing.
+            annotations.create_sent = Some(sent.attempt);
+            annotations.external_name = annotations.external_name.or(sent.external_name);
+        }
+        ObjectReconcile {
+            api,
+            shared,
+            annotations,
+            waiting_for_references: std::sync::OnceLock::new(),
+            cloud_writes,
+        }
     };
-    if !deleting && !has_finalizer {
-        // A new object: its finalizer goes on in the reconcile that publishes the
-        // Secret a create needs, or records what it found. That reconcile makes no
-        // cloud write: the finalizer's watch event brings the object straight back,
-        // and a refused call would then be sent twice.
-        let action = steps.apply(&object).await?;
-        steps.add_finalizer(&object).await?;
-        shared.pacing.finalizer_added(&uid);
-        return Ok(action);
+    match decision::next_step(&known) {
+        Step::LetGo => deletion::let_go_with_crd(api, &object, shared).await,
+        Step::Unreadable => Err(annotations
+            .expect_err("the decision saw the annotations unreadable")
+            .into()),
+        Step::Paused { deleting } => paused(api, &*object, deleting).await,
+        Step::Throttled { wait } => {
+            tracing::debug!(provider_config = %object.managed_fields().provider_config_ref.name, ?wait, "holding back while the cloud throttles");
+            Ok(Action::requeue(wait + jitter(Duration::from_secs(1))))
+        }
+        Step::Delete => {
+            let action = object_reconcile(annotations?, CloudWrites::Allowed)
+                .cleanup(&object)
+                .await?;
+            deletion::remove_finalizer(api, &*object).await?;
+            Ok(action)
+        }
+        Step::Released => Ok(Action::await_change()),
+        // Woken (by its Secret's watch event) before the cache shows the finalizer this
+        // controller added: the finalizer's own event brings the object back.
+        Step::AwaitFinalizer => Ok(Action::requeue(jitter(FIRST_LOOK_AFTER_CREATE))),
+        Step::AddFinalizer => {
+            // A new object: its finalizer goes on in the reconcile that publishes the
+            // Secret a create needs, or records what it found. That reconcile makes no
+            // cloud write: the finalizer's watch event brings the object straight back,
+            // and a refused call would then be sent twice.
+            let reconcile = object_reconcile(annotations?, CloudWrites::Withheld);
+            let action = reconcile.apply(&object).await?;
+            reconcile.add_finalizer(&object).await?;
+            shared.pacing.finalizer_added(&uid);
+            Ok(action)
+        }
+        Step::Observe => {
+            object_reconcile(annotations?, CloudWrites::Allowed)
+                .apply(&object)
+                .await
+        }
     }
-    finalizer(api, FINALIZER, object, |event| async {
-        match event {
-            finalizer::Event::Apply(object) => steps.apply(&object).await,
-            finalizer::Event::Cleanup(object) => steps.cleanup(&object).await,
-        }
-    })
-    .await
-    .map_err(|error| match error {
-        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
-        finalizer::Error::AddFinalizer(error) | finalizer::Error::RemoveFinalizer(error) => {
-            Error::Kube(error)
-        }
-        finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
-            unreachable!("objects from the API server have names and the finalizer is valid")
-        }
-    })
+}
+
+/// Says on the object that it is paused, and that its deletion waits when it is being
+/// deleted; nothing else happens until the annotation changes.
+async fn paused<M: Managed>(api: &Api<M>, object: &M, deleting: bool) -> Result<Action, Error> {
+    let (reason, message) = if deleting {
+        (
+            "DeletionPaused",
+            format!(
+                "the object is being deleted, but {PAUSED_ANNOTATION} is \"true\": remove \
+                 the annotation to let tether act on deletionPolicy {:?}",
+                object.deletion_policy()
+            ),
+        )
+    } else {
+        (
+            "ReconcilePaused",
+            format!("{PAUSED_ANNOTATION} is \"true\": tether makes no cloud call for this object"),
+        )
+    };
+    status::write(
+        api,
+        object,
+        StatusUpdate::conditions(vec![ConditionUpdate::fails(SYNCED, reason, message)]),
+    )
+    .await?;
+    Ok(Action::await_change())
 }
 
 /// Records a reconcile that stopped short and picks when to try again: Terminal waits
@@ -293,7 +303,7 @@ fn freshness<M: Managed>(
         })
     };
     let seen = conditions::find(object.conditions(), SYNCED).is_some()
-        || annotations.create_pending.is_some();
+        || annotations.create_sent.is_some();
     if current_and_true(READY) && current_and_true(SYNCED) {
         Freshness::Shared(poll_interval(object, settings))
     } else if seen {
@@ -321,20 +331,28 @@ async fn publish_event<M: Managed, C>(
     crate::events::publish(&shared.recorder, object, type_, reason, "Reconcile", note).await;
 }
 
-/// The steps of one reconcile of an object that is not paused.
-struct Steps<'a, M, C> {
+/// One reconcile of an object that is observed or deleted (steps 5, 8 and 9 of the
+/// order), with what it needs at hand.
+struct ObjectReconcile<'a, M, C> {
     api: &'a Api<M>,
     shared: &'a Shared<C>,
     annotations: ControlAnnotations,
     /// Why references not needed to create are not resolved yet, once known: the
     /// reconcile goes on without them, and `Synced` says what it waits for.
     waiting_for_references: std::sync::OnceLock<String>,
-    /// Whether the object lacks tether's finalizer: this reconcile adds it at its end
-    /// and makes no cloud write.
-    finalizer_missing: bool,
+    /// Whether this reconcile may write to the cloud.
+    cloud_writes: CloudWrites,
 }
 
-impl<M, C> Steps<'_, M, C>
+/// Whether a reconcile may write to the cloud: not the one that adds a new object's
+/// finalizer (step 8 of the order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CloudWrites {
+    Allowed,
+    Withheld,
+}
+
+impl<M, C> ObjectReconcile<'_, M, C>
 where
     M: Managed,
     C: Connector<M>,
@@ -384,7 +402,7 @@ where
             external_name: external_name.as_deref(),
             references: &references,
             published: &published,
-            pending: publisher.pending(),
+            pending: publisher.credentials_pending(),
             create_attempt: None,
             applied_tags: self.annotations.applied_tags.as_ref().unwrap_or(&NO_TAGS),
             freshness: freshness(object, &self.annotations, &self.shared.settings),
@@ -407,7 +425,7 @@ where
                 Ok(self.requeue_poll())
             }
             Observation::Missing => match WhenMissing::decide(
-                self.annotations.create_pending,
+                self.annotations.create_sent,
                 external_name.is_some(),
                 k8s_openapi::jiff::Timestamp::now(),
             ) {
@@ -453,12 +471,12 @@ where
                 }
             },
             Observation::Exists(observed) => {
-                match self.claim(object, &observed).await? {
-                    Claim::Ours | Claim::Adopted => {}
-                    Claim::OwnedByAnother => {
+                match self.whose(object, &observed).await? {
+                    Whose::Ours | Whose::Adopted => {}
+                    Whose::OwnedByAnother => {
                         return self.refuse_owned_by_another(object, &observed).await;
                     }
-                    Claim::NotOurs { orphaned } => {
+                    Whose::NotOurs { orphaned } => {
                         return self.refuse_foreign(object, &observed, orphaned).await;
                     }
                 }
@@ -478,7 +496,7 @@ where
     /// Whose the observed resource is, for this object: whether the UID it records is
     /// this object's, another live object's or a gone one's, and whether the user asked
     /// to adopt it.
-    async fn claim(&self, object: &M, observed: &ObservedOf<M>) -> Result<Claim, Error> {
+    async fn whose(&self, object: &M, observed: &ObservedOf<M>) -> Result<Whose, Error> {
         let object_uid = object.uid();
         let recorded = observed.owner_uid.as_deref();
         let other_is_live = match recorded {
@@ -500,7 +518,7 @@ where
             EXTERNAL_NAME_ANNOTATION,
             FIELD_MANAGER,
         );
-        Ok(Claim::of(
+        Ok(Whose::of(
             Owner::of(object_uid.as_deref(), recorded, other_is_live),
             observe_only || named_by_user,
         ))
@@ -593,7 +611,7 @@ where
         if self.prepare(object, client, publisher, context).await? {
             return Ok(self.requeue_wait());
         }
-        if self.finalizer_missing {
+        if self.cloud_writes == CloudWrites::Withheld {
             return Ok(self.requeue_soon());
         }
         // Recorded in one patch before the call: the name, so that a later derivation never looks elsewhere; the time of the
@@ -701,7 +719,7 @@ where
             tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), external_name = name, "found the cloud resource this object created");
             annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
         }
-        if self.annotations.create_pending.is_some() {
+        if self.annotations.create_sent.is_some() {
             self.shared
                 .pacing
                 .create_settled(&object.uid().unwrap_or_default());
@@ -714,7 +732,7 @@ where
             self.annotate(object, annotations).await?;
         }
         let must_update = !observe_only && !observed.is_up_to_date();
-        if must_update && self.finalizer_missing {
+        if must_update && self.cloud_writes == CloudWrites::Withheld {
             // Back with the finalizer's watch event, to update then.
             return Ok(self.requeue_wait());
         }
@@ -883,7 +901,7 @@ where
             .await
     }
 
-    /// [`Steps::write_status`], and `status.passwordRotation` when given; `Synced` is
+    /// [`ObjectReconcile::write_status`], and `status.passwordRotation` when given; `Synced` is
     /// False with `failed`'s reason when given (a rotation failed on a Ready resource).
     async fn write_status_with(
         &self,
@@ -937,11 +955,10 @@ where
         Ok(())
     }
 
-    /// Adds the finalizer by server-side apply under a field manager of its own: the
-    /// list is a set, so others' finalizers stay, and adding it again (the cache may
-    /// not show it yet) changes nothing.
+    /// Adds the finalizer (see `finalizers`: adding it again while the cache does not
+    /// show it yet changes nothing).
     async fn add_finalizer(&self, object: &M) -> Result<(), Error> {
-        crate::finalizers::apply(self.api, object, FINALIZER, FINALIZER_MANAGER).await?;
+        crate::finalizers::add(self.api, object, FINALIZER).await?;
         Ok(())
     }
 

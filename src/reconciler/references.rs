@@ -364,14 +364,14 @@ fn external_name(metadata: &ObjectMeta) -> Option<String> {
 mod tests {
     use kube::runtime::reflector;
     use serde_json::json;
-    use tether_aws::rds::DBSubnetGroup;
 
     use super::*;
+    use crate::reconciler::fake::FakeKind;
 
     fn reference() -> ObjectReference {
         ObjectReference {
-            field: "dbSubnetGroupRef".to_owned(),
-            resource: ApiResource::erase::<DBSubnetGroup>(&()),
+            field: "fakeRef".to_owned(),
+            resource: ApiResource::erase::<FakeKind>(&()),
             name: "orders".into(),
             needed_to_create: true,
         }
@@ -381,7 +381,7 @@ mod tests {
         let mut object = DynamicObject::new("orders", &reference().resource)
             .within("shop")
             .data(json!({
-                "spec": {"description": "orders", "subnetIds": ["subnet-1"]},
+                "spec": {"size": 1},
                 "status": {"conditions": [{
                     "type": "Ready", "status": ready, "reason": "r", "message": "",
                     "lastTransitionTime": "2026-01-01T00:00:00Z"
@@ -411,7 +411,7 @@ mod tests {
         let missing = external_name_if_ready(&reference(), None).unwrap_err();
         assert_eq!(
             missing.to_string(),
-            "dbSubnetGroupRef: DBSubnetGroup orders does not exist"
+            "fakeRef: FakeKind orders does not exist"
         );
         let bare = DynamicObject::new("orders", &reference().resource);
         for object in [
@@ -420,10 +420,7 @@ mod tests {
             bare,
         ] {
             let error = resolve(&object).unwrap_err();
-            assert_eq!(
-                error.to_string(),
-                "dbSubnetGroupRef: DBSubnetGroup orders is not Ready"
-            );
+            assert_eq!(error.to_string(), "fakeRef: FakeKind orders is not Ready");
             assert_eq!(error.reason(), "ReferenceNotReady");
         }
     }
@@ -433,13 +430,13 @@ mod tests {
         let registry = Registry::default();
         let mut subscription = registry.subscribe(&reference().resource);
         assert!(registry.lookup("shop", &reference()).is_none());
-        let (store, mut writer) = reflector::store::<DBSubnetGroup>();
+        let (store, mut writer) = reflector::store::<FakeKind>();
         let changes = registry.publish(store.clone()).expect("first publish");
         assert!(
             registry.publish(store).is_none(),
             "a kind is published once"
         );
-        let group: DBSubnetGroup = serde_json::from_value(
+        let group: FakeKind = serde_json::from_value(
             serde_json::to_value(object("True", Some("shop-orders"))).unwrap(),
         )
         .unwrap();
@@ -474,9 +471,9 @@ mod tests {
         let registry = Registry::default();
         assert_eq!(registry.users_of("team-a"), None, "no kind published yet");
         let mut every = registry.subscribe_every();
-        let (store, mut writer) = reflector::store::<DBSubnetGroup>();
+        let (store, mut writer) = reflector::store::<FakeKind>();
         let changes = registry.publish(store).expect("first publish");
-        let group = |name: &str, provider_config: &str| -> DBSubnetGroup {
+        let group = |name: &str, provider_config: &str| -> FakeKind {
             let mut group = object("True", None);
             group.metadata.name = Some(name.to_owned());
             group.data["spec"]["providerConfigRef"] = json!({"name": provider_config});
@@ -496,8 +493,8 @@ mod tests {
         assert_eq!(
             registry.users_of("team-a"),
             Some(vec![
-                "DBSubnetGroup shop/archive".to_owned(),
-                "DBSubnetGroup shop/orders".to_owned()
+                "FakeKind shop/archive".to_owned(),
+                "FakeKind shop/orders".to_owned()
             ])
         );
         assert_eq!(registry.users_of("nobody"), Some(Vec::new()));

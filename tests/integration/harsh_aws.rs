@@ -17,6 +17,7 @@ use tether_testkit::Fault;
 
 use crate::{
     instance::{instance, tagged_instances},
+    operations::sample,
     world::World,
 };
 
@@ -97,6 +98,16 @@ async fn under_90_s_of_read_lag_and_throttled_launches_one_token_makes_one_insta
     assert!(
         world.proxy.throttled_count() > 0,
         "the repeat was throttled"
+    );
+    // The reconciles the throttling stopped are counted as errors of that class.
+    let metrics = world
+        .tether
+        .admin_get("/metrics")
+        .expect("scraping /metrics");
+    let name = r#"tether_reconciles_total{kind="Instance",result="error",reason="Throttled"}"#;
+    assert!(
+        sample(&metrics, name).is_some_and(|count| count >= 1.0),
+        "{name} counts the throttled reconciles in\n{metrics}"
     );
     let uid = ready.uid().unwrap();
     let running = tagged_instances(&world, UID_TAG, Some(&uid)).await;

@@ -55,7 +55,7 @@ fn proxied_calls(world: &World) -> BTreeMap<String, u64> {
 }
 
 /// The value of the sample `name` (labels included) in `metrics`.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, name: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())

@@ -10,6 +10,7 @@ use std::{
     future::Future,
 };
 
+pub use crate::delta::Delta;
 use crate::{
     ErrorClass,
     managed::{DeletionPolicy, Managed},
@@ -36,18 +37,6 @@ pub enum Readiness {
     /// Not usable yet or any more; `reason` is CamelCase (e.g. `Creating`), `message`
     /// is AWS's state in words.
     NotReady { reason: String, message: String },
-}
-
-/// How a cloud resource differs from its spec: a type of each kind's own, so that
-/// `update` changes exactly what `observe` found different, and a misnamed field is a
-/// compile error rather than a skipped update.
-pub trait Delta: Clone + fmt::Debug + Default + PartialEq + Send + Sync {
-    /// Whether the resource matches the spec.
-    fn is_empty(&self) -> bool;
-
-    /// The differences in words, e.g. `instanceClass` or `ingress: add tcp 22 from
-    /// 10.0.0.0/8`, for Events and conditions.
-    fn describe(&self) -> Vec<String>;
 }
 
 /// What the provider saw of the cloud resource, with `A` its `status.atProvider` and

@@ -5,6 +5,7 @@
 
 pub mod claim;
 pub mod conditions;
+pub mod delta;
 pub mod error_class;
 pub mod external;
 pub mod managed;

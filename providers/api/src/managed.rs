@@ -183,7 +183,7 @@ pub trait Managed:
     type AtProvider: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Send + Sync;
 
     /// How the cloud resource can differ from the spec.
-    type Delta: crate::external::Delta;
+    type Delta: crate::delta::Delta;
 
     /// The deletion policy when the spec names none.
     const DEFAULT_DELETION_POLICY: DeletionPolicy;
@@ -288,7 +288,7 @@ pub struct ControlAnnotations {
     pub poll_interval: Option<Duration>,
     /// When tether last asked the cloud to create the resource without having seen
     /// it since (see [`CREATE_PENDING_ANNOTATION`]).
-    pub create_pending: Option<Timestamp>,
+    pub create_sent: Option<Timestamp>,
     /// The keys of the spec's tags tether last applied (see
     /// [`APPLIED_TAGS_ANNOTATION`]); `None` before it recorded any.
     pub applied_tags: Option<BTreeSet<String>>,
@@ -335,7 +335,7 @@ impl ControlAnnotations {
             .get(EXTERNAL_NAME_ANNOTATION)
             .filter(|name| !name.is_empty())
             .cloned();
-        let create_pending = annotations
+        let create_sent = annotations
             .get(CREATE_PENDING_ANNOTATION)
             .map(|value| {
                 value
@@ -357,7 +357,7 @@ impl ControlAnnotations {
             external_name,
             paused,
             poll_interval,
-            create_pending,
+            create_sent,
             applied_tags,
         })
     }
@@ -476,7 +476,7 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(
-            parsed.create_pending,
+            parsed.create_sent,
             Some("2026-11-30T12:00:00Z".parse().unwrap())
         );
         let error = ControlAnnotations::parse(&annotations(&[(CREATE_PENDING_ANNOTATION, "soon")]))

@@ -18,7 +18,7 @@ use super::{
         error::{Error, Phase},
         ownership, references,
     },
-    DELETING, FINALIZER, Steps, WAITING_TO_DELETE, fails, publish_event,
+    DELETING, FINALIZER, ObjectReconcile, WAITING_TO_DELETE, fails, publish_event,
 };
 use crate::connection_secret;
 
@@ -84,12 +84,12 @@ pub(super) fn kept_secret(secret: Option<&str>) -> String {
 }
 
 /// Removes tether's finalizer, checking it is where it was.
-async fn remove_finalizer<M: Managed>(api: &Api<M>, object: &M) -> Result<(), Error> {
+pub(super) async fn remove_finalizer<M: Managed>(api: &Api<M>, object: &M) -> Result<(), Error> {
     crate::finalizers::remove(api, object, FINALIZER).await?;
     Ok(())
 }
 
-impl<M, C> Steps<'_, M, C>
+impl<M, C> ObjectReconcile<'_, M, C>
 where
     M: Managed,
     C: Connector<M>,
@@ -146,23 +146,20 @@ where
         {
             Observation::Missing => {
                 let now = k8s_openapi::jiff::Timestamp::now();
-                let create_pending = self.annotations.create_pending;
-                if !ownership::deletion_may_finish(create_pending, deletion_started.is_some(), now)
-                {
+                let create_sent = self.annotations.create_sent;
+                if !ownership::deletion_may_finish(create_sent, deletion_started.is_some(), now) {
                     // Letting go now would leave behind what the create made.
                     let message = format!(
                         "the {kind} created at {} is not visible yet; deleting it once the cloud \
                          shows it",
-                        create_pending
-                            .map(|sent| sent.to_string())
-                            .unwrap_or_default()
+                        create_sent.map(|sent| sent.to_string()).unwrap_or_default()
                     );
                     self.write_status(object, fails(READY, WAITING_TO_DELETE, message), None)
                         .await?;
                     return Err(Error::StillDeleting);
                 }
                 if deletion_started.is_none()
-                    && let Some(sent) = create_pending
+                    && let Some(sent) = create_sent
                 {
                     let message = format!(
                         "the cloud never showed the {kind} created at {sent}, by its name nor by \
@@ -187,7 +184,7 @@ where
             }
             Observation::Exists(observed) => observed,
         };
-        if !self.claim(object, &observed).await?.is_ours_to_act_on() {
+        if !self.whose(object, &observed).await?.is_ours_to_act_on() {
             let name = self.shown_name(object, &observed);
             let message =
                 format!("{kind} {name} was not created by this object and is left in the cloud");

@@ -22,7 +22,7 @@ use tether_api::{
     },
 };
 
-use super::Steps;
+use super::ObjectReconcile;
 use crate::{
     connection_secret::Publisher,
     reconciler::error::{Error, Phase},
@@ -96,7 +96,7 @@ fn invalid(message: String) -> Error {
     })
 }
 
-impl<M, C> Steps<'_, M, C>
+impl<M, C> ObjectReconcile<'_, M, C>
 where
     M: Managed,
     C: Connector<M>,
