@@ -445,6 +445,18 @@ async fn bad_rotation_specs_are_refused_at_apply_time() {
             .contains("passwordRotation needs databaseName"),
         "{refused}"
     );
+    // The example in examples/ is accepted as it is (a server-side dry run).
+    let example = std::fs::read_to_string(
+        tether_testkit::repo_root().join("examples/db-instance-rotated-local.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "namespace: default",
+        &format!("namespace: {}", world.ns.name),
+    );
+    tether_testkit::cluster::dry_run(&world.ns.client, Some(&world.ns.name), &example)
+        .await
+        .expect("examples/db-instance-rotated-local.yaml applies");
     world.finish().await;
 }
 
