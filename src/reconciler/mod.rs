@@ -37,6 +37,7 @@ mod pacing;
 mod reconcile;
 mod references;
 mod status;
+mod turns;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -235,7 +236,8 @@ pub async fn run<M, C>(
             let reader = reader.clone();
             move |namespace| referrers(&reader, Some(namespace.name_any()), |_| true)
         })
-        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        // Unbounded here: the reconciles take turns in `Turns`, first come first served.
+        .with_config(controller::Config::default().concurrency(0))
         .graceful_shutdown_on(shutdown.clone());
     for kind in M::referenced_kinds() {
         // A referenced object that changes (becomes Ready) reconciles the objects
@@ -266,8 +268,22 @@ pub async fn run<M, C>(
         secrets: shared_watches.secrets.store().clone(),
     });
     tracing::info!(kind = %M::kind(&()), "controller started");
+    let turns = Arc::new(turns::Turns::new(shared.settings.concurrency));
+    let store = reader.clone();
     let running = controller
-        .run(reconcile::reconcile, error_policy, shared)
+        .run(
+            move |object, shared| {
+                let (turns, store) = (turns.clone(), store.clone());
+                async move {
+                    match turns.take(object, &store).await {
+                        Some((object, _turn)) => reconcile::reconcile(object, shared).await,
+                        None => Ok(Action::await_change()),
+                    }
+                }
+            },
+            error_policy,
+            shared,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(error = %error, "reconcile did not complete");
