@@ -124,11 +124,10 @@ mod tests {
 
     #[test]
     fn a_provider_error_keeps_the_cloud_code_and_message() {
-        let error = Error::provider(Phase::Create)(ProviderError {
-            class: ErrorClass::Terminal,
-            code: Some("InvalidParameterValue".into()),
-            message: "Invalid DB engine: oracle-xe".into(),
-        });
+        let error = Error::provider(Phase::Create)(
+            ProviderError::terminal("Invalid DB engine: oracle-xe")
+                .with_code("InvalidParameterValue"),
+        );
         assert_eq!(
             error.to_string(),
             "creating failed: InvalidParameterValue: Invalid DB engine: oracle-xe"
@@ -140,17 +139,14 @@ mod tests {
 
     #[test]
     fn a_connectors_refusal_brings_its_own_reason() {
-        let refused = Error::provider(Phase::Connect)(ProviderError {
-            class: ErrorClass::Terminal,
-            code: Some("ProviderConfigNotPermitted".into()),
-            message: "ProviderConfig team-a may not be used in namespace web".into(),
-        });
+        let refused = Error::provider(Phase::Connect)(
+            ProviderError::terminal("ProviderConfig team-a may not be used in namespace web")
+                .with_code("ProviderConfigNotPermitted"),
+        );
         assert_eq!(refused.reason(), "ProviderConfigNotPermitted");
-        let failed = Error::provider(Phase::Connect)(ProviderError {
-            class: ErrorClass::Transient,
-            code: None,
-            message: "ProviderConfig team-a does not exist".into(),
-        });
+        let failed = Error::provider(Phase::Connect)(ProviderError::transient(
+            "ProviderConfig team-a does not exist",
+        ));
         assert_eq!(failed.reason(), "ConnectFailed");
     }
 

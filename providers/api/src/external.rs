@@ -97,6 +97,62 @@ pub struct ProviderError {
     pub message: String,
 }
 
+impl ProviderError {
+    /// An error of `class` with no code.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// The request or configuration is wrong: the runtime records it and waits for a
+    /// change.
+    pub fn terminal(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Terminal, message)
+    }
+
+    /// A passing fault: the runtime backs off and tries again.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Transient, message)
+    }
+
+    /// The resource is busy or not visible yet: the runtime comes back later.
+    pub fn pending(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Pending, message)
+    }
+
+    /// The same error, carrying the cloud's (or tether's) error code `code`.
+    #[must_use]
+    pub fn with_code(self, code: impl Into<String>) -> Self {
+        Self {
+            code: Some(code.into()),
+            ..self
+        }
+    }
+
+    /// The same error, carrying `code` when there is one.
+    #[must_use]
+    pub fn with_optional_code(self, code: Option<&str>) -> Self {
+        Self {
+            code: code.map(str::to_owned),
+            ..self
+        }
+    }
+
+    /// The same error (its code) with another class and message, for an error that
+    /// means something else where it was met.
+    #[must_use]
+    pub fn reclassed(self, class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+            ..self
+        }
+    }
+}
+
 /// What a provider gets to know about the object besides its spec.
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
@@ -154,11 +210,8 @@ impl<'a> Context<'a> {
 
     /// The external name, for kinds whose name is always known before create.
     pub fn require_external_name(&self) -> Result<&str, ProviderError> {
-        self.external_name.ok_or_else(|| ProviderError {
-            class: ErrorClass::Terminal,
-            code: None,
-            message: "the object has no external name".to_owned(),
-        })
+        self.external_name
+            .ok_or_else(|| ProviderError::terminal("the object has no external name"))
     }
 
     /// The resolved external name of the object referenced by `field`.
@@ -270,11 +323,11 @@ pub trait ExternalClient<M: Managed>: Send + Sync {
 
 /// The error of a kind that has no logins to rotate.
 fn rotation_unsupported<M: Managed>() -> ProviderError {
-    ProviderError {
-        class: ErrorClass::Terminal,
-        code: Some("RotationUnsupported".to_owned()),
-        message: format!("{} has no logins that tether can rotate", M::kind(&())),
-    }
+    ProviderError::terminal(format!(
+        "{} has no logins that tether can rotate",
+        M::kind(&())
+    ))
+    .with_code("RotationUnsupported")
 }
 
 /// Builds the external client for an object: resolves its ProviderConfig into

@@ -13,7 +13,6 @@ use std::{collections::BTreeMap, time::Duration};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, runtime::events::EventType};
 use tether_api::{
-    ErrorClass,
     external::{ConnectionDetails, Connector, ExternalClient, ObservedOf, ProviderError},
     managed::{LocalSecretReference, Managed},
     rotation::{
@@ -89,11 +88,9 @@ fn after(at: Timestamp, duration: Duration) -> Timestamp {
 }
 
 fn invalid(message: String) -> Error {
-    Error::provider(Phase::Rotate)(ProviderError {
-        class: ErrorClass::Terminal,
-        code: Some("InvalidPasswordRotation".to_owned()),
-        message,
-    })
+    Error::provider(Phase::Rotate)(
+        ProviderError::terminal(message).with_code("InvalidPasswordRotation"),
+    )
 }
 
 impl<M, C> ObjectReconcile<'_, M, C>
