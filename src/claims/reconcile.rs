@@ -20,7 +20,7 @@ use kube::{
 use serde_json::json;
 use tether_api::{
     claim::{CLASS_CHANGED, CLASS_GENERATION_ANNOTATION, Claim, ClaimStatus, Class},
-    conditions::{self, ConditionUpdate, READY, SYNCED, set_condition},
+    conditions::{self, ConditionUpdate, READY, SYNCED, reasons, set_condition},
     managed::Managed,
     provider_config,
 };
@@ -127,14 +127,14 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         let class = match classes.get_opt(class_name).await? {
             None => {
                 let refusal = Refusal::new(
-                    "ClassNotFound",
+                    reasons::CLASS_NOT_FOUND,
                     format!("{class_kind} {class_name} does not exist"),
                 );
                 return self.refuse(mine.as_ref(), refusal).await;
             }
             Some(class) if class.meta().deletion_timestamp.is_some() && mine.is_none() => {
                 let refusal = Refusal::new(
-                    "ClassNotFound",
+                    reasons::CLASS_NOT_FOUND,
                     format!("{class_kind} {class_name} is being deleted"),
                 );
                 return self.refuse(mine.as_ref(), refusal).await;
@@ -167,7 +167,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         if mine.is_none() {
             self.publish(
                 EventType::Normal,
-                "Created",
+                reasons::CREATED,
                 format!(
                     "created {} {} from {class_kind} {class_name} (generation {})",
                     C::Managed::kind(&()),
@@ -201,7 +201,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             Ok(true) => {}
             Ok(false) => {
                 return Ok(Err(Refusal::new(
-                    "NotAllowed",
+                    reasons::NOT_ALLOWED,
                     format!(
                         "namespace {namespace} may not use {class_kind} {class_name}: its labels do not match the class's namespaceSelector"
                     ),
@@ -209,7 +209,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             }
             Err(error) => {
                 return Ok(Err(Refusal::new(
-                    "NotAllowed",
+                    reasons::NOT_ALLOWED,
                     format!("{class_kind} {class_name}'s {error}"),
                 )));
             }
@@ -218,7 +218,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             Ok(wanted) => wanted,
             Err(refusals) => {
                 return Ok(Err(Refusal::new(
-                    "NotAllowed",
+                    reasons::NOT_ALLOWED,
                     format!("{class_kind} {class_name}: {}", refusals.join("; ")),
                 )));
             }
@@ -269,7 +269,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         };
         if let Some(message) = refusal {
             return Ok(Err(Refusal::new(
-                "QuotaExceeded",
+                reasons::QUOTA_EXCEEDED,
                 format!("{class_kind} {class_name}: {message}"),
             )));
         }
@@ -369,7 +369,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         let class_changed = if built.waiting.is_empty() {
             ConditionUpdate::fails(
                 CLASS_CHANGED,
-                "UpToDate",
+                reasons::UP_TO_DATE,
                 format!(
                     "built from {class_kind} {} generation {generation}",
                     class.name_any()
@@ -389,10 +389,10 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
                 .and_then(|status| conditions::find(&status.conditions, CLASS_CHANGED))
                 .is_some_and(|c| c.status == "True" && c.message == message);
             if !was_waiting {
-                self.publish(EventType::Normal, "ClassChanged", message.clone())
+                self.publish(EventType::Normal, reasons::CLASS_CHANGED, message.clone())
                     .await;
             }
-            ConditionUpdate::holds(CLASS_CHANGED, "ChangesWaiting", message)
+            ConditionUpdate::holds(CLASS_CHANGED, reasons::CHANGES_WAITING, message)
         };
         let status = ClaimStatus {
             conditions: self
@@ -433,7 +433,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
                 C::kind(&())
             );
             tracing::warn!(namespace = self.claim.namespace(), %name, "{message}");
-            self.publish(EventType::Warning, "LeftInPlace", message)
+            self.publish(EventType::Warning, reasons::LEFT_IN_PLACE, message)
                 .await;
             return Ok(Action::await_change());
         }
@@ -441,7 +441,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             self.managed.delete(&name, &DeleteParams::default()).await?;
             self.publish(
                 EventType::Normal,
-                "Deleting",
+                reasons::DELETING,
                 format!(
                     "deleting {kind} {name} (deletionPolicy {})",
                     object.deletion_policy()
@@ -455,7 +455,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             status,
             vec![ConditionUpdate::fails(
                 READY,
-                "Deleting",
+                reasons::DELETING,
                 format!("{kind} {name} is being deleted: {}", deleting.message),
             )],
         )
@@ -559,7 +559,7 @@ fn mirrored<C: Claim>(object: &C::Managed, type_: &'static str) -> ConditionUpda
         },
         None => ConditionUpdate::fails(
             type_,
-            "Creating",
+            reasons::CREATING,
             format!(
                 "waiting for {} {} to report",
                 C::Managed::kind(&()),

@@ -11,7 +11,7 @@ use kube::{
 use serde_json::json;
 use tether_api::{
     ErrorClass,
-    conditions::{self, ConditionUpdate, READY, SYNCED},
+    conditions::{self, ConditionUpdate, READY, SYNCED, reasons},
     external::{
         ConnectionDetails, Connector, Context, Delta, ExternalClient, Observation, ObservedOf,
         Readiness,
@@ -44,21 +44,8 @@ use crate::{FIELD_MANAGER, connection_secret::Publisher, crds};
 /// The finalizer that keeps an object until its cloud resource is dealt with.
 pub const FINALIZER: &str = "tether.dev/finalizer";
 
-/// Reason of `Ready` while the cloud deletes the resource: the delete was sent.
-const DELETING: &str = "Deleting";
-
-/// Reason of `Ready` while a deletion waits for the cloud to show what a create made,
-/// to delete it then.
-const WAITING_TO_DELETE: &str = "WaitingToDelete";
-
 /// `Context::applied_tags` before tether recorded any.
 static NO_TAGS: BTreeSet<String> = BTreeSet::new();
-
-/// Reason of `Ready` and `Synced` for a resource that is someone else's.
-const NOT_OWNED: &str = "NotOwned";
-
-/// Reason of `Ready` and `Synced` for a resource another live object owns.
-const OWNED_BY_ANOTHER: &str = "OwnedByAnother";
 
 /// When to look at a resource right after creating it: many (subnet groups, security
 /// groups) are usable at once, and the objects waiting for them should not wait a
@@ -194,7 +181,7 @@ where
 async fn paused<M: Managed>(api: &Api<M>, object: &M, deleting: bool) -> Result<Action, Error> {
     let (reason, message) = if deleting {
         (
-            "DeletionPaused",
+            reasons::DELETION_PAUSED,
             format!(
                 "the object is being deleted, but {PAUSED_ANNOTATION} is \"true\": remove \
                  the annotation to let tether act on deletionPolicy {:?}",
@@ -203,7 +190,7 @@ async fn paused<M: Managed>(api: &Api<M>, object: &M, deleting: bool) -> Result<
         )
     } else {
         (
-            "ReconcilePaused",
+            reasons::RECONCILE_PAUSED,
             format!("{PAUSED_ANNOTATION} is \"true\": tether makes no cloud call for this object"),
         )
     };
@@ -420,7 +407,7 @@ where
                     M::kind(&()),
                     external_name.as_deref().unwrap_or("(no external name)")
                 );
-                self.write_status(object, fails(READY, "NotFound", message), None)
+                self.write_status(object, fails(READY, reasons::NOT_FOUND, message), None)
                     .await?;
                 Ok(self.requeue_poll())
             }
@@ -435,7 +422,7 @@ where
                          (reads lag behind writes), and creating nothing more until then"
                     );
                     tracing::debug!(kind = %M::kind(&()), name = object.name_any(), "{message}");
-                    self.write_status(object, fails(READY, "Creating", message), None)
+                    self.write_status(object, fails(READY, reasons::CREATING, message), None)
                         .await?;
                     Ok(self.requeue_wait())
                 }
@@ -460,8 +447,13 @@ where
                         grace = CREATE_GRACE.as_secs()
                     );
                     tracing::warn!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), "{message}");
-                    self.event(object, EventType::Warning, "GoneAfterCreate", message)
-                        .await;
+                    self.event(
+                        object,
+                        EventType::Warning,
+                        reasons::GONE_AFTER_CREATE,
+                        message,
+                    )
+                    .await;
                     self.create(object, &client, &mut publisher, context, None)
                         .await
                 }
@@ -544,7 +536,7 @@ where
              tether will neither change nor delete it. To manage it, set the annotation \
              {EXTERNAL_NAME_ANNOTATION}: {name}; for a new one, choose another name"
         );
-        self.refuse(object, NOT_OWNED, message).await
+        self.refuse(object, reasons::NOT_OWNED, message).await
     }
 
     /// The resource belongs to another object that still exists (in any namespace):
@@ -563,7 +555,8 @@ where
              another name; a resource moves to a new object only after its owner is deleted \
              with deletionPolicy Retain"
         );
-        self.refuse(object, OWNED_BY_ANOTHER, message).await
+        self.refuse(object, reasons::OWNED_BY_ANOTHER, message)
+            .await
     }
 
     /// Says on the object, in a Warning Event and both conditions, why tether leaves
@@ -682,7 +675,7 @@ where
         self.event(
             object,
             EventType::Normal,
-            "Created",
+            reasons::CREATED,
             format!("created {} {name}", M::kind(&())),
         )
         .await;
@@ -690,7 +683,7 @@ where
             object,
             fails(
                 READY,
-                "Creating",
+                reasons::CREATING,
                 "waiting for the cloud to report it ready",
             ),
             None,
@@ -752,7 +745,7 @@ where
             self.event(
                 object,
                 EventType::Normal,
-                "Updated",
+                reasons::UPDATED,
                 format!("updated {}", observed.delta.describe().join(", ")),
             )
             .await;
@@ -782,9 +775,11 @@ where
             String::new()
         };
         let ready = match &observed.readiness {
-            Readiness::Ready => {
-                ConditionUpdate::holds(READY, "Available", "the cloud resource is ready to use")
-            }
+            Readiness::Ready => ConditionUpdate::holds(
+                READY,
+                reasons::AVAILABLE,
+                "the cloud resource is ready to use",
+            ),
             Readiness::NotReady { reason, message } => fails(READY, reason, message),
         };
         let settled = observed.readiness == Readiness::Ready
@@ -917,8 +912,8 @@ where
         };
         let synced = match (failed, self.waiting_for_references.get()) {
             (Some(error), _) => fails(SYNCED, error.reason(), error.to_string()),
-            (None, Some(waiting)) => fails(SYNCED, "ReferenceNotReady", waiting.clone()),
-            (None, None) => ConditionUpdate::holds(SYNCED, "ReconcileSuccess", message),
+            (None, Some(waiting)) => fails(SYNCED, reasons::REFERENCE_NOT_READY, waiting.clone()),
+            (None, None) => ConditionUpdate::holds(SYNCED, reasons::RECONCILE_SUCCESS, message),
         };
         let kind = M::kind(&());
         let metrics = &self.shared.settings.metrics;
@@ -949,7 +944,7 @@ where
                 after.as_secs()
             );
             tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-            self.event(object, EventType::Normal, "Ready", message)
+            self.event(object, EventType::Normal, reasons::READY, message)
                 .await;
         }
         Ok(())

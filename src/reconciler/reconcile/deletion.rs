@@ -7,7 +7,7 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 use tether_api::{
-    conditions::{self, READY},
+    conditions::{self, READY, reasons},
     external::{Connector, Context, ExternalClient, Observation},
     managed::{DeletionPolicy, EXTERNAL_NAME_ANNOTATION, Managed, ManagementPolicy},
 };
@@ -18,7 +18,7 @@ use super::{
         error::{Error, Phase},
         ownership, references,
     },
-    DELETING, FINALIZER, ObjectReconcile, WAITING_TO_DELETE, fails, publish_event,
+    FINALIZER, ObjectReconcile, fails, publish_event,
 };
 use crate::connection_secret;
 
@@ -45,7 +45,14 @@ where
         kept_secret(secret.as_deref())
     );
     tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-    publish_event(shared, object, EventType::Warning, "LeftInCloud", message).await;
+    publish_event(
+        shared,
+        object,
+        EventType::Warning,
+        reasons::LEFT_IN_CLOUD,
+        message,
+    )
+    .await;
     remove_finalizer(api, object).await?;
     Ok(Action::await_change())
 }
@@ -137,8 +144,8 @@ where
         };
         // The delete was sent: `Ready` says `Deleting` only once it was (before, while a
         // create the cloud does not show yet is awaited, it says `WaitingToDelete`).
-        let deletion_started =
-            conditions::find(object.conditions(), READY).filter(|ready| ready.reason == DELETING);
+        let deletion_started = conditions::find(object.conditions(), READY)
+            .filter(|ready| ready.reason == reasons::DELETING);
         let observed = match client
             .observe(object, context)
             .await
@@ -154,8 +161,12 @@ where
                          shows it",
                         create_sent.map(|sent| sent.to_string()).unwrap_or_default()
                     );
-                    self.write_status(object, fails(READY, WAITING_TO_DELETE, message), None)
-                        .await?;
+                    self.write_status(
+                        object,
+                        fails(READY, reasons::WAITING_TO_DELETE, message),
+                        None,
+                    )
+                    .await?;
                     return Err(Error::StillDeleting);
                 }
                 if deletion_started.is_none()
@@ -166,8 +177,13 @@ where
                          this object's UID tag: letting the object go"
                     );
                     tracing::warn!(%kind, namespace, name = object.name_any(), "{message}");
-                    self.event(object, EventType::Warning, "NotFoundAfterCreate", message)
-                        .await;
+                    self.event(
+                        object,
+                        EventType::Warning,
+                        reasons::NOT_FOUND_AFTER_CREATE,
+                        message,
+                    )
+                    .await;
                 }
                 self.shared
                     .pacing
@@ -176,7 +192,7 @@ where
                 self.event(
                     object,
                     EventType::Normal,
-                    "Deleted",
+                    reasons::DELETED,
                     format!("{kind} {shown_name} is gone from the cloud"),
                 )
                 .await;
@@ -213,7 +229,7 @@ where
             self.event(
                 object,
                 EventType::Normal,
-                "DeletionStarted",
+                reasons::DELETION_STARTED,
                 message.clone(),
             )
             .await;
@@ -221,7 +237,7 @@ where
         };
         self.write_status(
             object,
-            fails(READY, DELETING, message),
+            fails(READY, reasons::DELETING, message),
             Some((String::new(), observed.at_provider)),
         )
         .await?;

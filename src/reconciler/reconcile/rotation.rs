@@ -13,6 +13,7 @@ use std::{collections::BTreeMap, time::Duration};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, runtime::events::EventType};
 use tether_api::{
+    conditions::reasons,
     external::{ConnectionDetails, Connector, ExternalClient, ObservedOf, ProviderError},
     managed::{LocalSecretReference, Managed},
     rotation::{
@@ -257,8 +258,13 @@ where
                        before the login switches"
             .to_owned();
         tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-        self.event(object, EventType::Normal, "MasterPasswordRenewed", message)
-            .await;
+        self.event(
+            object,
+            EventType::Normal,
+            reasons::MASTER_PASSWORD_RENEWED,
+            message,
+        )
+        .await;
         Ok(true)
     }
 
@@ -305,8 +311,13 @@ where
              the login it held before keeps working for {grace} s"
         );
         tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-        self.event(object, EventType::Normal, "PasswordRotated", message)
-            .await;
+        self.event(
+            object,
+            EventType::Normal,
+            reasons::PASSWORD_ROTATED,
+            message,
+        )
+        .await;
         Ok(())
     }
 
@@ -340,7 +351,7 @@ where
             "the login {name} no longer logs in: its grace period after the last rotation ended"
         );
         tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-        self.event(object, EventType::Normal, "LoginRetired", message)
+        self.event(object, EventType::Normal, reasons::LOGIN_RETIRED, message)
             .await;
         Ok(())
     }
