@@ -29,7 +29,9 @@ use super::{
     CLAIM_FINALIZER, Error, Shared,
     admission::{Holding, Limits},
 };
-use crate::{FIELD_MANAGER, crds, finalizers};
+use tracing::Instrument;
+
+use crate::{FIELD_MANAGER, crds, finalizers, telemetry};
 
 #[cfg(test)]
 mod tests;
@@ -38,6 +40,15 @@ mod tests;
 /// finalizer goes on first (its watch event brings the claim back), and comes off once
 /// the cleanup of a claim being deleted succeeds.
 pub(super) async fn reconcile<C: Claim>(
+    claim: Arc<C>,
+    shared: Arc<Shared<C>>,
+) -> Result<Action, Error> {
+    let span = telemetry::reconcile_span(&*claim);
+    reconcile_in_span(claim, shared).instrument(span).await
+}
+
+/// [`reconcile`], inside the claim's span.
+async fn reconcile_in_span<C: Claim>(
     claim: Arc<C>,
     shared: Arc<Shared<C>>,
 ) -> Result<Action, Error> {
@@ -335,7 +346,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         let already = conditions::find(&previous.conditions, SYNCED)
             .is_some_and(|c| c.reason == refusal.reason && c.message == refusal.message);
         if !already {
-            tracing::info!(kind = %C::kind(&()), namespace = self.claim.namespace(), name = self.claim.name_any(), reason = refusal.reason, "{}", refusal.message);
+            tracing::info!(reason = refusal.reason, "{}", refusal.message);
             self.publish(EventType::Warning, refusal.reason, refusal.message.clone())
                 .await;
         }
@@ -432,7 +443,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
                 "the CustomResourceDefinition of {} is being deleted: {kind} {name} is kept, no longer owned by the claim",
                 C::kind(&())
             );
-            tracing::warn!(namespace = self.claim.namespace(), %name, "{message}");
+            tracing::warn!(object = %name, "{message}");
             self.publish(EventType::Warning, reasons::LEFT_IN_PLACE, message)
                 .await;
             return Ok(Action::await_change());

@@ -39,7 +39,9 @@ mod rotation;
 #[cfg(test)]
 mod tests;
 
-use crate::{FIELD_MANAGER, connection_secret::Publisher, crds};
+use tracing::Instrument;
+
+use crate::{FIELD_MANAGER, connection_secret::Publisher, crds, telemetry};
 
 /// The finalizer that keeps an object until its cloud resource is dealt with.
 pub const FINALIZER: &str = "tether.dev/finalizer";
@@ -52,9 +54,20 @@ static NO_TAGS: BTreeSet<String> = BTreeSet::new();
 /// whole wait interval. Also when to come back after adding a new object's finalizer.
 const FIRST_LOOK_AFTER_CREATE: Duration = Duration::from_secs(2);
 
-/// Reconciles `object`; every outcome the object can show is recorded on it, so only
-/// a failure to record reaches the controller's error policy.
+/// Reconciles `object` inside its span ([`telemetry::reconcile_span`]); every outcome
+/// the object can show is recorded on it, so only a failure to record reaches the
+/// controller's error policy.
 pub async fn reconcile<M, C>(object: Arc<M>, shared: Arc<Shared<C>>) -> Result<Action, Error>
+where
+    M: Managed,
+    C: Connector<M>,
+{
+    let span = telemetry::reconcile_span(&*object);
+    measured(object, shared).instrument(span).await
+}
+
+/// Reconciles `object` and records the outcome in the metrics.
+async fn measured<M, C>(object: Arc<M>, shared: Arc<Shared<C>>) -> Result<Action, Error>
 where
     M: Managed,
     C: Connector<M>,
@@ -265,7 +278,7 @@ where
         )
         .await;
     } else {
-        tracing::debug!(name = object.name_any(), retry_in = ?delay, "{message}");
+        tracing::debug!(retry_in = ?delay, "{message}");
     }
     delay
 }
@@ -421,7 +434,7 @@ where
                         "asked the cloud to create it at {sent}; waiting for the cloud to show it \
                          (reads lag behind writes), and creating nothing more until then"
                     );
-                    tracing::debug!(kind = %M::kind(&()), name = object.name_any(), "{message}");
+                    tracing::debug!("{message}");
                     self.write_status(object, fails(READY, reasons::CREATING, message), None)
                         .await?;
                     Ok(self.requeue_wait())
@@ -432,7 +445,7 @@ where
                         CREATE_RETRY_AFTER,
                     ) =>
                 {
-                    tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), %sent, "the cloud does not show the resource yet: sending the same create again, in case the first never arrived");
+                    tracing::info!(%sent, "the cloud does not show the resource yet: sending the same create again, in case the first never arrived");
                     self.create(object, &client, &mut publisher, context, Some(sent))
                         .await
                 }
@@ -446,7 +459,7 @@ where
                         name = external_name.as_deref().unwrap_or_default(),
                         grace = CREATE_GRACE.as_secs()
                     );
-                    tracing::warn!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), "{message}");
+                    tracing::warn!("{message}");
                     self.event(
                         object,
                         EventType::Warning,
@@ -562,8 +575,7 @@ where
     /// Says on the object, in a Warning Event and both conditions, why tether leaves
     /// the resource alone, and looks again at the next poll.
     async fn refuse(&self, object: &M, reason: &str, message: String) -> Result<Action, Error> {
-        let kind = M::kind(&());
-        tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), reason, "{message}");
+        tracing::warn!(reason, "{message}");
         self.event(object, EventType::Warning, reason, message.clone())
             .await;
         status::write(
@@ -671,7 +683,7 @@ where
             .as_deref()
             .or(context.external_name)
             .unwrap_or_default();
-        tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), external_name = name, "created in the cloud");
+        tracing::info!(external_name = name, "created in the cloud");
         self.event(
             object,
             EventType::Normal,
@@ -709,7 +721,10 @@ where
         {
             // Found by its UID tag: after a create whose answer never came back, or in
             // place of a resource that is gone.
-            tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), external_name = name, "found the cloud resource this object created");
+            tracing::info!(
+                external_name = name,
+                "found the cloud resource this object created"
+            );
             annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
         }
         if self.annotations.create_sent.is_some() {
@@ -741,7 +756,7 @@ where
                 .await
                 .map_err(Error::provider(Phase::Update))?;
             pending = false;
-            tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), fields = ?observed.delta.describe(), "updated in the cloud");
+            tracing::info!(fields = ?observed.delta.describe(), "updated in the cloud");
             self.event(
                 object,
                 EventType::Normal,
@@ -943,7 +958,7 @@ where
                 self.external_name(object).unwrap_or_default(),
                 after.as_secs()
             );
-            tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+            tracing::info!("{message}");
             self.event(object, EventType::Normal, reasons::READY, message)
                 .await;
         }

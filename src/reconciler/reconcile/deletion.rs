@@ -44,7 +44,7 @@ where
         "the CustomResourceDefinition of {kind} is being deleted: {kind} {external_name} is left in the cloud{}",
         kept_secret(secret.as_deref())
     );
-    tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+    tracing::warn!("{message}");
     publish_event(
         shared,
         object,
@@ -121,8 +121,8 @@ where
                 "{why}: {kind} {shown_name} is left in the cloud{}",
                 kept_secret(secret.as_deref())
             );
-            tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-            self.event(object, EventType::Normal, "Retained", message)
+            tracing::info!("{message}");
+            self.event(object, EventType::Normal, reasons::RETAINED, message)
                 .await;
             return Ok(Action::await_change());
         }
@@ -176,7 +176,7 @@ where
                         "the cloud never showed the {kind} created at {sent}, by its name nor by \
                          this object's UID tag: letting the object go"
                     );
-                    tracing::warn!(%kind, namespace, name = object.name_any(), "{message}");
+                    tracing::warn!("{message}");
                     self.event(
                         object,
                         EventType::Warning,
@@ -188,7 +188,7 @@ where
                 self.shared
                     .pacing
                     .create_settled(&object.uid().unwrap_or_default());
-                tracing::info!(%kind, namespace, name = object.name_any(), "gone from the cloud");
+                tracing::info!("gone from the cloud");
                 self.event(
                     object,
                     EventType::Normal,
@@ -204,8 +204,8 @@ where
             let name = self.shown_name(object, &observed);
             let message =
                 format!("{kind} {name} was not created by this object and is left in the cloud");
-            tracing::info!(%kind, namespace, name = object.name_any(), "{message}");
-            self.event(object, EventType::Normal, "Retained", message)
+            tracing::info!("{message}");
+            self.event(object, EventType::Normal, reasons::RETAINED, message)
                 .await;
             return Ok(Action::await_change());
         }
@@ -225,7 +225,7 @@ where
                 Some(note) => format!("deleting {kind} {shown_name}, {note}"),
                 None => format!("deleting {kind} {shown_name}"),
             };
-            tracing::info!(%kind, namespace, name = object.name_any(), ?policy, "{message}");
+            tracing::info!(?policy, "{message}");
             self.event(
                 object,
                 EventType::Normal,

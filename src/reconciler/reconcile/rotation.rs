@@ -148,7 +148,10 @@ where
         credentials
             .publish_recorded(object, source.published(), false, &forget_rotations)
             .await?;
-        tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), rotating, "moved the master credentials to the Secret they are kept in now");
+        tracing::info!(
+            rotating,
+            "moved the master credentials to the Secret they are kept in now"
+        );
         Ok(())
     }
 
@@ -257,7 +260,7 @@ where
         let message = "a new master password is in the master Secret, to be applied \
                        before the login switches"
             .to_owned();
-        tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+        tracing::info!("{message}");
         self.event(
             object,
             EventType::Normal,
@@ -310,7 +313,7 @@ where
             "the connection Secret holds the login {login} now, with a new password ({why}); \
              the login it held before keeps working for {grace} s"
         );
-        tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+        tracing::info!("{message}");
         self.event(
             object,
             EventType::Normal,
@@ -350,7 +353,7 @@ where
         let message = format!(
             "the login {name} no longer logs in: its grace period after the last rotation ended"
         );
-        tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
+        tracing::info!("{message}");
         self.event(object, EventType::Normal, reasons::LOGIN_RETIRED, message)
             .await;
         Ok(())

@@ -40,7 +40,10 @@ pub const GONE_AFTER_CREATE: &str = "GoneAfterCreate";
 /// Event: a deletion found no resource with the object's UID tag after the create
 /// grace, and lets the object go.
 pub const NOT_FOUND_AFTER_CREATE: &str = "NotFoundAfterCreate";
-/// Event: the deletion policy kept the cloud resource.
+/// Event: a deleted object let go of its cloud resource and left it in place: the
+/// deletion policy says `Retain`, the object only observes it, or it never owned it.
+pub const RETAINED: &str = "Retained";
+/// Event: the CustomResourceDefinition went, and the cloud resource was left alone.
 pub const LEFT_IN_CLOUD: &str = "LeftInCloud";
 /// `Synced` while a referenced object is not ready.
 pub const REFERENCE_NOT_READY: &str = "ReferenceNotReady";
