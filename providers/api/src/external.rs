@@ -36,7 +36,12 @@ pub enum Readiness {
     Ready,
     /// Not usable yet or any more; `reason` is CamelCase (e.g. `Creating`), `message`
     /// is AWS's state in words.
-    NotReady { reason: String, message: String },
+    NotReady {
+        /// Why, in CamelCase, for the `Ready` condition.
+        reason: String,
+        /// AWS's state in words.
+        message: String,
+    },
 }
 
 /// What the provider saw of the cloud resource, with `A` its `status.atProvider` and
