@@ -12,6 +12,9 @@
 //! `TETHER_BENCH_ARGS` (`tether run` arguments added to the defaults, split at spaces,
 //! e.g. `--kube-qps 1000 --kube-burst 2000`).
 
+// A benchmark: a panic here stops it, at its place.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},

@@ -26,7 +26,7 @@ use kube::{
 };
 use serde_json::json;
 use tether_api::{
-    conditions::{self, ConditionUpdate, set_condition},
+    conditions::{self, ConditionUpdate, reasons, set_condition},
     provider_config::ProviderConfig,
 };
 
@@ -213,7 +213,7 @@ async fn reconcile<K: ProviderConfig>(
     let in_use = if deleting {
         ConditionUpdate::holds(
             shared.condition,
-            "DeletionWaiting",
+            reasons::DELETION_WAITING,
             format!(
                 "being deleted: waits until the {count} {} that use it are gone (their deletion uses it to delete their cloud resources): {users_words}",
                 scope_words(&shared.settings)
@@ -222,7 +222,7 @@ async fn reconcile<K: ProviderConfig>(
     } else {
         ConditionUpdate::holds(
             shared.condition,
-            "InUse",
+            reasons::IN_USE,
             format!(
                 "used by {count} {}: {users_words}",
                 scope_words(&shared.settings)

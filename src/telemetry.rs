@@ -1,5 +1,6 @@
 //! Logging set-up: human-readable or JSON lines on stderr, filtered by `TETHER_LOG`.
 
+use kube::{Resource, ResourceExt};
 use tracing_subscriber::{EnvFilter, fmt};
 
 /// How log lines are written.
@@ -26,4 +27,18 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The span of one reconcile of `object`: its kind, namespace and name, which every log
+/// line of the reconcile then carries (the text format prints them before the message,
+/// the JSON format under `span`). kube-runtime's own `reconciling object` span enters
+/// only while the reconcile's future is built, not while it runs, so log lines written
+/// after the first `.await` would not carry it.
+pub fn reconcile_span<K: Resource<DynamicType = ()>>(object: &K) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        kind = %K::kind(&()),
+        namespace = object.namespace(),
+        name = %object.name_any(),
+    )
 }

@@ -11,7 +11,7 @@ use kube::{
     Api, Resource, ResourceExt,
     runtime::{controller::Action, events::EventType},
 };
-use tether_api::claim::Claim;
+use tether_api::{claim::Claim, conditions::reasons};
 
 use super::{Error, Shared};
 use crate::{crds, finalizers};
@@ -80,7 +80,7 @@ pub(super) async fn reconcile<C: Claim>(
             &shared.recorder,
             &*class,
             EventType::Warning,
-            "InUse",
+            reasons::IN_USE,
             "Delete",
             note,
         )

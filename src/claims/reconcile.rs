@@ -20,7 +20,7 @@ use kube::{
 use serde_json::json;
 use tether_api::{
     claim::{CLASS_CHANGED, CLASS_GENERATION_ANNOTATION, Claim, ClaimStatus, Class},
-    conditions::{self, ConditionUpdate, READY, SYNCED, set_condition},
+    conditions::{self, ConditionUpdate, READY, SYNCED, reasons, set_condition},
     managed::Managed,
     provider_config,
 };
@@ -29,7 +29,9 @@ use super::{
     CLAIM_FINALIZER, Error, Shared,
     admission::{Holding, Limits},
 };
-use crate::{FIELD_MANAGER, crds, finalizers};
+use tracing::Instrument;
+
+use crate::{FIELD_MANAGER, crds, finalizers, telemetry};
 
 #[cfg(test)]
 mod tests;
@@ -38,6 +40,15 @@ mod tests;
 /// finalizer goes on first (its watch event brings the claim back), and comes off once
 /// the cleanup of a claim being deleted succeeds.
 pub(super) async fn reconcile<C: Claim>(
+    claim: Arc<C>,
+    shared: Arc<Shared<C>>,
+) -> Result<Action, Error> {
+    let span = telemetry::reconcile_span(&*claim);
+    reconcile_in_span(claim, shared).instrument(span).await
+}
+
+/// [`reconcile`], inside the claim's span.
+async fn reconcile_in_span<C: Claim>(
     claim: Arc<C>,
     shared: Arc<Shared<C>>,
 ) -> Result<Action, Error> {
@@ -127,14 +138,14 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         let class = match classes.get_opt(class_name).await? {
             None => {
                 let refusal = Refusal::new(
-                    "ClassNotFound",
+                    reasons::CLASS_NOT_FOUND,
                     format!("{class_kind} {class_name} does not exist"),
                 );
                 return self.refuse(mine.as_ref(), refusal).await;
             }
             Some(class) if class.meta().deletion_timestamp.is_some() && mine.is_none() => {
                 let refusal = Refusal::new(
-                    "ClassNotFound",
+                    reasons::CLASS_NOT_FOUND,
                     format!("{class_kind} {class_name} is being deleted"),
                 );
                 return self.refuse(mine.as_ref(), refusal).await;
@@ -167,7 +178,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         if mine.is_none() {
             self.publish(
                 EventType::Normal,
-                "Created",
+                reasons::CREATED,
                 format!(
                     "created {} {} from {class_kind} {class_name} (generation {})",
                     C::Managed::kind(&()),
@@ -201,7 +212,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             Ok(true) => {}
             Ok(false) => {
                 return Ok(Err(Refusal::new(
-                    "NotAllowed",
+                    reasons::NOT_ALLOWED,
                     format!(
                         "namespace {namespace} may not use {class_kind} {class_name}: its labels do not match the class's namespaceSelector"
                     ),
@@ -209,7 +220,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             }
             Err(error) => {
                 return Ok(Err(Refusal::new(
-                    "NotAllowed",
+                    reasons::NOT_ALLOWED,
                     format!("{class_kind} {class_name}'s {error}"),
                 )));
             }
@@ -218,7 +229,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             Ok(wanted) => wanted,
             Err(refusals) => {
                 return Ok(Err(Refusal::new(
-                    "NotAllowed",
+                    reasons::NOT_ALLOWED,
                     format!("{class_kind} {class_name}: {}", refusals.join("; ")),
                 )));
             }
@@ -269,7 +280,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         };
         if let Some(message) = refusal {
             return Ok(Err(Refusal::new(
-                "QuotaExceeded",
+                reasons::QUOTA_EXCEEDED,
                 format!("{class_kind} {class_name}: {message}"),
             )));
         }
@@ -335,7 +346,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         let already = conditions::find(&previous.conditions, SYNCED)
             .is_some_and(|c| c.reason == refusal.reason && c.message == refusal.message);
         if !already {
-            tracing::info!(kind = %C::kind(&()), namespace = self.claim.namespace(), name = self.claim.name_any(), reason = refusal.reason, "{}", refusal.message);
+            tracing::info!(reason = refusal.reason, "{}", refusal.message);
             self.publish(EventType::Warning, refusal.reason, refusal.message.clone())
                 .await;
         }
@@ -369,7 +380,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
         let class_changed = if built.waiting.is_empty() {
             ConditionUpdate::fails(
                 CLASS_CHANGED,
-                "UpToDate",
+                reasons::UP_TO_DATE,
                 format!(
                     "built from {class_kind} {} generation {generation}",
                     class.name_any()
@@ -389,10 +400,10 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
                 .and_then(|status| conditions::find(&status.conditions, CLASS_CHANGED))
                 .is_some_and(|c| c.status == "True" && c.message == message);
             if !was_waiting {
-                self.publish(EventType::Normal, "ClassChanged", message.clone())
+                self.publish(EventType::Normal, reasons::CLASS_CHANGED, message.clone())
                     .await;
             }
-            ConditionUpdate::holds(CLASS_CHANGED, "ChangesWaiting", message)
+            ConditionUpdate::holds(CLASS_CHANGED, reasons::CHANGES_WAITING, message)
         };
         let status = ClaimStatus {
             conditions: self
@@ -432,8 +443,8 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
                 "the CustomResourceDefinition of {} is being deleted: {kind} {name} is kept, no longer owned by the claim",
                 C::kind(&())
             );
-            tracing::warn!(namespace = self.claim.namespace(), %name, "{message}");
-            self.publish(EventType::Warning, "LeftInPlace", message)
+            tracing::warn!(object = %name, "{message}");
+            self.publish(EventType::Warning, reasons::LEFT_IN_PLACE, message)
                 .await;
             return Ok(Action::await_change());
         }
@@ -441,7 +452,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             self.managed.delete(&name, &DeleteParams::default()).await?;
             self.publish(
                 EventType::Normal,
-                "Deleting",
+                reasons::DELETING,
                 format!(
                     "deleting {kind} {name} (deletionPolicy {})",
                     object.deletion_policy()
@@ -455,7 +466,7 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             status,
             vec![ConditionUpdate::fails(
                 READY,
-                "Deleting",
+                reasons::DELETING,
                 format!("{kind} {name} is being deleted: {}", deleting.message),
             )],
         )
@@ -559,7 +570,7 @@ fn mirrored<C: Claim>(object: &C::Managed, type_: &'static str) -> ConditionUpda
         },
         None => ConditionUpdate::fails(
             type_,
-            "Creating",
+            reasons::CREATING,
             format!(
                 "waiting for {} {} to report",
                 C::Managed::kind(&()),

@@ -1,7 +1,9 @@
 //! Why a reconcile did not finish, sorted into the classes that pick what happens next
 //! and the reasons that conditions and Events show.
 
-use tether_api::{ErrorClass, external::ProviderError, managed::AnnotationError};
+use tether_api::{
+    ErrorClass, conditions::reasons, external::ProviderError, managed::AnnotationError,
+};
 
 use crate::connection_secret;
 
@@ -88,8 +90,8 @@ impl Error {
     /// failed rotation (e.g. `DatabaseUnreachable`): it is the database's, not AWS's.
     pub fn reason(&self) -> &str {
         match self {
-            Self::Annotation(_) => "InvalidAnnotation",
-            Self::ReferenceNotReady(_) => "ReferenceNotReady",
+            Self::Annotation(_) => reasons::INVALID_ANNOTATION,
+            Self::ReferenceNotReady(_) => reasons::REFERENCE_NOT_READY,
             Self::Provider {
                 phase: Phase::Connect | Phase::Rotate,
                 source: ProviderError {
@@ -97,18 +99,20 @@ impl Error {
                 },
             } => code,
             Self::Provider { phase, .. } => match phase {
-                Phase::Connect => "ConnectFailed",
-                Phase::Observe => "ObserveFailed",
-                Phase::Prepare => "PrepareFailed",
-                Phase::Create => "CreateFailed",
-                Phase::Update => "UpdateFailed",
-                Phase::Delete => "DeleteFailed",
-                Phase::Rotate => "RotateFailed",
+                Phase::Connect => reasons::CONNECT_FAILED,
+                Phase::Observe => reasons::OBSERVE_FAILED,
+                Phase::Prepare => reasons::PREPARE_FAILED,
+                Phase::Create => reasons::CREATE_FAILED,
+                Phase::Update => reasons::UPDATE_FAILED,
+                Phase::Delete => reasons::DELETE_FAILED,
+                Phase::Rotate => reasons::ROTATE_FAILED,
             },
-            Self::ConnectionSecret(connection_secret::Error::NotOwned { .. }) => "SecretConflict",
-            Self::ConnectionSecret(_) => "SecretWriteFailed",
-            Self::Kube(_) | Self::Crd(_) => "KubernetesError",
-            Self::StillDeleting => "Deleting",
+            Self::ConnectionSecret(connection_secret::Error::NotOwned { .. }) => {
+                reasons::SECRET_CONFLICT
+            }
+            Self::ConnectionSecret(_) => reasons::SECRET_WRITE_FAILED,
+            Self::Kube(_) | Self::Crd(_) => reasons::KUBERNETES_ERROR,
+            Self::StillDeleting => reasons::DELETING,
         }
     }
 
@@ -124,11 +128,10 @@ mod tests {
 
     #[test]
     fn a_provider_error_keeps_the_cloud_code_and_message() {
-        let error = Error::provider(Phase::Create)(ProviderError {
-            class: ErrorClass::Terminal,
-            code: Some("InvalidParameterValue".into()),
-            message: "Invalid DB engine: oracle-xe".into(),
-        });
+        let error = Error::provider(Phase::Create)(
+            ProviderError::terminal("Invalid DB engine: oracle-xe")
+                .with_code("InvalidParameterValue"),
+        );
         assert_eq!(
             error.to_string(),
             "creating failed: InvalidParameterValue: Invalid DB engine: oracle-xe"
@@ -140,17 +143,14 @@ mod tests {
 
     #[test]
     fn a_connectors_refusal_brings_its_own_reason() {
-        let refused = Error::provider(Phase::Connect)(ProviderError {
-            class: ErrorClass::Terminal,
-            code: Some("ProviderConfigNotPermitted".into()),
-            message: "ProviderConfig team-a may not be used in namespace web".into(),
-        });
+        let refused = Error::provider(Phase::Connect)(
+            ProviderError::terminal("ProviderConfig team-a may not be used in namespace web")
+                .with_code("ProviderConfigNotPermitted"),
+        );
         assert_eq!(refused.reason(), "ProviderConfigNotPermitted");
-        let failed = Error::provider(Phase::Connect)(ProviderError {
-            class: ErrorClass::Transient,
-            code: None,
-            message: "ProviderConfig team-a does not exist".into(),
-        });
+        let failed = Error::provider(Phase::Connect)(ProviderError::transient(
+            "ProviderConfig team-a does not exist",
+        ));
         assert_eq!(failed.reason(), "ConnectFailed");
     }
 

@@ -7,7 +7,6 @@
 use std::future::Future;
 
 use tether_api::{
-    ErrorClass,
     external::{
         ConnectionDetails, Connector, Context, Created, ExternalClient, ObservationOf, ObservedOf,
         ProviderError,
@@ -51,11 +50,9 @@ impl<X> GatedClient<X> {
     /// Whether the write may go ahead; a refusal is Pending: nothing was sent, and the
     /// replica that leads does the work.
     fn pass(&self) -> Result<(), ProviderError> {
-        self.gate.check().map_err(|refused| ProviderError {
-            class: ErrorClass::Pending,
-            code: None,
-            message: refused.to_string(),
-        })
+        self.gate
+            .check()
+            .map_err(|refused| ProviderError::pending(refused.to_string()))
     }
 }
 
@@ -143,7 +140,10 @@ mod tests {
         time::{Duration, SystemTime},
     };
 
-    use tether_api::external::{Observed, Readiness};
+    use tether_api::{
+        ErrorClass,
+        external::{Observed, Readiness},
+    };
 
     use super::*;
     use crate::reconciler::fake::{FakeClient, FakeKind, fake};

@@ -11,7 +11,7 @@ use kube::{
 use serde_json::json;
 use tether_api::{
     ErrorClass,
-    conditions::{self, ConditionUpdate, READY, SYNCED},
+    conditions::{self, ConditionUpdate, READY, SYNCED, reasons},
     external::{
         ConnectionDetails, Connector, Context, Delta, ExternalClient, Observation, ObservedOf,
         Readiness,
@@ -39,35 +39,35 @@ mod rotation;
 #[cfg(test)]
 mod tests;
 
-use crate::{FIELD_MANAGER, connection_secret::Publisher, crds};
+use tracing::Instrument;
+
+use crate::{FIELD_MANAGER, connection_secret::Publisher, crds, telemetry};
 
 /// The finalizer that keeps an object until its cloud resource is dealt with.
 pub const FINALIZER: &str = "tether.dev/finalizer";
 
-/// Reason of `Ready` while the cloud deletes the resource: the delete was sent.
-const DELETING: &str = "Deleting";
-
-/// Reason of `Ready` while a deletion waits for the cloud to show what a create made,
-/// to delete it then.
-const WAITING_TO_DELETE: &str = "WaitingToDelete";
-
 /// `Context::applied_tags` before tether recorded any.
 static NO_TAGS: BTreeSet<String> = BTreeSet::new();
-
-/// Reason of `Ready` and `Synced` for a resource that is someone else's.
-const NOT_OWNED: &str = "NotOwned";
-
-/// Reason of `Ready` and `Synced` for a resource another live object owns.
-const OWNED_BY_ANOTHER: &str = "OwnedByAnother";
 
 /// When to look at a resource right after creating it: many (subnet groups, security
 /// groups) are usable at once, and the objects waiting for them should not wait a
 /// whole wait interval. Also when to come back after adding a new object's finalizer.
 const FIRST_LOOK_AFTER_CREATE: Duration = Duration::from_secs(2);
 
-/// Reconciles `object`; every outcome the object can show is recorded on it, so only
-/// a failure to record reaches the controller's error policy.
+/// Reconciles `object` inside its span ([`telemetry::reconcile_span`]); every outcome
+/// the object can show is recorded on it, so only a failure to record reaches the
+/// controller's error policy.
 pub async fn reconcile<M, C>(object: Arc<M>, shared: Arc<Shared<C>>) -> Result<Action, Error>
+where
+    M: Managed,
+    C: Connector<M>,
+{
+    let span = telemetry::reconcile_span(&*object);
+    measured(object, shared).instrument(span).await
+}
+
+/// Reconciles `object` and records the outcome in the metrics.
+async fn measured<M, C>(object: Arc<M>, shared: Arc<Shared<C>>) -> Result<Action, Error>
 where
     M: Managed,
     C: Connector<M>,
@@ -194,7 +194,7 @@ where
 async fn paused<M: Managed>(api: &Api<M>, object: &M, deleting: bool) -> Result<Action, Error> {
     let (reason, message) = if deleting {
         (
-            "DeletionPaused",
+            reasons::DELETION_PAUSED,
             format!(
                 "the object is being deleted, but {PAUSED_ANNOTATION} is \"true\": remove \
                  the annotation to let tether act on deletionPolicy {:?}",
@@ -203,7 +203,7 @@ async fn paused<M: Managed>(api: &Api<M>, object: &M, deleting: bool) -> Result<
         )
     } else {
         (
-            "ReconcilePaused",
+            reasons::RECONCILE_PAUSED,
             format!("{PAUSED_ANNOTATION} is \"true\": tether makes no cloud call for this object"),
         )
     };
@@ -278,7 +278,7 @@ where
         )
         .await;
     } else {
-        tracing::debug!(name = object.name_any(), retry_in = ?delay, "{message}");
+        tracing::debug!(retry_in = ?delay, "{message}");
     }
     delay
 }
@@ -420,7 +420,7 @@ where
                     M::kind(&()),
                     external_name.as_deref().unwrap_or("(no external name)")
                 );
-                self.write_status(object, fails(READY, "NotFound", message), None)
+                self.write_status(object, fails(READY, reasons::NOT_FOUND, message), None)
                     .await?;
                 Ok(self.requeue_poll())
             }
@@ -434,8 +434,8 @@ where
                         "asked the cloud to create it at {sent}; waiting for the cloud to show it \
                          (reads lag behind writes), and creating nothing more until then"
                     );
-                    tracing::debug!(kind = %M::kind(&()), name = object.name_any(), "{message}");
-                    self.write_status(object, fails(READY, "Creating", message), None)
+                    tracing::debug!("{message}");
+                    self.write_status(object, fails(READY, reasons::CREATING, message), None)
                         .await?;
                     Ok(self.requeue_wait())
                 }
@@ -445,7 +445,7 @@ where
                         CREATE_RETRY_AFTER,
                     ) =>
                 {
-                    tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), %sent, "the cloud does not show the resource yet: sending the same create again, in case the first never arrived");
+                    tracing::info!(%sent, "the cloud does not show the resource yet: sending the same create again, in case the first never arrived");
                     self.create(object, &client, &mut publisher, context, Some(sent))
                         .await
                 }
@@ -459,9 +459,14 @@ where
                         name = external_name.as_deref().unwrap_or_default(),
                         grace = CREATE_GRACE.as_secs()
                     );
-                    tracing::warn!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), "{message}");
-                    self.event(object, EventType::Warning, "GoneAfterCreate", message)
-                        .await;
+                    tracing::warn!("{message}");
+                    self.event(
+                        object,
+                        EventType::Warning,
+                        reasons::GONE_AFTER_CREATE,
+                        message,
+                    )
+                    .await;
                     self.create(object, &client, &mut publisher, context, None)
                         .await
                 }
@@ -544,7 +549,7 @@ where
              tether will neither change nor delete it. To manage it, set the annotation \
              {EXTERNAL_NAME_ANNOTATION}: {name}; for a new one, choose another name"
         );
-        self.refuse(object, NOT_OWNED, message).await
+        self.refuse(object, reasons::NOT_OWNED, message).await
     }
 
     /// The resource belongs to another object that still exists (in any namespace):
@@ -563,14 +568,14 @@ where
              another name; a resource moves to a new object only after its owner is deleted \
              with deletionPolicy Retain"
         );
-        self.refuse(object, OWNED_BY_ANOTHER, message).await
+        self.refuse(object, reasons::OWNED_BY_ANOTHER, message)
+            .await
     }
 
     /// Says on the object, in a Warning Event and both conditions, why tether leaves
     /// the resource alone, and looks again at the next poll.
     async fn refuse(&self, object: &M, reason: &str, message: String) -> Result<Action, Error> {
-        let kind = M::kind(&());
-        tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), reason, "{message}");
+        tracing::warn!(reason, "{message}");
         self.event(object, EventType::Warning, reason, message.clone())
             .await;
         status::write(
@@ -678,11 +683,11 @@ where
             .as_deref()
             .or(context.external_name)
             .unwrap_or_default();
-        tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), external_name = name, "created in the cloud");
+        tracing::info!(external_name = name, "created in the cloud");
         self.event(
             object,
             EventType::Normal,
-            "Created",
+            reasons::CREATED,
             format!("created {} {name}", M::kind(&())),
         )
         .await;
@@ -690,7 +695,7 @@ where
             object,
             fails(
                 READY,
-                "Creating",
+                reasons::CREATING,
                 "waiting for the cloud to report it ready",
             ),
             None,
@@ -716,7 +721,10 @@ where
         {
             // Found by its UID tag: after a create whose answer never came back, or in
             // place of a resource that is gone.
-            tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), external_name = name, "found the cloud resource this object created");
+            tracing::info!(
+                external_name = name,
+                "found the cloud resource this object created"
+            );
             annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
         }
         if self.annotations.create_sent.is_some() {
@@ -748,11 +756,11 @@ where
                 .await
                 .map_err(Error::provider(Phase::Update))?;
             pending = false;
-            tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), fields = ?observed.delta.describe(), "updated in the cloud");
+            tracing::info!(fields = ?observed.delta.describe(), "updated in the cloud");
             self.event(
                 object,
                 EventType::Normal,
-                "Updated",
+                reasons::UPDATED,
                 format!("updated {}", observed.delta.describe().join(", ")),
             )
             .await;
@@ -782,9 +790,11 @@ where
             String::new()
         };
         let ready = match &observed.readiness {
-            Readiness::Ready => {
-                ConditionUpdate::holds(READY, "Available", "the cloud resource is ready to use")
-            }
+            Readiness::Ready => ConditionUpdate::holds(
+                READY,
+                reasons::AVAILABLE,
+                "the cloud resource is ready to use",
+            ),
             Readiness::NotReady { reason, message } => fails(READY, reason, message),
         };
         let settled = observed.readiness == Readiness::Ready
@@ -917,8 +927,8 @@ where
         };
         let synced = match (failed, self.waiting_for_references.get()) {
             (Some(error), _) => fails(SYNCED, error.reason(), error.to_string()),
-            (None, Some(waiting)) => fails(SYNCED, "ReferenceNotReady", waiting.clone()),
-            (None, None) => ConditionUpdate::holds(SYNCED, "ReconcileSuccess", message),
+            (None, Some(waiting)) => fails(SYNCED, reasons::REFERENCE_NOT_READY, waiting.clone()),
+            (None, None) => ConditionUpdate::holds(SYNCED, reasons::RECONCILE_SUCCESS, message),
         };
         let kind = M::kind(&());
         let metrics = &self.shared.settings.metrics;
@@ -948,8 +958,8 @@ where
                 self.external_name(object).unwrap_or_default(),
                 after.as_secs()
             );
-            tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-            self.event(object, EventType::Normal, "Ready", message)
+            tracing::info!("{message}");
+            self.event(object, EventType::Normal, reasons::READY, message)
                 .await;
         }
         Ok(())

@@ -2,6 +2,9 @@
 //! `tether-testkit`: one control plane and one emulator of each kind serve every test
 //! of this binary, and each test works in a namespace of its own.
 
+// Tests: a panic here fails the test, at its place.
+#![allow(clippy::unwrap_used)]
+
 mod aws_sdk;
 mod bench;
 mod budget;

@@ -312,7 +312,7 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
     assert_eq!(status.login.as_deref(), Some(last["username"].as_str()));
     assert!(status.next_rotation.unwrap().0 > status.last_rotation.unwrap().0);
     let log = world.tether.log();
-    for (user, password, _) in seen.logins.iter() {
+    for (user, password, _) in &seen.logins {
         assert!(
             !log.contains(password.as_str()),
             "{user}'s password is in the log"

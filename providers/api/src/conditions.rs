@@ -11,6 +11,8 @@ pub const READY: &str = "Ready";
 /// Condition type: the last reconcile succeeded.
 pub const SYNCED: &str = "Synced";
 
+pub mod reasons;
+
 /// A condition to record, before it is given its times and generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionUpdate {

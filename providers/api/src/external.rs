@@ -3,6 +3,152 @@
 //!
 //! Observe comes first and is the only call in `ObserveOnly` mode; the runtime picks
 //! create, update or nothing from what it returns.
+//!
+//! A provider gives each kind a [`Connector`] (which builds a client per object, from
+//! its ProviderConfig) and an [`ExternalClient`] (the cloud calls). The runtime owns
+//! the rest: finalizers, conditions, Events, the connection Secret, ownership checks,
+//! pacing and retries. A client reports failures as a [`ProviderError`] whose class
+//! says what the runtime does next: [`ProviderError::terminal`] waits for a change,
+//! [`ProviderError::transient`] backs off and tries again, [`ProviderError::pending`]
+//! comes back later.
+//!
+//! A toy provider whose cloud is a map of bucket sizes:
+//!
+//! ```
+//! use std::{collections::BTreeMap, sync::Mutex};
+//!
+//! use kube::CustomResource;
+//! use serde::{Deserialize, Serialize};
+//! use tether_api::{
+//!     delta::Delta,
+//!     external::{
+//!         ConnectionDetails, Context, Created, ExternalClient, Observation, ObservationOf,
+//!         Observed, ObservedOf, ProviderError, Readiness,
+//!     },
+//!     managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
+//! };
+//!
+//! /// A bucket of some size.
+//! #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize)]
+//! #[kube(group = "toy.example.com", version = "v1", kind = "Bucket", namespaced)]
+//! #[kube(status = "ManagedStatus<BucketAtProvider>", schema = "disabled")]
+//! pub struct BucketSpec {
+//!     #[serde(flatten)]
+//!     pub managed: ManagedFields,
+//!     pub size: u32,
+//! }
+//!
+//! /// What the toy cloud reports.
+//! #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+//! pub struct BucketAtProvider {
+//!     pub size: u32,
+//! }
+//!
+//! /// The size to set, when the bucket has another.
+//! #[derive(Clone, Debug, Default, PartialEq)]
+//! pub struct BucketDelta(Option<u32>);
+//!
+//! impl Delta for BucketDelta {
+//!     fn is_empty(&self) -> bool {
+//!         self.0.is_none()
+//!     }
+//!     fn describe(&self) -> Vec<String> {
+//!         self.0.iter().map(|_| "size".to_owned()).collect()
+//!     }
+//! }
+//!
+//! impl Managed for Bucket {
+//!     type AtProvider = BucketAtProvider;
+//!     type Delta = BucketDelta;
+//!     const DEFAULT_DELETION_POLICY: DeletionPolicy = DeletionPolicy::Delete;
+//!     fn managed_fields(&self) -> &ManagedFields {
+//!         &self.spec.managed
+//!     }
+//!     fn status(&self) -> Option<&ManagedStatus<BucketAtProvider>> {
+//!         self.status.as_ref()
+//!     }
+//!     fn default_external_name(&self) -> Option<String> {
+//!         self.metadata.name.clone()
+//!     }
+//! }
+//!
+//! /// The toy cloud: bucket name → size.
+//! #[derive(Default)]
+//! struct ToyCloud(Mutex<BTreeMap<String, u32>>);
+//!
+//! impl ExternalClient<Bucket> for ToyCloud {
+//!     async fn observe(
+//!         &self,
+//!         bucket: &Bucket,
+//!         context: Context<'_>,
+//!     ) -> Result<ObservationOf<Bucket>, ProviderError> {
+//!         let name = context.require_external_name()?;
+//!         let Some(&size) = self.0.lock().expect("not poisoned").get(name) else {
+//!             return Ok(Observation::Missing);
+//!         };
+//!         Ok(Observation::Exists(Observed {
+//!             external_name: None,
+//!             owner_uid: None,
+//!             delta: BucketDelta((size != bucket.spec.size).then_some(bucket.spec.size)),
+//!             readiness: Readiness::Ready,
+//!             at_provider: BucketAtProvider { size },
+//!             connection: ConnectionDetails::default(),
+//!         }))
+//!     }
+//!
+//!     async fn create(
+//!         &self,
+//!         bucket: &Bucket,
+//!         context: Context<'_>,
+//!     ) -> Result<Created, ProviderError> {
+//!         if bucket.spec.size == 0 {
+//!             return Err(ProviderError::terminal("size must be at least 1")
+//!                 .with_code("InvalidSize"));
+//!         }
+//!         let name = context.require_external_name()?.to_owned();
+//!         self.0.lock().expect("not poisoned").insert(name, bucket.spec.size);
+//!         Ok(Created::default())
+//!     }
+//!
+//!     async fn update(
+//!         &self,
+//!         bucket: &Bucket,
+//!         context: Context<'_>,
+//!         _observed: &ObservedOf<Bucket>,
+//!     ) -> Result<(), ProviderError> {
+//!         self.create(bucket, context).await.map(drop)
+//!     }
+//!
+//!     async fn delete(
+//!         &self,
+//!         _bucket: &Bucket,
+//!         context: Context<'_>,
+//!         _policy: DeletionPolicy,
+//!     ) -> Result<Option<String>, ProviderError> {
+//!         let name = context.require_external_name()?;
+//!         self.0.lock().expect("not poisoned").remove(name);
+//!         Ok(None)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), ProviderError> {
+//! let cloud = ToyCloud::default();
+//! let mut bucket = Bucket::new("logs", BucketSpec { size: 2, ..BucketSpec::default() });
+//! let context = Context::named(Some("logs"));
+//! assert_eq!(cloud.observe(&bucket, context).await?, Observation::Missing);
+//! cloud.create(&bucket, context).await?;
+//! let Observation::Exists(observed) = cloud.observe(&bucket, context).await? else {
+//!     panic!("the bucket was made");
+//! };
+//! assert!(observed.is_up_to_date());
+//!
+//! bucket.spec.size = 0;
+//! let refused = cloud.update(&bucket, context, &observed).await.unwrap_err();
+//! assert_eq!(refused.code.as_deref(), Some("InvalidSize"));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -36,7 +182,12 @@ pub enum Readiness {
     Ready,
     /// Not usable yet or any more; `reason` is CamelCase (e.g. `Creating`), `message`
     /// is AWS's state in words.
-    NotReady { reason: String, message: String },
+    NotReady {
+        /// Why, in CamelCase, for the `Ready` condition.
+        reason: String,
+        /// AWS's state in words.
+        message: String,
+    },
 }
 
 /// What the provider saw of the cloud resource, with `A` its `status.atProvider` and
@@ -97,6 +248,62 @@ pub struct ProviderError {
     pub message: String,
 }
 
+impl ProviderError {
+    /// An error of `class` with no code.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// The request or configuration is wrong: the runtime records it and waits for a
+    /// change.
+    pub fn terminal(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Terminal, message)
+    }
+
+    /// A passing fault: the runtime backs off and tries again.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Transient, message)
+    }
+
+    /// The resource is busy or not visible yet: the runtime comes back later.
+    pub fn pending(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Pending, message)
+    }
+
+    /// The same error, carrying the cloud's (or tether's) error code `code`.
+    #[must_use]
+    pub fn with_code(self, code: impl Into<String>) -> Self {
+        Self {
+            code: Some(code.into()),
+            ..self
+        }
+    }
+
+    /// The same error, carrying `code` when there is one.
+    #[must_use]
+    pub fn with_optional_code(self, code: Option<&str>) -> Self {
+        Self {
+            code: code.map(str::to_owned),
+            ..self
+        }
+    }
+
+    /// The same error (its code) with another class and message, for an error that
+    /// means something else where it was met.
+    #[must_use]
+    pub fn reclassed(self, class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+            ..self
+        }
+    }
+}
+
 /// What a provider gets to know about the object besides its spec.
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
@@ -154,11 +361,8 @@ impl<'a> Context<'a> {
 
     /// The external name, for kinds whose name is always known before create.
     pub fn require_external_name(&self) -> Result<&str, ProviderError> {
-        self.external_name.ok_or_else(|| ProviderError {
-            class: ErrorClass::Terminal,
-            code: None,
-            message: "the object has no external name".to_owned(),
-        })
+        self.external_name
+            .ok_or_else(|| ProviderError::terminal("the object has no external name"))
     }
 
     /// The resolved external name of the object referenced by `field`.
@@ -270,11 +474,11 @@ pub trait ExternalClient<M: Managed>: Send + Sync {
 
 /// The error of a kind that has no logins to rotate.
 fn rotation_unsupported<M: Managed>() -> ProviderError {
-    ProviderError {
-        class: ErrorClass::Terminal,
-        code: Some("RotationUnsupported".to_owned()),
-        message: format!("{} has no logins that tether can rotate", M::kind(&())),
-    }
+    ProviderError::terminal(format!(
+        "{} has no logins that tether can rotate",
+        M::kind(&())
+    ))
+    .with_code("RotationUnsupported")
 }
 
 /// Builds the external client for an object: resolves its ProviderConfig into

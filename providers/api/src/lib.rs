@@ -3,6 +3,8 @@
 //! Providers (AWS today) define their custom resources with these building blocks, so
 //! that the runtime can treat every managed kind alike without naming a cloud type.
 
+#![warn(missing_docs)]
+
 pub mod claim;
 pub mod conditions;
 pub mod delta;

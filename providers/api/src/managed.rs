@@ -297,22 +297,42 @@ pub struct ControlAnnotations {
 /// Why the tether annotations of an object could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AnnotationError {
+    /// `tether.dev/poll-interval` is not a duration.
     #[error(
         "annotation {POLL_INTERVAL_ANNOTATION}: {value:?} is not a duration such as 30s or 10m"
     )]
-    PollIntervalFormat { value: String },
+    PollIntervalFormat {
+        /// The annotation's value as found.
+        value: String,
+    },
+    /// `tether.dev/poll-interval` is below the minimum.
     #[error("annotation {POLL_INTERVAL_ANNOTATION}: {value:?} is shorter than the minimum of 10s")]
-    PollIntervalTooShort { value: String },
+    PollIntervalTooShort {
+        /// The annotation's value as found.
+        value: String,
+    },
+    /// `tether.dev/paused` is neither `true` nor `false`.
     #[error("annotation {PAUSED_ANNOTATION}: {value:?} is neither \"true\" nor \"false\"")]
-    PausedValue { value: String },
+    PausedValue {
+        /// The annotation's value as found.
+        value: String,
+    },
+    /// The create-pending annotation is not an RFC 3339 time.
     #[error(
         "annotation {CREATE_PENDING_ANNOTATION}: {value:?} is not an RFC 3339 time; tether sets it, remove it only when no create is on its way"
     )]
-    CreatePendingFormat { value: String },
+    CreatePendingFormat {
+        /// The annotation's value as found.
+        value: String,
+    },
+    /// `tether.dev/applied-tags` is not a JSON array of tag keys.
     #[error(
         "annotation {APPLIED_TAGS_ANNOTATION}: {value:?} is not a JSON array of tag keys; tether sets it, remove it to reset"
     )]
-    AppliedTagsFormat { value: String },
+    AppliedTagsFormat {
+        /// The annotation's value as found.
+        value: String,
+    },
 }
 
 impl ControlAnnotations {

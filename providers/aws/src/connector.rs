@@ -22,7 +22,6 @@ use kube::{
 };
 use serde_json::json;
 use tether_api::{
-    ErrorClass,
     external::{Connector, ExternalClient, ProviderError},
     managed::Managed,
     provider_config::{NOT_PERMITTED, namespace_selected},
@@ -160,13 +159,9 @@ impl SdkConfigs {
             ),
             Err(error) => format!("ProviderConfig {name}'s {error}"),
         };
-        Err(ProviderError {
-            // Waits for a change: the namespace's labels (whose change reconciles the
-            // objects there), the ProviderConfig, or the object.
-            class: ErrorClass::Terminal,
-            code: Some(NOT_PERMITTED.to_owned()),
-            message: refusal,
-        })
+        // Terminal: waits for a change: the namespace's labels (whose change reconciles
+        // the objects there), the ProviderConfig, or the object.
+        Err(ProviderError::terminal(refusal).with_code(NOT_PERMITTED))
     }
 
     /// The labels of `namespace`: from the cache, or read while the cache has not
@@ -183,7 +178,7 @@ impl SdkConfigs {
             .get_metadata_opt(namespace)
             .await
             .map_err(|error| {
-                transient(format!(
+                ProviderError::transient(format!(
                     "reading the labels of namespace {namespace}: {error}"
                 ))
             })?;
@@ -212,14 +207,10 @@ impl SdkConfigs {
             if deleting {
                 return Ok(());
             }
-            return Err(ProviderError {
-                // Waits for a change: the ProviderConfig goes, or the object does.
-                class: ErrorClass::Terminal,
-                code: None,
-                message: format!(
-                    "ProviderConfig {name} is being deleted: tether makes nothing new through it"
-                ),
-            });
+            // Terminal: waits for a change: the ProviderConfig goes, or the object does.
+            return Err(ProviderError::terminal(format!(
+                "ProviderConfig {name} is being deleted: tether makes nothing new through it"
+            )));
         }
         let patch = json!({
             "apiVersion": ProviderConfig::api_version(&()),
@@ -230,7 +221,7 @@ impl SdkConfigs {
             .patch(&name, &PatchParams::apply(finalizer), &Patch::Apply(&patch))
             .await
             .map_err(|error| {
-                transient(format!(
+                ProviderError::transient(format!(
                     "adding finalizer {finalizer} to ProviderConfig {name}: {error}"
                 ))
             })?;
@@ -243,9 +234,13 @@ impl SdkConfigs {
         Api::<ProviderConfig>::all(self.kube.clone())
             .get_opt(name)
             .await
-            .map_err(|error| transient(format!("reading ProviderConfig {name}: {error}")))?
+            .map_err(|error| {
+                ProviderError::transient(format!("reading ProviderConfig {name}: {error}"))
+            })?
             // Transient: the ProviderConfig may be applied after the object.
-            .ok_or_else(|| transient(format!("ProviderConfig {name} does not exist")))
+            .ok_or_else(|| {
+                ProviderError::transient(format!("ProviderConfig {name} does not exist"))
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Built>> {
@@ -255,24 +250,12 @@ impl SdkConfigs {
     }
 }
 
-/// A passing failure to connect (reading from Kubernetes), to be tried again.
-fn transient(message: String) -> ProviderError {
-    ProviderError {
-        class: ErrorClass::Transient,
-        code: None,
-        message,
-    }
-}
-
 /// The provider error for ProviderConfig `name` whose configuration failed with
 /// `error`; a missing credentials Secret (or key) carries
 /// [`tether_api::provider_config::CREDENTIALS_MISSING`].
 fn credentials_error(name: &str, error: &sdk_config::Error) -> ProviderError {
-    ProviderError {
-        class: error.class(),
-        code: error.reason().map(str::to_owned),
-        message: format!("ProviderConfig {name}: {error}"),
-    }
+    ProviderError::new(error.class(), format!("ProviderConfig {name}: {error}"))
+        .with_optional_code(error.reason())
 }
 
 /// Builds a kind's client from an SDK configuration and a Kubernetes client.

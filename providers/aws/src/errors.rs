@@ -49,11 +49,7 @@ where
         Some(message) => message.to_owned(),
         None => DisplayErrorContext(&error).to_string(),
     };
-    ProviderError {
-        class,
-        code,
-        message,
-    }
+    ProviderError::new(class, message).with_optional_code(code.as_deref())
 }
 
 /// `result` with a failure `is_missing` recognizes as "no such resource" turned into

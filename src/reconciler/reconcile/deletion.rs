@@ -7,7 +7,7 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 use tether_api::{
-    conditions::{self, READY},
+    conditions::{self, READY, reasons},
     external::{Connector, Context, ExternalClient, Observation},
     managed::{DeletionPolicy, EXTERNAL_NAME_ANNOTATION, Managed, ManagementPolicy},
 };
@@ -18,7 +18,7 @@ use super::{
         error::{Error, Phase},
         ownership, references,
     },
-    DELETING, FINALIZER, ObjectReconcile, WAITING_TO_DELETE, fails, publish_event,
+    FINALIZER, ObjectReconcile, fails, publish_event,
 };
 use crate::connection_secret;
 
@@ -44,8 +44,15 @@ where
         "the CustomResourceDefinition of {kind} is being deleted: {kind} {external_name} is left in the cloud{}",
         kept_secret(secret.as_deref())
     );
-    tracing::warn!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-    publish_event(shared, object, EventType::Warning, "LeftInCloud", message).await;
+    tracing::warn!("{message}");
+    publish_event(
+        shared,
+        object,
+        EventType::Warning,
+        reasons::LEFT_IN_CLOUD,
+        message,
+    )
+    .await;
     remove_finalizer(api, object).await?;
     Ok(Action::await_change())
 }
@@ -114,8 +121,8 @@ where
                 "{why}: {kind} {shown_name} is left in the cloud{}",
                 kept_secret(secret.as_deref())
             );
-            tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-            self.event(object, EventType::Normal, "Retained", message)
+            tracing::info!("{message}");
+            self.event(object, EventType::Normal, reasons::RETAINED, message)
                 .await;
             return Ok(Action::await_change());
         }
@@ -137,8 +144,8 @@ where
         };
         // The delete was sent: `Ready` says `Deleting` only once it was (before, while a
         // create the cloud does not show yet is awaited, it says `WaitingToDelete`).
-        let deletion_started =
-            conditions::find(object.conditions(), READY).filter(|ready| ready.reason == DELETING);
+        let deletion_started = conditions::find(object.conditions(), READY)
+            .filter(|ready| ready.reason == reasons::DELETING);
         let observed = match client
             .observe(object, context)
             .await
@@ -154,8 +161,12 @@ where
                          shows it",
                         create_sent.map(|sent| sent.to_string()).unwrap_or_default()
                     );
-                    self.write_status(object, fails(READY, WAITING_TO_DELETE, message), None)
-                        .await?;
+                    self.write_status(
+                        object,
+                        fails(READY, reasons::WAITING_TO_DELETE, message),
+                        None,
+                    )
+                    .await?;
                     return Err(Error::StillDeleting);
                 }
                 if deletion_started.is_none()
@@ -165,18 +176,23 @@ where
                         "the cloud never showed the {kind} created at {sent}, by its name nor by \
                          this object's UID tag: letting the object go"
                     );
-                    tracing::warn!(%kind, namespace, name = object.name_any(), "{message}");
-                    self.event(object, EventType::Warning, "NotFoundAfterCreate", message)
-                        .await;
+                    tracing::warn!("{message}");
+                    self.event(
+                        object,
+                        EventType::Warning,
+                        reasons::NOT_FOUND_AFTER_CREATE,
+                        message,
+                    )
+                    .await;
                 }
                 self.shared
                     .pacing
                     .create_settled(&object.uid().unwrap_or_default());
-                tracing::info!(%kind, namespace, name = object.name_any(), "gone from the cloud");
+                tracing::info!("gone from the cloud");
                 self.event(
                     object,
                     EventType::Normal,
-                    "Deleted",
+                    reasons::DELETED,
                     format!("{kind} {shown_name} is gone from the cloud"),
                 )
                 .await;
@@ -188,8 +204,8 @@ where
             let name = self.shown_name(object, &observed);
             let message =
                 format!("{kind} {name} was not created by this object and is left in the cloud");
-            tracing::info!(%kind, namespace, name = object.name_any(), "{message}");
-            self.event(object, EventType::Normal, "Retained", message)
+            tracing::info!("{message}");
+            self.event(object, EventType::Normal, reasons::RETAINED, message)
                 .await;
             return Ok(Action::await_change());
         }
@@ -209,11 +225,11 @@ where
                 Some(note) => format!("deleting {kind} {shown_name}, {note}"),
                 None => format!("deleting {kind} {shown_name}"),
             };
-            tracing::info!(%kind, namespace, name = object.name_any(), ?policy, "{message}");
+            tracing::info!(?policy, "{message}");
             self.event(
                 object,
                 EventType::Normal,
-                "DeletionStarted",
+                reasons::DELETION_STARTED,
                 message.clone(),
             )
             .await;
@@ -221,7 +237,7 @@ where
         };
         self.write_status(
             object,
-            fails(READY, DELETING, message),
+            fails(READY, reasons::DELETING, message),
             Some((String::new(), observed.at_provider)),
         )
         .await?;

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, time::Duration};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, runtime::events::EventType};
 use tether_api::{
-    ErrorClass,
+    conditions::reasons,
     external::{ConnectionDetails, Connector, ExternalClient, ObservedOf, ProviderError},
     managed::{LocalSecretReference, Managed},
     rotation::{
@@ -89,11 +89,9 @@ fn after(at: Timestamp, duration: Duration) -> Timestamp {
 }
 
 fn invalid(message: String) -> Error {
-    Error::provider(Phase::Rotate)(ProviderError {
-        class: ErrorClass::Terminal,
-        code: Some("InvalidPasswordRotation".to_owned()),
-        message,
-    })
+    Error::provider(Phase::Rotate)(
+        ProviderError::terminal(message).with_code("InvalidPasswordRotation"),
+    )
 }
 
 impl<M, C> ObjectReconcile<'_, M, C>
@@ -150,7 +148,10 @@ where
         credentials
             .publish_recorded(object, source.published(), false, &forget_rotations)
             .await?;
-        tracing::info!(kind = %M::kind(&()), namespace = object.namespace(), name = object.name_any(), rotating, "moved the master credentials to the Secret they are kept in now");
+        tracing::info!(
+            rotating,
+            "moved the master credentials to the Secret they are kept in now"
+        );
         Ok(())
     }
 
@@ -259,9 +260,14 @@ where
         let message = "a new master password is in the master Secret, to be applied \
                        before the login switches"
             .to_owned();
-        tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-        self.event(object, EventType::Normal, "MasterPasswordRenewed", message)
-            .await;
+        tracing::info!("{message}");
+        self.event(
+            object,
+            EventType::Normal,
+            reasons::MASTER_PASSWORD_RENEWED,
+            message,
+        )
+        .await;
         Ok(true)
     }
 
@@ -307,9 +313,14 @@ where
             "the connection Secret holds the login {login} now, with a new password ({why}); \
              the login it held before keeps working for {grace} s"
         );
-        tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-        self.event(object, EventType::Normal, "PasswordRotated", message)
-            .await;
+        tracing::info!("{message}");
+        self.event(
+            object,
+            EventType::Normal,
+            reasons::PASSWORD_ROTATED,
+            message,
+        )
+        .await;
         Ok(())
     }
 
@@ -342,8 +353,8 @@ where
         let message = format!(
             "the login {name} no longer logs in: its grace period after the last rotation ended"
         );
-        tracing::info!(%kind, namespace = object.namespace(), name = object.name_any(), "{message}");
-        self.event(object, EventType::Normal, "LoginRetired", message)
+        tracing::info!("{message}");
+        self.event(object, EventType::Normal, reasons::LOGIN_RETIRED, message)
             .await;
         Ok(())
     }

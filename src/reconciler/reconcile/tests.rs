@@ -223,7 +223,11 @@ async fn a_resource_nobody_adopted_is_neither_changed_nor_deleted() {
         let object = orders(true, deleting, &[]);
         let (calls, api) = reconcile_against(FakeApi::default(), existing(None), object).await;
         assert_eq!(calls, ["observe"], "deleting: {deleting}");
-        let reason = if deleting { "Retained" } else { NOT_OWNED };
+        let reason = if deleting {
+            "Retained"
+        } else {
+            reasons::NOT_OWNED
+        };
         assert_eq!(api.events(), [reason]);
     }
 }

@@ -307,7 +307,7 @@ impl FaultProxy {
     /// Calls per operation name.
     pub fn counts(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
-        for call in self.state.lock().unwrap().calls.iter() {
+        for call in &self.state.lock().unwrap().calls {
             *counts.entry(call.operation.clone()).or_default() += 1;
         }
         counts

@@ -15,6 +15,9 @@
 //! - `TETHER_TESTKIT_LOG_DIR`: the servers' log directory, in place of a new one per
 //!   run under `$TETHER_CACHE/logs` (`make dev`'s `tether-data-plane` uses it).
 
+// Test support: a panic here fails the test that called it, at its place.
+#![allow(clippy::unwrap_used)]
+
 pub mod cluster;
 pub mod control_plane;
 pub mod emulator;

@@ -81,14 +81,6 @@ pub(super) fn client_token(uid: &str, attempt: Option<Timestamp>) -> String {
     token.chars().take(MAX_CLIENT_TOKEN_CHARS).collect()
 }
 
-fn terminal(message: String) -> ProviderError {
-    ProviderError {
-        class: ErrorClass::Terminal,
-        code: None,
-        message,
-    }
-}
-
 /// EC2's state name of an instance.
 fn state_of(instance: &Ec2Instance) -> Option<&str> {
     instance
@@ -521,11 +513,8 @@ impl ExternalClient<Instance> for InstanceClient {
             object.namespace().unwrap_or_default(),
             object.name_any()
         );
-        let private_key = ssh_key::generate(&comment).map_err(|error| ProviderError {
-            class: ErrorClass::Transient,
-            code: None,
-            message: error.to_string(),
-        })?;
+        let private_key = ssh_key::generate(&comment)
+            .map_err(|error| ProviderError::transient(error.to_string()))?;
         let username = object.username().unwrap_or(DEFAULT_USERNAME);
         Ok(Some(ConnectionDetails(BTreeMap::from([
             (SSH_PRIVATE_KEY.to_owned(), private_key),
@@ -541,7 +530,7 @@ impl ExternalClient<Instance> for InstanceClient {
         let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let spec = &object.spec;
         let uid = object.uid().ok_or_else(|| {
-            terminal(
+            ProviderError::terminal(
                 "the object has no UID: tether cannot launch an instance it could not find again"
                     .to_owned(),
             )
@@ -554,7 +543,7 @@ impl ExternalClient<Instance> for InstanceClient {
                 .get(SSH_PRIVATE_KEY)
                 .filter(|key| !key.is_empty())
                 .ok_or_else(|| {
-                    terminal(
+                    ProviderError::terminal(
                         "the connection Secret holds no ssh-privatekey: tether writes the generated \
                          key there before it launches the instance; without it the instance's key \
                          pair cannot be made"
@@ -562,8 +551,9 @@ impl ExternalClient<Instance> for InstanceClient {
                     )
                 })?;
             // The message of a parse error never includes the key.
-            let public_key = ssh_key::public_key(private_key)
-                .map_err(|error| terminal(format!("the connection Secret's {error}")))?;
+            let public_key = ssh_key::public_key(private_key).map_err(|error| {
+                ProviderError::terminal(format!("the connection Secret's {error}"))
+            })?;
             self.import_key_pair(&name, &public_key, &tags).await?;
         }
         let security_groups = object.desired_security_groups(&context)?;
@@ -599,11 +589,9 @@ impl ExternalClient<Instance> for InstanceClient {
             .instances()
             .iter()
             .find_map(|instance| instance.instance_id())
-            .ok_or_else(|| ProviderError {
-                // The next observe finds the instance by its UID tag.
-                class: ErrorClass::Transient,
-                code: None,
-                message: "RunInstances answered without an instance id".to_owned(),
+            // The next observe finds the instance by its UID tag.
+            .ok_or_else(|| {
+                ProviderError::transient("RunInstances answered without an instance id")
             })?;
         Ok(Created {
             external_name: Some(id.to_owned()),
@@ -624,7 +612,7 @@ impl ExternalClient<Instance> for InstanceClient {
             .as_deref()
             .or(at_provider.instance_id.as_deref())
             .or(context.external_name)
-            .ok_or_else(|| terminal("the observed instance has no id".to_owned()))?;
+            .ok_or_else(|| ProviderError::terminal("the observed instance has no id".to_owned()))?;
         let delta = &observed.delta;
         let state = at_provider.state.as_deref();
 
@@ -657,7 +645,7 @@ impl ExternalClient<Instance> for InstanceClient {
         let mut started = false;
         if delta.instance_type {
             if !spec.allow_stop {
-                refused = Some(terminal(format!(
+                refused = Some(ProviderError::terminal(format!(
                     "instanceType: changing {} to {} needs the instance stopped; set \
                      spec.allowStop: true to let tether stop and start it",
                     at_provider.instance_type.as_deref().unwrap_or("(unknown)"),

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema, ResourceExt, core::ApiResource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tether_api::{
-    ErrorClass, LocalReference, ObjectReference,
+    LocalReference, ObjectReference,
     external::{Context, ProviderError},
     managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
 };
@@ -347,13 +347,11 @@ impl Instance {
         let mut groups: BTreeSet<String> = self.spec.security_group_ids.iter().cloned().collect();
         for (index, reference) in self.spec.security_group_refs.iter().enumerate() {
             let field = security_group_ref_field(index);
-            let id = context.reference(&field).ok_or_else(|| ProviderError {
-                class: ErrorClass::Pending,
-                code: None,
-                message: format!(
+            let id = context.reference(&field).ok_or_else(|| {
+                ProviderError::pending(format!(
                     "the SecurityGroup {} of {field} is not resolved yet",
                     reference.name
-                ),
+                ))
             })?;
             groups.insert(id.to_owned());
         }

@@ -203,13 +203,12 @@ impl SecurityGroupClient {
             .await
             .map_err(provider_error)?;
         let Some(group) = described.security_groups().first() else {
-            return Err(ProviderError {
-                class: ErrorClass::Pending,
-                message: format!(
+            return Err(error.reclassed(
+                ErrorClass::Pending,
+                format!(
                     "security group {group_name} exists but DescribeSecurityGroups does not show it yet"
                 ),
-                ..error
-            });
+            ));
         };
         let ours = object.uid().is_some_and(|uid| {
             tag_map(group.tags()).get(UID_TAG).map(String::as_str) == Some(uid.as_str())
@@ -218,16 +217,15 @@ impl SecurityGroupClient {
             Some(id) if ours => Ok(Created {
                 external_name: Some(id.to_owned()),
             }),
-            id => Err(ProviderError {
-                class: ErrorClass::Terminal,
-                message: format!(
+            id => Err(error.reclassed(
+                ErrorClass::Terminal,
+                format!(
                     "security group {group_name} ({}) exists and was not created by this object; \
                      to manage it, set {}; for a new one, choose another groupName",
                     id.unwrap_or("no id"),
                     tether_api::managed::EXTERNAL_NAME_ANNOTATION
                 ),
-                ..error
-            }),
+            )),
         }
     }
 
@@ -243,16 +241,15 @@ impl SecurityGroupClient {
             Err(lookup) => return lookup,
         };
         let naming: Vec<&str> = naming.iter().map(String::as_str).collect();
-        ProviderError {
-            class: ErrorClass::Transient,
-            message: format!(
+        error.reclassed(
+            ErrorClass::Transient,
+            format!(
                 "security group {group_id} is still named by rules of {}, and AWS keeps a group \
                  that another group's rule names: tether deletes it once those rules or groups \
                  are gone",
                 naming.join(", ")
             ),
-            ..error
-        }
+        )
     }
 
     /// The other groups whose ingress or egress rules name `group_id`, over all pages.

@@ -266,11 +266,8 @@ fn instance_connection(
 /// A new generated master password for `object`, with its user name, as the
 /// connection Secret holds them.
 fn new_master_password(object: &DBInstance) -> Result<ConnectionDetails, ProviderError> {
-    let password = password::generate().map_err(|error| ProviderError {
-        class: ErrorClass::Transient,
-        code: None,
-        message: error.to_string(),
-    })?;
+    let password =
+        password::generate().map_err(|error| ProviderError::transient(error.to_string()))?;
     Ok(ConnectionDetails(BTreeMap::from([
         (
             USERNAME_KEY.to_owned(),
@@ -395,13 +392,11 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
             Some(reference) => Some(
                 context
                     .reference(DB_SUBNET_GROUP_REF)
-                    .ok_or_else(|| ProviderError {
-                        class: ErrorClass::Pending,
-                        code: None,
-                        message: format!(
+                    .ok_or_else(|| {
+                        ProviderError::pending(format!(
                             "the DBSubnetGroup {} of dbSubnetGroupRef is not resolved yet",
                             reference.name
-                        ),
+                        ))
                     })?
                     .to_owned(),
             ),
@@ -444,13 +439,10 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 // Ours when it carries this object's UID: a create whose answer was
                 // lost, or that DescribeDBInstances did not show yet.
                 let Some(existing) = self.describe(identifier).await? else {
-                    return Err(ProviderError {
-                        class: ErrorClass::Pending,
-                        code: error.code().map(str::to_owned),
-                        message: format!(
-                            "DB instance {identifier} exists but DescribeDBInstances does not show it yet"
-                        ),
-                    });
+                    return Err(ProviderError::pending(format!(
+                        "DB instance {identifier} exists but DescribeDBInstances does not show it yet"
+                    ))
+                    .with_optional_code(error.code()));
                 };
                 let ours = object.uid().is_some_and(|uid| {
                     existing
@@ -461,15 +453,12 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 if ours {
                     Ok(Created::default())
                 } else {
-                    Err(ProviderError {
-                        class: ErrorClass::Terminal,
-                        code: error.code().map(str::to_owned),
-                        message: format!(
-                            "DB instance {identifier} exists and was not created by this object; \
-                             to manage it, set {}",
-                            tether_api::managed::EXTERNAL_NAME_ANNOTATION
-                        ),
-                    })
+                    Err(ProviderError::terminal(format!(
+                        "DB instance {identifier} exists and was not created by this object; \
+                         to manage it, set {}",
+                        tether_api::managed::EXTERNAL_NAME_ANNOTATION
+                    ))
+                    .with_optional_code(error.code()))
                 }
             }
             Err(error) => Err(redacted(provider_error(error), password.as_ref())),
@@ -601,15 +590,12 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
             Err(error) if is_deletion_protected(&error) => {
                 if object.spec.deletion_protection != Some(false) {
                     let refused = provider_error(error);
-                    return Err(ProviderError {
-                        class: ErrorClass::Terminal,
-                        message: format!(
-                            "{} (DB instance {identifier} has deletion protection on: set \
-                             spec.deletionProtection: false to let tether delete it)",
-                            refused.message
-                        ),
-                        ..refused
-                    });
+                    let message = format!(
+                        "{} (DB instance {identifier} has deletion protection on: set \
+                         spec.deletionProtection: false to let tether delete it)",
+                        refused.message
+                    );
+                    return Err(refused.reclassed(ErrorClass::Terminal, message));
                 }
                 // The spec turned it off after the deletion began: apply that first.
                 self.rds

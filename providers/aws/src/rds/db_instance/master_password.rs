@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 use serde::Deserialize;
 use tether_api::{
-    ErrorClass,
     external::{ConnectionDetails, Context, ProviderError},
     snapshot::{Freshness, Known},
 };
@@ -68,14 +67,6 @@ pub(super) fn redacted(mut error: ProviderError, password: Option<&Password>) ->
     error
 }
 
-fn terminal(message: String) -> ProviderError {
-    ProviderError {
-        class: ErrorClass::Terminal,
-        code: None,
-        message,
-    }
-}
-
 /// The credentials RDS keeps in Secrets Manager for an instance.
 #[derive(Deserialize)]
 struct ManagedCredentials {
@@ -94,15 +85,13 @@ impl DBInstanceClient {
         let secret = Api::<Secret>::namespaced(self.kube.clone(), &namespace)
             .get_opt(name)
             .await
-            .map_err(|error| ProviderError {
-                class: ErrorClass::Transient,
-                code: None,
-                message: format!(
+            .map_err(|error| {
+                ProviderError::transient(format!(
                     "reading Secret {namespace}/{name} (masterPassword.secretKeyRef): {error}"
-                ),
+                ))
             })?
             .ok_or_else(|| {
-                terminal(format!(
+                ProviderError::terminal(format!(
                     "Secret {namespace}/{name}, named by masterPassword.secretKeyRef, does not exist"
                 ))
             })?;
@@ -110,17 +99,17 @@ impl DBInstanceClient {
             .data
             .and_then(|mut data| data.remove(key))
             .ok_or_else(|| {
-                terminal(format!(
+                ProviderError::terminal(format!(
                     "Secret {namespace}/{name} has no key {key} (masterPassword.secretKeyRef)"
                 ))
             })?;
         let text = String::from_utf8(value.0).map_err(|_| {
-            terminal(format!(
+            ProviderError::terminal(format!(
                 "key {key} of Secret {namespace}/{name} (masterPassword.secretKeyRef) is not UTF-8 text"
             ))
         })?;
         if text.is_empty() {
-            return Err(terminal(format!(
+            return Err(ProviderError::terminal(format!(
                 "key {key} of Secret {namespace}/{name} (masterPassword.secretKeyRef) is empty"
             )));
         }
@@ -157,7 +146,7 @@ impl DBInstanceClient {
             .await
             .map_err(provider_error)?;
         let unreadable = || {
-            terminal(format!(
+            ProviderError::terminal(format!(
                 "the Secrets Manager secret {secret_arn} of the DB instance does not hold JSON with a password"
             ))
         };
@@ -192,7 +181,7 @@ impl DBInstanceClient {
     ) -> Result<Option<Password>, ProviderError> {
         match object.password_source() {
             PasswordSource::Generated => published_password(context).map(Some).ok_or_else(|| {
-                terminal(
+                ProviderError::terminal(
                     "no generated master password has been published to the connection Secret; \
                      tether writes one there before it sends it to RDS"
                         .to_owned(),
