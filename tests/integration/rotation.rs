@@ -329,7 +329,8 @@ async fn rotating_logins_fail_no_connection(engine: Engine, run: Duration, rotat
     );
     let aws_calls = world.proxy.counts();
 
-    let seen = seen.lock().unwrap();
+    // The clients have ended: what they saw, out of its lock.
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let users: Vec<&str> = seen.logins.iter().map(|(user, ..)| user.as_str()).collect();
     eprintln!(
         "rotation ({engine:?}): {} connections and queries tried in {} s, {} failed; logins in \
@@ -412,7 +413,6 @@ async fn rotating_logins_fail_no_connection(engine: Engine, run: Duration, rotat
         rotated >= i32::try_from(rotations).unwrap(),
         "an Event per rotation: {rotated}"
     );
-    drop(seen);
     world.finish().await;
 }
 

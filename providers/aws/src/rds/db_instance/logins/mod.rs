@@ -15,7 +15,10 @@ use tether_api::{
 };
 
 use super::master_password::{PASSWORD_KEY, USERNAME_KEY, password_in};
-use crate::rds::password::{self, Password};
+use crate::rds::{
+    connection::{DatabaseEndpoint, connection_details},
+    password::{self, Password},
+};
 
 /// How long tether waits to reach the database.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +71,65 @@ impl Master {
     /// `host:port`, for messages.
     fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// A failed session with the database as a provider error, without the master
+    /// password: refused when the server answered with `refusal` (its message and
+    /// code), else unreachable (no answer, or no server) because of `error`.
+    fn session_failed(
+        &self,
+        refusal: Option<String>,
+        error: &dyn std::fmt::Display,
+    ) -> ProviderError {
+        let (code, message) = match refusal {
+            Some(refusal) => (
+                "DatabaseRefused",
+                format!(
+                    "the database at {} refused the master user {}: {refusal}",
+                    self.address(),
+                    self.username,
+                ),
+            ),
+            None => (
+                "DatabaseUnreachable",
+                format!(
+                    "cannot reach the database at {} from tether: {error}",
+                    self.address()
+                ),
+            ),
+        };
+        let error = ProviderError {
+            class: ErrorClass::Transient,
+            code: Some(code.to_owned()),
+            message,
+        };
+        super::master_password::redacted(error, Some(&self.password))
+    }
+
+    /// A statement about `login` that the database refused (`refusal`: its message),
+    /// without the master password.
+    fn login_change_refused(&self, login: &str, refusal: &str) -> ProviderError {
+        let error = ProviderError {
+            class: ErrorClass::Transient,
+            code: Some("LoginChangeRefused".to_owned()),
+            message: format!(
+                "the database at {} refused a change to the login {login}: {refusal}",
+                self.address()
+            ),
+        };
+        super::master_password::redacted(error, Some(&self.password))
+    }
+
+    /// The connection details an application uses with `login` and `password`.
+    fn login_details(&self, login: &str, password: &Password) -> ConnectionDetails {
+        let endpoint = DatabaseEndpoint {
+            engine: &self.engine,
+            host: &self.host,
+            port: self.port,
+            username: login,
+            database_name: Some(&self.database),
+        };
+        connection_details(&endpoint, password)
     }
 
     /// Whether the instance speaks MySQL's protocol (MySQL, MariaDB, Aurora MySQL);

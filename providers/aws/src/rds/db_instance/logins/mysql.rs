@@ -11,16 +11,12 @@
 
 use mysql_async::{Conn, DriverError, OptsBuilder, SslOpts, prelude::Queryable};
 use tether_api::{
-    ErrorClass,
     external::{ConnectionDetails, ProviderError},
     rotation::Login,
 };
 
 use super::{CONNECT_TIMEOUT, Master, new_password};
-use crate::rds::{
-    connection::{DatabaseEndpoint, connection_details},
-    password::Password,
-};
+use crate::rds::password::Password;
 
 impl Master {
     /// A session as the master user: over TLS when the server offers it (the link is
@@ -63,68 +59,45 @@ impl Master {
             })
     }
 
-    /// `error` from the session with the database, as a provider error: unreachable
-    /// (no answer, or no server) or refused (the server answered); without the master
-    /// password or any of `passwords`.
+    /// `error` from the session with the database, as a provider error, without any
+    /// of `passwords` either.
     fn mysql_failed(&self, error: &mysql_async::Error, passwords: &[&Password]) -> ProviderError {
-        let (code, message) = match error {
-            mysql_async::Error::Server(refusal) => (
-                "DatabaseRefused",
-                format!(
-                    "the database at {} refused the master user {}: {} ({})",
-                    self.address(),
-                    self.username,
-                    refusal.message,
-                    refusal.code
-                ),
-            ),
-            _ => (
-                "DatabaseUnreachable",
-                format!(
-                    "cannot reach the database at {} from tether: {error}",
-                    self.address()
-                ),
-            ),
+        let refusal = match error {
+            mysql_async::Error::Server(refusal) => {
+                Some(format!("{} ({})", refusal.message, refusal.code))
+            }
+            _ => None,
         };
-        let error = ProviderError {
-            class: ErrorClass::Transient,
-            code: Some(code.to_owned()),
-            message,
-        };
-        redacted(error, &self.password, passwords)
+        redacted(self.session_failed(refusal, error), passwords)
     }
 
-    /// A statement about `login` that the database refused.
+    /// A statement about `login` that the database refused, without any of `passwords`
+    /// (a syntax error quotes the statement).
     fn mysql_refused(
         &self,
         login: &str,
         error: &mysql_async::Error,
         passwords: &[&Password],
     ) -> ProviderError {
-        let mut failed = self.mysql_failed(error, passwords);
-        if let mysql_async::Error::Server(refusal) = error {
-            failed.code = Some("LoginChangeRefused".to_owned());
-            failed.message = format!(
-                "the database at {} refused a change to the login {login}: {} ({})",
-                self.address(),
-                refusal.message,
-                refusal.code
-            );
-            failed = redacted(failed, &self.password, passwords);
+        match error {
+            mysql_async::Error::Server(refusal) => redacted(
+                self.login_change_refused(
+                    login,
+                    &format!("{} ({})", refusal.message, refusal.code),
+                ),
+                passwords,
+            ),
+            _ => self.mysql_failed(error, passwords),
         }
-        failed
     }
 }
 
-/// `error` without `master` or any of `passwords`.
-fn redacted(error: ProviderError, master: &Password, passwords: &[&Password]) -> ProviderError {
-    std::iter::once(master)
-        .chain(passwords.iter().copied())
-        .fold(error, |error, password| {
-            super::super::master_password::redacted(error, Some(password))
-        })
+/// `error` without any of `passwords`.
+fn redacted(error: ProviderError, passwords: &[&Password]) -> ProviderError {
+    passwords.iter().fold(error, |error, password| {
+        super::super::master_password::redacted(error, Some(password))
+    })
 }
-
 /// Runs `statements` in order, as the master user, about `login`.
 async fn run(
     master: &Master,
@@ -142,9 +115,8 @@ async fn run(
     Ok(())
 }
 
-/// Gives `login` a new password and unlocks it, creating it with all privileges on the
-/// instance's database when it does not exist, and returns the connection details an
-/// application uses with it.
+/// [`super::activate`] on MySQL: the account is created (locked) when missing, given a
+/// new password, unlocked, and granted all privileges on the instance's database.
 pub(super) async fn activate(
     master: &Master,
     login: Login,
@@ -169,18 +141,10 @@ pub(super) async fn activate(
     let ran = run(master, &mut session, &name, &statements, &[&new_password]).await;
     disconnect(session).await;
     ran?;
-    let endpoint = DatabaseEndpoint {
-        engine: &master.engine,
-        host: &master.host,
-        port: master.port,
-        username: &name,
-        database_name: Some(&master.database),
-    };
-    Ok(connection_details(&endpoint, &new_password))
+    Ok(master.login_details(&name, &new_password))
 }
 
-/// Changes the password of `login` to one nobody knows and locks it, when it exists;
-/// sessions already open stay.
+/// [`super::retire`] on MySQL: `ACCOUNT LOCK` and a password nobody knows.
 pub(super) async fn retire(master: &Master, login: Login) -> Result<(), ProviderError> {
     let name = login.name(&master.username);
     let unknown = new_password()?;

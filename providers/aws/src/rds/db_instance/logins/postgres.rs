@@ -16,7 +16,6 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
 use tether_api::{
-    ErrorClass,
     external::{ConnectionDetails, ProviderError},
     rotation::Login,
 };
@@ -24,7 +23,6 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{CONNECT_TIMEOUT, Master, new_password};
-use crate::rds::connection::{DatabaseEndpoint, connection_details};
 
 impl Master {
     /// A session as the master user.
@@ -51,34 +49,12 @@ impl Master {
         Ok(client)
     }
 
-    /// `error` from the session with the database, as a provider error: unreachable
-    /// (no answer, or no server) or refused (the server answered).
+    /// `error` from the session with the database, as a provider error.
     fn postgres_failed(&self, error: &tokio_postgres::Error) -> ProviderError {
-        let (code, message) = match error.as_db_error() {
-            Some(refusal) => (
-                "DatabaseRefused",
-                format!(
-                    "the database at {} refused the master user {}: {} ({})",
-                    self.address(),
-                    self.username,
-                    refusal.message(),
-                    refusal.code().code()
-                ),
-            ),
-            None => (
-                "DatabaseUnreachable",
-                format!(
-                    "cannot reach the database at {} from tether: {error}",
-                    self.address()
-                ),
-            ),
-        };
-        let error = ProviderError {
-            class: ErrorClass::Transient,
-            code: Some(code.to_owned()),
-            message,
-        };
-        super::super::master_password::redacted(error, Some(&self.password))
+        let refusal = error
+            .as_db_error()
+            .map(|refusal| format!("{} ({})", refusal.message(), refusal.code().code()));
+        self.session_failed(refusal, error)
     }
 }
 
@@ -87,8 +63,8 @@ fn shared_role(master: &str) -> String {
     format!("{master}_app")
 }
 
-/// Gives `login` a new password, creating it and the role it acts as when they do not
-/// exist, and returns the connection details an application uses with it.
+/// [`super::activate`] on PostgreSQL: the login and `<master>_app` are created when
+/// missing, the login made a member acting as it, and given `LOGIN` and a new password.
 pub(super) async fn activate(
     master: &Master,
     login: Login,
@@ -125,18 +101,10 @@ pub(super) async fn activate(
         .batch_execute(&script)
         .await
         .map_err(|error| refused(master, &name, &error))?;
-    let endpoint = DatabaseEndpoint {
-        engine: &master.engine,
-        host: &master.host,
-        port: master.port,
-        username: &name,
-        database_name: Some(&master.database),
-    };
-    Ok(connection_details(&endpoint, &new_password))
+    Ok(master.login_details(&name, &new_password))
 }
 
-/// Changes the password of `login` to one nobody knows and forbids it to log in, when
-/// it exists; sessions already open stay.
+/// [`super::retire`] on PostgreSQL: `NOLOGIN` and a password nobody knows.
 pub(super) async fn retire(master: &Master, login: Login) -> Result<(), ProviderError> {
     let name = login.name(&master.username);
     let unknown = new_password()?;
@@ -165,19 +133,10 @@ pub(super) async fn retire(master: &Master, login: Login) -> Result<(), Provider
 
 /// A statement about `login` that the database refused.
 fn refused(master: &Master, login: &str, error: &tokio_postgres::Error) -> ProviderError {
-    let mut failed = master.postgres_failed(error);
-    if error.as_db_error().is_some() {
-        failed.code = Some("LoginChangeRefused".to_owned());
-        failed.message = format!(
-            "the database at {} refused a change to the login {login}: {}",
-            master.address(),
-            error
-                .as_db_error()
-                .map(|refusal| refusal.message().to_owned())
-                .unwrap_or_default()
-        );
+    match error.as_db_error() {
+        Some(refusal) => master.login_change_refused(login, refusal.message()),
+        None => master.postgres_failed(error),
     }
-    failed
 }
 
 /// TLS when the server offers it, as libpq's default `sslmode=prefer` does: the link
