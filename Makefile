@@ -5,10 +5,10 @@ SHELL := /bin/bash
 export TETHER_CACHE ?= $(HOME)/.cache/tether
 export CARGO_TARGET_DIR ?= $(TETHER_CACHE)/target
 
-.PHONY: dev test bench bench-scale setup setup-control-plane setup-emulators setup-helm lint crds build image clean-cache
+.PHONY: dev test bench bench-scale setup setup-control-plane setup-emulators setup-helm setup-data-plane lint crds build image clean-cache
 
-## dev: start a local control plane, moto and its data plane (PostgreSQL), install the CRDs, run `tether run`
-dev: setup-control-plane
+## dev: start a local control plane, moto and its data plane (PostgreSQL, MariaDB), install the CRDs, run `tether run`
+dev: setup-control-plane setup-data-plane
 	scripts/setup-emulators.sh moto
 	scripts/dev.sh
 
@@ -24,8 +24,8 @@ bench: setup
 bench-scale: setup
 	cargo bench --locked --bench scale
 
-## setup: build the local control plane and helm, install the emulators (cached)
-setup: setup-control-plane setup-emulators setup-helm
+## setup: build the local control plane and helm, install the emulators and MariaDB for the data plane (cached)
+setup: setup-control-plane setup-emulators setup-helm setup-data-plane
 
 setup-control-plane:
 	scripts/build-control-plane.sh
@@ -35,6 +35,9 @@ setup-emulators:
 
 setup-helm:
 	scripts/build-helm.sh
+
+setup-data-plane:
+	scripts/setup-data-plane.sh
 
 ## lint: formatting and clippy, warnings are errors; one build for all entry points
 lint:

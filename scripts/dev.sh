@@ -2,7 +2,8 @@
 # The local default: a local control plane (kube-apiserver + etcd + GC and namespace
 # controllers), a moto server on 127.0.0.1 with the data plane in front of it (the
 # testkit's `tether-data-plane`: a real PostgreSQL server for each postgres DB
-# instance, so that the database's Secret connects), tether's CRDs and the example
+# instance and a MariaDB server for each mysql or mariadb one, so that the database's
+# Secret connects), tether's CRDs and the example
 # ProviderConfig pointing at the data plane, the examples (a database and an
 # instance), then `tether run`, whose log it follows.
 #
@@ -189,7 +190,8 @@ curl -fsS "http://127.0.0.1:$moto_port/?Action=DescribeSubnets&Version=2016-11-1
   -H "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0" >/dev/null
 
 # tether calls AWS through the data plane, which passes every call on to moto and
-# starts a PostgreSQL server for each postgres database created (its logs: in
+# starts a PostgreSQL server for each postgres database created and a MariaDB server
+# for each mysql or mariadb one (its logs: in
 # $state/data-plane/).
 echo "starting the data plane on 127.0.0.1:$aws_port, in front of moto (log: $state/data-plane.log)"
 start "$state/data-plane.log" "$state/data-plane.log" env TETHER_TESTKIT_LOG_DIR="$state/data-plane" \

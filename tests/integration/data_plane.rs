@@ -1,7 +1,7 @@
 //! Connection Secrets that connect: with the fault proxy serving RDS's data plane (a
-//! real PostgreSQL server per `postgres` DB instance, `FaultProxy::serve_databases`),
-//! a DBInstance's Secret is used the way an application uses it, with `psql` and the
-//! Secret's `uri`. `db_instance_controller::a_deleted_secret_comes_back_with_a_working_password`
+//! real PostgreSQL server per `postgres` DB instance and a real MariaDB server per
+//! `mysql` one, `FaultProxy::serve_databases`), a DBInstance's Secret is used the way an
+//! application uses it, with `psql` or a MySQL client and the Secret's `uri`. `db_instance_controller::a_deleted_secret_comes_back_with_a_working_password`
 //! connects with a generated password and with the one that replaces it.
 
 use std::{collections::BTreeMap, time::Duration};
@@ -125,5 +125,65 @@ async fn a_postgres_database_without_a_database_name_connects_to_postgres() {
     .await;
     assert_eq!(data["dbname"], "postgres");
     assert_eq!(connect_with(&world, &data).await, "app postgres");
+    world.finish().await;
+}
+
+/// What a MySQL connection with `uri` answered (`CURRENT_USER() DATABASE()`), or the
+/// client's error.
+async fn query_mysql_with_uri(uri: &str) -> Result<String, String> {
+    use mysql_async::prelude::Queryable;
+    let options = mysql_async::OptsBuilder::from_opts(
+        mysql_async::Opts::from_url(uri).map_err(|error| format!("the uri: {error}"))?,
+    )
+    .prefer_socket(false);
+    let mut connection =
+        tokio::time::timeout(Duration::from_secs(5), mysql_async::Conn::new(options))
+            .await
+            .map_err(|_| "no answer within 5 s".to_owned())?
+            .map_err(|error| error.to_string())?;
+    let (user, database): (String, String) = connection
+        .query_first("SELECT CURRENT_USER(), DATABASE()")
+        .await
+        .map_err(|error| error.to_string())?
+        .ok_or("no row")?;
+    Ok(format!("{user} {database}"))
+}
+
+#[tokio::test]
+async fn a_mysql_database_s_secret_connects_to_its_database_and_a_wrong_password_is_refused() {
+    let world = World::start().await;
+    world.proxy.serve_databases();
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .ns
+        .apply(&database(&world, "shop", "").replace("engine: postgres", "engine: mysql"))
+        .await
+        .unwrap();
+    world
+        .wait_condition(&api, "shop", READY, "True", None)
+        .await;
+    let data = wait_secret(&world, "shop-db", "hold every key", |d| {
+        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
+    })
+    .await;
+    assert!(data["uri"].starts_with("mysql://"), "a MySQL uri");
+    let mut answer = Err(String::new());
+    for _ in 0..120 {
+        answer = query_mysql_with_uri(&data["uri"]).await;
+        if answer.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        answer.unwrap_or_else(|error| panic!("the Secret's uri: {error}\n{}", world.log_tail())),
+        "app@% orders"
+    );
+    let (without_password, _) = split_password(&data["uri"]);
+    let wrong = without_password.replacen('@', ":not-the-password@", 1);
+    let refused = query_mysql_with_uri(&wrong)
+        .await
+        .expect_err("a wrong password");
+    assert!(refused.contains("Access denied"), "{refused}");
     world.finish().await;
 }

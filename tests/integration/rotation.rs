@@ -1,10 +1,12 @@
 //! Scheduled password rotation (`passwordRotation`) as an application lives through
-//! it: with a real PostgreSQL server behind the emulated RDS (the fault proxy's data
-//! plane), a client that opens a new connection twice a second with what the Secret
-//! holds then, and a pooled client that keeps each connection 20 s, never fail while
-//! the logins take turns every minute; each previous login is refused once its grace
-//! period has run; tables made by one login stay usable by the other; and the
-//! rotations cost no AWS call but the master password's, which rotates with them. Also: bad specs are refused at apply time, and a
+//! it: with a real PostgreSQL server (engine `postgres`, for 5 minutes) or a real
+//! MariaDB server (engine `mysql`, for 2.5 minutes) behind the emulated RDS (the fault
+//! proxy's data plane), a client that opens a new connection twice a second with what
+//! the Secret holds then, and a pooled client that keeps each connection 20 s, never
+//! fail while the logins take turns every minute; each previous login is refused once
+//! its grace period has run; tables made by one login stay usable by the other; and
+//! the rotations cost no AWS call but the master password's, which rotates with
+//! them. Also: bad specs are refused at apply time, and a
 //! database tether cannot reach is named in `Synced` with nothing half-done.
 
 use std::{
@@ -23,8 +25,10 @@ use crate::{
     world::{World, condition},
 };
 
-/// How long the clients run.
+/// How long the clients run against PostgreSQL.
 const RUN: Duration = Duration::from_secs(300);
+/// How long the clients run against MariaDB (two rotations).
+const MYSQL_RUN: Duration = Duration::from_secs(150);
 /// The schedule under test.
 const ROTATION: &str = "  passwordRotation: {every: 1m, gracePeriod: 30s}\n";
 /// The grace period of [`ROTATION`], and how much later a retired login is checked.
@@ -71,6 +75,108 @@ async fn connect_eventually(
     Err(last)
 }
 
+/// The engine under test, and how its applications connect.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Postgres,
+    MySql,
+}
+
+/// An application's session with either engine.
+enum Session {
+    Postgres(tokio_postgres::Client),
+    MySql(mysql_async::Conn),
+}
+
+impl Engine {
+    /// The DBInstance's `engine`.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+        }
+    }
+
+    /// A session with what a connection Secret holds, as an application opens one.
+    async fn connect(self, data: &BTreeMap<String, String>) -> Result<Session, String> {
+        match self {
+            Self::Postgres => connect(data).await.map(Session::Postgres),
+            Self::MySql => connect_mysql(data).await.map(Session::MySql),
+        }
+    }
+
+    /// Whether a connection's `error` says that the server refused the login itself
+    /// (a wrong password, or a login that may not log in), not anything else.
+    fn refuses_login(self, error: &str) -> bool {
+        match self {
+            Self::Postgres => {
+                error.contains("not permitted to log in")
+                    || error.contains("password authentication failed")
+            }
+            Self::MySql => error.contains("Access denied") || error.contains("account is locked"),
+        }
+    }
+}
+
+impl Session {
+    /// Runs `sql`, which returns no rows.
+    async fn execute(&mut self, sql: &str) -> Result<(), String> {
+        match self {
+            Self::Postgres(client) => client
+                .batch_execute(sql)
+                .await
+                .map_err(|error| error.to_string()),
+            Self::MySql(connection) => {
+                use mysql_async::prelude::Queryable;
+                connection
+                    .query_drop(sql)
+                    .await
+                    .map_err(|error| error.to_string())
+            }
+        }
+    }
+
+    /// The number of rows in `orders`.
+    async fn count_orders(&mut self) -> Result<i64, String> {
+        const COUNT: &str = "SELECT count(*) FROM orders";
+        match self {
+            Self::Postgres(client) => client
+                .query_one(COUNT, &[])
+                .await
+                .map(|row| row.get(0))
+                .map_err(|error| error.to_string()),
+            Self::MySql(connection) => {
+                use mysql_async::prelude::Queryable;
+                connection
+                    .query_first::<i64, _>(COUNT)
+                    .await
+                    .map(Option::unwrap_or_default)
+                    .map_err(|error| error.to_string())
+            }
+        }
+    }
+}
+
+/// A MySQL session with what a connection Secret holds, over TCP.
+async fn connect_mysql(data: &BTreeMap<String, String>) -> Result<mysql_async::Conn, String> {
+    let port: u16 = data["port"].parse().map_err(|_| "a port".to_owned())?;
+    let options = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(data["host"].clone())
+        .tcp_port(port)
+        .user(Some(data["username"].clone()))
+        .pass(Some(data["password"].clone()))
+        .db_name(Some(data["dbname"].clone()))
+        .prefer_socket(false);
+    match tokio::time::timeout(Duration::from_secs(5), mysql_async::Conn::new(options)).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(format!("{} connecting: {error}", data["username"])),
+        Err(_) => Err(format!(
+            "{} connecting: no answer within 5 s",
+            data["username"]
+        )),
+    }
+}
+
 /// What the clients saw.
 #[derive(Default)]
 struct Seen {
@@ -82,13 +188,13 @@ struct Seen {
     refused_after_grace: Vec<String>,
 }
 
-/// Opens a new connection twice a second for [`RUN`], with what the Secret holds at
+/// Opens a new connection twice a second for `run`, with what the Secret holds at
 /// that moment, and writes a row through it; checks that each login the Secret held
 /// before is refused once [`GRACE`] has run.
-async fn fresh_connections(world: &World, seen: Arc<Mutex<Seen>>) {
+async fn fresh_connections(world: &World, engine: Engine, run: Duration, seen: Arc<Mutex<Seen>>) {
     let started = Instant::now();
     let mut row = 0;
-    while started.elapsed() < RUN {
+    while started.elapsed() < run {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Some(data) = secret_data(world, "orders-db").await else {
             seen.lock()
@@ -112,9 +218,9 @@ async fn fresh_connections(world: &World, seen: Arc<Mutex<Seen>>) {
         }
         row += 1;
         let result = async {
-            let client = connect(&data).await?;
-            client
-                .execute("INSERT INTO orders VALUES ($1)", &[&row])
+            let mut session = engine.connect(&data).await?;
+            session
+                .execute(&format!("INSERT INTO orders VALUES ({row})"))
                 .await
                 .map_err(|error| format!("{} inserting: {error}", data["username"]))?;
             Ok::<_, String>(())
@@ -141,14 +247,13 @@ async fn fresh_connections(world: &World, seen: Arc<Mutex<Seen>>) {
             let mut old = data.clone();
             old.insert("username".to_owned(), user.clone());
             old.insert("password".to_owned(), password.clone());
-            match connect(&old).await {
+            match engine.connect(&old).await {
                 Ok(_) => seen.lock().unwrap().failures.push(format!(
                     "{user} still logs in with its old password after its grace period"
                 )),
                 Err(error) => {
                     assert!(
-                        error.contains("not permitted to log in")
-                            || error.contains("password authentication failed"),
+                        engine.refuses_login(&error),
                         "{user} is refused for a reason other than its login: {error}"
                     );
                     seen.lock()
@@ -162,14 +267,14 @@ async fn fresh_connections(world: &World, seen: Arc<Mutex<Seen>>) {
 }
 
 /// Keeps one connection for 20 s, querying it twice a second, then opens the next with
-/// what the Secret holds then, for [`RUN`]: a connection pool's life.
-async fn pooled_connections(world: &World, seen: Arc<Mutex<Seen>>) {
+/// what the Secret holds then, for `run`: a connection pool's life.
+async fn pooled_connections(world: &World, engine: Engine, run: Duration, seen: Arc<Mutex<Seen>>) {
     let started = Instant::now();
-    while started.elapsed() < RUN {
+    while started.elapsed() < run {
         let Some(data) = secret_data(world, "orders-db").await else {
             continue;
         };
-        let client = match connect(&data).await {
+        let mut session = match engine.connect(&data).await {
             Ok(client) => client,
             Err(error) => {
                 seen.lock().unwrap().failures.push(format!("pool: {error}"));
@@ -178,9 +283,9 @@ async fn pooled_connections(world: &World, seen: Arc<Mutex<Seen>>) {
             }
         };
         let opened = Instant::now();
-        while opened.elapsed() < Duration::from_secs(20) && started.elapsed() < RUN {
+        while opened.elapsed() < Duration::from_secs(20) && started.elapsed() < run {
             seen.lock().unwrap().tried += 1;
-            if let Err(error) = client.query_one("SELECT count(*) FROM orders", &[]).await {
+            if let Err(error) = session.count_orders().await {
                 seen.lock()
                     .unwrap()
                     .failures
@@ -193,12 +298,26 @@ async fn pooled_connections(world: &World, seen: Arc<Mutex<Seen>>) {
 
 #[tokio::test]
 async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_is_retired() {
+    rotating_logins_fail_no_connection(Engine::Postgres, RUN, 4).await;
+}
+
+#[tokio::test]
+async fn mysql_logins_rotating_every_minute_fail_no_connection_and_each_previous_one_is_retired() {
+    rotating_logins_fail_no_connection(Engine::MySql, MYSQL_RUN, 2).await;
+}
+
+/// The zero-downtime proof on `engine`: clients for `run`, at least `rotations`
+/// rotations meanwhile.
+async fn rotating_logins_fail_no_connection(engine: Engine, run: Duration, rotations: usize) {
     let world = World::start().await;
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
     world
         .ns
-        .apply(&database(&world, "orders", ROTATION))
+        .apply(
+            &database(&world, "orders", ROTATION)
+                .replace("engine: postgres", &format!("engine: {}", engine.name())),
+        )
         .await
         .unwrap();
     world
@@ -212,29 +331,35 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
         data.get("username").map(String::as_str) == Some("app")
     })
     .await;
-    assert_ne!(first["password"], master["password"]);
-    connect(&first)
+    assert!(
+        first["password"] != master["password"],
+        "the login is not the master user"
+    );
+    engine
+        .connect(&first)
         .await
         .unwrap()
-        .batch_execute("CREATE TABLE orders (id int)")
+        .execute("CREATE TABLE orders (id int)")
         .await
         .expect("the first login creates a table");
 
     world.proxy.reset_counts();
     let seen = Arc::new(Mutex::new(Seen::default()));
     tokio::join!(
-        fresh_connections(&world, seen.clone()),
-        pooled_connections(&world, seen.clone())
+        fresh_connections(&world, engine, run, seen.clone()),
+        pooled_connections(&world, engine, run, seen.clone())
     );
     let aws_calls = world.proxy.counts();
 
+    // The clients have ended: what they saw, out of its lock.
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let users: Vec<&str> = seen.logins.iter().map(|(user, ..)| user.as_str()).collect();
     eprintln!(
-        "rotation: {} connections and queries tried in {} s, {} failed; logins in turn: {users:?}; \
-         {} previous logins refused after their grace period; AWS calls meanwhile: {aws_calls:?}",
+        "rotation ({engine:?}): {} connections and queries tried in {} s, {} failed; logins in \
+         turn: {users:?}; {} previous logins refused after their grace period; AWS calls \
+         meanwhile: {aws_calls:?}",
         seen.tried,
-        RUN.as_secs(),
+        run.as_secs(),
         seen.failures.len(),
         seen.refused_after_grace.len(),
     );
@@ -247,9 +372,9 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
         world.log_tail()
     );
     assert!(
-        seen.logins.len() > 4,
-        "at least 4 rotations in {} s: {users:?}\n{}",
-        RUN.as_secs(),
+        seen.logins.len() > rotations,
+        "at least {rotations} rotations in {} s: {users:?}\n{}",
+        run.as_secs(),
         world.log_tail()
     );
     assert!(
@@ -257,7 +382,7 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
         "the logins take turns: {users:?}"
     );
     assert!(
-        seen.refused_after_grace.len() >= 3,
+        seen.refused_after_grace.len() >= rotations - 1,
         "each previous login is refused after its grace period: {:?}",
         seen.refused_after_grace
     );
@@ -278,30 +403,27 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
         "one ModifyDBInstance (the master password) per rotation, nothing else: {aws_calls:?}"
     );
     let master_now = secret_data(&world, "orders-db-master").await.unwrap();
-    assert_ne!(
-        master_now["password"], master["password"],
+    assert!(
+        master_now["password"] != master["password"],
         "the master password rotates too"
     );
-    connect(&master_now)
-        .await
-        .expect("the master Secret's password logs in");
-    let Err(refused) = connect(&master).await else {
+    if let Err(error) = engine.connect(&master_now).await {
+        panic!("the master Secret's password logs in: {error}");
+    }
+    let Err(refused) = engine.connect(&master).await else {
         panic!("the first master password is refused");
     };
-    assert!(
-        refused.contains("password authentication failed"),
-        "{refused}"
-    );
+    assert!(engine.refuses_login(&refused), "{refused}");
 
     // Both logins wrote rows into the table the first one made.
     let last = secret_data(&world, "orders-db").await.unwrap();
-    let rows: i64 = connect(&last)
+    let rows = engine
+        .connect(&last)
         .await
         .unwrap()
-        .query_one("SELECT count(*) FROM orders", &[])
+        .count_orders()
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
     assert!(rows > 100, "rows written by both logins: {rows}");
     let object = api.get("orders").await.unwrap();
     let status = object
@@ -331,7 +453,10 @@ async fn logins_rotating_every_minute_fail_no_connection_and_each_previous_one_i
         .filter(|event| event.reason.as_deref() == Some("PasswordRotated"))
         .map(|event| event.series.as_ref().map_or(1, |series| series.count))
         .sum();
-    assert!(rotated >= 4, "an Event per rotation: {rotated}");
+    assert!(
+        rotated >= i32::try_from(rotations).unwrap(),
+        "an Event per rotation: {rotated}"
+    );
     world.finish().await;
 }
 
@@ -427,13 +552,13 @@ async fn bad_rotation_specs_are_refused_at_apply_time() {
             .expect_err(extra);
         assert!(refused.to_string().contains(expected), "{extra}: {refused}");
     }
-    let mysql = database(&world, "bad", "  passwordRotation: {every: 1h}\n")
-        .replace("engine: postgres", "engine: mysql");
-    let refused = world.ns.apply(&mysql).await.expect_err("mysql");
+    let sqlserver = database(&world, "bad", "  passwordRotation: {every: 1h}\n")
+        .replace("engine: postgres", "engine: sqlserver-ex");
+    let refused = world.ns.apply(&sqlserver).await.expect_err("sqlserver-ex");
     assert!(
         refused
             .to_string()
-            .contains("PostgreSQL (engine postgres) only"),
+            .contains("engines postgres, mysql and mariadb only"),
         "{refused}"
     );
     let no_database = database(&world, "bad", "  passwordRotation: {every: 1h}\n")

@@ -20,7 +20,8 @@
 //! (`fault_proxy/dependencies.rs`).
 //!
 //! [`FaultProxy::serve_databases`] puts a real PostgreSQL server behind each
-//! `postgres` DB instance, RDS's data plane (`fault_proxy/databases.rs`).
+//! `postgres` DB instance and a real MariaDB server behind each `mysql` or `mariadb`
+//! one, RDS's data plane (`fault_proxy/databases.rs`).
 //!
 //! [`FaultProxy::limit_rate`] plays AWS's request throttling: a token bucket per
 //! service, and calls beyond it refused with the service's throttling error

@@ -46,8 +46,8 @@ const ROTATED_DEFAULT_DATABASE: &str = "app";
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || self.engine == 'postgres'")
-    .message("passwordRotation is built for PostgreSQL (engine postgres) only, so far")
+#[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || self.engine in ['postgres', 'mysql', 'mariadb']")
+    .message("passwordRotation is built for engines postgres, mysql and mariadb only, so far")
     .field_path(".passwordRotation")
     .reason(kube::core::Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
@@ -102,8 +102,8 @@ pub struct DatabaseClassSpec {
     /// Whether RDS refuses to delete the databases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_protection: Option<bool>,
-    /// Rotate every claim's password on this schedule, without downtime (PostgreSQL
-    /// only): see `DBInstance`'s `passwordRotation`. A claim without `databaseName`
+    /// Rotate every claim's password on this schedule, without downtime (engines
+    /// `postgres`, `mysql` and `mariadb`): see `DBInstance`'s `passwordRotation`. A claim without `databaseName`
     /// then gets a database named `app`, on which its logins get their privileges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_rotation: Option<PasswordRotation>,

@@ -1,6 +1,7 @@
 //! `make dev`'s stand-in for RDS's data plane: the testkit's fault proxy on 127.0.0.1
 //! in front of an AWS emulator, serving a real PostgreSQL server for each `postgres`
-//! DB instance created through it ([`FaultProxy::serve_databases`]), so that the
+//! DB instance and a real MariaDB server for each `mysql` or `mariadb` one created
+//! through it ([`FaultProxy::serve_databases`]), so that the
 //! connection Secrets tether writes connect. It injects no fault.
 //!
 //! It runs until its standard input closes (the script that started it ended) or it

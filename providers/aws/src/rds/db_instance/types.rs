@@ -85,8 +85,8 @@ const MAX_IDENTIFIER_LENGTH: usize = 63;
     .message("passwordRotation needs a password tether generates: remove masterPassword and manageMasterUserPassword, or passwordRotation")
     .field_path(".passwordRotation")
     .reason(kube::core::Reason::FieldValueForbidden))]
-#[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || self.engine == 'postgres'")
-    .message("passwordRotation is built for PostgreSQL (engine postgres) only, so far")
+#[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || self.engine in ['postgres', 'mysql', 'mariadb']")
+    .message("passwordRotation is built for engines postgres, mysql and mariadb only, so far")
     .field_path(".passwordRotation")
     .reason(kube::core::Reason::FieldValueForbidden))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.passwordRotation) || has(self.databaseName)")
@@ -179,13 +179,15 @@ pub struct DBInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manage_master_user_password: Option<bool>,
 
-    /// Rotate the password on a schedule, without downtime (PostgreSQL, with a
-    /// password tether generates). The connection Secret then holds one of two
-    /// logins tether keeps inside the database, `<masterUsername>_a` and `_b`, which
-    /// take turns: each rotation gives the idle one a new password and switches the
-    /// Secret to it, and `gracePeriod` later the previous one's password is changed to
-    /// one nobody knows. Both logins act as the role `<masterUsername>_app`, which owns
-    /// what either creates. The master credentials are kept in the Secret
+    /// Rotate the password on a schedule, without downtime (engines `postgres`,
+    /// `mysql` and `mariadb`, with a password tether generates). The connection Secret
+    /// then holds one of two logins tether keeps inside the database,
+    /// `<masterUsername>_a` and `_b`, which take turns: each rotation gives the idle
+    /// one a new password and switches the Secret to it, and `gracePeriod` later the
+    /// previous one's password is changed to one nobody knows (MySQL: and the account
+    /// locked). On PostgreSQL both logins act as the role `<masterUsername>_app`, which
+    /// owns what either creates; on MySQL and MariaDB both have all privileges on the
+    /// database `databaseName`, whose tables either can use. The master credentials are kept in the Secret
     /// `<writeConnectionSecretToRef.name>-master`, for administrators only. The
     /// annotation `tether.dev/rotate-now` with a new value rotates at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@
 //! Passwords reach the server only as SCRAM-SHA-256 verifiers, as `psql`'s
 //! `\password` sends them: the server's log never sees one.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use postgres_protocol::{escape, password::scram_sha_256};
 use rustls::{
@@ -16,74 +16,17 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
 use tether_api::{
-    ErrorClass,
     external::{ConnectionDetails, ProviderError},
     rotation::Login,
 };
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::master_password::{PASSWORD_KEY, USERNAME_KEY, password_in};
-use crate::rds::{
-    connection::{DatabaseEndpoint, connection_details},
-    password::{self, Password},
-};
-
-/// How long tether waits to reach the database.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The master user's connection, as the master Secret holds it.
-struct Master {
-    engine: String,
-    host: String,
-    port: u16,
-    database: String,
-    username: String,
-    password: Password,
-}
+use super::{CONNECT_TIMEOUT, Master, new_password};
 
 impl Master {
-    fn from_details(master: &ConnectionDetails) -> Result<Self, ProviderError> {
-        let text = |key: &str| {
-            master
-                .0
-                .get(key)
-                .and_then(|value| String::from_utf8(value.clone()).ok())
-                .filter(|value| !value.is_empty())
-                .ok_or_else(|| {
-                    terminal(
-                        "MasterCredentialsIncomplete",
-                        format!("the master Secret has no {key} yet"),
-                    )
-                })
-        };
-        Ok(Self {
-            engine: text("engine")?,
-            host: text("host")?,
-            port: text("port")?.parse().map_err(|_| {
-                terminal(
-                    "MasterCredentialsIncomplete",
-                    "the master Secret's port is not a number".to_owned(),
-                )
-            })?,
-            database: text("dbname")?,
-            username: text(USERNAME_KEY)?,
-            password: password_in(master).ok_or_else(|| {
-                terminal(
-                    "MasterCredentialsIncomplete",
-                    format!("the master Secret has no {PASSWORD_KEY} yet"),
-                )
-            })?,
-        })
-    }
-
-    /// `host:port`, for messages.
-    fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
     /// A session as the master user.
-    async fn connect(&self) -> Result<tokio_postgres::Client, ProviderError> {
+    async fn connect_postgres(&self) -> Result<tokio_postgres::Client, ProviderError> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)
@@ -97,7 +40,7 @@ impl Master {
         let (client, connection) = config
             .connect(tls_connector())
             .await
-            .map_err(|error| self.failed(&error))?;
+            .map_err(|error| self.postgres_failed(&error))?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "the session with the database ended");
@@ -106,42 +49,12 @@ impl Master {
         Ok(client)
     }
 
-    /// `error` from the session with the database, as a provider error: unreachable
-    /// (no answer, or no server) or refused (the server answered).
-    fn failed(&self, error: &tokio_postgres::Error) -> ProviderError {
-        let (code, message) = match error.as_db_error() {
-            Some(refusal) => (
-                "DatabaseRefused",
-                format!(
-                    "the database at {} refused the master user {}: {} ({})",
-                    self.address(),
-                    self.username,
-                    refusal.message(),
-                    refusal.code().code()
-                ),
-            ),
-            None => (
-                "DatabaseUnreachable",
-                format!(
-                    "cannot reach the database at {} from tether: {error}",
-                    self.address()
-                ),
-            ),
-        };
-        let error = ProviderError {
-            class: ErrorClass::Transient,
-            code: Some(code.to_owned()),
-            message,
-        };
-        super::master_password::redacted(error, Some(&self.password))
-    }
-}
-
-fn terminal(code: &str, message: String) -> ProviderError {
-    ProviderError {
-        class: ErrorClass::Terminal,
-        code: Some(code.to_owned()),
-        message,
+    /// `error` from the session with the database, as a provider error.
+    fn postgres_failed(&self, error: &tokio_postgres::Error) -> ProviderError {
+        let refusal = error
+            .as_db_error()
+            .map(|refusal| format!("{} ({})", refusal.message(), refusal.code().code()));
+        self.session_failed(refusal, error)
     }
 }
 
@@ -150,20 +63,15 @@ fn shared_role(master: &str) -> String {
     format!("{master}_app")
 }
 
-/// Gives `login` a new password, creating it and the role it acts as when they do not
-/// exist, and returns the connection details an application uses with it.
+/// [`super::activate`] on PostgreSQL: the login and `<master>_app` are created when
+/// missing, the login made a member acting as it, and given `LOGIN` and a new password.
 pub(super) async fn activate(
-    master: &ConnectionDetails,
+    master: &Master,
     login: Login,
 ) -> Result<ConnectionDetails, ProviderError> {
-    let master = Master::from_details(master)?;
     let name = login.name(&master.username);
-    let new_password = password::generate().map_err(|error| ProviderError {
-        class: ErrorClass::Transient,
-        code: None,
-        message: error.to_string(),
-    })?;
-    let session = master.connect().await?;
+    let new_password = new_password()?;
+    let session = master.connect_postgres().await?;
     let (role, login_id) = (
         escape::escape_identifier(&shared_role(&master.username)),
         escape::escape_identifier(&name),
@@ -192,35 +100,22 @@ pub(super) async fn activate(
     session
         .batch_execute(&script)
         .await
-        .map_err(|error| refused(&master, &name, &error))?;
-    let endpoint = DatabaseEndpoint {
-        engine: &master.engine,
-        host: &master.host,
-        port: master.port,
-        username: &name,
-        database_name: Some(&master.database),
-    };
-    Ok(connection_details(&endpoint, &new_password))
+        .map_err(|error| refused(master, &name, &error))?;
+    Ok(master.login_details(&name, &new_password))
 }
 
-/// Changes the password of `login` to one nobody knows and forbids it to log in, when
-/// it exists; sessions already open stay.
-pub(super) async fn retire(master: &ConnectionDetails, login: Login) -> Result<(), ProviderError> {
-    let master = Master::from_details(master)?;
+/// [`super::retire`] on PostgreSQL: `NOLOGIN` and a password nobody knows.
+pub(super) async fn retire(master: &Master, login: Login) -> Result<(), ProviderError> {
     let name = login.name(&master.username);
-    let unknown = password::generate().map_err(|error| ProviderError {
-        class: ErrorClass::Transient,
-        code: None,
-        message: error.to_string(),
-    })?;
-    let session = master.connect().await?;
+    let unknown = new_password()?;
+    let session = master.connect_postgres().await?;
     let exists = session
         .query_opt(
             "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
             &[&name],
         )
         .await
-        .map_err(|error| refused(&master, &name, &error))?
+        .map_err(|error| refused(master, &name, &error))?
         .is_some();
     if exists {
         let script = format!(
@@ -231,26 +126,17 @@ pub(super) async fn retire(master: &ConnectionDetails, login: Login) -> Result<(
         session
             .batch_execute(&script)
             .await
-            .map_err(|error| refused(&master, &name, &error))?;
+            .map_err(|error| refused(master, &name, &error))?;
     }
     Ok(())
 }
 
 /// A statement about `login` that the database refused.
 fn refused(master: &Master, login: &str, error: &tokio_postgres::Error) -> ProviderError {
-    let mut failed = master.failed(error);
-    if error.as_db_error().is_some() {
-        failed.code = Some("LoginChangeRefused".to_owned());
-        failed.message = format!(
-            "the database at {} refused a change to the login {login}: {}",
-            master.address(),
-            error
-                .as_db_error()
-                .map(|refusal| refusal.message().to_owned())
-                .unwrap_or_default()
-        );
+    match error.as_db_error() {
+        Some(refusal) => master.login_change_refused(login, refusal.message()),
+        None => master.postgres_failed(error),
     }
-    failed
 }
 
 /// TLS when the server offers it, as libpq's default `sslmode=prefer` does: the link
