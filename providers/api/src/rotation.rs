@@ -170,6 +170,14 @@ pub struct LastRotation {
     pub previous_retired: bool,
 }
 
+impl LastRotation {
+    /// `duration` after the switch: when its grace period ends, or the next rotation
+    /// is due.
+    pub fn after(&self, duration: Duration) -> Timestamp {
+        self.at.checked_add(duration).unwrap_or(Timestamp::MAX)
+    }
+}
+
 /// What is due for an object's logins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotationStep {
@@ -208,8 +216,7 @@ pub fn decide(
             why: "first login",
         };
     };
-    let after = |duration: Duration| last.at.checked_add(duration).unwrap_or(Timestamp::MAX);
-    let grace_ends = after(schedule.grace_period);
+    let grace_ends = last.after(schedule.grace_period);
     if !last.previous_retired {
         return if now >= grace_ends {
             RotationStep::Retire(last.login.other())
@@ -223,7 +230,7 @@ pub fn decide(
             why: "asked by the tether.dev/rotate-now annotation",
         };
     }
-    let due = after(schedule.every);
+    let due = last.after(schedule.every);
     if now >= due {
         RotationStep::Switch {
             to: last.login.other(),

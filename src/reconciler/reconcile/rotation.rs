@@ -84,10 +84,6 @@ fn text<'a>(details: &'a ConnectionDetails, key: &str) -> Option<&'a str> {
         .and_then(|value| std::str::from_utf8(value).ok())
 }
 
-fn after(at: Timestamp, duration: Duration) -> Timestamp {
-    at.checked_add(duration).unwrap_or(Timestamp::MAX)
-}
-
 fn invalid(message: String) -> Error {
     Error::provider(Phase::Rotate)(
         ProviderError::terminal(message).with_code("InvalidPasswordRotation"),
@@ -206,8 +202,17 @@ where
         }
         let last = match step {
             RotationStep::Switch { to, why } => {
-                self.switch(object, client, master, observed, &mut secret, to, why)
-                    .await?;
+                self.switch(
+                    object,
+                    client,
+                    master,
+                    observed,
+                    &mut secret,
+                    to,
+                    why,
+                    schedule.grace_period,
+                )
+                .await?;
                 LastRotation {
                     login: to,
                     at: now,
@@ -260,18 +265,19 @@ where
         let message = "a new master password is in the master Secret, to be applied \
                        before the login switches"
             .to_owned();
-        tracing::info!("{message}");
-        self.event(
-            object,
-            EventType::Normal,
-            reasons::MASTER_PASSWORD_RENEWED,
-            message,
-        )
-        .await;
+        self.announce(object, reasons::MASTER_PASSWORD_RENEWED, message)
+            .await;
         Ok(true)
     }
 
-    /// Gives `to` a new password and switches the Secret to it.
+    /// Logs `message` and publishes it as a Normal Event with `reason`.
+    async fn announce(&self, object: &M, reason: &str, message: String) {
+        tracing::info!("{message}");
+        self.event(object, EventType::Normal, reason, message).await;
+    }
+
+    /// Gives `to` a new password and switches the Secret to it, whose predecessor
+    /// keeps working for `grace_period`.
     #[allow(clippy::too_many_arguments)]
     async fn switch(
         &self,
@@ -282,6 +288,7 @@ where
         secret: &mut Publisher,
         to: Login,
         why: &str,
+        grace_period: Duration,
     ) -> Result<(), Error> {
         let kind = M::kind(&());
         let metrics = &self.shared.settings.metrics;
@@ -303,24 +310,13 @@ where
             .publish_recorded(object, &details, false, &record)
             .await?;
         let login = text(&details, "username").unwrap_or_default().to_owned();
-        let grace = object
-            .password_rotation()
-            .and_then(|spec| spec.schedule().ok())
-            .map_or(0, |schedule: RotationSchedule| {
-                schedule.grace_period.as_secs()
-            });
+        let grace = grace_period.as_secs();
         let message = format!(
             "the connection Secret holds the login {login} now, with a new password ({why}); \
              the login it held before keeps working for {grace} s"
         );
-        tracing::info!("{message}");
-        self.event(
-            object,
-            EventType::Normal,
-            reasons::PASSWORD_ROTATED,
-            message,
-        )
-        .await;
+        self.announce(object, reasons::PASSWORD_ROTATED, message)
+            .await;
         Ok(())
     }
 
@@ -353,9 +349,7 @@ where
         let message = format!(
             "the login {name} no longer logs in: its grace period after the last rotation ended"
         );
-        tracing::info!("{message}");
-        self.event(object, EventType::Normal, reasons::LOGIN_RETIRED, message)
-            .await;
+        self.announce(object, reasons::LOGIN_RETIRED, message).await;
         Ok(())
     }
 }
@@ -374,7 +368,7 @@ fn status_of(last: &LastRotation, master_user: &str, schedule: RotationSchedule)
     RotationStatus {
         login: Some(last.login.name(master_user)),
         last_rotation: Some(Time(last.at)),
-        next_rotation: Some(Time(after(last.at, schedule.every))),
+        next_rotation: Some(Time(last.after(schedule.every))),
     }
 }
 
