@@ -37,7 +37,7 @@ mod pacing;
 mod reconcile;
 mod references;
 mod status;
-mod turns;
+pub mod turns;
 
 use std::{
     collections::{HashMap, HashSet},
