@@ -113,17 +113,17 @@ async fn run(
     record.into_inner().expect("record lock")
 }
 
+/// One reconcile: noted, `WORK` long, and due again at once.
+async fn work(shared: &Shared, object: &ConfigMap) -> Action {
+    note(shared, object.metadata.name.as_deref().unwrap_or_default());
+    tokio::time::sleep(WORK).await;
+    Action::requeue(Duration::from_millis(1))
+}
+
 /// Reconciles under kube-runtime's limit alone.
 async fn kube_runtime_limit() -> Record {
     run(SLOTS, |object, context| {
-        Box::pin(async move {
-            note(
-                &context.0,
-                object.metadata.name.as_deref().unwrap_or_default(),
-            );
-            tokio::time::sleep(WORK).await;
-            Ok(Action::requeue(Duration::from_millis(1)))
-        })
+        Box::pin(async move { Ok(work(&context.0, &object).await) })
     })
     .await
 }
@@ -137,12 +137,7 @@ async fn tether_turns() -> Record {
             let Some((object, _turn)) = turns.take(object, &context.1).await else {
                 return Ok(Action::await_change());
             };
-            note(
-                &context.0,
-                object.metadata.name.as_deref().unwrap_or_default(),
-            );
-            tokio::time::sleep(WORK).await;
-            Ok(Action::requeue(Duration::from_millis(1)))
+            Ok(work(&context.0, &object).await)
         })
     })
     .await
