@@ -449,6 +449,7 @@ async fn the_api_server_refuses_immutable_changes_and_contradictory_specs() {
         ("engine", "postgres"),
         ("instanceClass", "db.t3.micro"),
         ("masterUsername", "app_admin"),
+        ("allocatedStorageGiB", "50"),
         ("writeConnectionSecretToRef", "{name: orders-db}"),
     ]);
     let changed = |key: &'static str, value: Option<&'static str>| {
@@ -490,6 +491,12 @@ async fn the_api_server_refuses_immutable_changes_and_contradictory_specs() {
             "orders",
             changed("identifier", Some("orders-db-2")),
             &["spec.identifier", "identifier is immutable"],
+        ),
+        (
+            "a smaller storage",
+            "orders",
+            changed("allocatedStorageGiB", Some("40")),
+            &["spec.allocatedStorageGiB", "can grow but never shrink"],
         ),
         (
             "a removed identifier",
@@ -561,5 +568,11 @@ async fn the_api_server_refuses_immutable_changes_and_contradictory_specs() {
             );
         }
     }
+    ns.apply(&manifest(
+        "orders",
+        &changed("allocatedStorageGiB", Some("60")),
+    ))
+    .await
+    .expect("storage may grow");
     ns.delete().await;
 }

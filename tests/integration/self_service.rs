@@ -806,3 +806,22 @@ async fn two_claims_grown_in_one_apply_stay_within_the_namespaces_storage_limit(
     assert_eq!(kept.spec.allocated_storage_gib, Some(40));
     world.finish().await;
 }
+
+#[tokio::test]
+async fn the_api_server_refuses_a_claim_whose_storage_shrinks() {
+    let ns = tether_testkit::TestNamespace::new().await;
+    cluster::install_crds(&ns.client).await;
+    let claim = |gib: u32| {
+        format!(
+            "apiVersion: tether.dev/v1alpha1\nkind: DatabaseClaim\nmetadata: {{name: orders}}\nspec:\n  className: standard\n  storageGiB: {gib}\n"
+        )
+    };
+    ns.apply(&claim(50)).await.expect("a claim of 50 GiB");
+    let message = ns.refusal(&claim(40), "a claim shrunk to 40 GiB").await;
+    assert!(
+        message.contains("spec.storageGiB") && message.contains("can grow but never shrink"),
+        "{message}"
+    );
+    ns.apply(&claim(60)).await.expect("a claim may grow");
+    ns.delete().await;
+}

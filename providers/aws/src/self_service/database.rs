@@ -211,6 +211,9 @@ pub struct DatabaseClaimSpec {
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(range(min = 20, max = 65536))]
+    #[x_kube(validation = kube::core::Rule::new("self >= oldSelf")
+        .message("storageGiB can grow but never shrink: RDS cannot make storage smaller")
+        .reason(kube::core::Reason::FieldValueInvalid))]
     pub storage_gib: Option<i32>,
     /// Name of the database created in the instance. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -149,6 +149,9 @@ pub struct DBInstanceSpec {
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(range(min = 20, max = 65536))]
+    #[x_kube(validation = kube::core::Rule::new("self >= oldSelf")
+        .message("allocatedStorageGiB can grow but never shrink: RDS cannot make storage smaller")
+        .reason(kube::core::Reason::FieldValueInvalid))]
     pub allocated_storage_gib: Option<i32>,
 
     /// The storage type, e.g. `gp3`, `gp2`, `io1`, `io2`, `standard`. Default: AWS's.
