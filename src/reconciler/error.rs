@@ -49,7 +49,7 @@ pub enum Error {
     },
     /// A Secret key the spec names has no usable value: part of observing the object.
     #[error("{verb} failed: {0}", verb = Phase::Observe.verb())]
-    SecretKey(#[from] super::secret_keys::Error),
+    SecretKey(#[from] Box<super::secret_keys::Error>),
     #[error(transparent)]
     ConnectionSecret(#[from] connection_secret::Error),
     #[error("writing to the Kubernetes API: {0}")]

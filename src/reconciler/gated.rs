@@ -166,18 +166,23 @@ mod tests {
     use super::*;
     use crate::reconciler::fake::{FakeClient, FakeKind, fake};
 
-    /// Every call the runtime can make, through `client`; whether each succeeded.
-    async fn every_call(client: &GatedClient<FakeClient>) -> BTreeMap<&'static str, bool> {
-        let object: FakeKind = fake("web", None);
-        let context = Context::named(Some("sg-1"));
-        let observed = Observed {
+    /// A Ready resource as observed, up to date.
+    fn ready() -> ObservedOf<FakeKind> {
+        Observed {
             external_name: None,
             owner_uid: None,
             delta: Default::default(),
             readiness: Readiness::Ready,
             at_provider: Default::default(),
             connection: ConnectionDetails::default(),
-        };
+        }
+    }
+
+    /// Every call the runtime can make, through `client`; whether each succeeded.
+    async fn every_call(client: &GatedClient<FakeClient>) -> BTreeMap<&'static str, bool> {
+        let object: FakeKind = fake("web", None);
+        let context = Context::named(Some("sg-1"));
+        let observed = ready();
         BTreeMap::from([
             ("observe", client.observe(&object, context).await.is_ok()),
             ("prepare", client.prepare(&object, context).await.is_ok()),
@@ -219,14 +224,7 @@ mod tests {
         };
         let object: FakeKind = fake("web", None);
         let context = Context::named(Some("web"));
-        let observed = Observed {
-            external_name: None,
-            owner_uid: None,
-            delta: Default::default(),
-            readiness: Readiness::Ready,
-            at_provider: Default::default(),
-            connection: ConnectionDetails::default(),
-        };
+        let observed = ready();
         for write in ["create", "update", "delete"] {
             // The read that decided the write; the fake records another while the
             // write is under way.

@@ -398,7 +398,9 @@ where
         .await?;
         self.carry_over_credentials(object, &mut publisher).await?;
         let published = publisher.published().clone();
-        let secrets = super::secret_keys::read(kube, object).await?;
+        let secrets = super::secret_keys::read(kube, object)
+            .await
+            .map_err(Box::new)?;
         let context = Context {
             external_name: external_name.as_deref(),
             references: &references,

@@ -183,8 +183,9 @@ impl fmt::Debug for ConnectionDetails {
     }
 }
 
-/// The text of a Secret key the object's spec names ([`crate::SecretKeyRef`]), as the
-/// runtime read it: never empty. `Debug` never shows it; [`SecretValue::expose`] does.
+/// A secret text: the value of a Secret key the object's spec names
+/// ([`crate::SecretKeyRef`]), which the runtime never hands over empty, or a password a
+/// provider holds. `Debug` never shows it; [`SecretValue::expose`] does.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretValue(String);
 

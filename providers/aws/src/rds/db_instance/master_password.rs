@@ -86,7 +86,7 @@ fn user_password(
             reference.key, reference.name
         ))
     })?;
-    Ok(Password::from(value.expose().to_owned()))
+    Ok(value.clone())
 }
 
 impl DBInstanceClient {
