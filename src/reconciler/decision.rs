@@ -18,12 +18,13 @@
 //!    not show it yet: that event brings the object back.
 //! 8. Add the finalizer: a new object: observe as in 9, with no cloud write (a create
 //!    or update waits for the next reconcile), then add the finalizer.
-//! 9. Observe: resolve references → connect → load the connection Secret → observe →
-//!    missing: create (or wait for a create already sent) | exists: refuse what is not
-//!    this object's, else update the delta (unless ObserveOnly) or nothing → publish the
-//!    connection Secret → write status → requeue after the poll interval (the wait
-//!    interval while anything is on its way), with jitter. Credentials a create or
-//!    update needs are published first, and that reconcile ends there.
+//! 9. Observe: resolve references → connect → load the connection Secret → read the
+//!    Secret keys the spec names → observe → missing: create (or wait for a create
+//!    already sent) | exists: refuse what is not this object's, else update the delta
+//!    (unless ObserveOnly) or nothing → publish the connection Secret → write status →
+//!    requeue after the poll interval (the wait interval while anything is on its way),
+//!    with jitter. Credentials a create or update needs are published first, and that
+//!    reconcile ends there.
 
 use std::time::Duration;
 

@@ -47,6 +47,9 @@ pub enum Error {
         #[source]
         source: ProviderError,
     },
+    /// A Secret key the spec names has no usable value: part of observing the object.
+    #[error("{verb} failed: {0}", verb = Phase::Observe.verb())]
+    SecretKey(#[from] Box<super::secret_keys::Error>),
     #[error(transparent)]
     ConnectionSecret(#[from] connection_secret::Error),
     #[error("writing to the Kubernetes API: {0}")]
@@ -77,6 +80,7 @@ impl Error {
             Self::Annotation(_) => ErrorClass::Terminal,
             Self::ReferenceNotReady(_) | Self::StillDeleting => ErrorClass::Pending,
             Self::Provider { source, .. } => source.class,
+            Self::SecretKey(error) => error.class(),
             Self::ConnectionSecret(connection_secret::Error::Kube { .. })
             | Self::Kube(_)
             | Self::Crd(_) => ErrorClass::Transient,
@@ -107,6 +111,7 @@ impl Error {
                 Phase::Delete => reasons::DELETE_FAILED,
                 Phase::Rotate => reasons::ROTATE_FAILED,
             },
+            Self::SecretKey(_) => reasons::OBSERVE_FAILED,
             Self::ConnectionSecret(connection_secret::Error::NotOwned { .. }) => {
                 reasons::SECRET_CONFLICT
             }

@@ -5,6 +5,7 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use hyper::body::Bytes;
@@ -15,6 +16,7 @@ use kube::{
 };
 use serde::{Deserialize, Serialize};
 use tether_api::{
+    SecretKeyRef,
     claim::{Claim, ClaimStatus, Class},
     delta::Delta,
     external::{
@@ -23,6 +25,7 @@ use tether_api::{
     },
     managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
     rotation::Login,
+    snapshot::{Freshness, Known, Listing, Snapshot, WriteGuard},
 };
 
 /// A resource of no cloud: a size, and a Secret it may read.
@@ -93,10 +96,21 @@ impl Managed for FakeKind {
         self.metadata.name.clone()
     }
 
-    fn secret_references(&self) -> Vec<String> {
-        self.spec.password_secret.iter().cloned().collect()
+    fn secret_key_refs(&self) -> Vec<SecretKeyRef> {
+        self.spec
+            .password_secret
+            .iter()
+            .map(|name| SecretKeyRef {
+                field: PASSWORD_SECRET_FIELD.to_owned(),
+                name: name.clone(),
+                key: "password".to_owned(),
+            })
+            .collect()
     }
 }
+
+/// The field of a [`FakeKind`] naming its Secret, whose key `password` it reads.
+pub const PASSWORD_SECRET_FIELD: &str = "passwordSecret";
 
 /// A [`FakeKind`] named `name` in namespace `shop`, reading Secret `password_secret`.
 pub fn fake(name: &str, password_secret: Option<&str>) -> FakeKind {
@@ -111,12 +125,17 @@ pub fn fake(name: &str, password_secret: Option<&str>) -> FakeKind {
     object
 }
 
-/// A provider's client that records the calls that reach it, and answers `observe`
-/// with the resource it was given (missing by default).
+/// A provider's client that records the calls that reach it (and the Secret values
+/// `observe` was given), and answers `observe` with the resource it was given (missing
+/// by default). It keeps a shared snapshot of sizes by object name, as a kind of the
+/// cloud would, and records in it a read made during each write, as a listing that
+/// started while the cloud applied the write would be.
 #[derive(Clone, Default)]
 pub struct FakeClient {
     calls: Arc<Mutex<Vec<&'static str>>>,
+    passwords: Arc<Mutex<Vec<Option<String>>>>,
     existing: Option<ObservedOf<FakeKind>>,
+    snapshot: Snapshot<u32>,
 }
 
 impl FakeClient {
@@ -133,46 +152,84 @@ impl FakeClient {
         self.calls.lock().unwrap().clone()
     }
 
+    /// The value of [`PASSWORD_SECRET_FIELD`] in the context of each `observe`.
+    pub fn passwords(&self) -> Vec<Option<String>> {
+        self.passwords.lock().unwrap().clone()
+    }
+
+    /// Its shared snapshot.
+    pub fn snapshot(&self) -> &Snapshot<u32> {
+        &self.snapshot
+    }
+
+    /// What the snapshot says of `name`'s resource to a lookup that takes a read up
+    /// to a minute old.
+    pub async fn known(&self, name: &str) -> Known<u32> {
+        let reads = Freshness::Reads(std::time::Duration::from_secs(60));
+        self.snapshot
+            // Never called: a lookup of reads never lists.
+            .lookup(name, reads, || async { Err::<Listing<u32>, ()>(()) })
+            .await
+            .unwrap()
+    }
+
     fn record(&self, call: &'static str) {
         self.calls.lock().unwrap().push(call);
+    }
+
+    /// Records `call`, a write to `object`'s resource, and a read of the resource made
+    /// while the write is under way.
+    fn write(&self, call: &'static str, object: &FakeKind) {
+        self.record(call);
+        self.snapshot
+            .record(&object.name_any(), Instant::now(), Some(object.spec.size));
     }
 }
 
 impl ExternalClient<FakeKind> for FakeClient {
+    fn write_guard(&self, object: &FakeKind, _: Context<'_>) -> Option<WriteGuard> {
+        Some(self.snapshot.write_guard(&object.name_any()))
+    }
+
     async fn observe(
         &self,
         _: &FakeKind,
-        _: Context<'_>,
+        context: Context<'_>,
     ) -> Result<ObservationOf<FakeKind>, ProviderError> {
         self.record("observe");
+        let password = context.secret(PASSWORD_SECRET_FIELD);
+        self.passwords
+            .lock()
+            .unwrap()
+            .push(password.map(|value| value.expose().to_owned()));
         Ok(self
             .existing
             .clone()
             .map_or(Observation::Missing, Observation::Exists))
     }
 
-    async fn create(&self, _: &FakeKind, _: Context<'_>) -> Result<Created, ProviderError> {
-        self.record("create");
+    async fn create(&self, object: &FakeKind, _: Context<'_>) -> Result<Created, ProviderError> {
+        self.write("create", object);
         Ok(Created::default())
     }
 
     async fn update(
         &self,
-        _: &FakeKind,
+        object: &FakeKind,
         _: Context<'_>,
         _: &ObservedOf<FakeKind>,
     ) -> Result<(), ProviderError> {
-        self.record("update");
+        self.write("update", object);
         Ok(())
     }
 
     async fn delete(
         &self,
-        _: &FakeKind,
+        object: &FakeKind,
         _: Context<'_>,
         _: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
-        self.record("delete");
+        self.write("delete", object);
         Ok(None)
     }
 

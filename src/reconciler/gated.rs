@@ -1,8 +1,17 @@
-//! The write gate in front of the cloud: every create, update and delete a reconcile
-//! asks of a provider (and every change to a login inside a database) first checks that this replica still leads ([`WriteGate`]), so
-//! a replica that lost the lease, or cannot be sure it holds it, writes nothing to AWS
-//! however far its reconciles had got. Observing and preparing (or renewing)
-//! credentials write nothing to the cloud and pass as they are.
+//! The rules in front of every cloud write, kept by the runtime so that no kind can
+//! skip them:
+//!
+//! - the write gate: every create, update and delete a reconcile asks of a provider
+//!   (and every change to a login inside a database) first checks that this replica
+//!   still leads ([`WriteGate`]), so a replica that lost the lease, or cannot be sure
+//!   it holds it, writes nothing to AWS however far its reconciles had got;
+//! - the write guard: every create, update and delete holds the guard the kind names
+//!   for the resource in its shared snapshot ([`ExternalClient::write_guard`]) until
+//!   the call returns, so that nothing the snapshot saw before the write ended answers
+//!   for the resource afterwards.
+//!
+//! Observing and preparing (or renewing) credentials write nothing to the cloud and
+//! pass as they are.
 
 use std::future::Future;
 
@@ -13,6 +22,7 @@ use tether_api::{
     },
     managed::{DeletionPolicy, Managed},
     rotation::Login,
+    snapshot::WriteGuard,
 };
 
 use crate::leader::WriteGate;
@@ -81,8 +91,13 @@ impl<M: Managed, X: ExternalClient<M>> ExternalClient<M> for GatedClient<X> {
         self.inner.renew_credentials(object, published)
     }
 
+    fn write_guard(&self, object: &M, context: Context<'_>) -> Option<WriteGuard> {
+        self.inner.write_guard(object, context)
+    }
+
     async fn create(&self, object: &M, context: Context<'_>) -> Result<Created, ProviderError> {
         self.pass()?;
+        let _written = self.inner.write_guard(object, context);
         self.inner.create(object, context).await
     }
 
@@ -93,6 +108,7 @@ impl<M: Managed, X: ExternalClient<M>> ExternalClient<M> for GatedClient<X> {
         observed: &ObservedOf<M>,
     ) -> Result<(), ProviderError> {
         self.pass()?;
+        let _written = self.inner.write_guard(object, context);
         self.inner.update(object, context, observed).await
     }
 
@@ -103,6 +119,7 @@ impl<M: Managed, X: ExternalClient<M>> ExternalClient<M> for GatedClient<X> {
         policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
         self.pass()?;
+        let _written = self.inner.write_guard(object, context);
         self.inner.delete(object, context, policy).await
     }
 
@@ -137,29 +154,35 @@ impl<M: Managed, X: ExternalClient<M>> ExternalClient<M> for GatedClient<X> {
 mod tests {
     use std::{
         collections::BTreeMap,
-        time::{Duration, SystemTime},
+        time::{Duration, Instant, SystemTime},
     };
 
     use tether_api::{
         ErrorClass,
         external::{Observed, Readiness},
+        snapshot::Known,
     };
 
     use super::*;
     use crate::reconciler::fake::{FakeClient, FakeKind, fake};
 
-    /// Every call the runtime can make, through `client`; whether each succeeded.
-    async fn every_call(client: &GatedClient<FakeClient>) -> BTreeMap<&'static str, bool> {
-        let object: FakeKind = fake("web", None);
-        let context = Context::named(Some("sg-1"));
-        let observed = Observed {
+    /// A Ready resource as observed, up to date.
+    fn ready() -> ObservedOf<FakeKind> {
+        Observed {
             external_name: None,
             owner_uid: None,
             delta: Default::default(),
             readiness: Readiness::Ready,
             at_provider: Default::default(),
             connection: ConnectionDetails::default(),
-        };
+        }
+    }
+
+    /// Every call the runtime can make, through `client`; whether each succeeded.
+    async fn every_call(client: &GatedClient<FakeClient>) -> BTreeMap<&'static str, bool> {
+        let object: FakeKind = fake("web", None);
+        let context = Context::named(Some("sg-1"));
+        let observed = ready();
         BTreeMap::from([
             ("observe", client.observe(&object, context).await.is_ok()),
             ("prepare", client.prepare(&object, context).await.is_ok()),
@@ -190,6 +213,43 @@ mod tests {
                     .is_ok(),
             ),
         ])
+    }
+
+    #[tokio::test]
+    async fn every_write_holds_the_kinds_write_guard_until_it_returns() {
+        let provider = FakeClient::default();
+        let client = GatedClient {
+            inner: provider.clone(),
+            gate: WriteGate::default(),
+        };
+        let object: FakeKind = fake("web", None);
+        let context = Context::named(Some("web"));
+        let observed = ready();
+        for write in ["create", "update", "delete"] {
+            // The read that decided the write; the fake records another while the
+            // write is under way.
+            provider.snapshot().record("web", Instant::now(), Some(1));
+            let done = match write {
+                "create" => client.create(&object, context).await.map(drop),
+                "update" => client.update(&object, context, &observed).await,
+                _ => client
+                    .delete(&object, context, DeletionPolicy::Delete)
+                    .await
+                    .map(drop),
+            };
+            assert_eq!(done, Ok(()));
+            assert_eq!(
+                provider.known("web").await,
+                Known::Unknown,
+                "{write}: nothing read before the write ended answers for the resource"
+            );
+        }
+        assert_eq!(provider.calls(), ["create", "update", "delete"]);
+
+        // The kind takes no guard itself: called past the runtime, the read made during
+        // the write would be taken for the resource as it is now.
+        provider.create(&object, context).await.unwrap();
+        assert_eq!(provider.known("web").await, Known::Present(0));
     }
 
     #[tokio::test]

@@ -398,9 +398,13 @@ where
         .await?;
         self.carry_over_credentials(object, &mut publisher).await?;
         let published = publisher.published().clone();
+        let secrets = super::secret_keys::read(kube, object)
+            .await
+            .map_err(Box::new)?;
         let context = Context {
             external_name: external_name.as_deref(),
             references: &references,
+            secrets: &secrets,
             published: &published,
             pending: publisher.credentials_pending(),
             create_attempt: None,

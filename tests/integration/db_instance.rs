@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::core::ObjectMeta;
+use tether::reconciler::secret_keys;
 use tether_api::{
     ErrorClass,
     external::{
@@ -100,7 +101,7 @@ async fn the_client_creates_updates_and_deletes_a_postgres_instance_on_moto() {
     let ns = TestNamespace::new().await;
     let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
     let config = sdk_config(&proxy.endpoint());
-    let client = DBInstanceClient::from_config(&config.clone().into(), ns.client.clone());
+    let client = DBInstanceClient::from_config(&config.clone().into());
     let mut object = db_instance(&ns);
     let name = object.default_external_name().unwrap();
     assert!(
@@ -244,7 +245,7 @@ async fn the_client_creates_updates_and_deletes_a_postgres_instance_on_moto() {
 async fn aws_refusals_are_terminal_with_aws_message() {
     let ns = TestNamespace::new().await;
     let config = sdk_config(Emulator::moto().endpoint());
-    let client = DBInstanceClient::from_config(&config.clone().into(), ns.client.clone());
+    let client = DBInstanceClient::from_config(&config.clone().into());
     let nothing = ConnectionDetails::default();
 
     let mut invalid = db_instance(&ns);
@@ -305,7 +306,7 @@ async fn aws_refusals_are_terminal_with_aws_message() {
 async fn a_user_supplied_password_is_read_from_the_users_secret() {
     let ns = TestNamespace::new().await;
     let config = sdk_config(Emulator::moto().endpoint());
-    let client = DBInstanceClient::from_config(&config.clone().into(), ns.client.clone());
+    let client = DBInstanceClient::from_config(&config.clone().into());
     let secret = |password: &str| {
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-admin}}\nstringData: {{password: '{password}'}}\n"
@@ -317,29 +318,35 @@ async fn a_user_supplied_password_is_read_from_the_users_secret() {
     let name = object.default_external_name().unwrap();
     let nothing = ConnectionDetails::default();
 
-    let missing = client
-        .create(&object, with(&name, &nothing, false))
+    // The runtime reads the Secret the spec names, and hands the client its value.
+    let missing = secret_keys::read(&ns.client, &object)
         .await
         .expect_err("no Secret yet");
-    assert_eq!(missing.class, ErrorClass::Terminal);
+    assert_eq!(missing.class(), ErrorClass::Terminal);
     assert!(
         missing
-            .message
+            .to_string()
             .contains(&format!("{}/orders-admin", ns.name)),
         "{missing}"
     );
 
     ns.apply(&secret("first-Secret-1")).await.unwrap();
+    let values = secret_keys::read(&ns.client, &object).await.unwrap();
+    assert!(!format!("{values:?}").contains("Secret-1"), "{values:?}");
+    let read = |published| Context {
+        secrets: &values,
+        ..with(&name, published, false)
+    };
     assert_eq!(
-        client.prepare(&object, with(&name, &nothing, false)).await,
+        client.prepare(&object, read(&nothing)).await,
         Ok(None),
         "tether generates nothing for a user's password"
     );
     client
-        .create(&object, with(&name, &nothing, false))
+        .create(&object, read(&nothing))
         .await
         .expect("CreateDBInstance");
-    let first = observed(&client, &object, with(&name, &nothing, false)).await;
+    let first = observed(&client, &object, read(&nothing)).await;
     assert_eq!(text(&first.connection, "password"), "first-Secret-1");
     assert_eq!(
         first.delta.describe(),
@@ -347,28 +354,32 @@ async fn a_user_supplied_password_is_read_from_the_users_secret() {
         "not published yet, so not known to be applied"
     );
     let published = first.connection.clone();
-    let settled = observed(&client, &object, with(&name, &published, false)).await;
+    let settled = observed(&client, &object, read(&published)).await;
     assert!(settled.is_up_to_date(), "{:?}", settled.delta.describe());
 
     // The user changes the Secret: the new password is a difference update applies.
     ns.apply(&secret("second-Secret-2")).await.unwrap();
-    let rotated = observed(&client, &object, with(&name, &published, false)).await;
+    let values = secret_keys::read(&ns.client, &object).await.unwrap();
+    let read = |published| Context {
+        secrets: &values,
+        ..with(&name, published, false)
+    };
+    let rotated = observed(&client, &object, read(&published)).await;
     assert_eq!(rotated.delta.describe(), ["masterPassword"]);
     assert_eq!(text(&rotated.connection, "password"), "second-Secret-2");
     client
-        .update(&object, with(&name, &published, false), &rotated)
+        .update(&object, read(&published), &rotated)
         .await
         .expect("ModifyDBInstance");
 
     // A key the Secret lacks is named, and no value is.
     object.spec.master_password = Some(orders_admin("pass"));
-    let no_key = client
-        .observe(&object, with(&name, &published, false))
+    let no_key = secret_keys::read(&ns.client, &object)
         .await
         .expect_err("no such key");
-    assert_eq!(no_key.class, ErrorClass::Terminal);
+    assert_eq!(no_key.class(), ErrorClass::Terminal);
     assert!(
-        no_key.message.contains("orders-admin") && no_key.message.contains("pass"),
+        no_key.to_string().contains("orders-admin") && no_key.to_string().contains("pass"),
         "{no_key}"
     );
     assert!(!format!("{no_key:?}").contains("Secret-2"), "{no_key:?}");
@@ -388,8 +399,7 @@ async fn a_user_supplied_password_is_read_from_the_users_secret() {
 async fn an_rds_managed_password_is_mirrored_from_secrets_manager() {
     let ns = TestNamespace::new().await;
     let proxy = FaultProxy::start(Emulator::moto().endpoint()).await;
-    let client =
-        DBInstanceClient::from_config(&sdk_config(&proxy.endpoint()).into(), ns.client.clone());
+    let client = DBInstanceClient::from_config(&sdk_config(&proxy.endpoint()).into());
     let mut object = db_instance(&ns);
     object.spec.manage_master_user_password = Some(true);
     object.spec.managed.write_connection_secret_to_ref = None;

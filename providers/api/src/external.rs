@@ -5,9 +5,11 @@
 //! create, update or nothing from what it returns.
 //!
 //! A provider gives each kind a [`Connector`] (which builds a client per object, from
-//! its ProviderConfig) and an [`ExternalClient`] (the cloud calls). The runtime owns
-//! the rest: finalizers, conditions, Events, the connection Secret, ownership checks,
-//! pacing and retries. A client reports failures as a [`ProviderError`] whose class
+//! its ProviderConfig) and an [`ExternalClient`] (the cloud calls), which touches only
+//! the cloud. The runtime owns the rest: finalizers, conditions, Events, the connection
+//! Secret, the Secret keys a spec names (read into [`Context::secrets`]), the write
+//! guard of the kind's shared snapshot around every write
+//! ([`ExternalClient::write_guard`]), ownership checks, pacing and retries. A client reports failures as a [`ProviderError`] whose class
 //! says what the runtime does next: [`ProviderError::terminal`] waits for a change,
 //! [`ProviderError::transient`] backs off and tries again, [`ProviderError::pending`]
 //! comes back later.
@@ -26,6 +28,7 @@
 //!         Observed, ObservedOf, ProviderError, Readiness,
 //!     },
 //!     managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus},
+//!     snapshot::WriteGuard,
 //! };
 //!
 //! /// A bucket of some size.
@@ -77,6 +80,11 @@
 //! struct ToyCloud(Mutex<BTreeMap<String, u32>>);
 //!
 //! impl ExternalClient<Bucket> for ToyCloud {
+//!     // The toy reads its map directly: no shared snapshot to guard.
+//!     fn write_guard(&self, _bucket: &Bucket, _context: Context<'_>) -> Option<WriteGuard> {
+//!         None
+//!     }
+//!
 //!     async fn observe(
 //!         &self,
 //!         bucket: &Bucket,
@@ -161,7 +169,7 @@ use crate::{
     ErrorClass,
     managed::{DeletionPolicy, Managed},
     rotation::Login,
-    snapshot::Freshness,
+    snapshot::{Freshness, WriteGuard},
 };
 
 /// Values an application needs to connect (host, port, username, password, …).
@@ -174,6 +182,35 @@ impl fmt::Debug for ConnectionDetails {
         f.debug_set().entries(self.0.keys()).finish()
     }
 }
+
+/// A secret text: the value of a Secret key the object's spec names
+/// ([`crate::SecretKeyRef`]), which the runtime never hands over empty, or a password a
+/// provider holds. `Debug` never shows it; [`SecretValue::expose`] does.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    /// The value itself, for the cloud call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretValue {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// The values of an object's Secret keys, by the spec field that names each
+/// ([`crate::SecretKeyRef::field`]).
+pub type SecretValues = BTreeMap<String, SecretValue>;
 
 /// Whether the cloud resource can be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -317,6 +354,13 @@ pub struct Context<'a> {
     ///
     /// [`Managed::references`]: crate::managed::Managed::references
     pub references: &'a BTreeMap<String, String>,
+    /// The values of the Secret keys the spec names ([`Managed::secret_key_refs`]),
+    /// read by the runtime in the object's namespace for this reconcile: field → value.
+    /// Every key is here, except while the object is being deleted (nothing is read
+    /// then: a Secret that went with its namespace must not hold up the deletion).
+    ///
+    /// [`Managed::secret_key_refs`]: crate::managed::Managed::secret_key_refs
+    pub secrets: &'a SecretValues,
     /// What the object's connection Secret holds now (empty when it has none). The
     /// record of credentials already applied, such as the master password.
     pub published: &'a ConnectionDetails,
@@ -342,6 +386,7 @@ pub struct Context<'a> {
 }
 
 static NOTHING_RESOLVED: BTreeMap<String, String> = BTreeMap::new();
+static NO_SECRETS: SecretValues = BTreeMap::new();
 static NOTHING_PUBLISHED: ConnectionDetails = ConnectionDetails(BTreeMap::new());
 static NO_TAGS: BTreeSet<String> = BTreeSet::new();
 
@@ -351,6 +396,7 @@ impl<'a> Context<'a> {
         Self {
             external_name,
             references: &NOTHING_RESOLVED,
+            secrets: &NO_SECRETS,
             published: &NOTHING_PUBLISHED,
             pending: false,
             create_attempt: None,
@@ -368,6 +414,12 @@ impl<'a> Context<'a> {
     /// The resolved external name of the object referenced by `field`.
     pub fn reference(&self, field: &str) -> Option<&str> {
         self.references.get(field).map(String::as_str)
+    }
+
+    /// The value of the Secret key that the spec's `field` names, as the runtime read
+    /// it.
+    pub fn secret(&self, field: &str) -> Option<&SecretValue> {
+        self.secrets.get(field)
     }
 }
 
@@ -401,6 +453,15 @@ pub trait ExternalClient<M: Managed>: Send + Sync {
     ) -> impl Future<Output = Result<Option<ConnectionDetails>, ProviderError>> + Send {
         async { Ok(None) }
     }
+
+    /// The guard that marks `object`'s resource as being written in the shared
+    /// snapshot the client observes from ([`crate::snapshot`]), under the key the
+    /// snapshot has for it; `None` for a client that keeps no snapshot. The runtime
+    /// takes it right before every `create`, `update` and `delete` and drops it once
+    /// the call returns, so that no listing or read that started before the write
+    /// ended answers for the resource afterwards; a client never takes it itself.
+    /// (Logins inside the resource are not what a snapshot lists, and take none.)
+    fn write_guard(&self, object: &M, context: Context<'_>) -> Option<WriteGuard>;
 
     /// Creates the resource as the spec says.
     fn create(
@@ -508,5 +569,26 @@ mod tests {
         let printed = format!("{details:?}");
         assert_eq!(printed, r#"{"password"}"#);
         assert!(!printed.contains("canary"));
+    }
+
+    #[test]
+    fn secret_values_never_print_not_even_inside_a_context() {
+        let secrets = SecretValues::from([(
+            "masterPassword.secretKeyRef".to_owned(),
+            SecretValue::from("canary-7f3c".to_owned()),
+        )]);
+        let context = Context {
+            secrets: &secrets,
+            ..Context::named(Some("orders"))
+        };
+        let printed = format!("{context:?}");
+        assert!(printed.contains("masterPassword.secretKeyRef"), "{printed}");
+        assert!(!printed.contains("canary"), "{printed}");
+        assert_eq!(
+            context
+                .secret("masterPassword.secretKeyRef")
+                .map(SecretValue::expose),
+            Some("canary-7f3c")
+        );
     }
 }

@@ -18,4 +18,4 @@ pub mod snapshot;
 pub mod telemetry;
 
 pub use error_class::ErrorClass;
-pub use references::{LocalReference, ObjectReference, SecretReference};
+pub use references::{LocalReference, ObjectReference, SecretKeyRef, SecretReference};

@@ -16,7 +16,7 @@ use k8s_openapi::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::references::ObjectReference;
+use crate::references::{ObjectReference, SecretKeyRef};
 
 /// Annotation naming the cloud resource to manage (RDS identifier, instance id, group
 /// id); set by tether after a create, or by a user to adopt an existing resource.
@@ -224,14 +224,30 @@ pub trait Managed:
         Vec::new()
     }
 
-    /// Whether objects of this kind read Secrets (see [`Managed::secret_references`]);
+    /// Whether objects of this kind read Secrets (see [`Managed::secret_key_refs`]);
     /// only then does the runtime watch Secrets for them.
     const READS_SECRETS: bool = false;
 
-    /// Names of Secrets in the object's namespace whose contents it reads (a
-    /// user-supplied password); a change to one of them reconciles the object.
-    fn secret_references(&self) -> Vec<String> {
+    /// The Secret keys the spec names for values the provider needs (a user-supplied
+    /// password). The runtime reads them in the object's namespace before it observes
+    /// the object, and hands their values to the provider in `Context::secrets`; a
+    /// Secret or key that is missing, or a value that is empty or not UTF-8 text, stops
+    /// the reconcile with `Synced=False` saying which. A change to one of these Secrets
+    /// reconciles the object. The provider itself never reads Kubernetes.
+    fn secret_key_refs(&self) -> Vec<SecretKeyRef> {
         Vec::new()
+    }
+
+    /// Names of the Secrets [`Managed::secret_key_refs`] reads, each once.
+    fn secret_references(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .secret_key_refs()
+            .into_iter()
+            .map(|reference| reference.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The tags (labels) the spec asks for, for kinds whose cloud resource has them;

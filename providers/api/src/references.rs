@@ -45,6 +45,24 @@ pub struct ObjectReference {
     pub needed_to_create: bool,
 }
 
+/// A key of a Secret in the managed object's namespace whose value the object's spec
+/// supplies (a `secretKeyRef`), as the object declares it to the runtime
+/// ([`Managed::secret_key_refs`]). The runtime reads it; the provider gets the value in
+/// `Context::secrets` under [`SecretKeyRef::field`].
+///
+/// [`Managed::secret_key_refs`]: crate::managed::Managed::secret_key_refs
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    /// The spec field holding the reference, as the user writes it (e.g.
+    /// `masterPassword.secretKeyRef`): messages name it, and it is the key of the value
+    /// in `Context::secrets`.
+    pub field: String,
+    /// Name of the Secret.
+    pub name: String,
+    /// The key within the Secret.
+    pub key: String,
+}
+
 /// A reference to another object in the same namespace, by name, as CRD specs hold it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct LocalReference {

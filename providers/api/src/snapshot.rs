@@ -5,7 +5,11 @@
 //! Every kind plugs in the same way: its client holds a [`Snapshot`] of the cloud's
 //! own type, asks it first ([`Snapshot::lookup`], with the listing call to make when a
 //! refresh is due), reads directly when it answers `None`, records what the direct read
-//! saw ([`Snapshot::record`]), and holds a [`Snapshot::write_guard`] across each write.
+//! saw ([`Snapshot::record`]), and names the [`Snapshot::write_guard`] of an object's
+//! resource ([`ExternalClient::write_guard`]), which the runtime holds across each
+//! write.
+//!
+//! [`ExternalClient::write_guard`]: crate::external::ExternalClient::write_guard
 //!
 //! Three rules keep it safe and cheap:
 //! - A listing only ever answers "here it is, as of then". A key it lacks is read
@@ -22,6 +26,7 @@
 
 use std::{
     collections::HashMap,
+    fmt,
     future::Future,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -151,7 +156,7 @@ struct State<T> {
     read_took: Duration,
     /// Direct reads made since the listing, by key; `None` when the read found nothing.
     reads: HashMap<String, Record<Option<T>>>,
-    /// When each key was last written through this client.
+    /// When the last write of each key through this client ended.
     writes: HashMap<String, Instant>,
     /// The last lookup of each key and the age it accepted: the demand for freshness.
     asked: HashMap<String, (Instant, Duration)>,
@@ -316,21 +321,42 @@ impl<T: Clone + Send + Sync> Snapshot<T> {
         }
     }
 
-    /// A guard to hold across a write to `key`'s resource: from now until some time
-    /// after it is dropped, no record that started earlier answers for `key` (whether
-    /// the write succeeded, failed or lost its answer).
-    pub fn write_guard(&self, key: &str) -> WriteGuard<'_, T> {
-        self.lock().writes.insert(key.to_owned(), Instant::now());
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        lock(&self.state)
+    }
+}
+
+impl<T: Send + 'static> Snapshot<T> {
+    /// A guard to hold across a write to `key`'s resource: once it is dropped, no
+    /// record that started before then answers for `key` (whether the write succeeded,
+    /// failed or lost its answer). While it is held, the records from before the write
+    /// still answer: the writer may use the read that decided the write (a security
+    /// group's delete revokes the rules its observe saw) without reading again.
+    pub fn write_guard(&self, key: &str) -> WriteGuard {
         WriteGuard {
-            snapshot: self,
+            snapshot: self.state.clone(),
             key: key.to_owned(),
         }
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The state of a snapshot, locked even when a panic poisoned it.
+fn lock<T>(state: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A snapshot's record of writes, whatever it keeps of each resource: what a
+/// [`WriteGuard`] marks.
+trait Written: Send + Sync {
+    /// Marks `key` written now.
+    fn written(&self, key: &str);
+}
+
+impl<T: Send> Written for Mutex<State<T>> {
+    fn written(&self, key: &str) {
+        lock(self).writes.insert(key.to_owned(), Instant::now());
     }
 }
 
@@ -433,23 +459,26 @@ impl<T: Clone> State<T> {
     }
 }
 
-/// Marks its key written again when dropped; see [`Snapshot::write_guard`].
+/// Marks its key written again when dropped; see [`Snapshot::write_guard`]. It owns
+/// its share of the snapshot and names no type of it, so the runtime can hold the
+/// guard a kind's client hands out.
 #[must_use = "the write is marked done when the guard is dropped"]
-pub struct WriteGuard<'a, T> {
-    snapshot: &'a Snapshot<T>,
+pub struct WriteGuard {
+    snapshot: Arc<dyn Written>,
     key: String,
 }
 
-impl<T> Drop for WriteGuard<'_, T> {
+impl fmt::Debug for WriteGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteGuard")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl Drop for WriteGuard {
     fn drop(&mut self) {
-        let mut state = self
-            .snapshot
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state
-            .writes
-            .insert(std::mem::take(&mut self.key), Instant::now());
+        self.snapshot.written(&self.key);
     }
 }
 
@@ -615,6 +644,21 @@ mod tests {
             Known::Unknown,
             "a read that started before the write ended is not used"
         );
+    }
+
+    #[tokio::test]
+    async fn the_read_that_decided_a_write_serves_the_writer_and_nothing_after_it() {
+        let snapshot = Snapshot::default();
+        let seen = |snapshot: &Snapshot<String>| snapshot.lock().read("a", MINUTE, Instant::now());
+        snapshot.record("a", Instant::now(), Some("a as observed".into()));
+        let guard = snapshot.write_guard("a");
+        assert_eq!(
+            seen(&snapshot),
+            present("a as observed"),
+            "during the write"
+        );
+        drop(guard);
+        assert_eq!(seen(&snapshot), Known::Unknown, "once the write ended");
     }
 
     #[tokio::test]

@@ -258,8 +258,9 @@ fn credentials_error(name: &str, error: &sdk_config::Error) -> ProviderError {
         .with_optional_code(error.reason())
 }
 
-/// Builds a kind's client from an SDK configuration and a Kubernetes client.
-pub type BuildClient<C> = fn(&AwsConfig, kube::Client) -> C;
+/// Builds a kind's client from an SDK configuration: a client calls AWS only, and gets
+/// what it needs from Kubernetes (Secret values, references) in its `Context`.
+pub type BuildClient<C> = fn(&AwsConfig) -> C;
 
 /// The connector of one kind: one client per ProviderConfig generation, so SDK clients
 /// and their connection pools live as long as their configuration.
@@ -299,7 +300,7 @@ where
         match clients.get(name) {
             Some((built_from, client)) if *built_from == generation => Ok(client.clone()),
             _ => {
-                let client = (self.build)(&config, self.configs.kube.clone());
+                let client = (self.build)(&config);
                 clients.insert(name.clone(), (generation, client.clone()));
                 Ok(client)
             }

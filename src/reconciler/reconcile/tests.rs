@@ -9,7 +9,7 @@ use tether_api::external::Observed;
 use super::*;
 use crate::reconciler::{
     Settings,
-    fake::{FakeApi, FakeClient, FakeConnector, FakeDelta, FakeKind, fake},
+    fake::{FakeApi, FakeClient, FakeConnector, FakeDelta, FakeKind, Received, fake},
     pacing::Pacing,
 };
 
@@ -266,4 +266,162 @@ async fn deleting_a_resource_this_object_created_keeps_the_finalizer_until_it_is
         "the finalizer stays"
     );
     assert_eq!(api.events(), ["DeletionStarted"]);
+}
+
+/// Secret `admin` in namespace `shop` holding `data`.
+fn admin_secret(data: &[(&str, &[u8])]) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        metadata: kube::core::ObjectMeta {
+            name: Some("admin".to_owned()),
+            namespace: Some("shop".to_owned()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(key, value)| ((*key).to_owned(), k8s_openapi::ByteString(value.to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// `orders` with its finalizer, reading key `password` of Secret `admin`.
+fn reading_admin() -> FakeKind {
+    let mut object = orders(true, false, &[]);
+    object.spec.password_secret = Some("admin".to_owned());
+    object
+}
+
+/// Reconciles `object` once against `api`; the provider's client, the API, and the
+/// metrics the reconcile left.
+async fn reconcile_measured(api: FakeApi, object: FakeKind) -> (FakeClient, FakeApi, String) {
+    let client = FakeClient::default();
+    let shared = shared(&api, &object, &client);
+    reconcile(Arc::new(object), shared.clone()).await.unwrap();
+    (client, api, shared.settings.metrics.render())
+}
+
+/// The `Synced` condition of the last status the reconcile wrote.
+fn last_synced(api: &FakeApi) -> serde_json::Value {
+    let status = api
+        .received()
+        .into_iter()
+        .rev()
+        .find(|request| request.path.ends_with("/status"))
+        .expect("a status was written")
+        .body;
+    status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|condition| condition["type"] == "Synced")
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_runtime_reads_the_secret_key_a_kind_names_and_hands_the_provider_its_value() {
+    let api = FakeApi::default();
+    api.hold(
+        "secrets/admin",
+        &admin_secret(&[("password", b"canary-7f3c")]),
+    );
+    let (client, api, _) = reconcile_measured(api, reading_admin()).await;
+    assert_eq!(client.calls(), ["observe", "create"]);
+    assert_eq!(client.passwords(), [Some("canary-7f3c".to_owned())]);
+    let reads: Vec<_> = api
+        .received()
+        .iter()
+        .filter(|request| request.method == "GET" && request.path.starts_with("secrets/"))
+        .map(Received::line)
+        .collect();
+    assert_eq!(
+        reads,
+        ["GET secrets/admin"],
+        "read in the object's namespace"
+    );
+    let written = serde_json::to_string(
+        &api.received()
+            .iter()
+            .filter(|request| request.method != "GET")
+            .map(|request| &request.body)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(!written.contains("canary"), "{written}");
+}
+
+#[tokio::test]
+async fn an_object_that_names_no_secret_reads_none_and_its_provider_gets_none() {
+    let (client, api, _) = reconcile_measured(FakeApi::default(), orders(true, false, &[])).await;
+    assert_eq!(client.passwords(), [None]);
+    assert!(
+        api.received()
+            .iter()
+            .all(|request| !request.path.starts_with("secrets/")),
+        "{:?}",
+        api.received()
+    );
+}
+
+#[tokio::test]
+async fn a_secret_key_without_a_usable_value_stops_the_reconcile_before_the_cloud() {
+    let cases: [(Option<k8s_openapi::api::core::v1::Secret>, &str); 4] = [
+        (
+            None,
+            "Secret shop/admin, named by passwordSecret, does not exist",
+        ),
+        (
+            Some(admin_secret(&[("username", b"app")])),
+            "Secret shop/admin has no key password (passwordSecret)",
+        ),
+        (
+            Some(admin_secret(&[("password", &[0xff, 0xfe, 0x41])])),
+            "key password of Secret shop/admin (passwordSecret) is not UTF-8 text",
+        ),
+        (
+            Some(admin_secret(&[("password", b"")])),
+            "key password of Secret shop/admin (passwordSecret) is empty",
+        ),
+    ];
+    for (secret, message) in cases {
+        let api = FakeApi::default();
+        if let Some(secret) = &secret {
+            api.hold("secrets/admin", secret);
+        }
+        let (client, api, metrics) = reconcile_measured(api, reading_admin()).await;
+        assert!(client.calls().is_empty(), "{message}: {:?}", client.calls());
+        let synced = last_synced(&api);
+        assert_eq!(
+            (&synced["status"], &synced["reason"], &synced["message"]),
+            (
+                &json!("False"),
+                &json!("ObserveFailed"),
+                &json!(format!("observing failed: {message}"))
+            )
+        );
+        assert_eq!(api.events(), ["ObserveFailed"]);
+        assert!(
+            metrics.contains(r#"result="error",reason="Terminal""#),
+            "{message}: waits for a change: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_secret_the_api_server_cannot_give_is_a_passing_failure() {
+    let api = FakeApi::default();
+    api.hold("secrets/admin", &json!({"kind": "Secret", "data": 5}));
+    let (client, api, metrics) = reconcile_measured(api, reading_admin()).await;
+    assert!(client.calls().is_empty(), "{:?}", client.calls());
+    let synced = last_synced(&api);
+    let message = synced["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("observing failed: reading Secret shop/admin (passwordSecret): "),
+        "{message}"
+    );
+    assert!(
+        metrics.contains(r#"result="error",reason="Transient""#),
+        "tried again: {metrics}"
+    );
 }

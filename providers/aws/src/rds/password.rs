@@ -1,8 +1,6 @@
 //! Master passwords tether generates for databases: from the operating system's
 //! CSPRNG, without bias, within RDS's rules.
 
-use std::fmt;
-
 /// Length of a generated password: about 206 bits of entropy, and within the limit of
 /// every engine (MySQL and MariaDB allow 41 characters).
 pub const GENERATED_PASSWORD_LENGTH: usize = 32;
@@ -13,28 +11,9 @@ pub const GENERATED_PASSWORD_LENGTH: usize = 32;
 pub const PASSWORD_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&()*+,-.:;<=>?[]^_{|}~";
 
-/// A password. `Debug` and `Display` never show it; [`Password::expose`] does.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// The password itself, for the Secret and the AWS call that need it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Password {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
+/// A password: a value that `Debug` never shows (`expose` does), like the Secret
+/// values the runtime reads, whose type it is.
+pub type Password = tether_api::external::SecretValue;
 
 /// The operating system could not provide random bytes.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +40,7 @@ pub fn generate() -> Result<Password, RandomnessError> {
             ));
         }
     }
-    Ok(Password(password))
+    Ok(Password::from(password))
 }
 
 #[cfg(test)]
@@ -107,6 +86,6 @@ mod tests {
     #[test]
     fn a_password_never_prints_itself() {
         let password = Password::from("canary-9d2e".to_owned());
-        assert_eq!(format!("{password:?}"), "Password(<redacted>)");
+        assert_eq!(format!("{password:?}"), "SecretValue(<redacted>)");
     }
 }

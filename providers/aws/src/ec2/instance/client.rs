@@ -23,7 +23,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
-    snapshot::Snapshot,
+    snapshot::{Snapshot, WriteGuard},
 };
 
 use super::{
@@ -287,7 +287,7 @@ impl InstanceClient {
 
     /// A client for the AWS account and region of `config` (the shape
     /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
-    pub fn from_config(config: &AwsConfig, _kube: kube::Client) -> Self {
+    pub fn from_config(config: &AwsConfig) -> Self {
         Self::new(config.ec2())
     }
 
@@ -420,6 +420,11 @@ impl InstanceClient {
 }
 
 impl ExternalClient<Instance> for InstanceClient {
+    /// Instances are kept by the object's UID (their `tether.dev/uid` tag).
+    fn write_guard(&self, object: &Instance, _context: Context<'_>) -> Option<WriteGuard> {
+        Some(self.snapshot.write_guard(&object.uid()?))
+    }
+
     async fn observe(
         &self,
         object: &Instance,
@@ -527,7 +532,6 @@ impl ExternalClient<Instance> for InstanceClient {
         object: &Instance,
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
-        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let spec = &object.spec;
         let uid = object.uid().ok_or_else(|| {
             ProviderError::terminal(
@@ -604,7 +608,6 @@ impl ExternalClient<Instance> for InstanceClient {
         context: Context<'_>,
         observed: &ObservedOf<Instance>,
     ) -> Result<(), ProviderError> {
-        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let spec = &object.spec;
         let at_provider = &observed.at_provider;
         let id = observed
@@ -696,7 +699,6 @@ impl ExternalClient<Instance> for InstanceClient {
         context: Context<'_>,
         _policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
-        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         if let Some(id) = context.external_name {
             absent_if(
                 self.ec2.terminate_instances().instance_ids(id).send().await,

@@ -15,7 +15,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
-    snapshot::{Freshness, Listing, Snapshot},
+    snapshot::{Freshness, Listing, Snapshot, WriteGuard},
 };
 
 use super::{
@@ -89,7 +89,7 @@ impl SecurityGroupClient {
 
     /// A client for the AWS account and region of `config` (the shape
     /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
-    pub fn from_config(config: &AwsConfig, _kube: kube::Client) -> Self {
+    pub fn from_config(config: &AwsConfig) -> Self {
         Self::new(config.ec2())
     }
 
@@ -389,6 +389,11 @@ impl SecurityGroupClient {
 }
 
 impl ExternalClient<SecurityGroup> for SecurityGroupClient {
+    /// Groups are kept by the object's UID (their `tether.dev/uid` tag).
+    fn write_guard(&self, object: &SecurityGroup, _context: Context<'_>) -> Option<WriteGuard> {
+        Some(self.snapshot.write_guard(&object.uid()?))
+    }
+
     async fn observe(
         &self,
         object: &SecurityGroup,
@@ -425,7 +430,6 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         object: &SecurityGroup,
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
-        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let group_name = object.group_name();
         let created = self
             .ec2
@@ -486,7 +490,6 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
         context: Context<'_>,
         observed: &ObservedOf<SecurityGroup>,
     ) -> Result<(), ProviderError> {
-        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         let group = &observed.at_provider;
         if observed.delta.tags {
             sync_tags(
@@ -536,7 +539,6 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
             )
             .await?
             .filter(|group| group.group_id() == Some(group_id));
-        let _write = self.snapshot.write_guard(&object.uid().unwrap_or_default());
         if let Some(group) = &group {
             for direction in [Direction::Ingress, Direction::Egress] {
                 let naming_others: Vec<ObservedRule> = observed_rules(group, direction)

@@ -22,7 +22,7 @@ use tether_api::{
     },
     managed::{DeletionPolicy, Managed},
     rotation::Login,
-    snapshot::{Freshness, Snapshot},
+    snapshot::{Freshness, Snapshot, WriteGuard},
 };
 
 use super::{
@@ -55,11 +55,10 @@ const AVAILABLE: &str = "available";
 const DELETING: &str = "deleting";
 
 /// Observes and changes DB instances through the RDS API, and reads master passwords
-/// from Kubernetes Secrets and Secrets Manager. Clones share the snapshots.
+/// RDS manages from Secrets Manager. Clones share the snapshots.
 #[derive(Clone)]
 pub struct DBInstanceClient {
     pub(super) rds: aws_sdk_rds::Client,
-    pub(super) kube: kube::Client,
     pub(super) secrets_manager: aws_sdk_secretsmanager::Client,
     /// Every DB instance tether tagged in this account and region, by identifier:
     /// answers the polls of every DBInstance of this ProviderConfig at once.
@@ -72,16 +71,11 @@ pub struct DBInstanceClient {
 }
 
 impl DBInstanceClient {
-    /// A client that calls RDS through `rds`, reads user-supplied passwords through
-    /// `kube` and RDS-managed ones through `secrets_manager`.
-    pub fn new(
-        rds: aws_sdk_rds::Client,
-        kube: kube::Client,
-        secrets_manager: aws_sdk_secretsmanager::Client,
-    ) -> Self {
+    /// A client that calls RDS through `rds` and reads RDS-managed passwords through
+    /// `secrets_manager`.
+    pub fn new(rds: aws_sdk_rds::Client, secrets_manager: aws_sdk_secretsmanager::Client) -> Self {
         Self {
             rds,
-            kube,
             secrets_manager,
             snapshot: Snapshot::default(),
             secret_versions: Snapshot::default(),
@@ -91,8 +85,8 @@ impl DBInstanceClient {
 
     /// A client for the AWS account and region of `config` (the shape
     /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
-    pub fn from_config(config: &AwsConfig, kube: kube::Client) -> Self {
-        Self::new(config.rds(), kube, config.secrets_manager())
+    pub fn from_config(config: &AwsConfig) -> Self {
+        Self::new(config.rds(), config.secrets_manager())
     }
 
     /// The instance `identifier` as a record at most `freshness` old saw it (the shared
@@ -281,6 +275,11 @@ fn new_master_password(object: &DBInstance) -> Result<ConnectionDetails, Provide
 }
 
 impl ExternalClient<DBInstance> for DBInstanceClient {
+    /// Instances are kept by identifier.
+    fn write_guard(&self, _object: &DBInstance, context: Context<'_>) -> Option<WriteGuard> {
+        Some(self.snapshot.write_guard(context.external_name?))
+    }
+
     async fn observe(
         &self,
         object: &DBInstance,
@@ -386,7 +385,6 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
         let identifier = context.require_external_name()?;
-        let _write = self.snapshot.write_guard(identifier);
         let spec = &object.spec;
         let subnet_group = match &spec.db_subnet_group_ref {
             Some(reference) => Some(
@@ -402,7 +400,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
             ),
             None => spec.db_subnet_group_name.clone(),
         };
-        let password = self.desired_password(object, &context).await?;
+        let password = Self::desired_password(object, &context)?;
         let request = self
             .rds
             .create_db_instance()
@@ -472,7 +470,6 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         observed: &ObservedOf<DBInstance>,
     ) -> Result<(), ProviderError> {
         let identifier = context.require_external_name()?;
-        let _write = self.snapshot.write_guard(identifier);
         let spec = &object.spec;
         let delta = &observed.delta;
         let mut modify = self
@@ -501,13 +498,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         }
         let mut password = None;
         if delta.master_password {
-            password = match object.password_source() {
-                // The value observe read from the user's Secret: the one the runtime
-                // then publishes. Reading the Secret again could apply a newer value
-                // than the connection Secret gets.
-                PasswordSource::UserSecret(_) => password_in(&observed.connection),
-                _ => self.desired_password(object, &context).await?,
-            };
+            password = Self::desired_password(object, &context)?;
             modify = match &password {
                 Some(password) => {
                     let managed_now = observed.at_provider.master_user_secret_arn.is_some();
@@ -562,7 +553,6 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
         policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
         let identifier = context.require_external_name()?;
-        let _write = self.snapshot.write_guard(identifier);
         let request = self
             .rds
             .delete_db_instance()

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema, ResourceExt, core::ApiResource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tether_api::{
-    LocalReference, ObjectReference,
+    LocalReference, ObjectReference, SecretKeyRef,
     external::Context,
     managed::{DeletionPolicy, Managed, ManagedFields, ManagedStatus, derived_name},
     rotation::PasswordRotation,
@@ -20,6 +20,10 @@ use crate::{ec2::SecurityGroup, rds::DBSubnetGroup};
 /// The reference field naming the DB subnet group; the key of its resolved name in
 /// `Context::references`.
 pub const DB_SUBNET_GROUP_REF: &str = "dbSubnetGroupRef";
+
+/// The field naming the Secret key of a user-supplied master password; the key of its
+/// value in `Context::secrets`.
+pub const MASTER_PASSWORD_REF: &str = "masterPassword.secretKeyRef";
 
 /// The reference field of the `index`th entry of `vpcSecurityGroupRefs`.
 fn security_group_ref_field(index: usize) -> String {
@@ -368,11 +372,15 @@ impl Managed for DBInstance {
         self.spec.password_rotation.as_ref()
     }
 
-    fn secret_references(&self) -> Vec<String> {
+    fn secret_key_refs(&self) -> Vec<SecretKeyRef> {
         self.spec
             .master_password
             .iter()
-            .map(|password| password.secret_key_ref.name.clone())
+            .map(|password| SecretKeyRef {
+                field: MASTER_PASSWORD_REF.to_owned(),
+                name: password.secret_key_ref.name.clone(),
+                key: password.secret_key_ref.key.clone(),
+            })
             .collect()
     }
 }

@@ -25,7 +25,7 @@ use tether_api::{
         ObservedOf, ProviderError, Readiness,
     },
     managed::DeletionPolicy,
-    snapshot::{Listing, Snapshot},
+    snapshot::{Listing, Snapshot, WriteGuard},
 };
 
 use super::{DBSubnetGroup, DBSubnetGroupObservation, diff::diff};
@@ -121,13 +121,6 @@ impl DBSubnetGroupClient {
         Ok(Some(TaggedGroup { group, tags }))
     }
 
-    /// Marks group `name` written: its known tags are forgotten, and no earlier record
-    /// answers for it until the guard is dropped.
-    fn write_guard(&self, name: &str) -> tether_api::snapshot::WriteGuard<'_, TaggedGroup> {
-        self.known_tags().remove(name);
-        self.snapshot.write_guard(name)
-    }
-
     fn known_tags(&self) -> MutexGuard<'_, HashMap<String, BTreeMap<String, String>>> {
         self.known_tags
             .lock()
@@ -136,7 +129,7 @@ impl DBSubnetGroupClient {
 
     /// A client for the AWS account and region of `config` (the shape
     /// [`AwsConnector`](crate::connector::AwsConnector) builds clients with).
-    pub fn from_config(config: &AwsConfig, _kube: kube::Client) -> Self {
+    pub fn from_config(config: &AwsConfig) -> Self {
         Self::new(config.rds())
     }
 
@@ -169,6 +162,14 @@ pub(crate) fn rds_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
 }
 
 impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
+    /// Groups are kept by name. A write forgets the group's known tags, and once it
+    /// ended no earlier record answers for the group.
+    fn write_guard(&self, _object: &DBSubnetGroup, context: Context<'_>) -> Option<WriteGuard> {
+        let name = context.external_name?;
+        self.known_tags().remove(name);
+        Some(self.snapshot.write_guard(name))
+    }
+
     async fn observe(
         &self,
         object: &DBSubnetGroup,
@@ -231,7 +232,6 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         context: Context<'_>,
     ) -> Result<Created, ProviderError> {
         let external_name = context.require_external_name()?;
-        let _write = self.write_guard(external_name);
         self.rds
             .create_db_subnet_group()
             .db_subnet_group_name(external_name)
@@ -251,7 +251,6 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         observed: &ObservedOf<DBSubnetGroup>,
     ) -> Result<(), ProviderError> {
         let external_name = context.require_external_name()?;
-        let _write = self.write_guard(external_name);
         let delta = &observed.delta;
         if delta.description || delta.subnet_ids {
             self.rds
@@ -277,7 +276,6 @@ impl ExternalClient<DBSubnetGroup> for DBSubnetGroupClient {
         _policy: DeletionPolicy,
     ) -> Result<Option<String>, ProviderError> {
         let external_name = context.require_external_name()?;
-        let _write = self.write_guard(external_name);
         absent_if(
             self.rds
                 .delete_db_subnet_group()

@@ -105,10 +105,10 @@ async fn an_existing_instance_not_yet_described_is_pending() {
 }
 
 #[tokio::test]
-async fn an_object_being_deleted_is_observed_without_reading_its_password_secret() {
+async fn an_object_being_deleted_is_observed_without_its_password_secret() {
     let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
         .then_output(|| described(instance("available").build()));
-    // The Kubernetes client of these tests reaches nothing: a read would fail.
+    // The runtime reads no Secret for an object being deleted: the context has none.
     let client = client(&[&describe]);
     let mut object = object();
     object.spec.master_password = Some(user_password());
@@ -382,6 +382,51 @@ async fn a_pending_generated_password_is_a_difference_and_update_sends_it() {
         ["masterPassword"],
         "an instance whose password tether does not hold gets a new one"
     );
+}
+
+#[tokio::test]
+async fn a_users_password_is_the_value_the_runtime_read_and_a_new_one_is_applied() {
+    let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
+        .then_output(|| described(with_endpoint(instance("available")).build()));
+    let modify = mock!(aws_sdk_rds::Client::modify_db_instance)
+        .match_requests(|request| request.master_user_password() == Some("users-new-pw"))
+        .then_output(|| ModifyDbInstanceOutput::builder().build());
+    let client = client(&[&describe, &modify]);
+    let mut object = object();
+    object.spec.master_password = Some(user_password());
+    let read = |value: &str| {
+        SecretValues::from([(
+            MASTER_PASSWORD_REF.to_owned(),
+            SecretValue::from(value.to_owned()),
+        )])
+    };
+    let published = published("users-pw");
+
+    let same = read("users-pw");
+    let at = Context {
+        secrets: &same,
+        ..context(&published, false)
+    };
+    let settled = exists(client.observe(&object, at).await.unwrap());
+    assert!(settled.is_up_to_date(), "{:?}", settled.delta.describe());
+
+    let changed = read("users-new-pw");
+    let at = Context {
+        secrets: &changed,
+        ..context(&published, false)
+    };
+    let observed = exists(client.observe(&object, at).await.unwrap());
+    assert_eq!(observed.delta.describe(), ["masterPassword"]);
+    assert_eq!(observed.connection.0[PASSWORD_KEY], b"users-new-pw");
+    client.update(&object, at, &observed).await.unwrap();
+    assert_eq!(modify.num_calls(), 1);
+
+    let unread = client
+        .observe(&object, context(&published, false))
+        .await
+        .expect_err("the runtime read no value");
+    assert_eq!(unread.class, ErrorClass::Terminal);
+    assert!(unread.message.contains(MASTER_PASSWORD_REF), "{unread}");
 }
 
 #[tokio::test]

@@ -43,7 +43,7 @@ use tether_api::{
     ErrorClass, LocalReference,
     external::{
         ConnectionDetails, Context, Created, Delta, ExternalClient, Observation, ObservationOf,
-        Observed, ObservedOf, ProviderError, Readiness,
+        Observed, ObservedOf, ProviderError, Readiness, SecretValue, SecretValues,
     },
     managed::{DeletionPolicy, Managed},
     snapshot::{Freshness, Known, Listing},
@@ -118,12 +118,6 @@ fn published(password: &str) -> ConnectionDetails {
     )]))
 }
 
-/// A Kubernetes client that is never called: the tests use no user Secret.
-fn offline_kube() -> kube::Client {
-    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-    kube::Client::try_from(config).unwrap()
-}
-
 fn client(rds: &[&Rule]) -> DBInstanceClient {
     client_with_secrets(rds, &[])
 }
@@ -131,7 +125,6 @@ fn client(rds: &[&Rule]) -> DBInstanceClient {
 fn client_with_secrets(rds: &[&Rule], secrets: &[&Rule]) -> DBInstanceClient {
     DBInstanceClient::new(
         mock_client!(aws_sdk_rds, RuleMode::MatchAny, rds.iter().copied()),
-        offline_kube(),
         mock_client!(
             aws_sdk_secretsmanager,
             RuleMode::MatchAny,
