@@ -240,6 +240,28 @@ async fn unrelated_secrets(client: &kube::Client, count: u64) {
         .expect("creating the unrelated Secrets");
 }
 
+/// With `--features dhat-heap`: has the process write its heap profile (what it holds
+/// now, by call site; what the allocator keeps but does not use is not in it) to `$TETHER_DHAT_FILE`, and prints where it is.
+#[cfg(feature = "dhat-heap")]
+async fn write_heap_profile(tether: &Tether) {
+    let file = std::env::var("TETHER_DHAT_FILE").unwrap_or_else(|_| "dhat-heap.json".into());
+    let _ = std::fs::remove_file(&file);
+    // SAFETY: kill(2) sends a signal to a process id; it takes no pointer.
+    unsafe { libc::kill(tether.pid() as libc::pid_t, libc::SIGUSR1) };
+    let asked = Instant::now();
+    while !tether.log().contains("wrote the heap profile") {
+        assert!(
+            asked.elapsed() < Duration::from_secs(120),
+            "no heap profile written in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("  heap profile: {file} (scripts/heap-top.py {file} --per <objects>)");
+}
+
+#[cfg(not(feature = "dhat-heap"))]
+async fn write_heap_profile(_: &Tether) {}
+
 #[tokio::main]
 async fn main() {
     let objects = setting("TETHER_BENCH_OBJECTS", 1000) as usize;
@@ -385,6 +407,8 @@ async fn main() {
         "  tether run: RSS {rss:.1} MiB (peak {peak:.1} MiB), {:.3} CPU seconds per minute",
         (cpu_after - cpu_before) / (steady.as_secs_f64() / 60.0)
     );
+
+    write_heap_profile(&tether).await;
 
     // Restart: the first pass re-verifies everything.
     proxy.reset_counts();
