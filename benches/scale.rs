@@ -10,7 +10,8 @@
 //! namespaces, default 5000), `TETHER_BENCH_STEADY_SECONDS` (how long the steady state
 //! is watched, default 660: one default poll interval and its jitter),
 //! `TETHER_BENCH_ARGS` (`tether run` arguments added to the defaults, split at spaces,
-//! e.g. `--kube-qps 1000 --kube-burst 2000`).
+//! e.g. `--kube-qps 1000 --kube-burst 2000`), `TETHER_BENCH_BINARY` (another build of
+//! `tether` to run, to compare two commits).
 
 // A benchmark: a panic here stops it, at its place.
 #![allow(clippy::unwrap_used)]
@@ -318,7 +319,9 @@ async fn main() {
         ("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()),
         ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned()),
     ];
-    let mut tether = Tether::start_command(TETHER, args, env);
+    // Another build of tether to compare with, when `TETHER_BENCH_BINARY` names one.
+    let binary = std::env::var("TETHER_BENCH_BINARY").unwrap_or_else(|_| TETHER.to_owned());
+    let mut tether = Tether::start_command(&binary, args, env);
     let (rss, _, _) = process_figures(tether.pid());
     println!("  tether run started and ready: RSS {rss:.1} MiB");
 
