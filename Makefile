@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export TETHER_CACHE ?= $(HOME)/.cache/tether
 export CARGO_TARGET_DIR ?= $(TETHER_CACHE)/target
 
-.PHONY: dev test bench bench-scale setup setup-control-plane setup-emulators setup-helm setup-data-plane lint crds build image clean-cache
+.PHONY: dev test bench bench-scale bench-heap setup setup-control-plane setup-emulators setup-helm setup-data-plane lint crds build image clean-cache
 
 ## dev: start a local control plane, moto and its data plane (PostgreSQL, MariaDB), install the CRDs, run `tether run`
 dev: setup-control-plane setup-data-plane
@@ -23,6 +23,12 @@ bench: setup
 ## bench-scale: 1,000 databases and 1,000 instances on a release build; prints the figures of docs/benchmarks.md (about 45 min)
 bench-scale: setup
 	cargo bench --locked --bench scale
+
+## bench-heap: what tether run holds at 150 + 150 objects and 5,000 other Secrets, from a dhat heap profile (debug build, about 10 min)
+bench-heap: setup
+	TETHER_BENCH_OBJECTS=150 TETHER_BENCH_STEADY_SECONDS=10 TETHER_BENCH_ARGS="--kube-qps 1000 --kube-burst 2000" \
+		TETHER_DHAT_FILE=$(CURDIR)/dhat-heap.json cargo test --locked --bench scale --features dhat-heap
+	scripts/heap-top.py dhat-heap.json --per 300
 
 ## setup: build the local control plane and helm, install the emulators and MariaDB for the data plane (cached)
 setup: setup-control-plane setup-emulators setup-helm setup-data-plane

@@ -10,7 +10,8 @@
 //! namespaces, default 5000), `TETHER_BENCH_STEADY_SECONDS` (how long the steady state
 //! is watched, default 660: one default poll interval and its jitter),
 //! `TETHER_BENCH_ARGS` (`tether run` arguments added to the defaults, split at spaces,
-//! e.g. `--kube-qps 1000 --kube-burst 2000`).
+//! e.g. `--kube-qps 1000 --kube-burst 2000`), `TETHER_BENCH_BINARY` (another build of
+//! `tether` to run, to compare two commits).
 
 // A benchmark: a panic here stops it, at its place.
 #![allow(clippy::unwrap_used)]
@@ -240,6 +241,28 @@ async fn unrelated_secrets(client: &kube::Client, count: u64) {
         .expect("creating the unrelated Secrets");
 }
 
+/// With `--features dhat-heap`: has the process write its heap profile (what it holds
+/// now, by call site; what the allocator keeps but does not use is not in it) to `$TETHER_DHAT_FILE`, and prints where it is.
+#[cfg(feature = "dhat-heap")]
+async fn write_heap_profile(tether: &Tether) {
+    let file = std::env::var("TETHER_DHAT_FILE").unwrap_or_else(|_| "dhat-heap.json".into());
+    let _ = std::fs::remove_file(&file);
+    // SAFETY: kill(2) sends a signal to a process id; it takes no pointer.
+    unsafe { libc::kill(tether.pid() as libc::pid_t, libc::SIGUSR1) };
+    let asked = Instant::now();
+    while !tether.log().contains("wrote the heap profile") {
+        assert!(
+            asked.elapsed() < Duration::from_secs(120),
+            "no heap profile written in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("  heap profile: {file} (scripts/heap-top.py {file} --per <objects>)");
+}
+
+#[cfg(not(feature = "dhat-heap"))]
+async fn write_heap_profile(_: &Tether) {}
+
 #[tokio::main]
 async fn main() {
     let objects = setting("TETHER_BENCH_OBJECTS", 1000) as usize;
@@ -296,7 +319,9 @@ async fn main() {
         ("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()),
         ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned()),
     ];
-    let mut tether = Tether::start_command(TETHER, args, env);
+    // Another build of tether to compare with, when `TETHER_BENCH_BINARY` names one.
+    let binary = std::env::var("TETHER_BENCH_BINARY").unwrap_or_else(|_| TETHER.to_owned());
+    let mut tether = Tether::start_command(&binary, args, env);
     let (rss, _, _) = process_figures(tether.pid());
     println!("  tether run started and ready: RSS {rss:.1} MiB");
 
@@ -385,6 +410,8 @@ async fn main() {
         "  tether run: RSS {rss:.1} MiB (peak {peak:.1} MiB), {:.3} CPU seconds per minute",
         (cpu_after - cpu_before) / (steady.as_secs_f64() / 60.0)
     );
+
+    write_heap_profile(&tether).await;
 
     // Restart: the first pass re-verifies everything.
     proxy.reset_counts();

@@ -5,6 +5,9 @@
 //! it costs about a millisecond. Other allocators (musl, or where this is not glibc)
 //! have no such call and are left alone.
 
+#[cfg(feature = "dhat-heap")]
+pub mod profile;
+
 use std::time::Duration;
 
 /// How often freed memory is handed back.

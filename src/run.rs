@@ -146,6 +146,8 @@ pub enum Error {
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
     tokio::spawn(crate::memory::trim_periodically());
+    #[cfg(feature = "dhat-heap")]
+    tokio::spawn(crate::memory::profile::write_on_sigusr1());
     // With leader election, nothing is written (but the lease) unless this replica
     // leads by the clock: the cluster's writes pass the gate here, AWS's in the
     // reconciler.

@@ -8,7 +8,7 @@ use std::{future::Future, sync::Arc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    core::PartialObjectMeta,
+    core::{ObjectMeta, PartialObjectMeta},
     runtime::watcher::{self, Event},
 };
 
@@ -40,11 +40,64 @@ pub fn watch(
     SharedWatch::new(api, watcher::Config::default(), slim, touched, health)
 }
 
-/// Keeps of a Secret's metadata what tether reads: its name, namespace, UID, version
-/// and owners; the labels, annotations and managed fields of thousands of unrelated
-/// Secrets stay out of memory.
+/// Keeps of a Secret's metadata what tether reads: its name, namespace, version and
+/// owners. The labels, annotations, managed fields, UID and times of thousands of
+/// unrelated Secrets stay out of memory (so does the type, the same for every one).
 fn slim(secret: &mut SecretMeta) {
-    secret.metadata.managed_fields = None;
-    secret.metadata.annotations = None;
-    secret.metadata.labels = None;
+    secret.types = None;
+    let metadata = std::mem::take(&mut secret.metadata);
+    secret.metadata = ObjectMeta {
+        name: metadata.name,
+        namespace: metadata.namespace,
+        resource_version: metadata.resource_version,
+        owner_references: metadata.owner_references,
+        ..ObjectMeta::default()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_names_versions_and_owners_only() {
+        let owner = OwnerReference {
+            api_version: "rds.tether.dev/v1alpha1".into(),
+            kind: "DBInstance".into(),
+            name: "orders".into(),
+            uid: "7d3f".into(),
+            ..OwnerReference::default()
+        };
+        let mut secret = SecretMeta {
+            types: Some(kube::core::TypeMeta {
+                api_version: "meta.k8s.io/v1".into(),
+                kind: "PartialObjectMetadata".into(),
+            }),
+            metadata: ObjectMeta {
+                name: Some("orders-db".into()),
+                namespace: Some("shop".into()),
+                resource_version: Some("42".into()),
+                uid: Some("5c1e".into()),
+                labels: Some([("team".into(), "shop".into())].into()),
+                annotations: Some([("note".into(), "x".into())].into()),
+                owner_references: Some(vec![owner.clone()]),
+                ..ObjectMeta::default()
+            },
+            ..SecretMeta::default()
+        };
+        slim(&mut secret);
+        assert_eq!(secret.types, None);
+        assert_eq!(
+            secret.metadata,
+            ObjectMeta {
+                name: Some("orders-db".into()),
+                namespace: Some("shop".into()),
+                resource_version: Some("42".into()),
+                owner_references: Some(vec![owner]),
+                ..ObjectMeta::default()
+            }
+        );
+    }
 }

@@ -97,10 +97,14 @@ pub async fn run<C: Claim>(
 ) {
     let claims_api = scoped::<C>(&kube, settings.namespace.as_deref());
     let classes_api = Api::<C::Class>::all(kube.clone());
+    // One watch of the claims and one of the classes: each feeds its own controller and
+    // cache, and wakes the other controller through its changes (deletions included).
+    let (claim_changes, claim_changed) = changes::<C>();
+    let (class_changes, class_changed) = changes::<C::Class>();
     let (claims, writer) = reflector::store::<C>();
     let claims_listed = Arc::new(AtomicBool::new(false));
     let listed = claims_listed.clone();
-    let claim_events = watcher(claims_api.clone(), watcher::Config::default())
+    let claim_events = watcher(claims_api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .inspect(settings.health.cache().on_first_list())
@@ -109,6 +113,13 @@ pub async fn run<C: Claim>(
                 listed.store(true, Ordering::Release);
             }
         })
+        .then(move |event| forward(claim_changes.clone(), event))
+        .applied_objects();
+    let (classes, class_writer) = reflector::store::<C::Class>();
+    let class_events = watcher(classes_api, watcher::Config::default())
+        .default_backoff()
+        .reflect(class_writer)
+        .then(move |event| forward(class_changes.clone(), event))
         .applied_objects();
     let claim_controller = Controller::for_stream(claim_events, claims.clone());
     let recorder = Recorder::new(
@@ -137,17 +148,15 @@ pub async fn run<C: Claim>(
         managed_kind,
     );
     let claims_running = claim_controller
-        .watches(
-            classes_api.clone(),
-            watcher::Config::default(),
-            move |class| users(&claims, &class.name_any()),
-        )
+        .watches_stream(subscribe(&class_changed), move |class| {
+            users(&claims, &class.name_any())
+        })
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, error_policy, shared.clone())
         .for_each(log_outcome);
-    let classes_running = Controller::new(classes_api, watcher::Config::default())
-        .watches(claims_api, watcher::Config::default(), |claim: C| {
+    let classes_running = Controller::for_stream(class_events, classes)
+        .watches_stream(subscribe(&claim_changed), |claim: C| {
             Some(ObjectRef::new(claim.class_name()))
         })
         .graceful_shutdown_on(shutdown.clone())
@@ -165,6 +174,46 @@ pub async fn run<C: Claim>(
         () = deadline => {}
     }
     tracing::info!(kind = %C::kind(&()), "claim controller stopped");
+}
+
+/// How many changes wait for the other controller before a watch waits for it.
+const BUFFER: usize = 1024;
+
+/// The sending and the receiving end of the changes of kind `K`.
+fn changes<K>() -> (
+    async_broadcast::Sender<Arc<K>>,
+    async_broadcast::InactiveReceiver<Arc<K>>,
+) {
+    let (mut sender, receiver) = async_broadcast::broadcast(BUFFER);
+    // Nobody subscribed (the other controller stopped): changes go nowhere.
+    sender.set_await_active(false);
+    (sender, receiver.deactivate())
+}
+
+/// Hands the object `event` touches (applied or deleted) to the subscribers of
+/// `changes`, waiting for them when their buffer is full; passes the event on.
+async fn forward<K: Clone>(
+    changes: async_broadcast::Sender<Arc<K>>,
+    event: Result<watcher::Event<K>, watcher::Error>,
+) -> Result<watcher::Event<K>, watcher::Error> {
+    if let Ok(
+        watcher::Event::Apply(object)
+        | watcher::Event::Delete(object)
+        | watcher::Event::InitApply(object),
+    ) = &event
+    {
+        let _ = changes.broadcast_direct(Arc::new(object.clone())).await;
+    }
+    event
+}
+
+/// The changes of `changes` from now on, as a controller's trigger stream takes them.
+fn subscribe<K: Clone>(
+    changes: &async_broadcast::InactiveReceiver<Arc<K>>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + use<K> {
+    changes
+        .activate_cloned()
+        .map(|object| Ok(Arc::unwrap_or_clone(object)))
 }
 
 /// The claims (from the cache) that use class `class`.

@@ -274,15 +274,7 @@ pub async fn run<M, C>(
     let store = reader.clone();
     let running = controller
         .run(
-            move |object, shared| {
-                let (turns, store) = (turns.clone(), store.clone());
-                async move {
-                    match turns.take(object, &store).await {
-                        Some((object, _turn)) => reconcile::reconcile(object, shared).await,
-                        None => Ok(Action::await_change()),
-                    }
-                }
-            },
+            move |object, shared| in_turn(object, shared, turns.clone(), store.clone()),
             error_policy,
             shared,
         )
@@ -306,6 +298,23 @@ pub async fn run<M, C>(
         () = deadline => {}
     }
     tracing::info!(kind = %M::kind(&()), "controller stopped");
+}
+
+/// One reconcile of `object`, in its turn (see `turns`): of the object it holds only
+/// its reference while it waits, and the reconcile's own state is allocated when the
+/// turn comes, so the thousands that wait after a restart cost a few hundred bytes each.
+async fn in_turn<M: Managed, C: Connector<M>>(
+    object: Arc<M>,
+    shared: Arc<Shared<C>>,
+    turns: Arc<turns::Turns>,
+    store: Store<M>,
+) -> Result<Action, Error> {
+    match turns.take(object, &store).await {
+        // Boxed: inline, the reconcile's state (several KiB) would be part of every
+        // waiting future.
+        Some((object, _turn)) => Box::pin(reconcile::reconcile(object, shared)).await,
+        None => Ok(Action::await_change()),
+    }
 }
 
 /// What client-side `kubectl apply` keeps on an object: a copy of what was applied.
@@ -522,6 +531,30 @@ mod tests {
         index.apply(&watcher::Event::InitDone);
         assert!(readers(&index, "shop", "orders-admin").is_empty());
         assert_eq!(readers(&index, "shop", "admin"), ["billing"]);
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_waiting_for_its_turn_holds_a_few_hundred_bytes() {
+        let (kube, recorder) = fake::FakeApi::default().client_and_recorder();
+        let shared = Arc::new(Shared {
+            kube,
+            connector: fake::FakeConnector(fake::FakeClient::default()),
+            recorder,
+            settings: Settings::default(),
+            pacing: pacing::Pacing::default(),
+            references: references::Registry::default(),
+            secrets: reflector::store().0,
+        });
+        let (store, _writer) = reflector::store::<FakeKind>();
+        let waiting = in_turn(
+            Arc::new(fake("orders", Some("admin"))),
+            shared,
+            Arc::new(turns::Turns::new(1)),
+            store,
+        );
+        let size = std::mem::size_of_val(&waiting);
+        eprintln!("a waiting reconcile holds {size} bytes");
+        assert!(size <= 512, "a waiting reconcile holds {size} bytes");
     }
 
     #[test]

@@ -176,12 +176,17 @@ async fn one_watch_per_kind_and_one_metadata_only_secret_watch_serve_every_contr
             .admin_get("/metrics")
             .expect("scraping /metrics");
         // Each managed kind is watched once, whole, however many kinds refer to it
-        // (security groups: three, themselves included).
+        // (security groups: three, themselves included); so are the claims and classes,
+        // which each wake both the claim and the class controller.
         for kind in [
             "dbinstances",
             "dbsubnetgroups",
             "securitygroups",
             "instances",
+            "databaseclaims",
+            "databaseclasses",
+            "instanceclaims",
+            "instanceclasses",
         ] {
             assert_eq!(
                 watches_of(&metrics, kind),

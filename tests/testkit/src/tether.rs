@@ -135,7 +135,7 @@ impl Tether {
         let log = &self.log;
         wait_until(
             "tether run answering /readyz",
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             || {
                 if let Some(status) = process.try_wait() {
                     panic!(
