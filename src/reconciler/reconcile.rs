@@ -924,15 +924,8 @@ where
         object: &M,
         annotations: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), Error> {
-        let patch = json!({"metadata": {"annotations": annotations}});
-        self.api
-            .patch(
-                &object.name_any(),
-                &crate::patch_params(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
-        Ok(())
+        self.patch_metadata(object, json!({"annotations": annotations}))
+            .await
     }
 
     /// Adds the finalizer and sets `annotations`, in one patch on condition that the
@@ -947,11 +940,23 @@ where
         if !finalizers.iter().any(|f| f == FINALIZER) {
             finalizers.push(FINALIZER.to_owned());
         }
-        let patch = json!({"metadata": {
-            "resourceVersion": object.resource_version(),
-            "finalizers": finalizers,
-            "annotations": annotations,
-        }});
+        self.patch_metadata(
+            object,
+            json!({
+                "resourceVersion": object.resource_version(),
+                "finalizers": finalizers,
+                "annotations": annotations,
+            }),
+        )
+        .await?;
+        self.finalizer_added
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Merges `metadata` into the object's, under tether's field manager.
+    async fn patch_metadata(&self, object: &M, metadata: serde_json::Value) -> Result<(), Error> {
+        let patch = json!({ "metadata": metadata });
         self.api
             .patch(
                 &object.name_any(),
@@ -959,8 +964,6 @@ where
                 &Patch::Merge(&patch),
             )
             .await?;
-        self.finalizer_added
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
