@@ -1,7 +1,8 @@
 //! `make bench-scale`: tether at scale on a control plane and a moto of its own, with
 //! the release build of `tether run` at its default settings, every AWS call counted by
 //! the fault proxy. It prints the figures `docs/benchmarks.md` records: time from apply
-//! to Ready (all, p50, p99), AWS calls per object to Ready by operation, steady-state
+//! to Ready (all; p50, p99 and max per kind; the objects not reconciled once 60 s after
+//! the apply began), AWS calls per object to Ready by operation, steady-state
 //! calls per object per hour, the cost of a restart, RSS and CPU, and the latency of a
 //! new object while the others exist.
 //!
@@ -45,6 +46,9 @@ use tether_testkit::{
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
+/// When objects not yet reconciled once are counted, from the start of the apply.
+const UNRECONCILED_AFTER: Duration = Duration::from_secs(60);
+
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -68,31 +72,64 @@ fn instance(name: &str, provider_config: &str) -> String {
     )
 }
 
-/// When each object of kind `M` in `namespace` was first seen Ready, by name.
-fn watch_ready<M: Managed>(
-    client: kube::Client,
-    namespace: &str,
-) -> Arc<Mutex<HashMap<String, Instant>>> {
-    let ready = Arc::new(Mutex::new(HashMap::new()));
-    let seen = ready.clone();
+/// When each object of one kind was first seen reconciled and first seen Ready, by
+/// name.
+#[derive(Default)]
+struct Seen {
+    /// First seen with tether's finalizer or any status condition: the first write a
+    /// reconcile makes on the object (a reconcile that fails writes `Synced=False`).
+    reconciled: HashMap<String, Instant>,
+    ready: HashMap<String, Instant>,
+}
+
+/// What is seen of the objects of kind `M` in `namespace`, from a watch.
+fn watch<M: Managed>(client: kube::Client, namespace: &str) -> Arc<Mutex<Seen>> {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let recorded = seen.clone();
     let api: Api<M> = Api::namespaced(client, namespace);
     tokio::spawn(
         watcher(api, watcher::Config::default())
             .default_backoff()
             .applied_objects()
             .for_each(move |object| {
-                if let Ok(object) = object
-                    && conditions::is_true(object.conditions(), READY)
-                {
-                    seen.lock()
-                        .unwrap()
-                        .entry(object.name_any())
-                        .or_insert_with(Instant::now);
+                if let Ok(object) = object {
+                    let mut seen = recorded.lock().unwrap();
+                    let now = Instant::now();
+                    if object
+                        .finalizers()
+                        .iter()
+                        .any(|f| f == "tether.dev/finalizer")
+                        || !object.conditions().is_empty()
+                    {
+                        seen.reconciled.entry(object.name_any()).or_insert(now);
+                    }
+                    if conditions::is_true(object.conditions(), READY) {
+                        seen.ready.entry(object.name_any()).or_insert(now);
+                    }
                 }
                 std::future::ready(())
             }),
     );
-    ready
+    seen
+}
+
+/// How many of `applied` were not reconciled once `after` the apply began
+/// (`started`): not seen with the finalizer or a condition by then, or never.
+fn never_reconciled(
+    applied: &HashMap<String, Instant>,
+    seen: &Mutex<Seen>,
+    started: Instant,
+    after: Duration,
+) -> usize {
+    let seen = seen.lock().unwrap();
+    applied
+        .keys()
+        .filter(|name| {
+            seen.reconciled
+                .get(*name)
+                .is_none_or(|at| at.saturating_duration_since(started) > after)
+        })
+        .count()
 }
 
 /// Applies `manifests` (name, YAML) 16 at a time; returns when each was applied.
@@ -113,21 +150,21 @@ async fn apply_all(
         .await
 }
 
-/// Waits until every one of `names` is in `ready`; returns the seconds each took from
-/// its apply, sorted.
+/// Waits until every one of `names` was seen Ready; returns the seconds each took
+/// from its apply, sorted.
 async fn wait_all_ready(
     what: &str,
     applied: &HashMap<String, Instant>,
-    ready: &Mutex<HashMap<String, Instant>>,
+    seen: &Mutex<Seen>,
     limit: Duration,
 ) -> Vec<f64> {
     let started = Instant::now();
     loop {
         let done = {
-            let ready = ready.lock().unwrap();
+            let seen = seen.lock().unwrap();
             applied
                 .keys()
-                .filter(|name| ready.contains_key(*name))
+                .filter(|name| seen.ready.contains_key(*name))
                 .count()
         };
         if done == applied.len() {
@@ -140,10 +177,14 @@ async fn wait_all_ready(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ready = ready.lock().unwrap();
+    let seen = seen.lock().unwrap();
     let mut seconds: Vec<f64> = applied
         .iter()
-        .map(|(name, at)| ready[name].saturating_duration_since(*at).as_secs_f64())
+        .map(|(name, at)| {
+            seen.ready[name]
+                .saturating_duration_since(*at)
+                .as_secs_f64()
+        })
         .collect();
     seconds.sort_by(f64::total_cmp);
     seconds
@@ -326,8 +367,8 @@ async fn main() {
     println!("  tether run started and ready: RSS {rss:.1} MiB");
 
     // Apply to Ready.
-    let databases_ready = watch_ready::<DBInstance>(ns.client.clone(), &ns.name);
-    let instances_ready = watch_ready::<Instance>(ns.client.clone(), &ns.name);
+    let databases_seen = watch::<DBInstance>(ns.client.clone(), &ns.name);
+    let instances_seen = watch::<Instance>(ns.client.clone(), &ns.name);
     proxy.reset_counts();
     let requests_before = tether.kube_requests();
     let started = Instant::now();
@@ -351,25 +392,40 @@ async fn main() {
     );
     let limit = Duration::from_secs(1800);
     let database_seconds =
-        wait_all_ready("databases", &applied_databases, &databases_ready, limit).await;
+        wait_all_ready("databases", &applied_databases, &databases_seen, limit).await;
     let instance_seconds =
-        wait_all_ready("instances", &applied_instances, &instances_ready, limit).await;
+        wait_all_ready("instances", &applied_instances, &instances_seen, limit).await;
     let all_ready = started.elapsed();
     let counts = proxy.counts();
     let (_, peak, cpu_to_ready) = process_figures(tether.pid());
     println!("\napply to Ready ({objects} + {objects} objects applied together):");
     println!("  all Ready after {:.1} s", all_ready.as_secs_f64());
-    for (kind, seconds) in [
-        ("DBInstance", &database_seconds),
-        ("Instance", &instance_seconds),
+    for (kind, seconds, applied, seen) in [
+        (
+            "DBInstance",
+            &database_seconds,
+            &applied_databases,
+            &databases_seen,
+        ),
+        (
+            "Instance",
+            &instance_seconds,
+            &applied_instances,
+            &instances_seen,
+        ),
     ] {
         println!(
-            "  {kind}: p50 {:.1} s, p99 {:.1} s, slowest {:.1} s",
+            "  {kind}: p50 {:.1} s, p99 {:.1} s, max {:.1} s; never reconciled {} s after the apply began: {}",
             percentile(seconds, 50.0),
             percentile(seconds, 99.0),
-            seconds.last().copied().unwrap_or_default()
+            seconds.last().copied().unwrap_or_default(),
+            UNRECONCILED_AFTER.as_secs(),
+            never_reconciled(applied, seen, started, UNRECONCILED_AFTER)
         );
     }
+    println!(
+        "    (never reconciled: without tether's finalizer and without any status condition, the first write of a reconcile)"
+    );
     let calls: usize = counts.values().sum();
     println!(
         "  AWS calls: {calls} ({:.2} per object): {}",

@@ -1,6 +1,7 @@
 //! The layers tether puts on the Kubernetes client's service stack, so that every
-//! request passes them: a client-side rate limit (a token bucket: `qps` a second on
-//! average, up to `burst` at once, like client-go's `--kube-api-qps`/`-burst`), a
+//! request passes them: a client-side rate limit when one is asked for (a token
+//! bucket: `qps` a second on average, up to `burst` at once, like client-go's
+//! `--kube-api-qps`/`-burst`; none by default, see `--kube-qps`), a
 //! count of every request by verb and resource (`tether_kube_requests`), and the
 //! leader's write gate (with `--leader-elect`, a replica that cannot be sure it leads
 //! writes nothing but its lease).
@@ -66,18 +67,28 @@ impl Bucket {
     }
 }
 
-/// Limits every request of the service it wraps to a shared [`Bucket`].
+/// Limits every request of the service it wraps to a shared [`Bucket`], or lets
+/// them through (no bucket).
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
-    bucket: Arc<Mutex<Bucket>>,
+    bucket: Option<Arc<Mutex<Bucket>>>,
 }
 
 impl RateLimitLayer {
     /// `qps` requests a second on average, `burst` at once.
     pub fn new(qps: f64, burst: u32) -> Self {
         Self {
-            bucket: Arc::new(Mutex::new(Bucket::new(qps, burst, Instant::now()))),
+            bucket: Some(Arc::new(Mutex::new(Bucket::new(
+                qps,
+                burst,
+                Instant::now(),
+            )))),
         }
+    }
+
+    /// No client-side limit: the API server's own (API Priority and Fairness) applies.
+    pub fn unlimited() -> Self {
+        Self { bucket: None }
     }
 }
 
@@ -96,7 +107,7 @@ impl<S> Layer<S> for RateLimitLayer {
 /// A service whose requests wait for a token of the bucket.
 pub struct RateLimited<S> {
     inner: S,
-    bucket: Arc<Mutex<Bucket>>,
+    bucket: Option<Arc<Mutex<Bucket>>>,
     state: State,
 }
 
@@ -121,9 +132,12 @@ where
         loop {
             match &mut self.state {
                 State::Empty => {
+                    let Some(bucket) = &self.bucket else {
+                        self.state = State::Ready;
+                        continue;
+                    };
                     let now = Instant::now();
-                    let at = self
-                        .bucket
+                    let at = bucket
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .reserve(now);
@@ -361,6 +375,26 @@ mod tests {
         // Half a second gives back exactly one token at 2 qps.
         let half = start + Duration::from_millis(250);
         assert_eq!(bucket.reserve(half), start + Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_every_request_is_ready_at_once_and_with_one_the_bucket_decides() {
+        use futures::FutureExt;
+        use tower::ServiceExt;
+        let ready_now = |layer: &RateLimitLayer| {
+            let mut service = layer.layer(tower::service_fn(|_: ()| async {
+                Ok::<_, tower::BoxError>(())
+            }));
+            async move { service.ready().now_or_never().is_some() }
+        };
+        let unlimited = RateLimitLayer::unlimited();
+        for _ in 0..1000 {
+            assert!(ready_now(&unlimited).await);
+        }
+        let limited = RateLimitLayer::new(0.001, 2);
+        assert!(ready_now(&limited).await);
+        assert!(ready_now(&limited).await);
+        assert!(!ready_now(&limited).await, "the burst of 2 is spent");
     }
 
     #[tokio::test]

@@ -61,6 +61,12 @@ const NAMED_USERS: usize = 5;
 /// How long a ProviderConfig waits for the managed kinds' caches' first lists.
 const CACHE_WAIT: Duration = Duration::from_secs(1);
 
+/// How long the users must stay unchanged before the condition is written again: a
+/// burst of new objects changes the count with each, and is then one write, not one
+/// per few objects (0.27 writes per database when 100 were applied at once). The
+/// finalizer does not wait for it: the connector adds it before the first cloud call.
+const USERS_SETTLE: Duration = Duration::from_secs(1);
+
 /// How long a failed reconcile waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(10);
 
@@ -128,6 +134,7 @@ pub async fn run<K: ProviderConfig>(
     });
     let users_changed = named_provider_configs::<K>(watches.references.subscribe_every());
     let running = Controller::for_stream(watch.events, watch.store)
+        .with_config(kube::runtime::controller::Config::default().debounce(USERS_SETTLE))
         .reconcile_on(users_changed)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::<K>, error_policy, shared)

@@ -73,15 +73,27 @@ pub struct RunArgs {
     #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: Duration,
 
-    /// Requests a second to the Kubernetes API server, on average (a client-side
-    /// limit on every request, watches included).
-    #[arg(long, env = "TETHER_KUBE_QPS", default_value_t = 50.0, value_parser = parse_qps)]
-    pub kube_qps: f64,
+    /// A client-side limit on requests a second to the Kubernetes API server, on
+    /// average (every request passes it, watches included). None by default: the API
+    /// server protects itself with API Priority and Fairness (GA since Kubernetes 1.29;
+    /// tether needs 1.30), and tether bounds its own load (`--concurrency` reconciles
+    /// per kind, writes only on change). controller-runtime dropped its default
+    /// client-side limit for the same reason (kubernetes-sigs/controller-runtime#3119).
+    /// Set it on an API server without APF, or to keep tether well under what its
+    /// flow schema allows.
+    #[arg(long, env = "TETHER_KUBE_QPS", value_parser = parse_qps)]
+    pub kube_qps: Option<f64>,
 
     /// Requests to the Kubernetes API server that may go at once, above `--kube-qps`,
-    /// after a quiet spell.
-    #[arg(long, env = "TETHER_KUBE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    pub kube_burst: u32,
+    /// after a quiet spell (the size of its token bucket; default twice `--kube-qps`).
+    #[arg(long, env = "TETHER_KUBE_BURST", requires = "kube_qps", value_parser = clap::value_parser!(u32).range(1..))]
+    pub kube_burst: Option<u32>,
+}
+
+/// The burst of a `--kube-qps` given without `--kube-burst`: two seconds' worth.
+fn default_burst(qps: f64) -> u32 {
+    // Saturating: a float-to-int `as` clamps to the integer's range.
+    ((qps * 2.0).ceil() as u32).max(1)
 }
 
 fn parse_qps(value: &str) -> Result<f64, String> {
@@ -157,7 +169,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         WriteGate::default()
     };
     let layers = Layers {
-        rate_limit: RateLimitLayer::new(args.kube_qps, args.kube_burst),
+        rate_limit: match args.kube_qps {
+            Some(qps) => RateLimitLayer::new(qps, args.kube_burst.unwrap_or(default_burst(qps))),
+            None => RateLimitLayer::unlimited(),
+        },
         requests: RequestCountLayer::new(metrics.clone()),
         write_gate: WriteGateLayer::new(write_gate.clone()),
     };

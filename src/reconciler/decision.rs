@@ -17,7 +17,9 @@
 //! 7. Await the finalizer's event: this process added the finalizer and the cache does
 //!    not show it yet: that event brings the object back.
 //! 8. Add the finalizer: a new object: observe as in 9, with no cloud write (a create
-//!    or update waits for the next reconcile), then add the finalizer.
+//!    or update waits for the next reconcile), then add the finalizer: with a create's
+//!    marks in one patch when the resource is missing (the next reconcile sends that
+//!    create), on its own otherwise.
 //! 9. Observe: resolve references → connect → load the connection Secret → read the
 //!    Secret keys the spec names → observe → missing: create (or wait for a create
 //!    already sent) | exists: refuse what is not this object's, else update the delta

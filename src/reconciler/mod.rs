@@ -18,7 +18,9 @@
 //! 7. Await the finalizer's event: this process added the finalizer and the cache does
 //!    not show it yet: that event brings the object back.
 //! 8. Add the finalizer: a new object: observe as in 9, with no cloud write (a create
-//!    or update waits for the next reconcile), then add the finalizer.
+//!    or update waits for the next reconcile), then add the finalizer: with a create's
+//!    marks in one patch when the resource is missing (the next reconcile sends that
+//!    create), on its own otherwise.
 //! 9. Observe: resolve references → connect → load the connection Secret → read the
 //!    Secret keys the spec names → observe → missing: create (or wait for a create
 //!    already sent) | exists: refuse what is not this object's, else update the delta
@@ -333,7 +335,8 @@ fn slim<M: Managed>(object: &mut M) {
 }
 
 /// A hash of the object's annotations without tether's bookkeeping ones: tether sets
-/// and clears `tether.dev/create-pending` around every create, and a refused create
+/// `tether.dev/create-pending` before every create (and clears it when the create is
+/// refused or its resource seen, unless the resource turns Ready), and a refused create
 /// must not come straight back (it waits for a change or the next poll). The external
 /// name counts only when a user set it: tether records the name it creates under in
 /// the same write as the create's mark.

@@ -41,6 +41,7 @@ pub struct Pacing {
     create_repeated: Marks,
     finalizer_added: Marks,
     creates: Mutex<HashMap<String, (Instant, SentCreate)>>,
+    planned_creates: Mutex<HashMap<String, (Instant, k8s_openapi::jiff::Timestamp)>>,
 }
 
 /// A create this process sent for an object, as tether records it in the object's
@@ -137,9 +138,24 @@ impl Pacing {
         self.finalizer_added.forget(uid);
     }
 
+    /// Records that object `uid`'s create was marked for `attempt` (with its finalizer,
+    /// in a reconcile that makes no cloud write) and is not sent yet: the next
+    /// reconcile sends it as that attempt instead of waiting for it.
+    pub fn create_planned(&self, uid: &str, attempt: k8s_openapi::jiff::Timestamp) {
+        lock(&self.planned_creates).insert(uid.to_owned(), (Instant::now(), attempt));
+    }
+
+    /// The attempt object `uid`'s create was marked for and not sent yet, if any.
+    pub fn planned_create(&self, uid: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+        let mut planned = lock(&self.planned_creates);
+        planned.retain(|_, (at, _)| at.elapsed() < CREATE_REMEMBERED);
+        planned.get(uid).map(|(_, attempt)| *attempt)
+    }
+
     /// Records that a create first attempted at `attempt` is being sent for object
     /// `uid` (a repeat keeps the first attempt's record).
     pub fn create_sent(&self, uid: &str, attempt: k8s_openapi::jiff::Timestamp) {
+        lock(&self.planned_creates).remove(uid);
         let mut creates = lock(&self.creates);
         if creates
             .get(uid)
@@ -162,6 +178,7 @@ impl Pacing {
 
     /// Forgets object `uid`'s create: the cloud shows its result, or it was refused.
     pub fn create_settled(&self, uid: &str) {
+        lock(&self.planned_creates).remove(uid);
         lock(&self.creates).remove(uid);
     }
 

@@ -12,10 +12,7 @@ use serde_json::json;
 use tether_api::{
     ErrorClass,
     conditions::{self, ConditionUpdate, READY, SYNCED, reasons},
-    external::{
-        ConnectionDetails, Connector, Context, Delta, ExternalClient, Observation, ObservedOf,
-        Readiness,
-    },
+    external::{Connector, Context, Delta, ExternalClient, Observation, ObservedOf, Readiness},
     managed::{
         APPLIED_TAGS_ANNOTATION, CREATE_PENDING_ANNOTATION, ControlAnnotations,
         EXTERNAL_NAME_ANNOTATION, Managed, ManagementPolicy, PAUSED_ANNOTATION,
@@ -135,18 +132,30 @@ where
         shared.pacing.finalizer_seen(&uid);
     }
     let object_reconcile = |mut annotations: ControlAnnotations, cloud_writes| {
-        if let Some(sent) = shared.pacing.create_in_flight(&uid) {
+        // The mark this process wrote with the finalizer, for a create it has not sent
+        // yet: that create is to be sent, not waited for.
+        let planned_create = annotations
+            .create_sent
+            .filter(|marked| shared.pacing.planned_create(&uid) == Some(*marked));
+        if planned_create.is_some() {
+            annotations.create_sent = None;
+        } else if let Some(sent) = shared.pacing.create_in_flight(&uid) {
             // This process sent a create the cache may not show the record of yet:
             // without it, the resource the cloud does not show yet would look missing.
             annotations.create_sent = Some(sent.attempt);
             annotations.external_name = annotations.external_name.or(sent.external_name);
         }
+        annotations.create_sent = annotations
+            .create_sent
+            .filter(|sent| !seen_ready_since(&*object, *sent));
         ObjectReconcile {
             api,
             shared,
             annotations,
+            planned_create,
             waiting_for_references: std::sync::OnceLock::new(),
             cloud_writes,
+            finalizer_added: std::sync::atomic::AtomicBool::new(false),
         }
     };
     match decision::next_step(&known) {
@@ -172,12 +181,18 @@ where
         Step::AwaitFinalizer => Ok(Action::requeue(jitter(FIRST_LOOK_AFTER_CREATE))),
         Step::AddFinalizer => {
             // A new object: its finalizer goes on in the reconcile that publishes the
-            // Secret a create needs, or records what it found. That reconcile makes no
-            // cloud write: the finalizer's watch event brings the object straight back,
-            // and a refused call would then be sent twice.
+            // Secret a create needs, in one patch with the create's marks, or after
+            // recording what it found. That reconcile makes no cloud write: the
+            // finalizer's watch event brings the object straight back, and a refused
+            // call would then be sent twice.
             let reconcile = object_reconcile(annotations?, CloudWrites::Withheld);
             let action = reconcile.apply(&object).await?;
-            reconcile.add_finalizer(&object).await?;
+            if !reconcile
+                .finalizer_added
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                reconcile.add_finalizer(&object).await?;
+            }
             shared.pacing.finalizer_added(&uid);
             Ok(action)
         }
@@ -313,6 +328,16 @@ fn freshness<M: Managed>(
     }
 }
 
+/// Whether `object`'s `Ready` turned True at or after `sent` (to the second, the
+/// precision a condition's time is kept to): the resource that create made was seen
+/// Ready, so the create is no longer on its way. Its mark then stays on the object,
+/// void, until a create sends a new one: removing it would cost a write per object.
+fn seen_ready_since<M: Managed>(object: &M, sent: k8s_openapi::jiff::Timestamp) -> bool {
+    conditions::find(object.conditions(), READY).is_some_and(|ready| {
+        ready.status == "True" && ready.last_transition_time.0.as_second() >= sent.as_second()
+    })
+}
+
 /// The poll interval of `object`: its annotation's, or the controller's.
 fn poll_interval<M: Managed>(object: &M, settings: &super::Settings) -> Duration {
     ControlAnnotations::parse(object.annotations())
@@ -337,11 +362,16 @@ struct ObjectReconcile<'a, M, C> {
     api: &'a Api<M>,
     shared: &'a Shared<C>,
     annotations: ControlAnnotations,
+    /// The attempt whose mark this process wrote with the finalizer and has not sent
+    /// yet (see [`Pacing::create_planned`](super::pacing::Pacing::create_planned)).
+    planned_create: Option<k8s_openapi::jiff::Timestamp>,
     /// Why references not needed to create are not resolved yet, once known: the
     /// reconcile goes on without them, and `Synced` says what it waits for.
     waiting_for_references: std::sync::OnceLock<String>,
     /// Whether this reconcile may write to the cloud.
     cloud_writes: CloudWrites,
+    /// Whether this reconcile added the finalizer (with a create's marks).
+    finalizer_added: std::sync::atomic::AtomicBool,
 }
 
 /// Whether a reconcile may write to the cloud: not the one that adds a new object's
@@ -406,7 +436,9 @@ where
             references: &references,
             secrets: &secrets,
             published: &published,
-            pending: publisher.credentials_pending(),
+            // Credentials marked pending while a create is on its way are the ones that
+            // create sent: they are applied once the resource is seen.
+            pending: publisher.credentials_pending() && self.annotations.create_sent.is_none(),
             create_attempt: None,
             applied_tags: self.annotations.applied_tags.as_ref().unwrap_or(&NO_TAGS),
             freshness: freshness(object, &self.annotations, &self.shared.settings),
@@ -614,32 +646,44 @@ where
         repeat: Option<k8s_openapi::jiff::Timestamp>,
     ) -> Result<Action, Error> {
         // Published credentials come back with the Secret's watch event, a new object
-        // with its finalizer's (added at the end of this reconcile). When the cache
-        // was behind and the finalizer was already there, adding it changes nothing and
-        // no event comes: hence a first look soon.
-        if self.prepare(object, client, publisher, context).await? {
+        // with its finalizer's (added below, with the create's marks).
+        let published = self.prepare(object, client, publisher, context).await?;
+        if published && self.cloud_writes == CloudWrites::Allowed {
             return Ok(self.requeue_wait());
         }
-        if self.cloud_writes == CloudWrites::Withheld {
-            return Ok(self.requeue_soon());
-        }
-        // Recorded in one patch before the call: the name, so that a later derivation never looks elsewhere; the time of the
-        // attempt, so that a resource the cloud does not show yet is waited for instead
-        // of created again; and the keys of the tags the create applies. Its watch event
-        // triggers nothing (see `annotations_but_bookkeeping`).
+        // Recorded in one patch before the call: the name, so that a later derivation
+        // never looks elsewhere; the time of the attempt, so that a resource the cloud
+        // does not show yet is waited for instead of created again; and the keys of
+        // the tags the create applies. Its watch event triggers nothing (see
+        // `annotations_but_bookkeeping`). A planned create's marks are written already.
         let uid = object.uid().unwrap_or_default();
-        let attempt = repeat.unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
-        let mut before_create = self.tags_to_record(object);
-        if self.annotations.external_name.is_none()
-            && let Some(name) = context.external_name
-        {
-            before_create.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
+        let planned = self.planned_create.filter(|_| repeat.is_none());
+        let attempt = repeat
+            .or(planned)
+            .unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
+        let mut before_create = serde_json::Map::new();
+        if planned.is_none() {
+            before_create = self.tags_to_record(object);
+            if self.annotations.external_name.is_none()
+                && let Some(name) = context.external_name
+            {
+                before_create.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
+            }
+            if repeat.is_none() {
+                before_create.insert(
+                    CREATE_PENDING_ANNOTATION.to_owned(),
+                    json!(attempt.to_string()),
+                );
+            }
         }
-        if repeat.is_none() {
-            before_create.insert(
-                CREATE_PENDING_ANNOTATION.to_owned(),
-                json!(attempt.to_string()),
-            );
+        if self.cloud_writes == CloudWrites::Withheld {
+            // A new object: the finalizer goes on with the marks, and the create waits
+            // for the next reconcile, which the finalizer's watch event starts at once.
+            // When the cache was behind and the finalizer was already there, no event
+            // comes: hence a first look soon.
+            self.annotate_and_finalize(object, before_create).await?;
+            self.shared.pacing.create_planned(&uid, attempt);
+            return Ok(self.requeue_soon());
         }
         if !before_create.is_empty() {
             self.annotate(object, before_create).await?;
@@ -677,11 +721,8 @@ where
                 serde_json::Map::from_iter([(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name))]);
             self.annotate(object, named).await?;
         }
-        if context.pending {
-            publisher
-                .publish(object, &ConnectionDetails::default(), false)
-                .await?;
-        }
+        // Credentials published pending stay so until the resource is seen: that write
+        // completes the Secret too.
         let name = created
             .external_name
             .as_deref()
@@ -695,16 +736,7 @@ where
             format!("created {} {name}", M::kind(&())),
         )
         .await;
-        self.write_status(
-            object,
-            fails(
-                READY,
-                reasons::CREATING,
-                "waiting for the cloud to report it ready",
-            ),
-            None,
-        )
-        .await?;
+        // No status write: the first look, soon, writes what the cloud shows.
         Ok(self.requeue_soon())
     }
 
@@ -731,10 +763,14 @@ where
             );
             annotations.insert(EXTERNAL_NAME_ANNOTATION.to_owned(), json!(name));
         }
-        if self.annotations.create_sent.is_some() {
-            self.shared
-                .pacing
-                .create_settled(&object.uid().unwrap_or_default());
+        self.shared
+            .pacing
+            .create_settled(&object.uid().unwrap_or_default());
+        // The mark of the create that made it goes, unless this reconcile's status
+        // write turns Ready True, which makes it void (see `seen_ready_since`).
+        let turns_ready = observed.readiness == Readiness::Ready
+            && !conditions::is_true(object.conditions(), READY);
+        if self.annotations.create_sent.is_some() && !turns_ready {
             annotations.insert(
                 CREATE_PENDING_ANNOTATION.to_owned(),
                 serde_json::Value::Null,
@@ -892,7 +928,39 @@ where
         object: &M,
         annotations: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), Error> {
-        let patch = json!({"metadata": {"annotations": annotations}});
+        self.patch_metadata(object, json!({"annotations": annotations}))
+            .await
+    }
+
+    /// Adds the finalizer and sets `annotations`, in one patch on condition that the
+    /// object is still the version read (a list merge would drop others' finalizers
+    /// added since).
+    async fn annotate_and_finalize(
+        &self,
+        object: &M,
+        annotations: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        let mut finalizers = object.finalizers().to_vec();
+        if !finalizers.iter().any(|f| f == FINALIZER) {
+            finalizers.push(FINALIZER.to_owned());
+        }
+        self.patch_metadata(
+            object,
+            json!({
+                "resourceVersion": object.resource_version(),
+                "finalizers": finalizers,
+                "annotations": annotations,
+            }),
+        )
+        .await?;
+        self.finalizer_added
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Merges `metadata` into the object's, under tether's field manager.
+    async fn patch_metadata(&self, object: &M, metadata: serde_json::Value) -> Result<(), Error> {
+        let patch = json!({ "metadata": metadata });
         self.api
             .patch(
                 &object.name_any(),
@@ -957,14 +1025,14 @@ where
                 })
                 .unwrap_or_default();
             metrics.first_ready(&kind, after);
-            let message = format!(
+            // Logged, counted and in `status.firstReadyTime`; no Event: at one write
+            // per object it would make a burst slower by a fifth (the `Created` Event
+            // says what tether did).
+            tracing::info!(
                 "{kind} {} is Ready, {} s after the object was created",
                 self.external_name(object).unwrap_or_default(),
                 after.as_secs()
             );
-            tracing::info!("{message}");
-            self.event(object, EventType::Normal, reasons::READY, message)
-                .await;
         }
         Ok(())
     }

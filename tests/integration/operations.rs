@@ -69,13 +69,28 @@ async fn metrics_count_the_aws_calls_the_proxy_sees_and_a_first_ready_is_announc
     world
         .wait_condition(&api, "metered", READY, "True", None)
         .await;
-    let ready = world.wait_for_event("metered", "Ready").await;
+    // The create is announced by an Event; the first Ready by the status, the log
+    // and the metrics (an Event too would cost a write per object in a burst).
+    let created = world.wait_for_event("metered", "Created").await;
     assert!(
-        ready
+        created
             .note
             .as_deref()
-            .is_some_and(|note| note.contains("is Ready")),
-        "{ready:?}"
+            .is_some_and(|note| note.starts_with("created DBInstance")),
+        "{created:?}"
+    );
+    let logged =
+        |log: &str| log.contains("is Ready, ") && log.contains("s after the object was created");
+    for _ in 0..40 {
+        if logged(&world.tether.log()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        logged(&world.tether.log()),
+        "the first Ready is logged:\n{}",
+        world.log_tail()
     );
     let object = api.get("metered").await.unwrap();
     assert!(

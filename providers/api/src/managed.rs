@@ -25,10 +25,12 @@ pub const EXTERNAL_NAME_ANNOTATION: &str = "tether.dev/external-name";
 pub const PAUSED_ANNOTATION: &str = "tether.dev/paused";
 /// Annotation overriding the poll interval, as a Go duration such as `10m`.
 pub const POLL_INTERVAL_ANNOTATION: &str = "tether.dev/poll-interval";
-/// Annotation tether sets (to an RFC 3339 time) right before it asks the cloud to
-/// create the resource, and removes once it has seen the resource. While it is there
-/// and young, a resource the cloud does not show yet counts as on its way, not as
-/// missing: cloud reads lag behind writes, and creating again would make a second one.
+/// Annotation tether sets (to an RFC 3339 time) before it asks the cloud to create the
+/// resource, and removes once it has seen the resource, unless its status then turns
+/// `Ready` True: a `Ready` that turned True at or after the mark's time makes the
+/// mark void (it is left, to save a write per object). While it holds and is young, a
+/// resource the cloud does not show yet counts as on its way, not as missing: cloud
+/// reads lag behind writes, and creating again would make a second one.
 pub const CREATE_PENDING_ANNOTATION: &str = "tether.dev/create-pending";
 /// Annotation tether sets to the keys (a JSON array) of the spec's tags it last
 /// applied to the cloud resource: a key there that the spec no longer has is removed

@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector;
 
-use tether_api::external::Observed;
+use tether_api::external::{ConnectionDetails, Observed};
 
 use super::*;
 use crate::reconciler::{
@@ -72,17 +72,60 @@ async fn reconcile_against(
 }
 
 #[tokio::test]
-async fn a_new_object_gets_its_finalizer_and_no_cloud_write_in_its_first_reconcile() {
+async fn a_new_object_gets_its_finalizer_with_its_create_marks_and_no_cloud_write_in_its_first_reconcile()
+ {
     let (calls, api) = reconcile_once(orders(false, false, &[])).await;
     assert_eq!(calls, ["observe"]);
     assert_eq!(api.writes(), ["PATCH fakekinds/orders"]);
-    let patch = &api.received()[0];
-    assert_eq!(patch.body["metadata"]["finalizers"], json!([FINALIZER]));
+    let received = &api.received()[0];
     assert!(
-        patch.query.contains("fieldManager=tether.dev%2Ffinalizer"),
-        "applied under a manager named after the finalizer: {}",
-        patch.query
+        received.query.contains("fieldManager=tether&")
+            || received.query.ends_with("fieldManager=tether"),
+        "under tether's own manager, so the name it records is not taken for a user's: {}",
+        received.query
     );
+    let patch = &received.body["metadata"];
+    assert_eq!(patch["finalizers"], json!([FINALIZER]));
+    assert_eq!(
+        patch["resourceVersion"],
+        json!("7"),
+        "on condition that no finalizer was added since"
+    );
+    assert_eq!(
+        patch["annotations"][EXTERNAL_NAME_ANNOTATION],
+        json!("orders")
+    );
+    assert!(patch["annotations"][CREATE_PENDING_ANNOTATION].is_string());
+}
+
+#[tokio::test]
+async fn the_create_marked_with_the_finalizer_is_sent_next_without_another_write_first() {
+    let api = FakeApi::default();
+    let client = FakeClient::default();
+    let object = orders(false, false, &[]);
+    let shared = shared(&api, &object, &client);
+    reconcile(Arc::new(object), shared.clone()).await.unwrap();
+    let marked = api.received()[0].body["metadata"]["annotations"][CREATE_PENDING_ANNOTATION]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Back with the finalizer's watch event: the cache shows the patch.
+    let object = orders(
+        true,
+        false,
+        &[
+            (CREATE_PENDING_ANNOTATION, &marked),
+            (EXTERNAL_NAME_ANNOTATION, "orders"),
+        ],
+    );
+    reconcile(Arc::new(object), shared).await.unwrap();
+    assert_eq!(client.calls(), ["observe", "observe", "create"]);
+    assert_eq!(
+        api.writes(),
+        ["PATCH fakekinds/orders"],
+        "the marks are written once"
+    );
+    assert_eq!(api.events(), ["Created"]);
 }
 
 #[tokio::test]
@@ -91,7 +134,8 @@ async fn an_object_with_its_finalizer_is_created_after_its_create_is_recorded() 
     assert_eq!(calls, ["observe", "create"]);
     assert_eq!(
         api.writes(),
-        ["PATCH fakekinds/orders", "PATCH fakekinds/orders/status"]
+        ["PATCH fakekinds/orders"],
+        "no status write: the first look after the create writes what the cloud shows"
     );
     let record = &api.received()[0];
     let annotations = &record.body["metadata"]["annotations"];
@@ -214,7 +258,7 @@ async fn a_resource_this_object_created_is_updated_where_it_differs() {
     let (calls, api) =
         reconcile_against(FakeApi::default(), client, orders(true, false, &[])).await;
     assert_eq!(calls, ["observe", "update"]);
-    assert_eq!(api.events(), ["Updated", "Ready"]);
+    assert_eq!(api.events(), ["Updated"]);
 }
 
 #[tokio::test]
@@ -239,7 +283,7 @@ async fn an_observe_only_object_reports_what_differs_and_changes_nothing() {
     object.spec.managed.management_policy = ManagementPolicy::ObserveOnly;
     let (calls, api) = reconcile_against(FakeApi::default(), existing(None), object).await;
     assert_eq!(calls, ["observe"]);
-    assert_eq!(api.events(), ["Ready"]);
+    assert!(api.events().is_empty(), "{:?}", api.events());
     let status = api
         .received()
         .into_iter()
