@@ -78,7 +78,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Annotation(_) => ErrorClass::Terminal,
-            Self::ReferenceNotReady(_) | Self::StillDeleting => ErrorClass::Pending,
+            Self::ReferenceNotReady(_) | Self::StillDeleting => ErrorClass::Waiting,
             Self::Provider { source, .. } => source.class,
             Self::SecretKey(error) => error.class(),
             Self::ConnectionSecret(connection_secret::Error::Kube { .. })
@@ -123,7 +123,7 @@ impl Error {
 
     /// Whether the failure deserves a Warning Event (waiting is not a failure).
     pub fn is_failure(&self) -> bool {
-        self.class() != ErrorClass::Pending
+        self.class() != ErrorClass::Waiting
     }
 }
 
@@ -165,7 +165,7 @@ mod tests {
             Error::StillDeleting,
             Error::ReferenceNotReady("DBSubnetGroup a does not exist".into()),
         ] {
-            assert_eq!(error.class(), ErrorClass::Pending);
+            assert_eq!(error.class(), ErrorClass::Waiting);
             assert!(!error.is_failure());
         }
     }

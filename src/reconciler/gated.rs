@@ -57,12 +57,12 @@ pub struct GatedClient<X> {
 }
 
 impl<X> GatedClient<X> {
-    /// Whether the write may go ahead; a refusal is Pending: nothing was sent, and the
+    /// Whether the write may go ahead; a refusal is Waiting: nothing was sent, and the
     /// replica that leads does the work.
     fn pass(&self) -> Result<(), ProviderError> {
         self.gate
             .check()
-            .map_err(|refused| ProviderError::pending(refused.to_string()))
+            .map_err(|refused| ProviderError::waiting(refused.to_string()))
     }
 }
 
@@ -278,7 +278,7 @@ mod tests {
             .create(&fake("web", None), Context::named(None))
             .await
             .unwrap_err();
-        assert_eq!(refused.class, ErrorClass::Pending, "nothing was sent");
+        assert_eq!(refused.class, ErrorClass::Waiting, "nothing was sent");
     }
 
     #[tokio::test]

@@ -267,7 +267,7 @@ where
 {
     let uid = object.uid().unwrap_or_default();
     let delay = match error.class() {
-        ErrorClass::Pending => jitter(shared.settings.wait_interval),
+        ErrorClass::Waiting => jitter(shared.settings.wait_interval),
         ErrorClass::Terminal => jitter(poll_interval(object, &shared.settings)),
         ErrorClass::Transient => shared.pacing.failed(&uid, false),
         ErrorClass::Throttled => {
@@ -438,7 +438,8 @@ where
             published: &published,
             // Credentials marked pending while a create is on its way are the ones that
             // create sent: they are applied once the resource is seen.
-            pending: publisher.credentials_pending() && self.annotations.create_sent.is_none(),
+            credentials_pending: publisher.credentials_pending()
+                && self.annotations.create_sent.is_none(),
             create_attempt: None,
             applied_tags: self.annotations.applied_tags.as_ref().unwrap_or(&NO_TAGS),
             freshness: freshness(object, &self.annotations, &self.shared.settings),
@@ -786,7 +787,7 @@ where
         }
         // Credentials still marked pending on a resource that matches the spec were
         // applied (the create that used them succeeded, but clearing the mark did not).
-        let mut pending = context.pending && !observed.is_up_to_date();
+        let mut pending = context.credentials_pending && !observed.is_up_to_date();
         if must_update {
             if self.prepare(object, client, publisher, context).await? {
                 return Ok(self.requeue_wait());
@@ -874,7 +875,7 @@ where
     /// Publishes credentials the provider wants in place before a create or update,
     /// marked pending; returns whether it did. The reconcile then ends: the Secret's
     /// watch event starts the next one, which makes the cloud call with the published
-    /// credentials (`context.pending` set). Calling now as well would call twice
+    /// credentials (`context.credentials_pending` set). Calling now as well would call twice
     /// whenever the call fails.
     async fn prepare(
         &self,

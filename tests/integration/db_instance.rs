@@ -69,7 +69,7 @@ fn orders_admin(key: &str) -> MasterPassword {
 fn with<'a>(name: &'a str, published: &'a ConnectionDetails, pending: bool) -> Context<'a> {
     Context {
         published,
-        pending,
+        credentials_pending: pending,
         ..Context::named(Some(name))
     }
 }

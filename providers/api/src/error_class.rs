@@ -11,8 +11,10 @@ pub enum ErrorClass {
     Transient,
     /// The remote API asked us to slow down: back off and slow the shared budget.
     Throttled,
-    /// The remote resource is busy (creating, modifying): come back later.
-    Pending,
+    /// Not a failure: something is on its way (the resource is creating or modifying,
+    /// not visible yet, a referenced object is not Ready, another replica leads):
+    /// come back after the wait interval.
+    Waiting,
 }
 
 impl ErrorClass {
@@ -22,7 +24,7 @@ impl ErrorClass {
             Self::Terminal => "Terminal",
             Self::Transient => "Transient",
             Self::Throttled => "Throttled",
-            Self::Pending => "Pending",
+            Self::Waiting => "Waiting",
         }
     }
 }

@@ -11,7 +11,7 @@
 //! guard of the kind's shared snapshot around every write
 //! ([`ExternalClient::write_guard`]), ownership checks, pacing and retries. A client reports failures as a [`ProviderError`] whose class
 //! says what the runtime does next: [`ProviderError::terminal`] waits for a change,
-//! [`ProviderError::transient`] backs off and tries again, [`ProviderError::pending`]
+//! [`ProviderError::transient`] backs off and tries again, [`ProviderError::waiting`]
 //! comes back later.
 //!
 //! A toy provider whose cloud is a map of bucket sizes:
@@ -307,8 +307,8 @@ impl ProviderError {
     }
 
     /// The resource is busy or not visible yet: the runtime comes back later.
-    pub fn pending(message: impl Into<String>) -> Self {
-        Self::new(ErrorClass::Pending, message)
+    pub fn waiting(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Waiting, message)
     }
 
     /// The same error, carrying the cloud's (or tether's) error code `code`.
@@ -366,7 +366,7 @@ pub struct Context<'a> {
     pub published: &'a ConnectionDetails,
     /// Whether `published` holds credentials from [`ExternalClient::prepare`] that no
     /// create or update has applied yet.
-    pub pending: bool,
+    pub credentials_pending: bool,
     /// When the create now being made was first attempted. A create repeated because
     /// the cloud did not show the first one yet carries the first one's time, so a
     /// provider derives idempotency tokens from it (EC2's `ClientToken`): the repeat
@@ -398,7 +398,7 @@ impl<'a> Context<'a> {
             references: &NOTHING_RESOLVED,
             secrets: &NO_SECRETS,
             published: &NOTHING_PUBLISHED,
-            pending: false,
+            credentials_pending: false,
             create_attempt: None,
             applied_tags: &NO_TAGS,
             freshness: Freshness::Direct,

@@ -73,7 +73,7 @@ pub fn class_of_code(code: Option<&str>) -> ErrorClass {
     match code {
         Some(code) if THROTTLING_ERRORS.contains(&code) => ErrorClass::Throttled,
         Some(code) if TRANSIENT_ERRORS.contains(&code) => ErrorClass::Transient,
-        Some(code) if BUSY_ERRORS.contains(&code) => ErrorClass::Pending,
+        Some(code) if BUSY_ERRORS.contains(&code) => ErrorClass::Waiting,
         Some(code) if code.starts_with("InternalFailure") || code == "ServiceUnavailable" => {
             ErrorClass::Transient
         }
@@ -94,7 +94,7 @@ mod tests {
         );
         assert_eq!(
             class_of_code(Some("InvalidDBInstanceState")),
-            ErrorClass::Pending
+            ErrorClass::Waiting
         );
         assert_eq!(
             class_of_code(Some("InternalFailure")),
@@ -106,7 +106,7 @@ mod tests {
         );
         assert_eq!(
             class_of_code(Some("IdempotentParameterMismatch")),
-            ErrorClass::Pending,
+            ErrorClass::Waiting,
             "an earlier launch with the same token made an instance"
         );
         assert_eq!(class_of_code(None), ErrorClass::Terminal);

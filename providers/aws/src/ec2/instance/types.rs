@@ -335,7 +335,7 @@ impl Instance {
     }
 
     /// The security groups the instance should have (sorted): `securityGroupIds` and
-    /// the resolved `securityGroupRefs`; `None` when the spec names none. Pending while
+    /// the resolved `securityGroupRefs`; `None` when the spec names none. Waiting while
     /// a reference is not resolved.
     pub(super) fn desired_security_groups(
         &self,
@@ -348,7 +348,7 @@ impl Instance {
         for (index, reference) in self.spec.security_group_refs.iter().enumerate() {
             let field = security_group_ref_field(index);
             let id = context.reference(&field).ok_or_else(|| {
-                ProviderError::pending(format!(
+                ProviderError::waiting(format!(
                     "the SecurityGroup {} of {field} is not resolved yet",
                     reference.name
                 ))

@@ -179,7 +179,7 @@ impl SecurityGroupClient {
     /// After `InvalidGroup.Duplicate`: the group named `group_name` in the object's VPC
     /// is this object's own (it carries the object's UID), found again; any other is
     /// someone else's, and the create fails with `error`'s code and a message that says
-    /// so. A group not visible yet is Pending.
+    /// so. A group not visible yet is Waiting.
     async fn duplicate(
         &self,
         object: &SecurityGroup,
@@ -204,7 +204,7 @@ impl SecurityGroupClient {
             .map_err(provider_error)?;
         let Some(group) = described.security_groups().first() else {
             return Err(error.reclassed(
-                ErrorClass::Pending,
+                ErrorClass::Waiting,
                 format!(
                     "security group {group_name} exists but DescribeSecurityGroups does not show it yet"
                 ),

@@ -391,7 +391,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 context
                     .reference(DB_SUBNET_GROUP_REF)
                     .ok_or_else(|| {
-                        ProviderError::pending(format!(
+                        ProviderError::waiting(format!(
                             "the DBSubnetGroup {} of dbSubnetGroupRef is not resolved yet",
                             reference.name
                         ))
@@ -437,7 +437,7 @@ impl ExternalClient<DBInstance> for DBInstanceClient {
                 // Ours when it carries this object's UID: a create whose answer was
                 // lost, or that DescribeDBInstances did not show yet.
                 let Some(existing) = self.describe(identifier).await? else {
-                    return Err(ProviderError::pending(format!(
+                    return Err(ProviderError::waiting(format!(
                         "DB instance {identifier} exists but DescribeDBInstances does not show it yet"
                     ))
                     .with_optional_code(error.code()));

@@ -184,13 +184,15 @@ impl DBInstanceClient {
         }
         Ok(match object.password_source() {
             PasswordSource::Generated => {
-                let differs = context.pending || published.is_none() || secret_arn.is_some();
+                let differs =
+                    context.credentials_pending || published.is_none() || secret_arn.is_some();
                 (published, differs)
             }
             PasswordSource::UserSecret(reference) => {
                 let wanted = user_password(context, reference)?;
-                let differs =
-                    context.pending || published.as_ref() != Some(&wanted) || secret_arn.is_some();
+                let differs = context.credentials_pending
+                    || published.as_ref() != Some(&wanted)
+                    || secret_arn.is_some();
                 (Some(wanted), differs)
             }
             PasswordSource::ManagedByRds => match secret_arn {

@@ -117,7 +117,7 @@ async fn a_subnet_group_in_use_elsewhere_is_pending_not_an_error() {
         )
         .await
         .expect_err("busy");
-    assert_eq!(error.class, ErrorClass::Pending);
+    assert_eq!(error.class, ErrorClass::Waiting);
     assert_eq!(
         error.code.as_deref(),
         Some("InvalidDBSubnetGroupStateFault")

@@ -193,7 +193,7 @@ fn with_published<'a>(
 ) -> Context<'a> {
     Context {
         published,
-        pending: true,
+        credentials_pending: true,
         ..Context::named(external_name)
     }
 }

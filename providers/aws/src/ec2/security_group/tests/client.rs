@@ -553,7 +553,7 @@ async fn a_duplicate_name_of_someone_elses_group_is_refused_and_a_hidden_one_wai
         .create(&object(), Context::named(None))
         .await
         .expect_err("not visible yet");
-    assert_eq!(hidden.class, ErrorClass::Pending);
+    assert_eq!(hidden.class, ErrorClass::Waiting);
 }
 
 #[tokio::test]
@@ -706,7 +706,7 @@ async fn refused_delete(
 #[tokio::test]
 async fn a_group_still_used_by_an_instance_is_pending() {
     let error = refused_delete(Vec::new(), Vec::new()).await;
-    assert_eq!(error.class, ErrorClass::Pending);
+    assert_eq!(error.class, ErrorClass::Waiting);
     assert_eq!(error.code.as_deref(), Some("DependencyViolation"));
     assert_eq!(
         error.message,

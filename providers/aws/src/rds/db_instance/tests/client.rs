@@ -101,7 +101,7 @@ async fn an_existing_instance_not_yet_described_is_pending() {
     let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
         .then_error(|| DescribeDBInstancesError::DbInstanceNotFoundFault(not_found()));
     let error = create_taken(describe, "not visible yet").await;
-    assert_eq!(error.class, ErrorClass::Pending, "{error:?}");
+    assert_eq!(error.class, ErrorClass::Waiting, "{error:?}");
 }
 
 #[tokio::test]
@@ -739,7 +739,7 @@ async fn deleting_an_instance_already_being_deleted_or_gone_is_done() {
         .delete(&object, at, DeletionPolicy::Snapshot)
         .await
         .expect_err("busy backing up");
-    assert_eq!(error.class, ErrorClass::Pending);
+    assert_eq!(error.class, ErrorClass::Waiting);
     assert_eq!(
         client.delete(&object, at, DeletionPolicy::Snapshot).await,
         Ok(None),

@@ -136,7 +136,7 @@ fn client_with_secrets(rds: &[&Rule], secrets: &[&Rule]) -> DBInstanceClient {
 fn context<'a>(published: &'a ConnectionDetails, pending: bool) -> Context<'a> {
     Context {
         published,
-        pending,
+        credentials_pending: pending,
         create_attempt: None,
         ..Context::named(Some(IDENTIFIER))
     }
