@@ -4,13 +4,18 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector;
 
-use tether_api::external::{ConnectionDetails, Observed};
+use serde_json::json;
+use tether_api::{
+    external::{ConnectionDetails, Observed, Readiness},
+    managed::{CREATE_PENDING_ANNOTATION, EXTERNAL_NAME_ANNOTATION, ManagementPolicy},
+};
 
 use super::*;
 use crate::reconciler::{
     Settings,
     fake::{FakeApi, FakeClient, FakeConnector, FakeDelta, FakeKind, Received, fake},
     pacing::Pacing,
+    references,
 };
 
 /// `orders` in namespace `shop`, with tether's finalizer when `finalizer`, being
