@@ -182,26 +182,14 @@ impl Publisher {
     where
         K: Resource<DynamicType = ()>,
     {
-        self.write(owner, details, pending, &BTreeMap::new()).await
+        self.publish_recorded(owner, details, pending, &BTreeMap::new())
+            .await
     }
 
-    /// Writes `details` as [`Publisher::publish`] does, with `annotations` set in the
+    /// Writes `details` as [`Publisher::publish`] does, with the `recorded` annotations set in the
     /// same write (a `None` removes one): a record that changes together with the
     /// credentials, such as when a login was rotated.
     pub async fn publish_recorded<K>(
-        &mut self,
-        owner: &K,
-        details: &ConnectionDetails,
-        pending: bool,
-        annotations: &BTreeMap<String, Option<String>>,
-    ) -> Result<bool, Error>
-    where
-        K: Resource<DynamicType = ()>,
-    {
-        self.write(owner, details, pending, annotations).await
-    }
-
-    async fn write<K>(
         &mut self,
         owner: &K,
         details: &ConnectionDetails,
@@ -334,12 +322,12 @@ where
             secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
         return Ok(owned_by_tether.then(|| name.to_owned()));
     }
-    let patch = serde_json::json!({"metadata": {
+    let metadata = serde_json::json!({
         "resourceVersion": secret.metadata.resource_version,
         "ownerReferences": remaining,
         "annotations": {RETAINED_FROM_ANNOTATION: retained_from},
-    }});
-    api.patch(name, &crate::patch_params(), &Patch::Merge(&patch))
+    });
+    crate::merge_metadata(&api, name, metadata)
         .await
         .map_err(kube_error)?;
     Ok(Some(name.to_owned()))

@@ -1,9 +1,11 @@
-//! Adding and removing one finalizer on any object, the one way tether does it. Added
+//! Adding and removing one finalizer on any object, the one place tether does it. Added
 //! by server-side apply under a field manager named after the finalizer: the list is a
 //! set, so others' finalizers stay, adding it again while a cache is behind changes
-//! nothing, and no other apply of tether's removes it by leaving it out. Removed by a
-//! JSON patch that checks it is still where it was read, so a concurrent change is
-//! never overwritten.
+//! nothing, and no other apply of tether's removes it by leaving it out. Added together
+//! with annotations (a create's marks, which must be durable in the same write) by a
+//! merge patch on condition that the object is still the version read. Removed by a
+//! JSON patch that checks it is still where it was read. Either way a concurrent change
+//! is never overwritten.
 
 use kube::{Api, Resource, ResourceExt, api::Patch};
 use serde::{Serialize, de::DeserializeOwned};
@@ -30,6 +32,32 @@ where
     )
     .await?;
     Ok(true)
+}
+
+/// Adds `finalizer` to `object` and sets (or, for `null` values, removes) `annotations`,
+/// in one write: a merge patch of the whole finalizer list, on condition that the
+/// object is still the version read (a list merge would drop others' finalizers added
+/// since; a newer version fails with a conflict instead).
+pub async fn add_with_annotations<K>(
+    api: &Api<K>,
+    object: &K,
+    finalizer: &str,
+    annotations: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut finalizers = object.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == finalizer) {
+        finalizers.push(finalizer.to_owned());
+    }
+    let metadata = json!({
+        "resourceVersion": object.resource_version(),
+        "finalizers": finalizers,
+        "annotations": annotations,
+    });
+    crate::merge_metadata(api, &object.name_any(), metadata).await?;
+    Ok(())
 }
 
 /// Removes `finalizer` from `object` if it is there, checking it is still where it

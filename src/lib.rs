@@ -33,3 +33,19 @@ pub fn patch_params() -> kube::api::PatchParams {
         ..kube::api::PatchParams::default()
     }
 }
+
+/// Merges `metadata` into the metadata of the object `name` (a JSON merge patch under
+/// [`FIELD_MANAGER`]); a `resourceVersion` in it makes the write conditional on the
+/// object still being that version.
+pub async fn merge_metadata<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    metadata: serde_json::Value,
+) -> Result<K, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({ "metadata": metadata });
+    api.patch(name, &patch_params(), &kube::api::Patch::Merge(&patch))
+        .await
+}

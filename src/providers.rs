@@ -52,48 +52,31 @@ pub async fn run(
     // Each managed kind is watched once, by its controller; kinds that refer to it read
     // that controller's cache.
     let watches = SharedWatches::new(secrets, namespaces);
+    // Every controller takes the same client, settings, watches and shutdown signal.
+    macro_rules! managed {
+        ($kind:ty, $client:ty) => {
+            reconciler::run::<$kind, _>(
+                kube.clone(),
+                AwsConnector::new(configs.clone(), <$client>::from_config),
+                settings.clone(),
+                &watches,
+                shutdown.clone(),
+            )
+        };
+    }
+    macro_rules! claimed {
+        ($claim:ty) => {
+            claims::run::<$claim>(kube.clone(), settings.clone(), &watches, shutdown.clone())
+        };
+    }
     let controllers = async {
         futures::join!(
-            reconciler::run::<DBSubnetGroup, _>(
-                kube.clone(),
-                AwsConnector::new(configs.clone(), DBSubnetGroupClient::from_config),
-                settings.clone(),
-                &watches,
-                shutdown.clone(),
-            ),
-            reconciler::run::<SecurityGroup, _>(
-                kube.clone(),
-                AwsConnector::new(configs.clone(), SecurityGroupClient::from_config),
-                settings.clone(),
-                &watches,
-                shutdown.clone(),
-            ),
-            reconciler::run::<Instance, _>(
-                kube.clone(),
-                AwsConnector::new(configs.clone(), InstanceClient::from_config),
-                settings.clone(),
-                &watches,
-                shutdown.clone(),
-            ),
-            reconciler::run::<DBInstance, _>(
-                kube.clone(),
-                AwsConnector::new(configs.clone(), DBInstanceClient::from_config),
-                settings.clone(),
-                &watches,
-                shutdown.clone(),
-            ),
-            claims::run::<DatabaseClaim>(
-                kube.clone(),
-                settings.clone(),
-                &watches,
-                shutdown.clone(),
-            ),
-            claims::run::<InstanceClaim>(
-                kube.clone(),
-                settings.clone(),
-                &watches,
-                shutdown.clone(),
-            ),
+            managed!(DBSubnetGroup, DBSubnetGroupClient),
+            managed!(SecurityGroup, SecurityGroupClient),
+            managed!(Instance, InstanceClient),
+            managed!(DBInstance, DBInstanceClient),
+            claimed!(DatabaseClaim),
+            claimed!(InstanceClaim),
             provider_config_usage::run(
                 kube.clone(),
                 provider_configs,

@@ -482,19 +482,11 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
             .filter(|owner| Some(&owner.uid) != self.claim.uid().as_ref())
             .cloned()
             .collect();
-        let patch = json!({
-            "metadata": {
-                "resourceVersion": object.resource_version(),
-                "ownerReferences": owners,
-            }
+        let metadata = json!({
+            "resourceVersion": object.resource_version(),
+            "ownerReferences": owners,
         });
-        self.managed
-            .patch(
-                &object.name_any(),
-                &crate::patch_params(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+        crate::merge_metadata(&self.managed, &object.name_any(), metadata).await?;
         Ok(())
     }
 

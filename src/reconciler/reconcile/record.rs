@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use kube::{
     Api, ResourceExt,
-    api::Patch,
     runtime::{controller::Action, events::EventType},
 };
 use serde_json::json;
@@ -120,50 +119,20 @@ where
         object: &M,
         annotations: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), Error> {
-        self.patch_metadata(object, json!({"annotations": annotations}))
-            .await
+        let metadata = json!({ "annotations": annotations });
+        crate::merge_metadata(self.api, &object.name_any(), metadata).await?;
+        Ok(())
     }
 
-    /// Adds the finalizer and sets `annotations`, in one patch on condition that the
-    /// object is still the version read (a list merge would drop others' finalizers
-    /// added since).
+    /// Adds the finalizer and sets `annotations`, in one write (see `finalizers`).
     pub(super) async fn annotate_and_finalize(
         &self,
         object: &M,
         annotations: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), Error> {
-        let mut finalizers = object.finalizers().to_vec();
-        if !finalizers.iter().any(|f| f == FINALIZER) {
-            finalizers.push(FINALIZER.to_owned());
-        }
-        self.patch_metadata(
-            object,
-            json!({
-                "resourceVersion": object.resource_version(),
-                "finalizers": finalizers,
-                "annotations": annotations,
-            }),
-        )
-        .await?;
+        crate::finalizers::add_with_annotations(self.api, object, FINALIZER, annotations).await?;
         self.finalizer_added
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Merges `metadata` into the object's, under tether's field manager.
-    pub(super) async fn patch_metadata(
-        &self,
-        object: &M,
-        metadata: serde_json::Value,
-    ) -> Result<(), Error> {
-        let patch = json!({ "metadata": metadata });
-        self.api
-            .patch(
-                &object.name_any(),
-                &crate::patch_params(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
         Ok(())
     }
 

@@ -200,19 +200,16 @@ where
                 next_step_in: Duration::from_secs(1),
             }));
         }
+        let target = Target {
+            object,
+            client,
+            master,
+            observed,
+        };
         let last = match step {
             RotationStep::Switch { to, why } => {
-                self.switch(
-                    object,
-                    client,
-                    master,
-                    observed,
-                    &mut secret,
-                    to,
-                    why,
-                    schedule.grace_period,
-                )
-                .await?;
+                self.switch(&target, &mut secret, to, why, schedule.grace_period)
+                    .await?;
                 LastRotation {
                     login: to,
                     at: now,
@@ -221,8 +218,7 @@ where
                 }
             }
             RotationStep::Retire(login) => {
-                self.retire(object, client, master, observed, &mut secret, login)
-                    .await?;
+                self.retire(&target, &mut secret, login).await?;
                 LastRotation {
                     previous_retired: true,
                     ..last.expect("a retirement follows a switch")
@@ -244,15 +240,10 @@ where
         client: &C::Client,
         credentials: &mut Publisher,
     ) -> Result<bool, Error> {
-        let kind = M::kind(&());
         let renewed = client
             .renew_credentials(object, credentials.published())
             .await;
-        self.shared
-            .settings
-            .metrics
-            .rotation_step(&kind, "renew", renewed.is_ok());
-        let Some(details) = renewed.map_err(Error::provider(Phase::Rotate))? else {
+        let Some(details) = self.counted("renew", renewed)? else {
             return Ok(false);
         };
         let record = BTreeMap::from([(
@@ -278,23 +269,20 @@ where
 
     /// Gives `to` a new password and switches the Secret to it, whose predecessor
     /// keeps working for `grace_period`.
-    #[allow(clippy::too_many_arguments)]
     async fn switch(
         &self,
-        object: &M,
-        client: &C::Client,
-        master: &ConnectionDetails,
-        observed: &ObservedOf<M>,
+        target: &Target<'_, M, C::Client>,
         secret: &mut Publisher,
         to: Login,
         why: &str,
         grace_period: Duration,
     ) -> Result<(), Error> {
-        let kind = M::kind(&());
-        let metrics = &self.shared.settings.metrics;
-        let activated = client.activate_login(object, master, observed, to).await;
-        metrics.rotation_step(&kind, "switch", activated.is_ok());
-        let details = activated.map_err(Error::provider(Phase::Rotate))?;
+        let Target { object, .. } = *target;
+        let activated = target
+            .client
+            .activate_login(object, target.master, target.observed, to)
+            .await;
+        let details = self.counted("switch", activated)?;
         let answered = object.annotations().get(ROTATE_NOW_ANNOTATION).cloned();
         let mut record = BTreeMap::from([
             (
@@ -320,24 +308,27 @@ where
         Ok(())
     }
 
+    /// Counts a rotation's `step` and how it ended; a failure becomes the reconcile's.
+    fn counted<T>(&self, step: &str, result: Result<T, ProviderError>) -> Result<T, Error> {
+        let metrics = &self.shared.settings.metrics;
+        metrics.rotation_step(&M::kind(&()), step, result.is_ok());
+        result.map_err(Error::provider(Phase::Rotate))
+    }
+
     /// Changes the password of `login`, the one the Secret held before, to one nobody
     /// knows, and records that on the Secret.
     async fn retire(
         &self,
-        object: &M,
-        client: &C::Client,
-        master: &ConnectionDetails,
-        observed: &ObservedOf<M>,
+        target: &Target<'_, M, C::Client>,
         secret: &mut Publisher,
         login: Login,
     ) -> Result<(), Error> {
-        let kind = M::kind(&());
-        let retired = client.retire_login(object, master, observed, login).await;
-        self.shared
-            .settings
-            .metrics
-            .rotation_step(&kind, "retire", retired.is_ok());
-        retired.map_err(Error::provider(Phase::Rotate))?;
+        let Target { object, .. } = *target;
+        let retired = target
+            .client
+            .retire_login(object, target.master, target.observed, login)
+            .await;
+        self.counted("retire", retired)?;
         let record = BTreeMap::from([(
             PREVIOUS_RETIRED_ANNOTATION.to_owned(),
             Some("true".to_owned()),
@@ -345,13 +336,22 @@ where
         secret
             .publish_recorded(object, &ConnectionDetails::default(), false, &record)
             .await?;
-        let name = login.name(text(master, "username").unwrap_or_default());
+        let name = login.name(text(target.master, "username").unwrap_or_default());
         let message = format!(
             "the login {name} no longer logs in: its grace period after the last rotation ended"
         );
         self.announce(object, reasons::LOGIN_RETIRED, message).await;
         Ok(())
     }
+}
+
+/// What a switch or a retirement acts on: the object, its client, the master
+/// credentials and the resource as observed.
+struct Target<'r, M: Managed, X> {
+    object: &'r M,
+    client: &'r X,
+    master: &'r ConnectionDetails,
+    observed: &'r ObservedOf<M>,
 }
 
 /// Whether the master credentials were last renewed before `at` (or never).
