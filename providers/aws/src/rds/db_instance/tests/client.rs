@@ -516,10 +516,7 @@ async fn create_sends_the_spec_the_published_password_and_the_uid_tag() {
         DB_SUBNET_GROUP_REF.to_owned(),
         "shop-orders-subnets".to_owned(),
     )]);
-    let at = Context {
-        references: &references,
-        ..context(&secret, true)
-    };
+    let at = context(&secret, true).with_references(&references);
     assert_eq!(client.create(&object, at).await, Ok(Created::default()));
     assert_eq!(create.num_calls(), 1);
 }
