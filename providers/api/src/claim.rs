@@ -118,14 +118,7 @@ impl<S> Default for ClaimStatus<S> {
 
 /// A cluster-scoped class a platform team writes.
 pub trait Class:
-    kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
-    + Clone
-    + fmt::Debug
-    + Serialize
-    + DeserializeOwned
-    + Send
-    + Sync
-    + 'static
+    kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope> + crate::CustomObject
 {
     /// The namespaces whose claims may use the class; all when `None`.
     fn namespace_selector(&self) -> Option<&LabelSelector>;
@@ -140,14 +133,7 @@ pub trait Class:
 /// A namespaced claim an application team writes; the runtime keeps one managed
 /// object of kind [`Claim::Managed`] for it.
 pub trait Claim:
-    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-    + Clone
-    + fmt::Debug
-    + Serialize
-    + DeserializeOwned
-    + Send
-    + Sync
-    + 'static
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + crate::CustomObject
 {
     /// The class kind.
     type Class: Class;

@@ -405,6 +405,11 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// The same context with `references` resolved (reference field to name).
+    pub fn with_references(self, references: &'a BTreeMap<String, String>) -> Self {
+        Self { references, ..self }
+    }
+
     /// The external name, for kinds whose name is always known before create.
     pub fn require_external_name(&self) -> Result<&str, ProviderError> {
         self.external_name

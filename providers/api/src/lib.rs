@@ -19,3 +19,22 @@ pub mod telemetry;
 
 pub use error_class::ErrorClass;
 pub use references::{LocalReference, ObjectReference, SecretKeyRef, SecretReference};
+
+/// What the runtime needs of every custom resource it handles besides
+/// `kube::Resource`: to clone, print and (de)serialize it, and to share it between
+/// tasks. Every type that can does.
+pub trait CustomObject:
+    Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+}
+
+impl<T> CustomObject for T where
+    T: Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}

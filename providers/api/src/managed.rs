@@ -172,14 +172,7 @@ impl<A> Default for ManagedStatus<A> {
 /// A custom resource that tether keeps in line with a cloud resource. The runtime
 /// reconciles every kind that implements it the same way.
 pub trait Managed:
-    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-    + Clone
-    + fmt::Debug
-    + Serialize
-    + DeserializeOwned
-    + Send
-    + Sync
-    + 'static
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + crate::CustomObject
 {
     /// What the cloud reports about the resource, written to `status.atProvider`.
     type AtProvider: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Send + Sync;

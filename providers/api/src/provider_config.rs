@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::core::{ClusterResourceScope, Selector, SelectorExt};
-use serde::{Serialize, de::DeserializeOwned};
 
 /// Reason of `Synced=False` on an object whose namespace its ProviderConfig's
 /// `namespaceSelector` does not select: nothing reaches the cloud for it.
@@ -20,14 +19,7 @@ pub const CREDENTIALS_MISSING: &str = "ProviderConfigCredentialsMissing";
 /// A provider's cluster-scoped ProviderConfig kind, as the runtime's in-use controller
 /// reads it.
 pub trait ProviderConfig:
-    kube::Resource<DynamicType = (), Scope = ClusterResourceScope>
-    + Clone
-    + std::fmt::Debug
-    + DeserializeOwned
-    + Serialize
-    + Send
-    + Sync
-    + 'static
+    kube::Resource<DynamicType = (), Scope = ClusterResourceScope> + crate::CustomObject
 {
     /// `status.conditions`.
     fn conditions(&self) -> &[Condition];

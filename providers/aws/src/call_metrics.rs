@@ -43,6 +43,24 @@ impl From<SdkConfig> for AwsConfig {
     }
 }
 
+/// A client of the SDK crate `$sdk` (`aws_sdk_ec2`, …) built from the [`AwsConfig`]
+/// `$config`: it shares the config's budget and carries its interceptor. Every
+/// service's config builder has the same methods, but no trait names them.
+macro_rules! client_of {
+    ($sdk:ident, $config:expr) => {{
+        let aws: &AwsConfig = $config;
+        let mut config = $sdk::config::Builder::from(&aws.sdk);
+        if let Some(budget) = &aws.budget {
+            config.set_retry_partition(Some(budget.partition()));
+            config.push_interceptor(budget.interceptor());
+        }
+        if let Some(interceptor) = &aws.interceptor {
+            config.push_interceptor(interceptor.clone());
+        }
+        $sdk::Client::from_conf(config.build())
+    }};
+}
+
 impl AwsConfig {
     /// The configuration of ProviderConfig `provider_config`, loaded as `sdk`: its
     /// clients share the ProviderConfig's [`Budget`] in its region, and report every
@@ -62,41 +80,17 @@ impl AwsConfig {
 
     /// An EC2 client.
     pub fn ec2(&self) -> aws_sdk_ec2::Client {
-        let mut config = aws_sdk_ec2::config::Builder::from(&self.sdk);
-        if let Some(budget) = &self.budget {
-            config.set_retry_partition(Some(budget.partition()));
-            config.push_interceptor(budget.interceptor());
-        }
-        if let Some(interceptor) = &self.interceptor {
-            config.push_interceptor(interceptor.clone());
-        }
-        aws_sdk_ec2::Client::from_conf(config.build())
+        client_of!(aws_sdk_ec2, self)
     }
 
     /// An RDS client.
     pub fn rds(&self) -> aws_sdk_rds::Client {
-        let mut config = aws_sdk_rds::config::Builder::from(&self.sdk);
-        if let Some(budget) = &self.budget {
-            config.set_retry_partition(Some(budget.partition()));
-            config.push_interceptor(budget.interceptor());
-        }
-        if let Some(interceptor) = &self.interceptor {
-            config.push_interceptor(interceptor.clone());
-        }
-        aws_sdk_rds::Client::from_conf(config.build())
+        client_of!(aws_sdk_rds, self)
     }
 
     /// A Secrets Manager client.
     pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
-        let mut config = aws_sdk_secretsmanager::config::Builder::from(&self.sdk);
-        if let Some(budget) = &self.budget {
-            config.set_retry_partition(Some(budget.partition()));
-            config.push_interceptor(budget.interceptor());
-        }
-        if let Some(interceptor) = &self.interceptor {
-            config.push_interceptor(interceptor.clone());
-        }
-        aws_sdk_secretsmanager::Client::from_conf(config.build())
+        client_of!(aws_sdk_secretsmanager, self)
     }
 }
 

@@ -87,28 +87,17 @@ mod tests {
 
     #[test]
     fn codes_map_to_classes() {
-        assert_eq!(class_of_code(Some("Throttling")), ErrorClass::Throttled);
-        assert_eq!(
-            class_of_code(Some("RequestLimitExceeded")),
-            ErrorClass::Throttled
-        );
-        assert_eq!(
-            class_of_code(Some("InvalidDBInstanceState")),
-            ErrorClass::Waiting
-        );
-        assert_eq!(
-            class_of_code(Some("InternalFailure")),
-            ErrorClass::Transient
-        );
-        assert_eq!(
-            class_of_code(Some("InvalidParameterValue")),
-            ErrorClass::Terminal
-        );
-        assert_eq!(
-            class_of_code(Some("IdempotentParameterMismatch")),
-            ErrorClass::Waiting,
-            "an earlier launch with the same token made an instance"
-        );
-        assert_eq!(class_of_code(None), ErrorClass::Terminal);
+        for (code, class) in [
+            (Some("Throttling"), ErrorClass::Throttled),
+            (Some("RequestLimitExceeded"), ErrorClass::Throttled),
+            (Some("InvalidDBInstanceState"), ErrorClass::Waiting),
+            (Some("InternalFailure"), ErrorClass::Transient),
+            (Some("InvalidParameterValue"), ErrorClass::Terminal),
+            // An earlier launch with the same token made an instance.
+            (Some("IdempotentParameterMismatch"), ErrorClass::Waiting),
+            (None, ErrorClass::Terminal),
+        ] {
+            assert_eq!(class_of_code(code), class, "{code:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@ mod delta;
 pub mod ec2;
 pub mod errors;
 mod kept;
+mod paging;
 pub mod provider_config;
 pub mod rds;
 pub mod sdk_config;

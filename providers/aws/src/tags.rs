@@ -46,26 +46,6 @@ pub fn stale_tags(applied: &BTreeSet<String>, desired: &BTreeMap<String, String>
         .collect()
 }
 
-/// What the kinds' diff tests share.
-#[cfg(test)]
-pub(crate) mod fixtures {
-    use std::collections::{BTreeMap, BTreeSet};
-
-    use super::UID_TAG;
-
-    /// The tags on a resource of the object with `uid` after its spec dropped `env`:
-    /// the UID tag, `env` (tether applied it before) and `cost-center` (someone
-    /// else's); and the record of the tags tether applied, `env`.
-    pub(crate) fn a_dropped_tag(uid: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
-        let on_resource = BTreeMap::from([
-            (UID_TAG.to_owned(), uid.to_owned()),
-            ("env".to_owned(), "dev".to_owned()),
-            ("cost-center".to_owned(), "42".to_owned()),
-        ]);
-        (on_resource, BTreeSet::from(["env".to_owned()]))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

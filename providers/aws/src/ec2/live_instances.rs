@@ -7,7 +7,7 @@ use tether_api::{external::ProviderError, snapshot::Listing};
 
 use crate::{
     ec2::{tagged_filter, uid_tag},
-    errors::provider_error,
+    paging::for_each_page,
 };
 
 /// EC2's states of an instance that is still there.
@@ -46,17 +46,8 @@ async fn live_instances_paged(
         .set_values(Some(LIVE_STATES.iter().map(|s| (*s).to_owned()).collect()))
         .build();
     let mut found = Vec::new();
-    let mut pages = 0;
-    let mut paginator = ec2
-        .describe_instances()
-        .filters(filter)
-        .filters(live)
-        .into_paginator()
-        .page_size(PAGE_SIZE)
-        .send();
-    while let Some(page) = paginator.next().await {
-        let page = page.map_err(provider_error)?;
-        pages += 1;
+    let request = ec2.describe_instances().filters(filter).filters(live);
+    let pages = for_each_page!(request, PAGE_SIZE, |page| {
         found.extend(
             page.reservations()
                 .iter()
@@ -69,7 +60,7 @@ async fn live_instances_paged(
                 })
                 .cloned(),
         );
-    }
+    });
     Ok((found, pages))
 }
 

@@ -30,6 +30,7 @@ use crate::{
         without_retries,
     },
     errors::{absent_if, provider_error},
+    paging::for_each_page,
     tags::UID_TAG,
 };
 
@@ -108,24 +109,16 @@ impl SecurityGroupClient {
 
     /// Every group carrying a `tether.dev/uid` tag, by that tag's value, over all pages.
     async fn tagged_groups(&self) -> Result<Listing<Ec2SecurityGroup>, ProviderError> {
-        let mut listing = Listing::default();
-        let mut paginator = self
-            .ec2
-            .describe_security_groups()
-            .filters(tagged_filter())
-            .into_paginator()
-            .page_size(PAGE_SIZE)
-            .send();
-        while let Some(page) = paginator.next().await {
-            let page = page.map_err(provider_error)?;
-            listing.pages += 1;
-            listing.entries.extend(
+        let mut entries = Vec::new();
+        let request = self.ec2.describe_security_groups().filters(tagged_filter());
+        let pages = for_each_page!(request, PAGE_SIZE, |page| {
+            entries.extend(
                 page.security_groups()
                     .iter()
                     .filter_map(|group| Some((uid_tag(group.tags())?.to_owned(), group.clone()))),
             );
-        }
-        Ok(listing)
+        });
+        Ok(Listing { entries, pages })
     }
 
     /// The group of `object`, as a record at most `freshness` old saw it (the shared
@@ -259,15 +252,11 @@ impl SecurityGroupClient {
             .into_iter()
             .zip([Direction::Ingress, Direction::Egress])
         {
-            let mut paginator = self
+            let request = self
                 .ec2
                 .describe_security_groups()
-                .filters(Filter::builder().name(filter).values(group_id).build())
-                .into_paginator()
-                .page_size(PAGE_SIZE)
-                .send();
-            while let Some(page) = paginator.next().await {
-                let page = page.map_err(provider_error)?;
+                .filters(Filter::builder().name(filter).values(group_id).build());
+            for_each_page!(request, PAGE_SIZE, |page| {
                 naming.extend(
                     page.security_groups()
                         .iter()
@@ -280,7 +269,7 @@ impl SecurityGroupClient {
                         .filter(|id| *id != group_id)
                         .map(str::to_owned),
                 );
-            }
+            });
         }
         Ok(naming)
     }
@@ -346,44 +335,25 @@ impl SecurityGroupClient {
         change: Change,
         permissions: Vec<IpPermission>,
     ) -> Result<(), ProviderError> {
-        let permissions = Some(permissions);
+        // The four operations take the same input and answer nothing, each through a
+        // fluent builder of its own type.
+        macro_rules! send {
+            ($operation:ident) => {
+                self.ec2
+                    .$operation()
+                    .group_id(group_id)
+                    .set_ip_permissions(Some(permissions))
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(provider_error)
+            };
+        }
         match (direction, change) {
-            (Direction::Ingress, Change::Add) => self
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(group_id)
-                .set_ip_permissions(permissions)
-                .send()
-                .await
-                .map(drop)
-                .map_err(provider_error),
-            (Direction::Ingress, Change::Remove) => self
-                .ec2
-                .revoke_security_group_ingress()
-                .group_id(group_id)
-                .set_ip_permissions(permissions)
-                .send()
-                .await
-                .map(drop)
-                .map_err(provider_error),
-            (Direction::Egress, Change::Add) => self
-                .ec2
-                .authorize_security_group_egress()
-                .group_id(group_id)
-                .set_ip_permissions(permissions)
-                .send()
-                .await
-                .map(drop)
-                .map_err(provider_error),
-            (Direction::Egress, Change::Remove) => self
-                .ec2
-                .revoke_security_group_egress()
-                .group_id(group_id)
-                .set_ip_permissions(permissions)
-                .send()
-                .await
-                .map(drop)
-                .map_err(provider_error),
+            (Direction::Ingress, Change::Add) => send!(authorize_security_group_ingress),
+            (Direction::Ingress, Change::Remove) => send!(revoke_security_group_ingress),
+            (Direction::Egress, Change::Add) => send!(authorize_security_group_egress),
+            (Direction::Egress, Change::Remove) => send!(revoke_security_group_egress),
         }
     }
 }

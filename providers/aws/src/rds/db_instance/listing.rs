@@ -7,7 +7,7 @@ use aws_sdk_secretsmanager::types::{Filter as SecretFilter, FilterNameStringType
 use tether_api::{external::ProviderError, snapshot::Listing};
 
 use super::kept::KeptInstance;
-use crate::{errors::provider_error, tags::UID_TAG};
+use crate::{paging::for_each_page, tags::UID_TAG};
 
 /// The most DB instances one `DescribeDBInstances` page may hold.
 const INSTANCE_PAGE_SIZE: i32 = 100;
@@ -20,16 +20,9 @@ const CURRENT: &str = "AWSCURRENT";
 pub(super) async fn tagged_instances(
     rds: &aws_sdk_rds::Client,
 ) -> Result<Listing<KeptInstance>, ProviderError> {
-    let mut listing = Listing::default();
-    let mut paginator = rds
-        .describe_db_instances()
-        .into_paginator()
-        .page_size(INSTANCE_PAGE_SIZE)
-        .send();
-    while let Some(page) = paginator.next().await {
-        let page = page.map_err(provider_error)?;
-        listing.pages += 1;
-        listing.entries.extend(
+    let mut entries = Vec::new();
+    let pages = for_each_page!(rds.describe_db_instances(), INSTANCE_PAGE_SIZE, |page| {
+        entries.extend(
             page.db_instances()
                 .iter()
                 .filter(|instance| {
@@ -45,7 +38,8 @@ pub(super) async fn tagged_instances(
                     ))
                 }),
         );
-    }
+    });
+    let listing = Listing { entries, pages };
     tracing::debug!(
         pages = listing.pages,
         instances = listing.entries.len(),
@@ -63,26 +57,17 @@ pub(super) async fn rds_secret_versions(
         .key(FilterNameStringType::OwningService)
         .values("rds")
         .build();
-    let mut listing = Listing::default();
-    let mut paginator = secrets_manager
-        .list_secrets()
-        .filters(owned_by_rds)
-        .into_paginator()
-        .page_size(SECRET_PAGE_SIZE)
-        .send();
-    while let Some(page) = paginator.next().await {
-        let page = page.map_err(provider_error)?;
-        listing.pages += 1;
-        listing
-            .entries
-            .extend(page.secret_list().iter().filter_map(|secret| {
-                let current = secret
-                    .secret_versions_to_stages()?
-                    .iter()
-                    .find(|(_, stages)| stages.iter().any(|stage| stage == CURRENT))?
-                    .0;
-                Some((secret.arn()?.to_owned(), current.clone()))
-            }));
-    }
-    Ok(listing)
+    let mut entries = Vec::new();
+    let request = secrets_manager.list_secrets().filters(owned_by_rds);
+    let pages = for_each_page!(request, SECRET_PAGE_SIZE, |page| {
+        entries.extend(page.secret_list().iter().filter_map(|secret| {
+            let current = secret
+                .secret_versions_to_stages()?
+                .iter()
+                .find(|(_, stages)| stages.iter().any(|stage| stage == CURRENT))?
+                .0;
+            Some((secret.arn()?.to_owned(), current.clone()))
+        }));
+    });
+    Ok(Listing { entries, pages })
 }

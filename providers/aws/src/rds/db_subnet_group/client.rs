@@ -32,6 +32,7 @@ use super::{DBSubnetGroup, DBSubnetGroupObservation, diff::diff};
 use crate::{
     call_metrics::AwsConfig,
     errors::{absent_if, provider_error},
+    paging::for_each_page,
     tags::UID_TAG,
 };
 
@@ -70,32 +71,22 @@ impl DBSubnetGroupClient {
     /// Every subnet group whose tags are known (and so may be tether's), by name, over
     /// all pages.
     async fn known_groups(&self) -> Result<Listing<TaggedGroup>, ProviderError> {
-        let mut listing = Listing::default();
-        let mut paginator = self
-            .rds
-            .describe_db_subnet_groups()
-            .into_paginator()
-            .page_size(PAGE_SIZE)
-            .send();
-        while let Some(page) = paginator.next().await {
-            let page = page.map_err(provider_error)?;
-            listing.pages += 1;
+        let mut entries = Vec::new();
+        let pages = for_each_page!(self.rds.describe_db_subnet_groups(), PAGE_SIZE, |page| {
             let known_tags = self.known_tags();
-            listing
-                .entries
-                .extend(page.db_subnet_groups().iter().filter_map(|group| {
-                    let name = group.db_subnet_group_name()?;
-                    let tags = known_tags.get(name)?.clone();
-                    Some((
-                        name.to_owned(),
-                        TaggedGroup {
-                            group: group.clone(),
-                            tags,
-                        },
-                    ))
-                }));
-        }
-        Ok(listing)
+            entries.extend(page.db_subnet_groups().iter().filter_map(|group| {
+                let name = group.db_subnet_group_name()?;
+                let tags = known_tags.get(name)?.clone();
+                Some((
+                    name.to_owned(),
+                    TaggedGroup {
+                        group: group.clone(),
+                        tags,
+                    },
+                ))
+            }));
+        });
+        Ok(Listing { entries, pages })
     }
 
     /// The group `name` and its tags, as RDS describes them now.

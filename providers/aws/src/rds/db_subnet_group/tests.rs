@@ -2,37 +2,27 @@
 //! SDK's own mocks.
 
 use aws_sdk_rds::{
-    error::ErrorMetadata,
     operation::modify_db_subnet_group::{ModifyDBSubnetGroupError, ModifyDbSubnetGroupOutput},
     types::error::InvalidDbSubnetGroupStateFault,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::testing::mock_client;
+use crate::testing::{self, UID, metadata, mock_client};
 use aws_smithy_mocks::mock;
-use kube::core::ObjectMeta;
 use tether_api::{
     ErrorClass,
-    external::{
-        ConnectionDetails, Context, Delta, ExternalClient, Observed, ObservedOf, Readiness,
-    },
+    external::{Context, Delta, ExternalClient, ObservedOf},
     managed::{Managed, ManagedFields},
 };
 
 use super::{diff::diff, *};
 
-const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
 /// The name derived for `object()`.
 const NAME: &str = "shop-orders-0c9f3a1e5b";
 
 fn object() -> DBSubnetGroup {
     DBSubnetGroup {
-        metadata: ObjectMeta {
-            name: Some("orders".into()),
-            namespace: Some("shop".into()),
-            uid: Some(UID.into()),
-            ..ObjectMeta::default()
-        },
+        metadata: metadata("orders"),
         spec: DBSubnetGroupSpec {
             managed: ManagedFields::default(),
             description: "all zones".into(),
@@ -44,17 +34,14 @@ fn object() -> DBSubnetGroup {
 }
 
 fn observed(delta: DBSubnetGroupDelta) -> ObservedOf<DBSubnetGroup> {
-    Observed {
-        external_name: None,
-        owner_uid: Some(UID.into()),
+    testing::observed(
+        None,
         delta,
-        readiness: Readiness::Ready,
-        at_provider: DBSubnetGroupObservation {
+        DBSubnetGroupObservation {
             arn: Some("arn:aws:rds:us-east-1:123456789012:subgrp:shop-orders".into()),
             ..DBSubnetGroupObservation::default()
         },
-        connection: ConnectionDetails::default(),
-    }
+    )
 }
 
 #[tokio::test]
@@ -95,12 +82,10 @@ async fn a_subnet_group_in_use_elsewhere_is_pending_not_an_error() {
         ModifyDBSubnetGroupError::InvalidDbSubnetGroupStateFault(
             InvalidDbSubnetGroupStateFault::builder()
                 .message("the subnet group is being modified")
-                .meta(
-                    ErrorMetadata::builder()
-                        .code("InvalidDBSubnetGroupStateFault")
-                        .message("the subnet group is being modified")
-                        .build(),
-                )
+                .meta(testing::error(
+                    "InvalidDBSubnetGroupStateFault",
+                    "the subnet group is being modified",
+                ))
                 .build(),
         )
     });

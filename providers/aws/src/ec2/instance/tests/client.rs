@@ -142,10 +142,7 @@ async fn differences_cover_tags_groups_and_type() {
     object.spec.security_group_refs = vec![LocalReference { name: "web".into() }];
     object.spec.tags = BTreeMap::from([("team".into(), "shop".into())]);
     let references = BTreeMap::from([("securityGroupRefs[0]".to_owned(), "sg-0def".to_owned())]);
-    let context = Context {
-        references: &references,
-        ..Context::named(Some(ID))
-    };
+    let context = Context::named(Some(ID)).with_references(&references);
     let running = instance(ID, InstanceStateName::Running).build();
     let observed = observed(&object, &context, &running);
     assert_eq!(
@@ -354,10 +351,7 @@ async fn security_groups_are_set_from_ids_and_references() {
     object.spec.security_group_ids = vec!["sg-0bbb".into()];
     object.spec.security_group_refs = vec![LocalReference { name: "web".into() }];
     let references = BTreeMap::from([("securityGroupRefs[0]".to_owned(), "sg-0aaa".to_owned())]);
-    let context = Context {
-        references: &references,
-        ..Context::named(Some(ID))
-    };
+    let context = Context::named(Some(ID)).with_references(&references);
     client
         .update(
             &object,

@@ -109,10 +109,7 @@ fn security_groups_compare_as_sets_and_an_unresolved_reference_compares_nothing(
     object.spec.security_group_ids = vec!["sg-0aaa".into()];
     object.spec.security_group_refs = vec![LocalReference { name: "web".into() }];
     let references = BTreeMap::from([("securityGroupRefs[0]".to_owned(), "sg-0def".to_owned())]);
-    let resolved = Context {
-        references: &references,
-        ..Context::named(Some(ID))
-    };
+    let resolved = Context::named(Some(ID)).with_references(&references);
     let mut aws = on_ec2("running", "t3.micro", false);
     aws.security_group_ids = vec!["sg-0def".into(), "sg-0aaa".into()];
     assert!(diff(&object, &resolved, &aws, &ec2_tags()).is_empty());

@@ -11,9 +11,8 @@ mod types;
 
 use std::collections::BTreeMap;
 
-use crate::testing::mock_client;
+use crate::testing::{self, UID, a_dropped_tag, error, exists, metadata, mock_client};
 use aws_sdk_ec2::{
-    error::ErrorMetadata,
     operation::{
         create_tags::CreateTagsOutput,
         delete_key_pair::DeleteKeyPairOutput,
@@ -35,12 +34,12 @@ use aws_sdk_ec2::{
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{CustomResourceExt, core::ObjectMeta};
+use kube::CustomResourceExt;
 use tether_api::{
     ErrorClass, LocalReference,
     external::{
-        ConnectionDetails, Context, Created, Delta, ExternalClient, Observation, ObservationOf,
-        Observed, ObservedOf, Readiness,
+        ConnectionDetails, Context, Created, Delta, ExternalClient, Observation, ObservedOf,
+        Readiness,
     },
     managed::{DeletionPolicy, LocalSecretReference, Managed},
 };
@@ -51,24 +50,15 @@ use super::{
     kept::KeptInstance,
     *,
 };
-use crate::{
-    ec2::ssh_key,
-    tags::{UID_TAG, fixtures::a_dropped_tag},
-};
+use crate::{ec2::ssh_key, tags::UID_TAG};
 
-const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
 const ID: &str = "i-0123456789abcdef0";
 const OLD_ID: &str = "i-0fedcba9876543210";
 const KEY_PAIR: &str = "tether-0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
 
 fn object() -> Instance {
     Instance {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some("shop".into()),
-            uid: Some(UID.into()),
-            ..ObjectMeta::default()
-        },
+        metadata: metadata("web"),
         spec: InstanceSpec {
             image_id: "ami-0abc".into(),
             instance_type: "t3.micro".into(),
@@ -148,32 +138,13 @@ fn by_id(id: &'static str, instances: Vec<Ec2Instance>) -> Rule {
         .then_output(move || described(instances.clone()))
 }
 
-fn error(code: &str, message: &str) -> ErrorMetadata {
-    ErrorMetadata::builder().code(code).message(message).build()
-}
-
 fn client(rules: &[&Rule]) -> InstanceClient {
-    InstanceClient::new(mock_client!(
-        aws_sdk_ec2,
-        RuleMode::MatchAny,
-        rules.iter().copied()
-    ))
+    InstanceClient::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules))
 }
 
 /// A client that answers `rules` in this order and no other.
 fn in_order(rules: &[&Rule]) -> InstanceClient {
-    InstanceClient::new(mock_client!(
-        aws_sdk_ec2,
-        RuleMode::Sequential,
-        rules.iter().copied()
-    ))
-}
-
-fn exists(observation: ObservationOf<Instance>) -> ObservedOf<Instance> {
-    match observation {
-        Observation::Exists(observed) => observed,
-        Observation::Missing => panic!("the instance is observed"),
-    }
+    InstanceClient::new(mock_client!(aws_sdk_ec2, RuleMode::Sequential, rules))
 }
 
 fn text(details: &ConnectionDetails, key: &str) -> String {
@@ -219,18 +190,15 @@ fn observation(
     restart_after_stop: bool,
     delta: InstanceDelta,
 ) -> ObservedOf<Instance> {
-    Observed {
-        external_name: Some(ID.into()),
-        owner_uid: Some(UID.into()),
+    testing::observed(
+        Some(ID),
         delta,
-        readiness: Readiness::Ready,
-        at_provider: InstanceObservation {
+        InstanceObservation {
             instance_id: Some(ID.into()),
             state: Some(state.into()),
             instance_type: Some(instance_type.into()),
             restart_after_stop,
             ..InstanceObservation::default()
         },
-        connection: ConnectionDetails::default(),
-    }
+    )
 }

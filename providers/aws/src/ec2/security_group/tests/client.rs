@@ -220,10 +220,7 @@ async fn update_adds_missing_rules_before_removing_extra_ones_and_sends_only_tho
         "egress[1].securityGroupRefs[0]".to_owned(),
         "sg-0db".to_owned(),
     )]);
-    let context = Context {
-        references: &references,
-        ..Context::named(Some(GROUP))
-    };
+    let context = Context::named(Some(GROUP)).with_references(&references);
     let observed = observation(
         vec![tcp(22, "10.0.0.0/8"), tcp(3389, "0.0.0.0/0")],
         vec![tcp(443, "0.0.0.0/0"), all_traffic("0.0.0.0/0")],

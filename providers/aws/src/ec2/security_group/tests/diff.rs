@@ -26,10 +26,7 @@ fn uid_tag() -> BTreeMap<String, String> {
 
 /// A context of [`GROUP`] with `references` resolved.
 fn resolving(references: &BTreeMap<String, String>) -> Context<'_> {
-    Context {
-        references,
-        ..Context::named(Some(GROUP))
-    }
+    Context::named(Some(GROUP)).with_references(references)
 }
 
 #[test]

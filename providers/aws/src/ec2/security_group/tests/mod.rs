@@ -11,9 +11,8 @@ mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::testing::mock_client;
+use crate::testing::{self, UID, a_dropped_tag, error, exists, metadata, mock_client};
 use aws_sdk_ec2::{
-    error::ErrorMetadata,
     operation::{
         authorize_security_group_egress::AuthorizeSecurityGroupEgressOutput,
         authorize_security_group_ingress::{
@@ -34,13 +33,10 @@ use aws_sdk_ec2::{
     },
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock};
-use kube::{CustomResourceExt, core::ObjectMeta};
+use kube::CustomResourceExt;
 use tether_api::{
     ErrorClass,
-    external::{
-        ConnectionDetails, Context, Created, Delta, ExternalClient, Observation, ObservationOf,
-        Observed, ObservedOf, Readiness,
-    },
+    external::{Context, Created, Delta, ExternalClient, Observation, ObservedOf, Readiness},
     managed::{DeletionPolicy, Managed, ManagedFields},
     references::LocalReference,
 };
@@ -51,12 +47,8 @@ use super::{
     types::allow_all_outbound,
     *,
 };
-use crate::{
-    ec2::tag_map,
-    tags::{UID_TAG, fixtures::a_dropped_tag},
-};
+use crate::{ec2::tag_map, tags::UID_TAG};
 
-const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
 const GROUP: &str = "sg-0123456789abcdef0";
 const OLD_GROUP: &str = "sg-0fedcba9876543210";
 const ARN: &str = "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0123456789abcdef0";
@@ -94,12 +86,7 @@ fn refs(names: &[&str]) -> Vec<LocalReference> {
 /// `shop/web`: ssh from 10.0.0.0/8 in, everything out.
 fn object() -> SecurityGroup {
     SecurityGroup {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some("shop".into()),
-            uid: Some(UID.into()),
-            ..ObjectMeta::default()
-        },
+        metadata: metadata("web"),
         spec: SecurityGroupSpec {
             managed: ManagedFields::default(),
             group_name: None,
@@ -213,32 +200,13 @@ fn by_uid(groups: Vec<Ec2Group>) -> Rule {
         .then_output(move || described(groups.clone()))
 }
 
-fn error(code: &str, message: &str) -> ErrorMetadata {
-    ErrorMetadata::builder().code(code).message(message).build()
-}
-
 fn client(rules: &[&Rule]) -> SecurityGroupClient {
-    SecurityGroupClient::new(mock_client!(
-        aws_sdk_ec2,
-        RuleMode::MatchAny,
-        rules.iter().copied()
-    ))
+    SecurityGroupClient::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules))
 }
 
 /// A client that answers `rules` in this order and no other.
 fn in_order(rules: &[&Rule]) -> SecurityGroupClient {
-    SecurityGroupClient::new(mock_client!(
-        aws_sdk_ec2,
-        RuleMode::Sequential,
-        rules.iter().copied()
-    ))
-}
-
-fn exists(observation: ObservationOf<SecurityGroup>) -> ObservedOf<SecurityGroup> {
-    match observation {
-        Observation::Exists(observed) => observed,
-        Observation::Missing => panic!("the group is observed"),
-    }
+    SecurityGroupClient::new(mock_client!(aws_sdk_ec2, RuleMode::Sequential, rules))
 }
 
 async fn observe(object: &SecurityGroup, aws: Ec2Group) -> ObservedOf<SecurityGroup> {
@@ -257,20 +225,17 @@ fn observation(
     egress: Vec<ObservedRule>,
     tags: bool,
 ) -> ObservedOf<SecurityGroup> {
-    Observed {
-        external_name: Some(GROUP.into()),
-        owner_uid: Some(UID.into()),
-        delta: SecurityGroupDelta {
+    testing::observed(
+        Some(GROUP),
+        SecurityGroupDelta {
             tags,
             ..SecurityGroupDelta::default()
         },
-        readiness: Readiness::Ready,
-        at_provider: SecurityGroupObservation {
+        SecurityGroupObservation {
             group_id: GROUP.into(),
             ingress,
             egress,
             ..SecurityGroupObservation::default()
         },
-        connection: ConnectionDetails::default(),
-    }
+    )
 }

@@ -174,10 +174,7 @@ fn ingress_peers_come_from_cidrs_ids_and_resolved_references() {
             "sg-0eee".to_owned(),
         ),
     ]);
-    let context = Context {
-        references: &references,
-        ..Context::named(Some(GROUP))
-    };
+    let context = Context::named(Some(GROUP)).with_references(&references);
     let ingress = object.desired_rules(Direction::Ingress, &context);
     let expected: BTreeSet<ObservedRule> = [
         tcp(443, "10.0.0.0/16"),

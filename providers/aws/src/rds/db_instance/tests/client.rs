@@ -516,10 +516,7 @@ async fn create_sends_the_spec_the_published_password_and_the_uid_tag() {
         DB_SUBNET_GROUP_REF.to_owned(),
         "shop-orders-subnets".to_owned(),
     )]);
-    let at = Context {
-        references: &references,
-        ..context(&secret, true)
-    };
+    let at = context(&secret, true).with_references(&references);
     assert_eq!(client.create(&object, at).await, Ok(Created::default()));
     assert_eq!(create.num_calls(), 1);
 }
@@ -707,12 +704,10 @@ async fn deleting_an_instance_already_being_deleted_or_gone_is_done() {
         DeleteDBInstanceError::InvalidDbInstanceStateFault(
             InvalidDbInstanceStateFault::builder()
                 .message("Instance shop-orders is already being deleted.")
-                .meta(
-                    ErrorMetadata::builder()
-                        .code("InvalidDBInstanceState")
-                        .message("Instance shop-orders is already being deleted.")
-                        .build(),
-                )
+                .meta(testing::error(
+                    "InvalidDBInstanceState",
+                    "Instance shop-orders is already being deleted.",
+                ))
                 .build(),
         )
     };
@@ -750,12 +745,10 @@ async fn deleting_an_instance_already_being_deleted_or_gone_is_done() {
 #[tokio::test]
 async fn deletion_protection_is_turned_off_first_only_when_the_spec_says_so() {
     let protected = || {
-        DeleteDBInstanceError::generic(
-            ErrorMetadata::builder()
-                .code("InvalidParameterCombination")
-                .message("Cannot delete protected DB Instance, please disable deletion protection and try again.")
-                .build(),
-        )
+        DeleteDBInstanceError::generic(testing::error(
+            "InvalidParameterCombination",
+            "Cannot delete protected DB Instance, please disable deletion protection and try again.",
+        ))
     };
     let refused = mock!(aws_sdk_rds::Client::delete_db_instance).then_error(protected);
     let mut object = object();

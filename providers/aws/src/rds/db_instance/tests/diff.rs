@@ -120,10 +120,7 @@ fn security_groups_are_the_ids_and_resolved_references_and_removals_do_not_count
     object.spec.vpc_security_group_ids = vec!["sg-0aaa".into()];
     object.spec.vpc_security_group_refs = vec![LocalReference { name: "db".into() }];
     let references = BTreeMap::from([("vpcSecurityGroupRefs[0]".to_owned(), "sg-0bbb".to_owned())]);
-    let context = Context {
-        references: &references,
-        ..Context::named(Some(IDENTIFIER))
-    };
+    let context = Context::named(Some(IDENTIFIER)).with_references(&references);
     let joined = instance("available")
         .vpc_security_groups(membership("sg-0aaa", "active"))
         .vpc_security_groups(membership("sg-0bbb", "adding"))

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use crate::testing::mock_client;
+use crate::testing::{self, UID, a_dropped_tag, exists, metadata, mock_client};
 use aws_sdk_rds::{
     error::ErrorMetadata,
     operation::{
@@ -38,12 +38,11 @@ use aws_sdk_secretsmanager::{
     types::SecretListEntry,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock};
-use kube::core::ObjectMeta;
 use tether_api::{
     ErrorClass, LocalReference,
     external::{
-        ConnectionDetails, Context, Created, Delta, ExternalClient, Observation, ObservationOf,
-        Observed, ObservedOf, ProviderError, Readiness, SecretValue, SecretValues,
+        ConnectionDetails, Context, Created, Delta, ExternalClient, Observation, ObservedOf,
+        ProviderError, Readiness, SecretValue, SecretValues,
     },
     managed::{DeletionPolicy, Managed},
     snapshot::{Freshness, Known, Listing},
@@ -56,23 +55,14 @@ use super::{
     master_password::PASSWORD_KEY,
     *,
 };
-use crate::{
-    rds::password,
-    tags::{UID_TAG, fixtures::a_dropped_tag},
-};
+use crate::{rds::password, tags::UID_TAG};
 
-const UID: &str = "0c9f3a1e-5b7d-4e2a-9c1f-2d3e4f5a6b7c";
 const IDENTIFIER: &str = "shop-orders";
 const CANARY: &str = "canary-Zq8#pW3!xK";
 
 fn object() -> DBInstance {
     DBInstance {
-        metadata: ObjectMeta {
-            name: Some("orders".into()),
-            namespace: Some("shop".into()),
-            uid: Some(UID.into()),
-            ..ObjectMeta::default()
-        },
+        metadata: metadata("orders"),
         spec: DBInstanceSpec {
             engine: "postgres".into(),
             engine_version: Some("16".into()),
@@ -142,13 +132,6 @@ fn context<'a>(published: &'a ConnectionDetails, pending: bool) -> Context<'a> {
     }
 }
 
-fn exists(observation: ObservationOf<DBInstance>) -> ObservedOf<DBInstance> {
-    match observation {
-        Observation::Exists(observed) => observed,
-        Observation::Missing => panic!("the instance is observed"),
-    }
-}
-
 /// Observes `object` with `published` and `pending`, which must find the instance.
 async fn observe(
     client: &DBInstanceClient,
@@ -168,12 +151,10 @@ async fn observe(
 fn not_found() -> DbInstanceNotFoundFault {
     DbInstanceNotFoundFault::builder()
         .message("DBInstance shop-orders not found.")
-        .meta(
-            ErrorMetadata::builder()
-                .code("DBInstanceNotFound")
-                .message("DBInstance shop-orders not found.")
-                .build(),
-        )
+        .meta(testing::error(
+            "DBInstanceNotFound",
+            "DBInstance shop-orders not found.",
+        ))
         .build()
 }
 
@@ -183,12 +164,10 @@ fn create_already_exists() -> Rule {
         CreateDBInstanceError::DbInstanceAlreadyExistsFault(
             DbInstanceAlreadyExistsFault::builder()
                 .message("DB instance already exists")
-                .meta(
-                    ErrorMetadata::builder()
-                        .code("DBInstanceAlreadyExists")
-                        .message("DB instance already exists")
-                        .build(),
-                )
+                .meta(testing::error(
+                    "DBInstanceAlreadyExists",
+                    "DB instance already exists",
+                ))
                 .build(),
         )
     })
@@ -230,27 +209,21 @@ fn user_password() -> MasterPassword {
 
 /// An `InvalidParameterValue` error that says `message`.
 fn invalid_parameter(message: String) -> ErrorMetadata {
-    ErrorMetadata::builder()
-        .code("InvalidParameterValue")
-        .message(message)
-        .build()
+    testing::error("InvalidParameterValue", &message)
 }
 
 fn observed(delta: DBInstanceDelta) -> ObservedOf<DBInstance> {
-    Observed {
-        external_name: None,
-        owner_uid: Some(UID.into()),
+    testing::observed(
+        None,
         delta,
-        readiness: Readiness::Ready,
-        at_provider: DBInstanceObservation {
+        DBInstanceObservation {
             arn: Some(format!(
                 "arn:aws:rds:us-east-1:123456789012:db:{IDENTIFIER}"
             )),
             engine_version: Some("16.3".into()),
             ..DBInstanceObservation::default()
         },
-        connection: ConnectionDetails::default(),
-    }
+    )
 }
 
 /// The ARN of the secret RDS keeps the master password in.
