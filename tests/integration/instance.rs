@@ -25,6 +25,7 @@ use tether_aws::{
 };
 use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
 
+use crate::world::on_moto_and_localstack;
 use crate::{
     db_instance_controller::{secret_data, wait_secret},
     world::{World, condition},
@@ -466,15 +467,11 @@ async fn lifecycle(emulator: EmulatorKind) {
     world.finish().await;
 }
 
-#[tokio::test]
-async fn an_instance_is_launched_updated_and_terminated_on_moto() {
-    lifecycle(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn an_instance_is_launched_updated_and_terminated_on_localstack() {
-    lifecycle(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    lifecycle:
+    an_instance_is_launched_updated_and_terminated_on_moto,
+    an_instance_is_launched_updated_and_terminated_on_localstack
+);
 
 /// Checks that the instance of object `name` is the one instance carrying its UID, and
 /// that its Secret's private key matches the key pair it was launched with.
@@ -534,15 +531,11 @@ async fn a_lost_run_instances_answer_makes_exactly_one_instance(emulator: Emulat
     world.finish().await;
 }
 
-#[tokio::test]
-async fn a_lost_run_instances_answer_makes_exactly_one_instance_on_moto() {
-    a_lost_run_instances_answer_makes_exactly_one_instance(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn a_lost_run_instances_answer_makes_exactly_one_instance_on_localstack() {
-    a_lost_run_instances_answer_makes_exactly_one_instance(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    a_lost_run_instances_answer_makes_exactly_one_instance:
+    a_lost_run_instances_answer_makes_exactly_one_instance_on_moto,
+    a_lost_run_instances_answer_makes_exactly_one_instance_on_localstack
+);
 
 async fn killed_at_random_points_still_makes_each_of_20_instances_once(emulator: EmulatorKind) {
     const COUNT: usize = 20;
@@ -618,15 +611,12 @@ async fn killed_at_random_points_still_makes_each_of_20_instances_once(emulator:
 
 // Several threads: killing and restarting the controller blocks one, while the fault
 // proxy on another keeps serving the controller.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_moto() {
-    killed_at_random_points_still_makes_each_of_20_instances_once(EmulatorKind::Moto).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_localstack() {
-    killed_at_random_points_still_makes_each_of_20_instances_once(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    killed_at_random_points_still_makes_each_of_20_instances_once:
+    tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_moto,
+    tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_localstack
+);
 
 #[tokio::test]
 async fn bad_instance_specs_are_refused_at_apply_time() {

@@ -20,6 +20,7 @@ use tether_api::{
 use tether_aws::{ec2::SecurityGroup, rds::DBInstance, tags::UID_TAG};
 use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
 
+use crate::world::on_moto_and_localstack;
 use crate::{
     db_instance_controller::{database, rds},
     world::{World, condition, derived_name},
@@ -243,15 +244,11 @@ async fn lifecycle_and_drift(emulator: EmulatorKind) {
     world.finish().await;
 }
 
-#[tokio::test]
-async fn a_security_group_keeps_its_declared_rules_on_moto() {
-    lifecycle_and_drift(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn a_security_group_keeps_its_declared_rules_on_localstack() {
-    lifecycle_and_drift(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    lifecycle_and_drift:
+    a_security_group_keeps_its_declared_rules_on_moto,
+    a_security_group_keeps_its_declared_rules_on_localstack
+);
 
 #[tokio::test]
 async fn references_wait_for_the_group_and_resolve_to_its_id() {
@@ -371,15 +368,11 @@ async fn a_lost_create_answer_makes_no_second_group(emulator: EmulatorKind) {
     world.finish().await;
 }
 
-#[tokio::test]
-async fn a_lost_create_answer_makes_no_second_group_on_moto() {
-    a_lost_create_answer_makes_no_second_group(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn a_lost_create_answer_makes_no_second_group_on_localstack() {
-    a_lost_create_answer_makes_no_second_group(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    a_lost_create_answer_makes_no_second_group:
+    a_lost_create_answer_makes_no_second_group_on_moto,
+    a_lost_create_answer_makes_no_second_group_on_localstack
+);
 
 #[tokio::test]
 async fn bad_rules_are_refused_at_apply_time() {

@@ -359,3 +359,25 @@ fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// Declares the check `$body` (an `async fn(EmulatorKind)`) as two tests, `$on_moto`
+/// over moto and `$on_localstack` over LocalStack, for behaviour both emulators must
+/// show alike. An attribute before `$body` replaces `#[tokio::test]` (for a runtime
+/// with more threads).
+macro_rules! on_moto_and_localstack {
+    ($body:ident: $on_moto:ident, $on_localstack:ident) => {
+        $crate::world::on_moto_and_localstack!(#[tokio::test] $body: $on_moto, $on_localstack);
+    };
+    (#[$runtime:meta] $body:ident: $on_moto:ident, $on_localstack:ident) => {
+        #[$runtime]
+        async fn $on_moto() {
+            $body(tether_testkit::emulator::EmulatorKind::Moto).await;
+        }
+
+        #[$runtime]
+        async fn $on_localstack() {
+            $body(tether_testkit::emulator::EmulatorKind::LocalStack).await;
+        }
+    };
+}
+pub(crate) use on_moto_and_localstack;
