@@ -56,10 +56,8 @@ async fn a_subnet_group_is_created_updated_and_deleted() {
     let subnets = default_subnets(&world.direct_sdk_config()).await;
     let api: Api<DBSubnetGroup> = world.ns.api();
     world
-        .ns
         .apply(&manifest(&world, "orders", &subnets[..2], ""))
-        .await
-        .expect("valid");
+        .await;
 
     let ready = world
         .wait_condition(&api, "orders", READY, "True", Some("Available"))
@@ -92,15 +90,13 @@ async fn a_subnet_group_is_created_updated_and_deleted() {
 
     // A new tag is applied in place.
     world
-        .ns
         .apply(&manifest(
             &world,
             "orders",
             &subnets[..2],
             "  deletionPolicy: Delete\n",
         ))
-        .await
-        .unwrap();
+        .await;
     api.patch(
         "orders",
         &PatchParams::default(),
@@ -130,15 +126,13 @@ async fn retain_leaves_the_group_in_aws() {
     let subnets = default_subnets(&world.direct_sdk_config()).await;
     let api: Api<DBSubnetGroup> = world.ns.api();
     world
-        .ns
         .apply(&manifest(
             &world,
             "kept",
             &subnets[..2],
             "  deletionPolicy: Retain\n",
         ))
-        .await
-        .unwrap();
+        .await;
     let kept = world
         .wait_condition(&api, "kept", READY, "True", None)
         .await;
@@ -183,7 +177,7 @@ async fn observe_only_adopts_an_existing_group_without_writing_to_aws() {
             "metadata: {{name: adopted, annotations: {{{EXTERNAL_NAME_ANNOTATION}: {existing}}}}}"
         ),
     );
-    world.ns.apply(&yaml).await.unwrap();
+    world.apply(&yaml).await;
     let adopted = world
         .wait_condition(&api, "adopted", READY, "True", None)
         .await;
@@ -221,10 +215,8 @@ async fn pause_stops_every_aws_call_until_it_is_lifted() {
     let subnets = default_subnets(&world.direct_sdk_config()).await;
     let api: Api<DBSubnetGroup> = world.ns.api();
     world
-        .ns
         .apply(&manifest(&world, "paused", &subnets[..2], ""))
-        .await
-        .unwrap();
+        .await;
     world
         .wait_condition(&api, "paused", READY, "True", None)
         .await;
@@ -281,15 +273,13 @@ async fn an_aws_refusal_is_reported_once_and_not_retried_hot() {
     let world = World::start().await;
     let api: Api<DBSubnetGroup> = world.ns.api();
     world
-        .ns
         .apply(&manifest(
             &world,
             "refused",
             &["subnet-0000dead".to_owned()],
             "",
         ))
-        .await
-        .unwrap();
+        .await;
     let refused = world
         .wait_condition(&api, "refused", SYNCED, "False", Some("CreateFailed"))
         .await;

@@ -112,10 +112,8 @@ async fn a_postgres_database_without_a_database_name_connects_to_postgres() {
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(&world, "plain", "").replace("  databaseName: orders\n", ""))
-        .await
-        .unwrap();
+        .await;
     world
         .wait_condition(&api, "plain", READY, "True", None)
         .await;
@@ -155,10 +153,8 @@ async fn a_mysql_database_s_secret_connects_to_its_database_and_a_wrong_password
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(&world, "shop", "").replace("engine: postgres", "engine: mysql"))
-        .await
-        .unwrap();
+        .await;
     world
         .wait_condition(&api, "shop", READY, "True", None)
         .await;

@@ -127,11 +127,7 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
         ("kept", Some("Retain")),
     ] {
         let extra = policy.map_or(String::new(), |p| format!("  deletionPolicy: {p}\n"));
-        world
-            .ns
-            .apply(&database(&world, name, &extra))
-            .await
-            .expect("valid");
+        world.apply(&database(&world, name, &extra)).await;
     }
     for name in ["snap", "gone", "kept"] {
         let ready = world
@@ -272,7 +268,7 @@ async fn observe_only_adopts_a_database_without_any_write() {
         "apiVersion: rds.tether.dev/v1alpha1\nkind: DBInstance\nmetadata:\n  name: legacy\n  annotations: {{tether.dev/external-name: {existing}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  managementPolicy: ObserveOnly\n  engine: postgres\n  instanceClass: db.t3.large\n  masterUsername: admin\n  writeConnectionSecretToRef: {{name: legacy-db}}\n",
         world.provider_config
     );
-    world.ns.apply(&yaml).await.unwrap();
+    world.apply(&yaml).await;
     let adopted = world
         .wait_condition(&api, "legacy", READY, "True", None)
         .await;
@@ -320,10 +316,8 @@ async fn an_invalid_engine_is_reported_with_aws_message_without_a_retry_storm() 
     let world = World::start().await;
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(&world, "bad", "").replace("engine: postgres", "engine: postgres-deluxe"))
-        .await
-        .unwrap();
+        .await;
     let failed = world
         .wait_condition(&api, "bad", SYNCED, "False", Some("CreateFailed"))
         .await;
@@ -347,11 +341,7 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
     // A real PostgreSQL server behind the instance, to connect with the Secrets.
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
-    world
-        .ns
-        .apply(&database(&world, "orders", ""))
-        .await
-        .unwrap();
+    world.apply(&database(&world, "orders", "")).await;
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
@@ -425,23 +415,17 @@ async fn a_password_change_in_the_users_secret_reaches_rds_then_the_connection_s
     world.proxy.serve_databases();
     let canary = "Canary-7f3c-Zq8pW3xK-original";
     let rotated = "Canary-9d1e-Lm4vT6yR-rotated";
-    world
-        .ns
-        .apply(&format!(
+    world.apply(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-master}}\nstringData: {{password: {canary}}}\n"
-        ))
-        .await
-        .unwrap();
+        )).await;
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(
             &world,
             "orders",
             "  masterPassword: {secretKeyRef: {name: orders-master, key: password}}\n",
         ))
-        .await
-        .unwrap();
+        .await;
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
@@ -452,13 +436,9 @@ async fn a_password_change_in_the_users_secret_reaches_rds_then_the_connection_s
     assert_eq!(data["password"], canary);
     assert_eq!(connect_with(&world, &data).await, "app orders");
 
-    world
-        .ns
-        .apply(&format!(
+    world.apply(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-master}}\nstringData: {{password: {rotated}}}\n"
-        ))
-        .await
-        .unwrap();
+        )).await;
     let data = wait_secret(&world, "orders-db", "follow the new password", |d| {
         d.get("password").map(String::as_str) == Some(rotated)
     })
@@ -488,14 +468,12 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
     let world = World::start().await;
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(
             &world,
             "orders",
             "  dbSubnetGroupRef: {name: orders-subnets}\n",
         ))
-        .await
-        .unwrap();
+        .await;
     let waiting = world
         .wait_condition(&api, "orders", SYNCED, "False", Some("ReferenceNotReady"))
         .await;
@@ -507,15 +485,11 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
     assert_eq!(world.proxy.count("CreateDBInstance"), 0);
 
     let subnets = default_subnets(&world.direct_sdk_config()).await;
-    world
-        .ns
-        .apply(&format!(
+    world.apply(&format!(
             "apiVersion: rds.tether.dev/v1alpha1\nkind: DBSubnetGroup\nmetadata: {{name: orders-subnets}}\nspec:\n  providerConfigRef: {{name: {}}}\n  description: orders\n  subnetIds: [{}]\n",
             world.provider_config,
             subnets[..2].join(", ")
-        ))
-        .await
-        .unwrap();
+        )).await;
     let ready = world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
@@ -544,17 +518,9 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
 #[tokio::test]
 async fn a_foreign_secret_is_never_overwritten_and_nothing_is_created() {
     let world = World::start().await;
-    world
-        .ns
-        .apply("apiVersion: v1\nkind: Secret\nmetadata: {name: orders-db}\nstringData: {owner: someone-else}\n")
-        .await
-        .unwrap();
+    world.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: orders-db}\nstringData: {owner: someone-else}\n").await;
     let api: Api<DBInstance> = world.ns.api();
-    world
-        .ns
-        .apply(&database(&world, "orders", ""))
-        .await
-        .unwrap();
+    world.apply(&database(&world, "orders", "")).await;
     let refused = world
         .wait_condition(&api, "orders", SYNCED, "False", Some("SecretConflict"))
         .await;

@@ -193,26 +193,18 @@ async fn lifecycle(emulator: EmulatorKind) {
     let instances: Api<Instance> = world.ns.api();
     let groups: Api<SecurityGroup> = world.ns.api();
     let ec2 = world.ec2();
-    world
-        .ns
-        .apply(&format!(
+    world.apply(&format!(
             "apiVersion: ec2.tether.dev/v1alpha1\nkind: SecurityGroup\nmetadata: {{name: web}}\nspec:\n  providerConfigRef: {{name: {}}}\n  description: web servers\n  ingress:\n  - {{protocol: tcp, fromPort: 22, toPort: 22, cidrBlocks: [10.0.0.0/8]}}\n",
             world.provider_config
-        ))
-        .await
-        .unwrap();
-    world
-        .ns
-        .apply(&instance(
+        )).await;
+    world.apply(&instance(
             &world,
             "web-1",
             &format!(
                 "  securityGroupRefs: [{{name: web}}]\n  userData: |\n    #!/bin/sh\n    echo hello\n{}",
                 generated_key("web-1")
             ),
-        ))
-        .await
-        .expect("valid");
+        )).await;
 
     let ready = world
         .wait_condition(&instances, "web-1", READY, "True", None)
@@ -398,18 +390,14 @@ async fn lifecycle(emulator: EmulatorKind) {
         .send()
         .await
         .unwrap();
-    world
-        .ns
-        .apply(&instance(
+    world.apply(&instance(
             &world,
             "kept",
             &format!(
                 "  deletionPolicy: Retain\n  sshKey: {{keyName: {}-ops}}\n  writeConnectionSecretToRef: {{name: kept-ssh}}\n",
                 world.ns.name
             ),
-        ))
-        .await
-        .unwrap();
+        )).await;
     let kept = world
         .wait_condition(&instances, "kept", READY, "True", None)
         .await;
@@ -513,10 +501,8 @@ async fn a_lost_run_instances_answer_makes_exactly_one_instance(emulator: Emulat
         .inject("RunInstances", Fault::DropResponse, Some(1));
     let api: Api<Instance> = world.ns.api();
     world
-        .ns
         .apply(&instance(&world, "lost", &generated_key("lost")))
-        .await
-        .unwrap();
+        .await;
     let ready = world
         .wait_condition(&api, "lost", READY, "True", None)
         .await;
@@ -558,7 +544,7 @@ async fn killed_at_random_points_still_makes_each_of_20_instances_once(emulator:
         })
         .collect::<Vec<_>>()
         .join("---\n");
-    world.ns.apply(&manifests).await.expect("valid");
+    world.apply(&manifests).await;
 
     // Kill it at random moments while the fleet is being created, then let it finish.
     let started = Instant::now();

@@ -313,13 +313,11 @@ async fn rotating_logins_fail_no_connection(engine: Engine, run: Duration, rotat
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(
             &database(&world, "orders", ROTATION)
                 .replace("engine: postgres", &format!("engine: {}", engine.name())),
         )
-        .await
-        .unwrap();
+        .await;
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
@@ -466,11 +464,7 @@ async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_withou
     let world = World::start().await;
     let api: Api<DBInstance> = world.ns.api();
     // No data plane: the endpoint moto gives answers nowhere.
-    world
-        .ns
-        .apply(&database(&world, "lost", ROTATION))
-        .await
-        .unwrap();
+    world.apply(&database(&world, "lost", ROTATION)).await;
     let object = world
         .wait_condition(&api, "lost", SYNCED, "False", Some("DatabaseUnreachable"))
         .await;
@@ -490,11 +484,7 @@ async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_withou
     assert!(!synced.message.contains(&master["password"]));
 
     world.proxy.serve_databases();
-    world
-        .ns
-        .apply(&database(&world, "orders", ROTATION))
-        .await
-        .unwrap();
+    world.apply(&database(&world, "orders", ROTATION)).await;
     let first = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
         data.get("username").map(String::as_str) == Some("app_a")
     })
@@ -614,14 +604,12 @@ async fn tether_killed_at_any_step_of_a_rotation_leaves_a_secret_that_connects()
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(
             &world,
             "orders",
             "  passwordRotation: {every: 1m, gracePeriod: 3s}\n",
         ))
-        .await
-        .unwrap();
+        .await;
     wait_secret(&world, "orders-db", "hold the login app_a", |data| {
         data.get("username").map(String::as_str) == Some("app_a")
     })
@@ -699,11 +687,7 @@ async fn rotation_turned_on_then_off_keeps_the_master_password_and_a_secret_that
     let world = World::start().await;
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
-    world
-        .ns
-        .apply(&database(&world, "orders", ""))
-        .await
-        .unwrap();
+    world.apply(&database(&world, "orders", "")).await;
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
@@ -716,11 +700,7 @@ async fn rotation_turned_on_then_off_keeps_the_master_password_and_a_secret_that
         .expect("the master user connects");
     world.proxy.reset_counts();
 
-    world
-        .ns
-        .apply(&database(&world, "orders", ROTATION))
-        .await
-        .unwrap();
+    world.apply(&database(&world, "orders", ROTATION)).await;
     let rotated = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
         data.get("username").map(String::as_str) == Some("app_a")
     })
@@ -742,11 +722,7 @@ async fn rotation_turned_on_then_off_keeps_the_master_password_and_a_secret_that
     );
 
     // Off again: the connection Secret holds the master credentials once more.
-    world
-        .ns
-        .apply(&database(&world, "orders", ""))
-        .await
-        .unwrap();
+    world.apply(&database(&world, "orders", "")).await;
     let after = wait_secret(&world, "orders-db", "hold the master user again", |data| {
         data.get("username").map(String::as_str) == Some("app")
     })

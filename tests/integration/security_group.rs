@@ -140,10 +140,8 @@ async fn lifecycle_and_drift(emulator: EmulatorKind) {
     let world = World::start_on(emulator).await;
     let api: Api<SecurityGroup> = world.ns.api();
     world
-        .ns
         .apply(&security_group(&world, "web", SSH_AND_HTTPS))
-        .await
-        .expect("valid");
+        .await;
     let ready = world.wait_condition(&api, "web", READY, "True", None).await;
     let group_id = ready
         .annotations()
@@ -256,15 +254,11 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
     let groups: Api<SecurityGroup> = world.ns.api();
     let databases: Api<DBInstance> = world.ns.api();
     // The application's group admits its load balancer's group, which comes later.
-    world
-        .ns
-        .apply(&security_group(
+    world.apply(&security_group(
             &world,
             "app",
             "  ingress:\n  - {protocol: tcp, fromPort: 8080, toPort: 8080, securityGroupRefs: [{name: lb}]}\n",
-        ))
-        .await
-        .unwrap();
+        )).await;
     let waiting = world
         .wait_condition(&groups, "app", SYNCED, "False", Some("ReferenceNotReady"))
         .await;
@@ -276,10 +270,8 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
         condition(&waiting, SYNCED)
     );
     world
-        .ns
         .apply(&security_group(&world, "lb", SSH_AND_HTTPS))
-        .await
-        .unwrap();
+        .await;
     let lb = world
         .wait_condition(&groups, "lb", READY, "True", None)
         .await;
@@ -296,14 +288,12 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
 
     // A database joins the application's group by reference.
     world
-        .ns
         .apply(&database(
             &world,
             "orders",
             "  deletionPolicy: Delete\n  vpcSecurityGroupRefs: [{name: app}]\n",
         ))
-        .await
-        .unwrap();
+        .await;
     let database = world
         .wait_condition(&databases, "orders", READY, "True", None)
         .await;
@@ -334,10 +324,8 @@ async fn a_lost_create_answer_makes_no_second_group(emulator: EmulatorKind) {
         .inject("CreateSecurityGroup", Fault::DropResponse, Some(1));
     let api: Api<SecurityGroup> = world.ns.api();
     world
-        .ns
         .apply(&security_group(&world, "lost", SSH_AND_HTTPS))
-        .await
-        .unwrap();
+        .await;
     let ready = world
         .wait_condition(&api, "lost", READY, "True", None)
         .await;
