@@ -280,23 +280,15 @@ async fn an_aws_refusal_is_reported_once_and_not_retried_hot() {
             "",
         ))
         .await;
-    let refused = world
-        .wait_condition(&api, "refused", SYNCED, "False", Some("CreateFailed"))
-        .await;
-    let synced = condition(&refused, SYNCED);
+    let message = world.wait_refusal(&api, "refused", "CreateFailed").await;
+    assert!(message.starts_with("creating failed: "), "{message}");
     assert!(
-        synced.message.starts_with("creating failed: "),
-        "{}",
-        synced.message
-    );
-    assert!(
-        synced.message.contains("subnet-0000dead"),
-        "AWS's message: {}",
-        synced.message
+        message.contains("subnet-0000dead"),
+        "AWS's message: {message}"
     );
     let event = world.wait_for_event("refused", "CreateFailed").await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
-    assert_eq!(event.note, Some(synced.message));
+    assert_eq!(event.note, Some(message));
 
     // Terminal: the next attempt waits for the poll interval (10 s here), not a
     // backoff of milliseconds.

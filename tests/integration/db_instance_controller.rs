@@ -9,16 +9,13 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
 };
 use serde_json::json;
-use tether_api::{
-    conditions::{READY, SYNCED},
-    managed::EXTERNAL_NAME_ANNOTATION,
-};
+use tether_api::{conditions::READY, managed::EXTERNAL_NAME_ANNOTATION};
 use tether_aws::rds::{DBInstance, DBSubnetGroup};
 
 use crate::{
     data_plane::{assert_refused, connect_with, connect_with_fields},
     db_subnet_group::default_subnets,
-    world::{World, condition},
+    world::World,
 };
 
 /// Calls that change something in AWS.
@@ -116,6 +113,32 @@ pub(crate) async fn wait_secret_in(
     );
 }
 
+/// Waits until the connection Secret `name` holds every key of [`SECRET_KEYS`].
+pub(crate) async fn wait_complete_secret(
+    world: &World,
+    name: &str,
+    what: &str,
+) -> BTreeMap<String, String> {
+    wait_secret(world, name, what, |data| {
+        SECRET_KEYS.iter().all(|key| data.contains_key(*key))
+    })
+    .await
+}
+
+/// Applies `yaml`, a DBInstance `name` whose connection Secret is `<name>-db` (as
+/// [`database`] writes it), waits until it is Ready and its Secret holds every key, and
+/// returns the Secret's data.
+pub(crate) async fn apply_ready_database(
+    world: &World,
+    name: &str,
+    yaml: &str,
+) -> BTreeMap<String, String> {
+    world.apply(yaml).await;
+    let api: Api<DBInstance> = world.ns.api();
+    world.wait_condition(&api, name, READY, "True", None).await;
+    wait_complete_secret(world, &format!("{name}-db"), "hold every key").await
+}
+
 #[tokio::test]
 async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_policy() {
     let world = World::start().await;
@@ -137,10 +160,7 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
         assert!(at_provider.arn.is_some() && at_provider.endpoint_address.is_some());
         assert_eq!(at_provider.status.as_deref(), Some("available"));
 
-        let data = wait_secret(&world, &format!("{name}-db"), "hold every key", |data| {
-            SECRET_KEYS.iter().all(|key| data.contains_key(*key))
-        })
-        .await;
+        let data = wait_complete_secret(&world, &format!("{name}-db"), "hold every key").await;
         assert_eq!(
             data.keys().map(String::as_str).collect::<Vec<_>>(),
             SECRET_KEYS
@@ -318,14 +338,10 @@ async fn an_invalid_engine_is_reported_with_aws_message_without_a_retry_storm() 
     world
         .apply(&database(&world, "bad", "").replace("engine: postgres", "engine: postgres-deluxe"))
         .await;
-    let failed = world
-        .wait_condition(&api, "bad", SYNCED, "False", Some("CreateFailed"))
-        .await;
-    let synced = condition(&failed, SYNCED);
+    let message = world.wait_refusal(&api, "bad", "CreateFailed").await;
     assert!(
-        synced.message.contains("postgres-deluxe"),
-        "AWS's message: {}",
-        synced.message
+        message.contains("postgres-deluxe"),
+        "AWS's message: {message}"
     );
     let event = world.wait_for_event("bad", "CreateFailed").await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
@@ -340,15 +356,7 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
     let world = World::start().await;
     // A real PostgreSQL server behind the instance, to connect with the Secrets.
     world.proxy.serve_databases();
-    let api: Api<DBInstance> = world.ns.api();
-    world.apply(&database(&world, "orders", "")).await;
-    world
-        .wait_condition(&api, "orders", READY, "True", None)
-        .await;
-    let before = wait_secret(&world, "orders-db", "hold every key", |d| {
-        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
-    })
-    .await;
+    let before = apply_ready_database(&world, "orders", &database(&world, "orders", "")).await;
     assert_eq!(before["host"], "127.0.0.1", "the data plane's endpoint");
     assert_eq!(connect_with(&world, &before).await, "app orders");
     assert_refused(&before, "not-the-password", "a wrong password is refused").await;
@@ -360,10 +368,7 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
         .delete("orders-db", &DeleteParams::default())
         .await
         .unwrap();
-    let after = wait_secret(&world, "orders-db", "come back", |d| {
-        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
-    })
-    .await;
+    let after = wait_complete_secret(&world, "orders-db", "come back").await;
     // RDS cannot give the old password back, so tether set a new one: written to the
     // Secret first, then applied with ModifyDBInstance.
     assert_ne!(after["password"], before["password"]);
@@ -474,10 +479,9 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
             "  dbSubnetGroupRef: {name: orders-subnets}\n",
         ))
         .await;
-    let waiting = world
-        .wait_condition(&api, "orders", SYNCED, "False", Some("ReferenceNotReady"))
+    let message = world
+        .wait_refusal(&api, "orders", "ReferenceNotReady")
         .await;
-    let message = &condition(&waiting, SYNCED).message.clone();
     assert_eq!(
         message,
         "dbSubnetGroupRef: DBSubnetGroup orders-subnets does not exist"
@@ -521,10 +525,7 @@ async fn a_foreign_secret_is_never_overwritten_and_nothing_is_created() {
     world.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: orders-db}\nstringData: {owner: someone-else}\n").await;
     let api: Api<DBInstance> = world.ns.api();
     world.apply(&database(&world, "orders", "")).await;
-    let refused = world
-        .wait_condition(&api, "orders", SYNCED, "False", Some("SecretConflict"))
-        .await;
-    let message = condition(&refused, SYNCED).message;
+    let message = world.wait_refusal(&api, "orders", "SecretConflict").await;
     assert!(
         message.contains("orders-db") && message.contains("not owned by this object"),
         "{message}"

@@ -569,10 +569,7 @@ async fn deletion_protection_lifted_in_the_spec_lets_a_deletion_finish() {
     api.delete("guarded", &DeleteParams::default())
         .await
         .unwrap();
-    let refused = world
-        .wait_condition(&api, "guarded", SYNCED, "False", Some("DeleteFailed"))
-        .await;
-    let message = condition(&refused, SYNCED).message;
+    let message = world.wait_refusal(&api, "guarded", "DeleteFailed").await;
     assert!(
         message.contains("deletion protection")
             && message.contains("spec.deletionProtection: false"),

@@ -258,6 +258,15 @@ impl World {
             .await
     }
 
+    /// Waits up to 60 s until object `name` is `Synced=False` for `reason` (as
+    /// [`World::wait_condition`] does), and returns that condition's message.
+    pub async fn wait_refusal<M: Managed>(&self, api: &Api<M>, name: &str, reason: &str) -> String {
+        let refused = self
+            .wait_condition(api, name, conditions::SYNCED, "False", Some(reason))
+            .await;
+        condition(&refused, conditions::SYNCED).message
+    }
+
     /// [`World::wait_condition`], waiting up to `within`.
     pub async fn wait_condition_within<M: Managed>(
         &self,
