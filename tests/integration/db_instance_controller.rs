@@ -397,21 +397,19 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
             );
         }
     }
-    for _ in 0..40 {
-        let secret = world.ns.api::<Secret>().get("orders-db").await.unwrap();
-        if !secret
-            .annotations()
-            .contains_key("tether.dev/pending-credentials")
-        {
-            world.finish().await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "the new password stayed marked pending:\n{}",
-        world.log_tail()
-    );
+    world
+        .wait_until(
+            Duration::from_secs(10),
+            "the new password stayed marked pending",
+            async || {
+                let secret = world.ns.api::<Secret>().get("orders-db").await.unwrap();
+                !secret
+                    .annotations()
+                    .contains_key("tether.dev/pending-credentials")
+            },
+        )
+        .await;
+    world.finish().await;
 }
 
 #[tokio::test]

@@ -23,16 +23,13 @@ use crate::{
 
 /// Waits until the proxy has let `n` launches through (not throttled).
 async fn wait_for_launches(world: &World, n: usize) {
-    for _ in 0..240 {
-        if world.proxy.launch_tokens().len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "fewer than {n} RunInstances reached EC2 within 60 s:\n{}",
-        world.log_tail()
-    );
+    world
+        .wait_until(
+            Duration::from_secs(60),
+            &format!("fewer than {n} RunInstances reached EC2"),
+            async || world.proxy.launch_tokens().len() >= n,
+        )
+        .await;
 }
 
 #[tokio::test]

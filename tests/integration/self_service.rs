@@ -125,22 +125,20 @@ async fn client_as(user: &str) -> kube::Client {
 /// The RDS identifier of the DBInstance `name`, once tether recorded it.
 async fn rds_identifier(world: &World, name: &str) -> String {
     let api: Api<DBInstance> = world.ns.api();
-    for _ in 0..120 {
-        if let Some(identifier) = api
-            .get(name)
-            .await
-            .expect("reading the DBInstance")
-            .annotations()
-            .get(EXTERNAL_NAME_ANNOTATION)
-        {
-            return identifier.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!(
-        "DBInstance {name} got no RDS identifier:\n{}",
-        world.log_tail()
-    );
+    world
+        .wait_for(
+            Duration::from_secs(60),
+            &format!("DBInstance {name} got no RDS identifier"),
+            async || {
+                api.get(name)
+                    .await
+                    .expect("reading the DBInstance")
+                    .annotations()
+                    .get(EXTERNAL_NAME_ANNOTATION)
+                    .cloned()
+            },
+        )
+        .await
 }
 
 /// The RDS instance `identifier` as moto describes it.
@@ -162,16 +160,13 @@ async fn wait_rds(
     what: &str,
     check: impl Fn(&aws_sdk_rds::types::DbInstance) -> bool,
 ) {
-    for _ in 0..120 {
-        if check(&described(world, identifier).await) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!(
-        "the RDS instance {identifier} did not {what} within 60 s:\n{}",
-        world.log_tail()
-    );
+    world
+        .wait_until(
+            Duration::from_secs(60),
+            &format!("the RDS instance {identifier} did not {what}"),
+            async || check(&described(world, identifier).await),
+        )
+        .await;
 }
 
 #[tokio::test]

@@ -140,21 +140,49 @@ impl World {
 
     /// Waits until the Events about `name` include one with `reason`, and returns it.
     pub async fn wait_for_event(&self, name: &str, reason: &str) -> Event {
-        for _ in 0..120 {
-            if let Some(event) = self
-                .events(name)
-                .await
-                .into_iter()
-                .find(|event| event.reason.as_deref() == Some(reason))
-            {
-                return event;
+        self.wait_for(
+            Duration::from_secs(60),
+            &format!("no {reason} Event about {name}"),
+            async || {
+                self.events(name)
+                    .await
+                    .into_iter()
+                    .find(|event| event.reason.as_deref() == Some(reason))
+            },
+        )
+        .await
+    }
+
+    /// Asks `check` every 250 ms, for up to `within`, until it gives a value, and
+    /// returns that; on time-out, fails with `failure` and the controller's log.
+    pub async fn wait_for<T>(
+        &self,
+        within: Duration,
+        failure: &str,
+        mut check: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
+        for _ in 0..within.as_millis() / 250 {
+            if let Some(value) = check().await {
+                return value;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         panic!(
-            "no {reason} Event about {name} within 60 s; controller log:\n{}",
+            "{failure} after {} s of waiting; controller log:\n{}",
+            within.as_secs(),
             self.log_tail()
         );
+    }
+
+    /// [`World::wait_for`] a `check` that holds or not.
+    pub async fn wait_until(
+        &self,
+        within: Duration,
+        failure: &str,
+        mut check: impl AsyncFnMut() -> bool,
+    ) {
+        self.wait_for(within, failure, async || check().await.then_some(()))
+            .await;
     }
 
     /// After a refusal of `operation` that tether must not retry before the next poll
@@ -225,22 +253,13 @@ impl World {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        for _ in 0..within.as_millis() / 500 {
-            if api
-                .get_opt(name)
+        self.wait_until(within, &format!("{name} still exists"), async || {
+            api.get_opt(name)
                 .await
                 .expect("reading the object")
                 .is_none()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        panic!(
-            "{name} still exists {} s after deletion:\n{}",
-            within.as_secs(),
-            self.log_tail()
-        );
+        })
+        .await;
     }
 
     /// Waits up to 60 s until object `name`'s condition `type_` has `status` (and
