@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use tether_api::{
     conditions::{READY, SYNCED},
@@ -15,6 +12,7 @@ use tether_api::{
 };
 use tether_aws::rds::DBSubnetGroup;
 
+use crate::world::merge_patch;
 use crate::{
     db_subnet_group::default_subnets,
     world::{World, condition, derived_name},
@@ -97,13 +95,12 @@ async fn a_subnet_group_is_created_updated_and_deleted() {
             "  deletionPolicy: Delete\n",
         ))
         .await;
-    api.patch(
+    merge_patch(
+        &api,
         "orders",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"tags": {"cost-centre": "42"}}})),
+        json!({"spec": {"tags": {"cost-centre": "42"}}}),
     )
-    .await
-    .unwrap();
+    .await;
     let updated = world.wait_for_event("orders", "Updated").await;
     assert_eq!(updated.note.as_deref(), Some("updated tags"));
     assert!(world.proxy.count("AddTagsToResource") >= 1);
@@ -223,25 +220,18 @@ async fn pause_stops_every_aws_call_until_it_is_lifted() {
 
     let pause =
         |value: &'static str| json!({"metadata": {"annotations": {"tether.dev/paused": value}}});
-    api.patch(
-        "paused",
-        &PatchParams::default(),
-        &Patch::Merge(pause("true")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&api, "paused", pause("true")).await;
     world
         .wait_condition(&api, "paused", SYNCED, "False", Some("ReconcilePaused"))
         .await;
     world.proxy.reset_counts();
     // A spec change and more than one poll interval (10 s) pass without a call.
-    api.patch(
+    merge_patch(
+        &api,
         "paused",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"tags": {"ignored": "while-paused"}}})),
+        json!({"spec": {"tags": {"ignored": "while-paused"}}}),
     )
-    .await
-    .unwrap();
+    .await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(
         world.proxy.calls().len(),
@@ -250,13 +240,7 @@ async fn pause_stops_every_aws_call_until_it_is_lifted() {
         world.proxy.counts()
     );
 
-    api.patch(
-        "paused",
-        &PatchParams::default(),
-        &Patch::Merge(pause("false")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&api, "paused", pause("false")).await;
     world
         .wait_condition(&api, "paused", SYNCED, "True", None)
         .await;

@@ -4,14 +4,12 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use tether_api::{conditions::READY, managed::EXTERNAL_NAME_ANNOTATION};
 use tether_aws::rds::{DBInstance, DBSubnetGroup};
 
+use crate::world::merge_patch;
 use crate::{
     data_plane::{assert_refused, connect_with, connect_with_fields},
     db_subnet_group::default_subnets,
@@ -200,13 +198,12 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
     assert_eq!(world.proxy.count("CreateDBInstance"), 3, "one create each");
 
     // An update of the instance class and backups is applied in place.
-    api.patch(
+    merge_patch(
+        &api,
         "snap",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"instanceClass": "db.t3.small", "backupRetentionDays": 3}})),
+        json!({"spec": {"instanceClass": "db.t3.small", "backupRetentionDays": 3}}),
     )
-    .await
-    .unwrap();
+    .await;
     let updated = world.wait_for_event("snap", "Updated").await;
     let note = updated.note.unwrap();
     assert!(

@@ -10,10 +10,7 @@ use std::{
 };
 
 use aws_sdk_ec2::types::{Filter, Instance as Ec2Instance};
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use tether_api::{
     conditions::{READY, SYNCED},
@@ -25,6 +22,7 @@ use tether_aws::{
 };
 use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
 
+use crate::world::merge_patch;
 use crate::world::on_moto_and_localstack;
 use crate::{
     db_instance_controller::{secret_data, wait_secret},
@@ -312,17 +310,15 @@ async fn lifecycle(emulator: EmulatorKind) {
         .unwrap()
         .group_id
         .unwrap();
-    instances
-        .patch(
-            "web-1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {
-                "tags": {"team": "shop", "tier": "web"},
-                "securityGroupIds": [admin_group],
-            }})),
-        )
-        .await
-        .unwrap();
+    merge_patch(
+        &instances,
+        "web-1",
+        json!({"spec": {
+            "tags": {"team": "shop", "tier": "web"},
+            "securityGroupIds": [admin_group],
+        }}),
+    )
+    .await;
     let changed = wait_instance(&world, &id, "tier tag and both groups", |i| {
         let groups: BTreeSet<_> = i
             .security_groups()
@@ -337,14 +333,12 @@ async fn lifecycle(emulator: EmulatorKind) {
     assert_eq!(world.proxy.count("StopInstances"), 0);
 
     // A new type needs a stop, which the spec does not allow yet.
-    instances
-        .patch(
-            "web-1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"instanceType": "t3.small"}})),
-        )
-        .await
-        .unwrap();
+    merge_patch(
+        &instances,
+        "web-1",
+        json!({"spec": {"instanceType": "t3.small"}}),
+    )
+    .await;
     let message = world
         .wait_refusal(&instances, "web-1", "UpdateFailed")
         .await;
@@ -362,14 +356,7 @@ async fn lifecycle(emulator: EmulatorKind) {
     assert_eq!(world.proxy.count("StopInstances"), 0);
 
     // Allowed: stopped, changed and started again.
-    instances
-        .patch(
-            "web-1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"allowStop": true}})),
-        )
-        .await
-        .unwrap();
+    merge_patch(&instances, "web-1", json!({"spec": {"allowStop": true}})).await;
     wait_instance(&world, &id, "t3.small and running", |i| {
         i.instance_type().map(|t| t.as_str()) == Some("t3.small") && state(i) == "running"
     })

@@ -15,11 +15,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::{Api, api::Patch};
+use kube::Api;
 use tether_api::conditions::{READY, SYNCED};
 use tether_aws::rds::DBInstance;
 use tokio_postgres::NoTls;
 
+use crate::world::merge_patch;
 use crate::{
     db_instance_controller::{database, secret_data, wait_secret},
     world::{World, condition},
@@ -492,15 +493,12 @@ async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_withou
     connect(&first).await.expect("the first login connects");
     let asked = Instant::now();
     // Within the grace period, a rotation waits for it to end.
-    api.patch(
+    merge_patch(
+        &api,
         "orders",
-        &Default::default(),
-        &Patch::Merge(
-            serde_json::json!({"metadata": {"annotations": {"tether.dev/rotate-now": "1"}}}),
-        ),
+        serde_json::json!({"metadata": {"annotations": {"tether.dev/rotate-now": "1"}}}),
     )
-    .await
-    .unwrap();
+    .await;
     let second = wait_secret(&world, "orders-db", "hold the login app_b", |data| {
         data.get("username").map(String::as_str) == Some("app_b")
     })
@@ -617,15 +615,14 @@ async fn tether_killed_at_any_step_of_a_rotation_leaves_a_secret_that_connects()
     let mut logins = Vec::new();
     const ROUNDS: usize = 8;
     for round in 0..ROUNDS {
-        api.patch(
+        merge_patch(
+            &api,
             "orders",
-            &Default::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+            serde_json::json!({"metadata": {"annotations": {
                 "tether.dev/rotate-now": round.to_string()
-            }}})),
+            }}}),
         )
-        .await
-        .unwrap();
+        .await;
         // Somewhere in the grace period, the switch or the retirement that follows.
         tokio::time::sleep(Duration::from_millis(fastrand::u64(500..4500))).await;
         let tether = &mut world.tether;

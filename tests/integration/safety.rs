@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::world::merge_patch;
 use crate::{
     data_plane::{assert_refused, connect_with},
     db_instance_controller::{
@@ -581,13 +582,12 @@ async fn deletion_protection_lifted_in_the_spec_lets_a_deletion_finish() {
         .await;
     assert!(instance_exists(&world, &identifier).await);
 
-    api.patch(
+    merge_patch(
+        &api,
         "guarded",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"deletionProtection": false}})),
+        json!({"spec": {"deletionProtection": false}}),
     )
-    .await
-    .unwrap();
+    .await;
     world.wait_gone(&api, "guarded").await;
     assert!(!instance_exists(&world, &identifier).await);
     world.finish().await;
@@ -603,13 +603,7 @@ async fn a_paused_object_that_is_deleted_waits_for_unpausing() {
         .await;
     let group_id = ready.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
     let annotate = |value: &str| json!({"metadata": {"annotations": {PAUSED_ANNOTATION: value}}});
-    api.patch(
-        "paused",
-        &PatchParams::default(),
-        &Patch::Merge(annotate("true")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&api, "paused", annotate("true")).await;
     world
         .wait_condition(&api, "paused", SYNCED, "False", Some("ReconcilePaused"))
         .await;
@@ -626,13 +620,7 @@ async fn a_paused_object_that_is_deleted_waits_for_unpausing() {
     );
     assert_eq!(world.proxy.count("DeleteSecurityGroup"), 0);
 
-    api.patch(
-        "paused",
-        &PatchParams::default(),
-        &Patch::Merge(annotate("false")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&api, "paused", annotate("false")).await;
     world.wait_gone(&api, "paused").await;
     assert_eq!(world.proxy.count("DeleteSecurityGroup"), 1);
     let gone = world

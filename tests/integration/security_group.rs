@@ -8,10 +8,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use aws_sdk_ec2::types::{IpPermission, IpRange};
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use tether_api::{
     conditions::{READY, SYNCED},
@@ -20,6 +17,7 @@ use tether_api::{
 use tether_aws::{ec2::SecurityGroup, rds::DBInstance, tags::UID_TAG};
 use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
 
+use crate::world::merge_patch;
 use crate::world::on_moto_and_localstack;
 use crate::{
     db_instance_controller::{database, rds},
@@ -215,16 +213,10 @@ async fn lifecycle_and_drift(emulator: EmulatorKind) {
     );
 
     // A spec change: nothing may go out any more, and HTTPS only from IPv4.
-    api.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {
+    merge_patch(&api, "web", json!({"spec": {
             "egress": [],
             "ingress": [{"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}],
-        }})),
-    )
-    .await
-    .unwrap();
+        }})).await;
     wait_rules(
         &world,
         &group_id,

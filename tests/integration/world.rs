@@ -7,7 +7,10 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{Api, api::ListParams};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams},
+};
 use tether_api::{conditions, managed::Managed};
 use tether_testkit::{
     ControlPlane, Emulator, Extra, FaultProxy, TestNamespace, Tether, cluster,
@@ -364,6 +367,20 @@ pub fn provider_config_yaml(name: &str, proxy: &FaultProxy, credentials: &str) -
         "apiVersion: tether.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  endpoint: {}\n  credentials: {credentials}\n",
         proxy.endpoint()
     )
+}
+
+/// Merge-patches object `name` of `api` with `patch`; fails when the API server refuses
+/// it.
+pub async fn merge_patch<K>(api: &Api<K>, name: &str, patch: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Err(error) = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        panic!("the API server refused the patch {patch} of {name}: {error}");
+    }
 }
 
 /// The cloud name tether derives for the object `name` with `uid` in `namespace`:
