@@ -270,8 +270,7 @@ async fn an_aws_refusal_is_reported_once_and_not_retried_hot() {
         message.contains("subnet-0000dead"),
         "AWS's message: {message}"
     );
-    let event = world.wait_for_event("refused", "CreateFailed").await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let event = world.wait_for_warning("refused", "CreateFailed").await;
     assert_eq!(event.note, Some(message));
 
     // Terminal: the next attempt waits for the poll interval (10 s here), not a

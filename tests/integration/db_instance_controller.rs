@@ -340,8 +340,7 @@ async fn an_invalid_engine_is_reported_with_aws_message_without_a_retry_storm() 
         message.contains("postgres-deluxe"),
         "AWS's message: {message}"
     );
-    let event = world.wait_for_event("bad", "CreateFailed").await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    world.wait_for_warning("bad", "CreateFailed").await;
     world
         .assert_retried_at_poll_speed_only("CreateDBInstance")
         .await;
@@ -525,8 +524,7 @@ async fn a_foreign_secret_is_never_overwritten_and_nothing_is_created() {
         message.contains("orders-db") && message.contains("not owned by this object"),
         "{message}"
     );
-    let event = world.wait_for_event("orders", "SecretConflict").await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    world.wait_for_warning("orders", "SecretConflict").await;
     assert_eq!(
         world.proxy.count("CreateDBInstance"),
         0,

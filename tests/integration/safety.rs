@@ -610,14 +610,8 @@ async fn a_paused_object_that_is_deleted_waits_for_unpausing() {
     api.delete("paused", &DeleteParams::default())
         .await
         .unwrap();
-    let waiting = world
-        .wait_condition(&api, "paused", SYNCED, "False", Some("DeletionPaused"))
-        .await;
-    assert!(
-        condition(&waiting, SYNCED)
-            .message
-            .contains("remove the annotation"),
-    );
+    let message = world.wait_refusal(&api, "paused", "DeletionPaused").await;
+    assert!(message.contains("remove the annotation"), "{message}");
     assert_eq!(world.proxy.count("DeleteSecurityGroup"), 0);
 
     merge_patch(&api, "paused", annotate("false")).await;

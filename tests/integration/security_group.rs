@@ -251,15 +251,12 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
             "app",
             "  ingress:\n  - {protocol: tcp, fromPort: 8080, toPort: 8080, securityGroupRefs: [{name: lb}]}\n",
         )).await;
-    let waiting = world
-        .wait_condition(&groups, "app", SYNCED, "False", Some("ReferenceNotReady"))
+    let message = world
+        .wait_refusal(&groups, "app", "ReferenceNotReady")
         .await;
     assert!(
-        condition(&waiting, SYNCED)
-            .message
-            .contains("SecurityGroup lb does not exist"),
-        "{:?}",
-        condition(&waiting, SYNCED)
+        message.contains("SecurityGroup lb does not exist"),
+        "{message}"
     );
     world
         .apply(&security_group(&world, "lb", SSH_AND_HTTPS))

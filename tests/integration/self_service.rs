@@ -394,8 +394,7 @@ async fn claims_outside_their_class_are_refused_at_apply_or_by_a_condition_at_no
         message.contains("storageGiB 500 is above the class's maximum of 100"),
         "{message}"
     );
-    let refusal = world.wait_for_event("early", "NotAllowed").await;
-    assert_eq!(refusal.type_.as_deref(), Some("Warning"));
+    world.wait_for_warning("early", "NotAllowed").await;
 
     world
         .apply(&database_claim(&world, "first", "gold", ""))

@@ -156,6 +156,17 @@ impl World {
         .await
     }
 
+    /// [`World::wait_for_event`] for an Event that must be a Warning.
+    pub async fn wait_for_warning(&self, name: &str, reason: &str) -> Event {
+        let event = self.wait_for_event(name, reason).await;
+        assert_eq!(
+            event.type_.as_deref(),
+            Some("Warning"),
+            "the {reason} Event about {name} is a Warning"
+        );
+        event
+    }
+
     /// Asks `check` every 250 ms, for up to `within`, until it gives a value, and
     /// returns that; on time-out, fails with `failure` and the controller's log.
     pub async fn wait_for<T>(
