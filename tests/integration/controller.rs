@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kube::{Api, ResourceExt, api::DeleteParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tether_api::{
     conditions::{READY, SYNCED},
@@ -105,10 +105,7 @@ async fn a_subnet_group_is_created_updated_and_deleted() {
     assert_eq!(updated.note.as_deref(), Some("updated tags"));
     assert!(world.proxy.count("AddTagsToResource") >= 1);
 
-    api.delete("orders", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&api, "orders").await;
+    world.delete_and_wait_gone(&api, "orders").await;
     assert!(
         !group_exists(&world, &external_name).await,
         "Delete removes the group from AWS"
@@ -134,8 +131,7 @@ async fn retain_leaves_the_group_in_aws() {
         .wait_condition(&api, "kept", READY, "True", None)
         .await;
     let kept_name = kept.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
-    api.delete("kept", &DeleteParams::default()).await.unwrap();
-    world.wait_gone(&api, "kept").await;
+    world.delete_and_wait_gone(&api, "kept").await;
     let retained = world.wait_for_event("kept", "Retained").await;
     assert!(
         retained.note.unwrap().contains("deletionPolicy Retain"),
@@ -189,10 +185,7 @@ async fn observe_only_adopts_an_existing_group_without_writing_to_aws() {
     );
     assert!(world.proxy.count("DescribeDBSubnetGroups") >= 1);
 
-    api.delete("adopted", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&api, "adopted").await;
+    world.delete_and_wait_gone(&api, "adopted").await;
     assert!(
         group_exists(&world, &existing).await,
         "ObserveOnly never deletes"

@@ -310,10 +310,7 @@ async fn observe_only_adopts_a_database_without_any_write() {
         "admin postgres"
     );
 
-    api.delete("legacy", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&api, "legacy").await;
+    world.delete_and_wait_gone(&api, "legacy").await;
     assert!(
         instance_exists(&world, &existing).await,
         "ObserveOnly never deletes"

@@ -417,11 +417,7 @@ async fn lifecycle(emulator: EmulatorKind) {
     );
 
     for name in ["web-1", "kept"] {
-        instances
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-        world.wait_gone(&instances, name).await;
+        world.delete_and_wait_gone(&instances, name).await;
     }
     assert_eq!(state(&describe_instance(&world, &id).await), "terminated");
     assert!(
@@ -433,11 +429,7 @@ async fn lifecycle(emulator: EmulatorKind) {
         "running",
         "Retain leaves it running"
     );
-    groups
-        .delete("web", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&groups, "web").await;
+    world.delete_and_wait_gone(&groups, "web").await;
     world.finish().await;
 }
 

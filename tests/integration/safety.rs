@@ -114,10 +114,7 @@ async fn an_rds_instance_tether_did_not_create_is_neither_changed_nor_deleted() 
     );
 
     // Deleting the object leaves the database where it is.
-    api.delete("squatter", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&api, "squatter").await;
+    world.delete_and_wait_gone(&api, "squatter").await;
     assert!(instance_exists(&world, &identifier).await);
     assert_eq!(world.proxy.count("DeleteDBInstance"), 0);
     let retained = world.wait_for_event("squatter", "Retained").await;

@@ -225,8 +225,7 @@ async fn lifecycle_and_drift(emulator: EmulatorKind) {
     )
     .await;
 
-    api.delete("web", &DeleteParams::default()).await.unwrap();
-    world.wait_gone(&api, "web").await;
+    world.delete_and_wait_gone(&api, "web").await;
     assert!(
         describe(&world, &group_id).await.is_none(),
         "the group is deleted in AWS"
@@ -298,11 +297,7 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
         .filter_map(|g| g.vpc_security_group_id())
         .collect();
     assert_eq!(joined, [app_id.as_str()]);
-    databases
-        .delete("orders", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&databases, "orders").await;
+    world.delete_and_wait_gone(&databases, "orders").await;
     world.finish().await;
 }
 

@@ -145,11 +145,7 @@ async fn another_namespace_that_names_a_live_database_gets_nothing_of_it() {
         json!({"spec": {"deletionPolicy": "Retain"}}),
     )
     .await;
-    owners
-        .delete("orders", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&owners, "orders").await;
+    world.delete_and_wait_gone(&owners, "orders").await;
     thieves
         .apply(&naming(
             &world,
@@ -191,11 +187,7 @@ async fn another_namespace_that_names_a_live_database_gets_nothing_of_it() {
         "the previous team's password is refused",
     )
     .await;
-    others
-        .delete("mover", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&others, "mover").await;
+    world.delete_and_wait_gone(&others, "mover").await;
     world.finish().await;
     thieves.delete().await;
 }

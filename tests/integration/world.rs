@@ -9,7 +9,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api,
-    api::{ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use tether_api::{conditions, managed::Managed};
 use tether_testkit::{
@@ -253,6 +253,17 @@ impl World {
 }
 
 impl World {
+    /// Deletes object `name` and waits up to 60 s until it is gone.
+    pub async fn delete_and_wait_gone<K>(&self, api: &Api<K>, name: &str)
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if let Err(error) = api.delete(name, &DeleteParams::default()).await {
+            panic!("the API server refused to delete {name}: {error}");
+        }
+        self.wait_gone(api, name).await;
+    }
+
     /// Waits up to 60 s until object `name` is gone (its finalizer released).
     pub async fn wait_gone<K>(&self, api: &Api<K>, name: &str)
     where
