@@ -59,6 +59,18 @@ pub(crate) async fn instance_exists(world: &World, identifier: &str) -> bool {
         .is_ok()
 }
 
+/// The RDS instance `identifier` as the emulator describes it.
+pub(crate) async fn described(world: &World, identifier: &str) -> aws_sdk_rds::types::DbInstance {
+    rds(world)
+        .describe_db_instances()
+        .db_instance_identifier(identifier)
+        .send()
+        .await
+        .expect("describing the RDS instance")
+        .db_instances()[0]
+        .clone()
+}
+
 pub(crate) async fn secret_data(world: &World, name: &str) -> Option<BTreeMap<String, String>> {
     secret_data_in(&world.ns.api(), name).await
 }
@@ -216,13 +228,7 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
         identifiers.insert(name, object.annotations()[EXTERNAL_NAME_ANNOTATION].clone());
     }
     let identifier = |name: &str| identifiers[name].clone();
-    let described = rds(&world)
-        .describe_db_instances()
-        .db_instance_identifier(identifier("snap"))
-        .send()
-        .await
-        .unwrap();
-    let instance = &described.db_instances()[0];
+    let instance = described(&world, &identifier("snap")).await;
     assert_eq!(instance.db_instance_class(), Some("db.t3.small"));
     assert_eq!(instance.backup_retention_period(), Some(3));
 
@@ -488,13 +494,8 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
     let ready = world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
-    let described = rds(&world)
-        .describe_db_instances()
-        .db_instance_identifier(&ready.annotations()[EXTERNAL_NAME_ANNOTATION])
-        .send()
-        .await
-        .unwrap();
-    let group = described.db_instances()[0]
+    let instance = described(&world, &ready.annotations()[EXTERNAL_NAME_ANNOTATION]).await;
+    let group = instance
         .db_subnet_group()
         .and_then(|g| g.db_subnet_group_name());
     let subnet_group = world

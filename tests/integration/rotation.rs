@@ -514,50 +514,47 @@ async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_withou
 #[tokio::test]
 async fn bad_rotation_specs_are_refused_at_apply_time() {
     let world = World::start().await;
-    for (extra, expected) in [
+    // Each case: what it is, the DBInstance, and what the refusal says.
+    let with = |extra: &str| (extra.to_owned(), database(&world, "bad", extra));
+    let every_hour = database(&world, "bad", "  passwordRotation: {every: 1h}\n");
+    for ((what, yaml), expected) in [
         (
-            "  passwordRotation: {every: 30s}\n",
+            with("  passwordRotation: {every: 30s}\n"),
             "every must be at least 1m",
         ),
         (
-            "  passwordRotation: {every: 5m}\n",
+            with("  passwordRotation: {every: 5m}\n"),
             "gracePeriod (default 10m) must be shorter than every",
         ),
-        ("  passwordRotation: {every: 1d}\n", "should match"),
+        (with("  passwordRotation: {every: 1d}\n"), "should match"),
         (
-            "  passwordRotation: {every: 1h}\n  manageMasterUserPassword: true\n",
+            with("  passwordRotation: {every: 1h}\n  manageMasterUserPassword: true\n"),
             "passwordRotation needs a password tether generates",
         ),
         (
-            "  passwordRotation: {every: 1h}\n  masterPassword: {secretKeyRef: {name: pw, key: password}}\n",
+            with(
+                "  passwordRotation: {every: 1h}\n  masterPassword: {secretKeyRef: {name: pw, key: password}}\n",
+            ),
             "passwordRotation needs a password tether generates",
+        ),
+        (
+            (
+                "sqlserver-ex".to_owned(),
+                every_hour.replace("engine: postgres", "engine: sqlserver-ex"),
+            ),
+            "engines postgres, mysql and mariadb only",
+        ),
+        (
+            (
+                "no database".to_owned(),
+                every_hour.replace("  databaseName: orders\n", ""),
+            ),
+            "passwordRotation needs databaseName",
         ),
     ] {
-        let refused = world
-            .ns
-            .apply(&database(&world, "bad", extra))
-            .await
-            .expect_err(extra);
-        assert!(refused.to_string().contains(expected), "{extra}: {refused}");
+        let refused = world.ns.apply(&yaml).await.expect_err(&what);
+        assert!(refused.to_string().contains(expected), "{what}: {refused}");
     }
-    let sqlserver = database(&world, "bad", "  passwordRotation: {every: 1h}\n")
-        .replace("engine: postgres", "engine: sqlserver-ex");
-    let refused = world.ns.apply(&sqlserver).await.expect_err("sqlserver-ex");
-    assert!(
-        refused
-            .to_string()
-            .contains("engines postgres, mysql and mariadb only"),
-        "{refused}"
-    );
-    let no_database = database(&world, "bad", "  passwordRotation: {every: 1h}\n")
-        .replace("  databaseName: orders\n", "");
-    let refused = world.ns.apply(&no_database).await.expect_err("no database");
-    assert!(
-        refused
-            .to_string()
-            .contains("passwordRotation needs databaseName"),
-        "{refused}"
-    );
     // The example in examples/ is accepted as it is (a server-side dry run).
     let example = std::fs::read_to_string(
         tether_testkit::repo_root().join("examples/db-instance-rotated-local.yaml"),

@@ -17,10 +17,11 @@ use tether_api::{
 use tether_aws::{ec2::SecurityGroup, rds::DBInstance, tags::UID_TAG};
 use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
 
+use crate::db_instance_controller::described;
 use crate::world::merge_patch;
 use crate::world::on_moto_and_localstack;
 use crate::{
-    db_instance_controller::{database, rds},
+    db_instance_controller::database,
     world::{World, condition, derived_name},
 };
 
@@ -285,13 +286,8 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
     let database = world
         .wait_condition(&databases, "orders", READY, "True", None)
         .await;
-    let described = rds(&world)
-        .describe_db_instances()
-        .db_instance_identifier(&database.annotations()[EXTERNAL_NAME_ANNOTATION])
-        .send()
-        .await
-        .unwrap();
-    let joined: Vec<_> = described.db_instances()[0]
+    let instance = described(&world, &database.annotations()[EXTERNAL_NAME_ANNOTATION]).await;
+    let joined: Vec<_> = instance
         .vpc_security_groups()
         .iter()
         .filter_map(|g| g.vpc_security_group_id())

@@ -32,6 +32,7 @@ use tether_aws::{
 };
 use tether_testkit::{ControlPlane, cluster};
 
+use crate::db_instance_controller::described;
 use crate::{
     data_plane::connect_with,
     db_instance_controller::{SECRET_KEYS, database, rds, wait_secret},
@@ -139,18 +140,6 @@ async fn rds_identifier(world: &World, name: &str) -> String {
             },
         )
         .await
-}
-
-/// The RDS instance `identifier` as moto describes it.
-async fn described(world: &World, identifier: &str) -> aws_sdk_rds::types::DbInstance {
-    rds(world)
-        .describe_db_instances()
-        .db_instance_identifier(identifier)
-        .send()
-        .await
-        .expect("describing the RDS instance")
-        .db_instances()[0]
-        .clone()
 }
 
 /// Waits up to 60 s until `check` holds for the RDS instance `identifier`.
