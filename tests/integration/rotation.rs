@@ -36,6 +36,19 @@ const ROTATION: &str = "  passwordRotation: {every: 1m, gracePeriod: 30s}\n";
 const GRACE: Duration = Duration::from_secs(30);
 const RETIREMENT_SLACK: Duration = Duration::from_secs(20);
 
+/// Waits until the Secret `name` holds the login `username`.
+async fn wait_login(
+    world: &World,
+    name: &str,
+    username: &str,
+    what: &str,
+) -> BTreeMap<String, String> {
+    wait_secret(world, name, what, |data| {
+        data.get("username").map(String::as_str) == Some(username)
+    })
+    .await
+}
+
 /// A session with what a connection Secret holds, as an application opens one.
 async fn connect(data: &BTreeMap<String, String>) -> Result<tokio_postgres::Client, String> {
     let port: u16 = data["port"].parse().map_err(|_| "a port".to_owned())?;
@@ -322,14 +335,8 @@ async fn rotating_logins_fail_no_connection(engine: Engine, run: Duration, rotat
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
-    let first = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
-        data.get("username").map(String::as_str) == Some("app_a")
-    })
-    .await;
-    let master = wait_secret(&world, "orders-db-master", "hold the master user", |data| {
-        data.get("username").map(String::as_str) == Some("app")
-    })
-    .await;
+    let first = wait_login(&world, "orders-db", "app_a", "hold the login app_a").await;
+    let master = wait_login(&world, "orders-db-master", "app", "hold the master user").await;
     assert!(
         first["password"] != master["password"],
         "the login is not the master user"
@@ -486,10 +493,7 @@ async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_withou
 
     world.proxy.serve_databases();
     world.apply(&database(&world, "orders", ROTATION)).await;
-    let first = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
-        data.get("username").map(String::as_str) == Some("app_a")
-    })
-    .await;
+    let first = wait_login(&world, "orders-db", "app_a", "hold the login app_a").await;
     connect(&first).await.expect("the first login connects");
     let asked = Instant::now();
     // Within the grace period, a rotation waits for it to end.
@@ -499,10 +503,7 @@ async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_withou
         serde_json::json!({"metadata": {"annotations": {"tether.dev/rotate-now": "1"}}}),
     )
     .await;
-    let second = wait_secret(&world, "orders-db", "hold the login app_b", |data| {
-        data.get("username").map(String::as_str) == Some("app_b")
-    })
-    .await;
+    let second = wait_login(&world, "orders-db", "app_b", "hold the login app_b").await;
     eprintln!(
         "rotate-now: the Secret switched {:.1?} after the annotation",
         asked.elapsed()
@@ -605,10 +606,7 @@ async fn tether_killed_at_any_step_of_a_rotation_leaves_a_secret_that_connects()
             "  passwordRotation: {every: 1m, gracePeriod: 3s}\n",
         ))
         .await;
-    wait_secret(&world, "orders-db", "hold the login app_a", |data| {
-        data.get("username").map(String::as_str) == Some("app_a")
-    })
-    .await;
+    wait_login(&world, "orders-db", "app_a", "hold the login app_a").await;
     let mut logins = Vec::new();
     const ROUNDS: usize = 8;
     for round in 0..ROUNDS {
@@ -685,20 +683,14 @@ async fn rotation_turned_on_then_off_keeps_the_master_password_and_a_secret_that
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
-    let before = wait_secret(&world, "orders-db", "hold the master user", |data| {
-        data.get("username").map(String::as_str) == Some("app")
-    })
-    .await;
+    let before = wait_login(&world, "orders-db", "app", "hold the master user").await;
     connect_eventually(&before)
         .await
         .expect("the master user connects");
     world.proxy.reset_counts();
 
     world.apply(&database(&world, "orders", ROTATION)).await;
-    let rotated = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
-        data.get("username").map(String::as_str) == Some("app_a")
-    })
-    .await;
+    let rotated = wait_login(&world, "orders-db", "app_a", "hold the login app_a").await;
     connect(&rotated).await.expect("the rotated login connects");
     let master = secret_data(&world, "orders-db-master").await.unwrap();
     assert!(
@@ -717,10 +709,7 @@ async fn rotation_turned_on_then_off_keeps_the_master_password_and_a_secret_that
 
     // Off again: the connection Secret holds the master credentials once more.
     world.apply(&database(&world, "orders", "")).await;
-    let after = wait_secret(&world, "orders-db", "hold the master user again", |data| {
-        data.get("username").map(String::as_str) == Some("app")
-    })
-    .await;
+    let after = wait_login(&world, "orders-db", "app", "hold the master user again").await;
     assert!(
         after["password"] == before["password"],
         "turning rotation off keeps the master password"
