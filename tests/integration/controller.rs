@@ -35,6 +35,18 @@ fn manifest(world: &World, name: &str, subnets: &[String], extra: &str) -> Strin
     )
 }
 
+/// A world with the subnet group `name` on two of the default subnets (`extra` ends
+/// its spec) applied: the world, the groups' API and the default subnets.
+async fn world_with_group(name: &str, extra: &str) -> (World, Api<DBSubnetGroup>, Vec<String>) {
+    let world = World::start().await;
+    let subnets = default_subnets(&world.direct_sdk_config()).await;
+    world
+        .apply(&manifest(&world, name, &subnets[..2], extra))
+        .await;
+    let api = world.ns.api();
+    (world, api, subnets)
+}
+
 async fn group_exists(world: &World, name: &str) -> bool {
     aws_sdk_rds::Client::new(&world.direct_sdk_config())
         .describe_db_subnet_groups()
@@ -50,12 +62,7 @@ fn writes(world: &World) -> usize {
 
 #[tokio::test]
 async fn a_subnet_group_is_created_updated_and_deleted() {
-    let world = World::start().await;
-    let subnets = default_subnets(&world.direct_sdk_config()).await;
-    let api: Api<DBSubnetGroup> = world.ns.api();
-    world
-        .apply(&manifest(&world, "orders", &subnets[..2], ""))
-        .await;
+    let (world, api, subnets) = world_with_group("orders", "").await;
 
     let ready = world
         .wait_condition(&api, "orders", READY, "True", Some("Available"))
@@ -116,17 +123,7 @@ async fn a_subnet_group_is_created_updated_and_deleted() {
 
 #[tokio::test]
 async fn retain_leaves_the_group_in_aws() {
-    let world = World::start().await;
-    let subnets = default_subnets(&world.direct_sdk_config()).await;
-    let api: Api<DBSubnetGroup> = world.ns.api();
-    world
-        .apply(&manifest(
-            &world,
-            "kept",
-            &subnets[..2],
-            "  deletionPolicy: Retain\n",
-        ))
-        .await;
+    let (world, api, _) = world_with_group("kept", "  deletionPolicy: Retain\n").await;
     let kept = world
         .wait_condition(&api, "kept", READY, "True", None)
         .await;
@@ -201,12 +198,7 @@ async fn observe_only_adopts_an_existing_group_without_writing_to_aws() {
 
 #[tokio::test]
 async fn pause_stops_every_aws_call_until_it_is_lifted() {
-    let world = World::start().await;
-    let subnets = default_subnets(&world.direct_sdk_config()).await;
-    let api: Api<DBSubnetGroup> = world.ns.api();
-    world
-        .apply(&manifest(&world, "paused", &subnets[..2], ""))
-        .await;
+    let (world, api, _) = world_with_group("paused", "").await;
     world
         .wait_condition(&api, "paused", READY, "True", None)
         .await;
