@@ -139,32 +139,34 @@ func loadCA(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) 
 	return cert, signer, nil
 }
 
-// newKeyAndSerial makes an ECDSA P-256 key and a random serial number for a new
-// certificate.
-func newKeyAndSerial() (*ecdsa.PrivateKey, *big.Int, error) {
+// newKeyAndTemplate makes an ECDSA P-256 key and the start of a certificate for
+// it: a random serial number, valid from an hour ago for lifetime.
+func newKeyAndTemplate(lifetime time.Duration) (*ecdsa.PrivateKey, *x509.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
 	serial, err := randSerial()
-	return key, serial, err
-}
-
-func newCA() (*x509.Certificate, crypto.Signer, error) {
-	key, serial, err := newKeyAndSerial()
 	if err != nil {
 		return nil, nil, err
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
+	return key, &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "tether-control-plane-ca"},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		NotAfter:              now.Add(lifetime),
 		BasicConstraintsValid: true,
-		IsCA:                  true,
+	}, nil
+}
+
+func newCA() (*x509.Certificate, crypto.Signer, error) {
+	key, tmpl, err := newKeyAndTemplate(10 * 365 * 24 * time.Hour)
+	if err != nil {
+		return nil, nil, err
 	}
+	tmpl.Subject = pkix.Name{CommonName: "tether-control-plane-ca"}
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	tmpl.IsCA = true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		return nil, nil, err
@@ -176,22 +178,15 @@ func newCA() (*x509.Certificate, crypto.Signer, error) {
 // issue signs a new ECDSA P-256 leaf certificate with the CA.
 // The key is returned as PKCS#8 ("PRIVATE KEY") PEM.
 func issue(ca *x509.Certificate, caKey crypto.Signer, subject pkix.Name, usage x509.ExtKeyUsage, dns []string, ips []net.IP) (certPEM, keyPEM []byte, err error) {
-	key, serial, err := newKeyAndSerial()
+	key, tmpl, err := newKeyAndTemplate(365 * 24 * time.Hour)
 	if err != nil {
 		return nil, nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               subject,
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{usage},
-		BasicConstraintsValid: true,
-		DNSNames:              dns,
-		IPAddresses:           ips,
-	}
+	tmpl.Subject = subject
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{usage}
+	tmpl.DNSNames = dns
+	tmpl.IPAddresses = ips
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
 	if err != nil {
 		return nil, nil, err

@@ -15,6 +15,8 @@ use tether_api::ErrorClass;
 use tether_aws::{ProviderConfig, sdk_config};
 use tether_testkit::{Emulator, Fault, FaultProxy, TestNamespace, cluster, emulator::EmulatorKind};
 
+use crate::world::on_moto_and_localstack;
+
 /// Static keys the emulators accept.
 const TEST_ACCESS_KEY_ID: &str = "AKIATETHERTEST000001";
 const TEST_SECRET_ACCESS_KEY: &str = "tether-test-secret-access-key";
@@ -158,15 +160,11 @@ async fn security_group_round_trip(kind: EmulatorKind) {
     ns.delete().await;
 }
 
-#[tokio::test]
-async fn sdk_from_provider_config_manages_ec2_on_moto() {
-    security_group_round_trip(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn sdk_from_provider_config_manages_ec2_on_localstack() {
-    security_group_round_trip(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    security_group_round_trip:
+    sdk_from_provider_config_manages_ec2_on_moto,
+    sdk_from_provider_config_manages_ec2_on_localstack
+);
 
 #[tokio::test]
 async fn sdk_from_provider_config_manages_rds_on_moto() {
@@ -266,15 +264,11 @@ async fn ec2_throttling_is_the_sdks_throttling_error(kind: EmulatorKind) {
     ns.delete().await;
 }
 
-#[tokio::test]
-async fn ec2_throttling_is_the_sdks_throttling_error_on_moto() {
-    ec2_throttling_is_the_sdks_throttling_error(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn ec2_throttling_is_the_sdks_throttling_error_on_localstack() {
-    ec2_throttling_is_the_sdks_throttling_error(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    ec2_throttling_is_the_sdks_throttling_error:
+    ec2_throttling_is_the_sdks_throttling_error_on_moto,
+    ec2_throttling_is_the_sdks_throttling_error_on_localstack
+);
 
 #[tokio::test]
 async fn rds_throttling_is_the_sdks_throttling_error() {

@@ -77,7 +77,7 @@ pub(crate) async fn apply_and_time<M: Managed>(
     let api: Api<M> = world.ns.api();
     let secrets: Api<Secret> = world.ns.api();
     let started = Instant::now();
-    world.ns.apply(manifests).await.unwrap();
+    world.apply(manifests).await;
     let (mut ready_at, mut secrets_at) = (None, None);
     let mut each_ready: BTreeMap<String, Duration> = BTreeMap::new();
     while ready_at.is_none() || secrets_at.is_none() {

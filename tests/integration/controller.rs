@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tether_api::{
     conditions::{READY, SYNCED},
@@ -15,6 +12,7 @@ use tether_api::{
 };
 use tether_aws::rds::DBSubnetGroup;
 
+use crate::world::merge_patch;
 use crate::{
     db_subnet_group::default_subnets,
     world::{World, condition, derived_name},
@@ -37,6 +35,18 @@ fn manifest(world: &World, name: &str, subnets: &[String], extra: &str) -> Strin
     )
 }
 
+/// A world with the subnet group `name` on two of the default subnets (`extra` ends
+/// its spec) applied: the world, the groups' API and the default subnets.
+async fn world_with_group(name: &str, extra: &str) -> (World, Api<DBSubnetGroup>, Vec<String>) {
+    let world = World::start().await;
+    let subnets = default_subnets(&world.direct_sdk_config()).await;
+    world
+        .apply(&manifest(&world, name, &subnets[..2], extra))
+        .await;
+    let api = world.ns.api();
+    (world, api, subnets)
+}
+
 async fn group_exists(world: &World, name: &str) -> bool {
     aws_sdk_rds::Client::new(&world.direct_sdk_config())
         .describe_db_subnet_groups()
@@ -52,14 +62,7 @@ fn writes(world: &World) -> usize {
 
 #[tokio::test]
 async fn a_subnet_group_is_created_updated_and_deleted() {
-    let world = World::start().await;
-    let subnets = default_subnets(&world.direct_sdk_config()).await;
-    let api: Api<DBSubnetGroup> = world.ns.api();
-    world
-        .ns
-        .apply(&manifest(&world, "orders", &subnets[..2], ""))
-        .await
-        .expect("valid");
+    let (world, api, subnets) = world_with_group("orders", "").await;
 
     let ready = world
         .wait_condition(&api, "orders", READY, "True", Some("Available"))
@@ -92,30 +95,24 @@ async fn a_subnet_group_is_created_updated_and_deleted() {
 
     // A new tag is applied in place.
     world
-        .ns
         .apply(&manifest(
             &world,
             "orders",
             &subnets[..2],
             "  deletionPolicy: Delete\n",
         ))
-        .await
-        .unwrap();
-    api.patch(
+        .await;
+    merge_patch(
+        &api,
         "orders",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"tags": {"cost-centre": "42"}}})),
+        json!({"spec": {"tags": {"cost-centre": "42"}}}),
     )
-    .await
-    .unwrap();
+    .await;
     let updated = world.wait_for_event("orders", "Updated").await;
     assert_eq!(updated.note.as_deref(), Some("updated tags"));
     assert!(world.proxy.count("AddTagsToResource") >= 1);
 
-    api.delete("orders", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&api, "orders").await;
+    world.delete_and_wait_gone(&api, "orders").await;
     assert!(
         !group_exists(&world, &external_name).await,
         "Delete removes the group from AWS"
@@ -126,25 +123,12 @@ async fn a_subnet_group_is_created_updated_and_deleted() {
 
 #[tokio::test]
 async fn retain_leaves_the_group_in_aws() {
-    let world = World::start().await;
-    let subnets = default_subnets(&world.direct_sdk_config()).await;
-    let api: Api<DBSubnetGroup> = world.ns.api();
-    world
-        .ns
-        .apply(&manifest(
-            &world,
-            "kept",
-            &subnets[..2],
-            "  deletionPolicy: Retain\n",
-        ))
-        .await
-        .unwrap();
+    let (world, api, _) = world_with_group("kept", "  deletionPolicy: Retain\n").await;
     let kept = world
         .wait_condition(&api, "kept", READY, "True", None)
         .await;
     let kept_name = kept.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
-    api.delete("kept", &DeleteParams::default()).await.unwrap();
-    world.wait_gone(&api, "kept").await;
+    world.delete_and_wait_gone(&api, "kept").await;
     let retained = world.wait_for_event("kept", "Retained").await;
     assert!(
         retained.note.unwrap().contains("deletionPolicy Retain"),
@@ -183,7 +167,7 @@ async fn observe_only_adopts_an_existing_group_without_writing_to_aws() {
             "metadata: {{name: adopted, annotations: {{{EXTERNAL_NAME_ANNOTATION}: {existing}}}}}"
         ),
     );
-    world.ns.apply(&yaml).await.unwrap();
+    world.apply(&yaml).await;
     let adopted = world
         .wait_condition(&api, "adopted", READY, "True", None)
         .await;
@@ -198,10 +182,7 @@ async fn observe_only_adopts_an_existing_group_without_writing_to_aws() {
     );
     assert!(world.proxy.count("DescribeDBSubnetGroups") >= 1);
 
-    api.delete("adopted", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&api, "adopted").await;
+    world.delete_and_wait_gone(&api, "adopted").await;
     assert!(
         group_exists(&world, &existing).await,
         "ObserveOnly never deletes"
@@ -217,39 +198,25 @@ async fn observe_only_adopts_an_existing_group_without_writing_to_aws() {
 
 #[tokio::test]
 async fn pause_stops_every_aws_call_until_it_is_lifted() {
-    let world = World::start().await;
-    let subnets = default_subnets(&world.direct_sdk_config()).await;
-    let api: Api<DBSubnetGroup> = world.ns.api();
-    world
-        .ns
-        .apply(&manifest(&world, "paused", &subnets[..2], ""))
-        .await
-        .unwrap();
+    let (world, api, _) = world_with_group("paused", "").await;
     world
         .wait_condition(&api, "paused", READY, "True", None)
         .await;
 
     let pause =
         |value: &'static str| json!({"metadata": {"annotations": {"tether.dev/paused": value}}});
-    api.patch(
-        "paused",
-        &PatchParams::default(),
-        &Patch::Merge(pause("true")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&api, "paused", pause("true")).await;
     world
         .wait_condition(&api, "paused", SYNCED, "False", Some("ReconcilePaused"))
         .await;
     world.proxy.reset_counts();
     // A spec change and more than one poll interval (10 s) pass without a call.
-    api.patch(
+    merge_patch(
+        &api,
         "paused",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"tags": {"ignored": "while-paused"}}})),
+        json!({"spec": {"tags": {"ignored": "while-paused"}}}),
     )
-    .await
-    .unwrap();
+    .await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(
         world.proxy.calls().len(),
@@ -258,13 +225,7 @@ async fn pause_stops_every_aws_call_until_it_is_lifted() {
         world.proxy.counts()
     );
 
-    api.patch(
-        "paused",
-        &PatchParams::default(),
-        &Patch::Merge(pause("false")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&api, "paused", pause("false")).await;
     world
         .wait_condition(&api, "paused", SYNCED, "True", None)
         .await;
@@ -281,32 +242,21 @@ async fn an_aws_refusal_is_reported_once_and_not_retried_hot() {
     let world = World::start().await;
     let api: Api<DBSubnetGroup> = world.ns.api();
     world
-        .ns
         .apply(&manifest(
             &world,
             "refused",
             &["subnet-0000dead".to_owned()],
             "",
         ))
-        .await
-        .unwrap();
-    let refused = world
-        .wait_condition(&api, "refused", SYNCED, "False", Some("CreateFailed"))
         .await;
-    let synced = condition(&refused, SYNCED);
+    let message = world.wait_refusal(&api, "refused", "CreateFailed").await;
+    assert!(message.starts_with("creating failed: "), "{message}");
     assert!(
-        synced.message.starts_with("creating failed: "),
-        "{}",
-        synced.message
+        message.contains("subnet-0000dead"),
+        "AWS's message: {message}"
     );
-    assert!(
-        synced.message.contains("subnet-0000dead"),
-        "AWS's message: {}",
-        synced.message
-    );
-    let event = world.wait_for_event("refused", "CreateFailed").await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
-    assert_eq!(event.note, Some(synced.message));
+    let event = world.wait_for_warning("refused", "CreateFailed").await;
+    assert_eq!(event.note, Some(message));
 
     // Terminal: the next attempt waits for the poll interval (10 s here), not a
     // backoff of milliseconds.

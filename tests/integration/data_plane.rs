@@ -6,12 +6,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use kube::Api;
-use tether_api::conditions::READY;
-use tether_aws::rds::DBInstance;
-
 use crate::{
-    db_instance_controller::{SECRET_KEYS, database, wait_secret},
+    db_instance_controller::{apply_ready_database, database},
     world::World,
 };
 
@@ -110,19 +106,8 @@ pub(crate) async fn assert_refused(data: &BTreeMap<String, String>, password: &s
 async fn a_postgres_database_without_a_database_name_connects_to_postgres() {
     let world = World::start().await;
     world.proxy.serve_databases();
-    let api: Api<DBInstance> = world.ns.api();
-    world
-        .ns
-        .apply(&database(&world, "plain", "").replace("  databaseName: orders\n", ""))
-        .await
-        .unwrap();
-    world
-        .wait_condition(&api, "plain", READY, "True", None)
-        .await;
-    let data = wait_secret(&world, "plain-db", "hold every key", |d| {
-        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
-    })
-    .await;
+    let yaml = database(&world, "plain", "").replace("  databaseName: orders\n", "");
+    let data = apply_ready_database(&world, "plain", &yaml).await;
     assert_eq!(data["dbname"], "postgres");
     assert_eq!(connect_with(&world, &data).await, "app postgres");
     world.finish().await;
@@ -153,19 +138,8 @@ async fn query_mysql_with_uri(uri: &str) -> Result<String, String> {
 async fn a_mysql_database_s_secret_connects_to_its_database_and_a_wrong_password_is_refused() {
     let world = World::start().await;
     world.proxy.serve_databases();
-    let api: Api<DBInstance> = world.ns.api();
-    world
-        .ns
-        .apply(&database(&world, "shop", "").replace("engine: postgres", "engine: mysql"))
-        .await
-        .unwrap();
-    world
-        .wait_condition(&api, "shop", READY, "True", None)
-        .await;
-    let data = wait_secret(&world, "shop-db", "hold every key", |d| {
-        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
-    })
-    .await;
+    let yaml = database(&world, "shop", "").replace("engine: postgres", "engine: mysql");
+    let data = apply_ready_database(&world, "shop", &yaml).await;
     assert!(data["uri"].starts_with("mysql://"), "a MySQL uri");
     let mut answer = Err(String::new());
     for _ in 0..120 {

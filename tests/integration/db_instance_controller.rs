@@ -4,21 +4,16 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
-use tether_api::{
-    conditions::{READY, SYNCED},
-    managed::EXTERNAL_NAME_ANNOTATION,
-};
+use tether_api::{conditions::READY, managed::EXTERNAL_NAME_ANNOTATION};
 use tether_aws::rds::{DBInstance, DBSubnetGroup};
 
+use crate::world::merge_patch;
 use crate::{
     data_plane::{assert_refused, connect_with, connect_with_fields},
     db_subnet_group::default_subnets,
-    world::{World, condition},
+    world::World,
 };
 
 /// Calls that change something in AWS.
@@ -62,6 +57,18 @@ pub(crate) async fn instance_exists(world: &World, identifier: &str) -> bool {
         .send()
         .await
         .is_ok()
+}
+
+/// The RDS instance `identifier` as the emulator describes it.
+pub(crate) async fn described(world: &World, identifier: &str) -> aws_sdk_rds::types::DbInstance {
+    rds(world)
+        .describe_db_instances()
+        .db_instance_identifier(identifier)
+        .send()
+        .await
+        .expect("describing the RDS instance")
+        .db_instances()[0]
+        .clone()
 }
 
 pub(crate) async fn secret_data(world: &World, name: &str) -> Option<BTreeMap<String, String>> {
@@ -116,6 +123,32 @@ pub(crate) async fn wait_secret_in(
     );
 }
 
+/// Waits until the connection Secret `name` holds every key of [`SECRET_KEYS`].
+pub(crate) async fn wait_complete_secret(
+    world: &World,
+    name: &str,
+    what: &str,
+) -> BTreeMap<String, String> {
+    wait_secret(world, name, what, |data| {
+        SECRET_KEYS.iter().all(|key| data.contains_key(*key))
+    })
+    .await
+}
+
+/// Applies `yaml`, a DBInstance `name` whose connection Secret is `<name>-db` (as
+/// [`database`] writes it), waits until it is Ready and its Secret holds every key, and
+/// returns the Secret's data.
+pub(crate) async fn apply_ready_database(
+    world: &World,
+    name: &str,
+    yaml: &str,
+) -> BTreeMap<String, String> {
+    world.apply(yaml).await;
+    let api: Api<DBInstance> = world.ns.api();
+    world.wait_condition(&api, name, READY, "True", None).await;
+    wait_complete_secret(world, &format!("{name}-db"), "hold every key").await
+}
+
 #[tokio::test]
 async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_policy() {
     let world = World::start().await;
@@ -127,11 +160,7 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
         ("kept", Some("Retain")),
     ] {
         let extra = policy.map_or(String::new(), |p| format!("  deletionPolicy: {p}\n"));
-        world
-            .ns
-            .apply(&database(&world, name, &extra))
-            .await
-            .expect("valid");
+        world.apply(&database(&world, name, &extra)).await;
     }
     for name in ["snap", "gone", "kept"] {
         let ready = world
@@ -141,10 +170,7 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
         assert!(at_provider.arn.is_some() && at_provider.endpoint_address.is_some());
         assert_eq!(at_provider.status.as_deref(), Some("available"));
 
-        let data = wait_secret(&world, &format!("{name}-db"), "hold every key", |data| {
-            SECRET_KEYS.iter().all(|key| data.contains_key(*key))
-        })
-        .await;
+        let data = wait_complete_secret(&world, &format!("{name}-db"), "hold every key").await;
         assert_eq!(
             data.keys().map(String::as_str).collect::<Vec<_>>(),
             SECRET_KEYS
@@ -184,13 +210,12 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
     assert_eq!(world.proxy.count("CreateDBInstance"), 3, "one create each");
 
     // An update of the instance class and backups is applied in place.
-    api.patch(
+    merge_patch(
+        &api,
         "snap",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"instanceClass": "db.t3.small", "backupRetentionDays": 3}})),
+        json!({"spec": {"instanceClass": "db.t3.small", "backupRetentionDays": 3}}),
     )
-    .await
-    .unwrap();
+    .await;
     let updated = world.wait_for_event("snap", "Updated").await;
     let note = updated.note.unwrap();
     assert!(
@@ -203,13 +228,7 @@ async fn a_database_becomes_ready_publishes_its_secret_updates_and_goes_per_poli
         identifiers.insert(name, object.annotations()[EXTERNAL_NAME_ANNOTATION].clone());
     }
     let identifier = |name: &str| identifiers[name].clone();
-    let described = rds(&world)
-        .describe_db_instances()
-        .db_instance_identifier(identifier("snap"))
-        .send()
-        .await
-        .unwrap();
-    let instance = &described.db_instances()[0];
+    let instance = described(&world, &identifier("snap")).await;
     assert_eq!(instance.db_instance_class(), Some("db.t3.small"));
     assert_eq!(instance.backup_retention_period(), Some(3));
 
@@ -272,7 +291,7 @@ async fn observe_only_adopts_a_database_without_any_write() {
         "apiVersion: rds.tether.dev/v1alpha1\nkind: DBInstance\nmetadata:\n  name: legacy\n  annotations: {{tether.dev/external-name: {existing}}}\nspec:\n  providerConfigRef: {{name: {}}}\n  managementPolicy: ObserveOnly\n  engine: postgres\n  instanceClass: db.t3.large\n  masterUsername: admin\n  writeConnectionSecretToRef: {{name: legacy-db}}\n",
         world.provider_config
     );
-    world.ns.apply(&yaml).await.unwrap();
+    world.apply(&yaml).await;
     let adopted = world
         .wait_condition(&api, "legacy", READY, "True", None)
         .await;
@@ -297,10 +316,7 @@ async fn observe_only_adopts_a_database_without_any_write() {
         "admin postgres"
     );
 
-    api.delete("legacy", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&api, "legacy").await;
+    world.delete_and_wait_gone(&api, "legacy").await;
     assert!(
         instance_exists(&world, &existing).await,
         "ObserveOnly never deletes"
@@ -320,21 +336,14 @@ async fn an_invalid_engine_is_reported_with_aws_message_without_a_retry_storm() 
     let world = World::start().await;
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(&world, "bad", "").replace("engine: postgres", "engine: postgres-deluxe"))
-        .await
-        .unwrap();
-    let failed = world
-        .wait_condition(&api, "bad", SYNCED, "False", Some("CreateFailed"))
         .await;
-    let synced = condition(&failed, SYNCED);
+    let message = world.wait_refusal(&api, "bad", "CreateFailed").await;
     assert!(
-        synced.message.contains("postgres-deluxe"),
-        "AWS's message: {}",
-        synced.message
+        message.contains("postgres-deluxe"),
+        "AWS's message: {message}"
     );
-    let event = world.wait_for_event("bad", "CreateFailed").await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    world.wait_for_warning("bad", "CreateFailed").await;
     world
         .assert_retried_at_poll_speed_only("CreateDBInstance")
         .await;
@@ -346,19 +355,7 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
     let world = World::start().await;
     // A real PostgreSQL server behind the instance, to connect with the Secrets.
     world.proxy.serve_databases();
-    let api: Api<DBInstance> = world.ns.api();
-    world
-        .ns
-        .apply(&database(&world, "orders", ""))
-        .await
-        .unwrap();
-    world
-        .wait_condition(&api, "orders", READY, "True", None)
-        .await;
-    let before = wait_secret(&world, "orders-db", "hold every key", |d| {
-        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
-    })
-    .await;
+    let before = apply_ready_database(&world, "orders", &database(&world, "orders", "")).await;
     assert_eq!(before["host"], "127.0.0.1", "the data plane's endpoint");
     assert_eq!(connect_with(&world, &before).await, "app orders");
     assert_refused(&before, "not-the-password", "a wrong password is refused").await;
@@ -370,10 +367,7 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
         .delete("orders-db", &DeleteParams::default())
         .await
         .unwrap();
-    let after = wait_secret(&world, "orders-db", "come back", |d| {
-        SECRET_KEYS.iter().all(|key| d.contains_key(*key))
-    })
-    .await;
+    let after = wait_complete_secret(&world, "orders-db", "come back").await;
     // RDS cannot give the old password back, so tether set a new one: written to the
     // Secret first, then applied with ModifyDBInstance.
     assert_ne!(after["password"], before["password"]);
@@ -402,21 +396,19 @@ async fn a_deleted_secret_comes_back_with_a_working_password() {
             );
         }
     }
-    for _ in 0..40 {
-        let secret = world.ns.api::<Secret>().get("orders-db").await.unwrap();
-        if !secret
-            .annotations()
-            .contains_key("tether.dev/pending-credentials")
-        {
-            world.finish().await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "the new password stayed marked pending:\n{}",
-        world.log_tail()
-    );
+    world
+        .wait_until(
+            Duration::from_secs(10),
+            "the new password stayed marked pending",
+            async || {
+                let secret = world.ns.api::<Secret>().get("orders-db").await.unwrap();
+                !secret
+                    .annotations()
+                    .contains_key("tether.dev/pending-credentials")
+            },
+        )
+        .await;
+    world.finish().await;
 }
 
 #[tokio::test]
@@ -425,23 +417,17 @@ async fn a_password_change_in_the_users_secret_reaches_rds_then_the_connection_s
     world.proxy.serve_databases();
     let canary = "Canary-7f3c-Zq8pW3xK-original";
     let rotated = "Canary-9d1e-Lm4vT6yR-rotated";
-    world
-        .ns
-        .apply(&format!(
+    world.apply(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-master}}\nstringData: {{password: {canary}}}\n"
-        ))
-        .await
-        .unwrap();
+        )).await;
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(
             &world,
             "orders",
             "  masterPassword: {secretKeyRef: {name: orders-master, key: password}}\n",
         ))
-        .await
-        .unwrap();
+        .await;
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
@@ -452,13 +438,9 @@ async fn a_password_change_in_the_users_secret_reaches_rds_then_the_connection_s
     assert_eq!(data["password"], canary);
     assert_eq!(connect_with(&world, &data).await, "app orders");
 
-    world
-        .ns
-        .apply(&format!(
+    world.apply(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-master}}\nstringData: {{password: {rotated}}}\n"
-        ))
-        .await
-        .unwrap();
+        )).await;
     let data = wait_secret(&world, "orders-db", "follow the new password", |d| {
         d.get("password").map(String::as_str) == Some(rotated)
     })
@@ -488,18 +470,15 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
     let world = World::start().await;
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(
             &world,
             "orders",
             "  dbSubnetGroupRef: {name: orders-subnets}\n",
         ))
-        .await
-        .unwrap();
-    let waiting = world
-        .wait_condition(&api, "orders", SYNCED, "False", Some("ReferenceNotReady"))
         .await;
-    let message = &condition(&waiting, SYNCED).message.clone();
+    let message = world
+        .wait_refusal(&api, "orders", "ReferenceNotReady")
+        .await;
     assert_eq!(
         message,
         "dbSubnetGroupRef: DBSubnetGroup orders-subnets does not exist"
@@ -507,25 +486,16 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
     assert_eq!(world.proxy.count("CreateDBInstance"), 0);
 
     let subnets = default_subnets(&world.direct_sdk_config()).await;
-    world
-        .ns
-        .apply(&format!(
+    world.apply(&format!(
             "apiVersion: rds.tether.dev/v1alpha1\nkind: DBSubnetGroup\nmetadata: {{name: orders-subnets}}\nspec:\n  providerConfigRef: {{name: {}}}\n  description: orders\n  subnetIds: [{}]\n",
             world.provider_config,
             subnets[..2].join(", ")
-        ))
-        .await
-        .unwrap();
+        )).await;
     let ready = world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
-    let described = rds(&world)
-        .describe_db_instances()
-        .db_instance_identifier(&ready.annotations()[EXTERNAL_NAME_ANNOTATION])
-        .send()
-        .await
-        .unwrap();
-    let group = described.db_instances()[0]
+    let instance = described(&world, &ready.annotations()[EXTERNAL_NAME_ANNOTATION]).await;
+    let group = instance
         .db_subnet_group()
         .and_then(|g| g.db_subnet_group_name());
     let subnet_group = world
@@ -544,27 +514,15 @@ async fn a_database_waits_for_its_subnet_group_then_uses_it() {
 #[tokio::test]
 async fn a_foreign_secret_is_never_overwritten_and_nothing_is_created() {
     let world = World::start().await;
-    world
-        .ns
-        .apply("apiVersion: v1\nkind: Secret\nmetadata: {name: orders-db}\nstringData: {owner: someone-else}\n")
-        .await
-        .unwrap();
+    world.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: orders-db}\nstringData: {owner: someone-else}\n").await;
     let api: Api<DBInstance> = world.ns.api();
-    world
-        .ns
-        .apply(&database(&world, "orders", ""))
-        .await
-        .unwrap();
-    let refused = world
-        .wait_condition(&api, "orders", SYNCED, "False", Some("SecretConflict"))
-        .await;
-    let message = condition(&refused, SYNCED).message;
+    world.apply(&database(&world, "orders", "")).await;
+    let message = world.wait_refusal(&api, "orders", "SecretConflict").await;
     assert!(
         message.contains("orders-db") && message.contains("not owned by this object"),
         "{message}"
     );
-    let event = world.wait_for_event("orders", "SecretConflict").await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    world.wait_for_warning("orders", "SecretConflict").await;
     assert_eq!(
         world.proxy.count("CreateDBInstance"),
         0,

@@ -23,25 +23,29 @@ use crate::{
 
 /// Waits until the proxy has let `n` launches through (not throttled).
 async fn wait_for_launches(world: &World, n: usize) {
-    for _ in 0..240 {
-        if world.proxy.launch_tokens().len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "fewer than {n} RunInstances reached EC2 within 60 s:\n{}",
-        world.log_tail()
-    );
+    world
+        .wait_until(
+            Duration::from_secs(60),
+            &format!("fewer than {n} RunInstances reached EC2"),
+            async || world.proxy.launch_tokens().len() >= n,
+        )
+        .await;
+}
+
+/// A world whose proxy hides new resources for `hidden_for`, with the Instance `vm`
+/// applied and its first launch through.
+async fn launched_while_hidden(hidden_for: Duration) -> (World, Api<Instance>) {
+    let world = World::start().await;
+    world.proxy.hide_new_resources_for(hidden_for);
+    world.apply(&instance(&world, "vm", "")).await;
+    wait_for_launches(&world, 1).await;
+    let api = world.ns.api();
+    (world, api)
 }
 
 #[tokio::test]
 async fn an_instance_deleted_before_ec2_shows_it_is_terminated_once_it_shows() {
-    let world = World::start().await;
-    world.proxy.hide_new_resources_for(Duration::from_secs(20));
-    let api: Api<Instance> = world.ns.api();
-    world.apply(&instance(&world, "vm", "")).await;
-    wait_for_launches(&world, 1).await;
+    let (world, api) = launched_while_hidden(Duration::from_secs(20)).await;
     let uid = api.get("vm").await.unwrap().uid().unwrap();
     api.delete("vm", &DeleteParams::default()).await.unwrap();
 
@@ -61,11 +65,7 @@ async fn an_instance_deleted_before_ec2_shows_it_is_terminated_once_it_shows() {
 
 #[tokio::test]
 async fn under_90_s_of_read_lag_and_throttled_launches_one_token_makes_one_instance() {
-    let world = World::start().await;
-    world.proxy.hide_new_resources_for(Duration::from_secs(90));
-    let api: Api<Instance> = world.ns.api();
-    world.apply(&instance(&world, "vm", "")).await;
-    wait_for_launches(&world, 1).await;
+    let (world, api) = launched_while_hidden(Duration::from_secs(90)).await;
     // Right after the first launch: every launch throttled for 40 s, and the spec's
     // tags changed, so a repeat after that differs from the first launch (EC2 answers
     // IdempotentParameterMismatch).

@@ -10,10 +10,7 @@ use std::{
 };
 
 use aws_sdk_ec2::types::{Filter, Instance as Ec2Instance};
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use tether_api::{
     conditions::{READY, SYNCED},
@@ -25,6 +22,8 @@ use tether_aws::{
 };
 use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
 
+use crate::world::merge_patch;
+use crate::world::on_moto_and_localstack;
 use crate::{
     db_instance_controller::{secret_data, wait_secret},
     world::{World, condition},
@@ -192,26 +191,18 @@ async fn lifecycle(emulator: EmulatorKind) {
     let instances: Api<Instance> = world.ns.api();
     let groups: Api<SecurityGroup> = world.ns.api();
     let ec2 = world.ec2();
-    world
-        .ns
-        .apply(&format!(
+    world.apply(&format!(
             "apiVersion: ec2.tether.dev/v1alpha1\nkind: SecurityGroup\nmetadata: {{name: web}}\nspec:\n  providerConfigRef: {{name: {}}}\n  description: web servers\n  ingress:\n  - {{protocol: tcp, fromPort: 22, toPort: 22, cidrBlocks: [10.0.0.0/8]}}\n",
             world.provider_config
-        ))
-        .await
-        .unwrap();
-    world
-        .ns
-        .apply(&instance(
+        )).await;
+    world.apply(&instance(
             &world,
             "web-1",
             &format!(
                 "  securityGroupRefs: [{{name: web}}]\n  userData: |\n    #!/bin/sh\n    echo hello\n{}",
                 generated_key("web-1")
             ),
-        ))
-        .await
-        .expect("valid");
+        )).await;
 
     let ready = world
         .wait_condition(&instances, "web-1", READY, "True", None)
@@ -319,17 +310,15 @@ async fn lifecycle(emulator: EmulatorKind) {
         .unwrap()
         .group_id
         .unwrap();
-    instances
-        .patch(
-            "web-1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {
-                "tags": {"team": "shop", "tier": "web"},
-                "securityGroupIds": [admin_group],
-            }})),
-        )
-        .await
-        .unwrap();
+    merge_patch(
+        &instances,
+        "web-1",
+        json!({"spec": {
+            "tags": {"team": "shop", "tier": "web"},
+            "securityGroupIds": [admin_group],
+        }}),
+    )
+    .await;
     let changed = wait_instance(&world, &id, "tier tag and both groups", |i| {
         let groups: BTreeSet<_> = i
             .security_groups()
@@ -344,18 +333,15 @@ async fn lifecycle(emulator: EmulatorKind) {
     assert_eq!(world.proxy.count("StopInstances"), 0);
 
     // A new type needs a stop, which the spec does not allow yet.
-    instances
-        .patch(
-            "web-1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"instanceType": "t3.small"}})),
-        )
-        .await
-        .unwrap();
-    let refused = world
-        .wait_condition(&instances, "web-1", SYNCED, "False", Some("UpdateFailed"))
+    merge_patch(
+        &instances,
+        "web-1",
+        json!({"spec": {"instanceType": "t3.small"}}),
+    )
+    .await;
+    let message = world
+        .wait_refusal(&instances, "web-1", "UpdateFailed")
         .await;
-    let message = condition(&refused, SYNCED).message;
     assert!(
         message.contains("t3.micro") && message.contains("t3.small"),
         "{message}"
@@ -370,14 +356,7 @@ async fn lifecycle(emulator: EmulatorKind) {
     assert_eq!(world.proxy.count("StopInstances"), 0);
 
     // Allowed: stopped, changed and started again.
-    instances
-        .patch(
-            "web-1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"allowStop": true}})),
-        )
-        .await
-        .unwrap();
+    merge_patch(&instances, "web-1", json!({"spec": {"allowStop": true}})).await;
     wait_instance(&world, &id, "t3.small and running", |i| {
         i.instance_type().map(|t| t.as_str()) == Some("t3.small") && state(i) == "running"
     })
@@ -397,18 +376,14 @@ async fn lifecycle(emulator: EmulatorKind) {
         .send()
         .await
         .unwrap();
-    world
-        .ns
-        .apply(&instance(
+    world.apply(&instance(
             &world,
             "kept",
             &format!(
                 "  deletionPolicy: Retain\n  sshKey: {{keyName: {}-ops}}\n  writeConnectionSecretToRef: {{name: kept-ssh}}\n",
                 world.ns.name
             ),
-        ))
-        .await
-        .unwrap();
+        )).await;
     let kept = world
         .wait_condition(&instances, "kept", READY, "True", None)
         .await;
@@ -442,11 +417,7 @@ async fn lifecycle(emulator: EmulatorKind) {
     );
 
     for name in ["web-1", "kept"] {
-        instances
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-        world.wait_gone(&instances, name).await;
+        world.delete_and_wait_gone(&instances, name).await;
     }
     assert_eq!(state(&describe_instance(&world, &id).await), "terminated");
     assert!(
@@ -458,23 +429,15 @@ async fn lifecycle(emulator: EmulatorKind) {
         "running",
         "Retain leaves it running"
     );
-    groups
-        .delete("web", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&groups, "web").await;
+    world.delete_and_wait_gone(&groups, "web").await;
     world.finish().await;
 }
 
-#[tokio::test]
-async fn an_instance_is_launched_updated_and_terminated_on_moto() {
-    lifecycle(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn an_instance_is_launched_updated_and_terminated_on_localstack() {
-    lifecycle(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    lifecycle:
+    an_instance_is_launched_updated_and_terminated_on_moto,
+    an_instance_is_launched_updated_and_terminated_on_localstack
+);
 
 /// Checks that the instance of object `name` is the one instance carrying its UID, and
 /// that its Secret's private key matches the key pair it was launched with.
@@ -516,10 +479,8 @@ async fn a_lost_run_instances_answer_makes_exactly_one_instance(emulator: Emulat
         .inject("RunInstances", Fault::DropResponse, Some(1));
     let api: Api<Instance> = world.ns.api();
     world
-        .ns
         .apply(&instance(&world, "lost", &generated_key("lost")))
-        .await
-        .unwrap();
+        .await;
     let ready = world
         .wait_condition(&api, "lost", READY, "True", None)
         .await;
@@ -534,15 +495,11 @@ async fn a_lost_run_instances_answer_makes_exactly_one_instance(emulator: Emulat
     world.finish().await;
 }
 
-#[tokio::test]
-async fn a_lost_run_instances_answer_makes_exactly_one_instance_on_moto() {
-    a_lost_run_instances_answer_makes_exactly_one_instance(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn a_lost_run_instances_answer_makes_exactly_one_instance_on_localstack() {
-    a_lost_run_instances_answer_makes_exactly_one_instance(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    a_lost_run_instances_answer_makes_exactly_one_instance:
+    a_lost_run_instances_answer_makes_exactly_one_instance_on_moto,
+    a_lost_run_instances_answer_makes_exactly_one_instance_on_localstack
+);
 
 async fn killed_at_random_points_still_makes_each_of_20_instances_once(emulator: EmulatorKind) {
     const COUNT: usize = 20;
@@ -565,7 +522,7 @@ async fn killed_at_random_points_still_makes_each_of_20_instances_once(emulator:
         })
         .collect::<Vec<_>>()
         .join("---\n");
-    world.ns.apply(&manifests).await.expect("valid");
+    world.apply(&manifests).await;
 
     // Kill it at random moments while the fleet is being created, then let it finish.
     let started = Instant::now();
@@ -618,15 +575,12 @@ async fn killed_at_random_points_still_makes_each_of_20_instances_once(emulator:
 
 // Several threads: killing and restarting the controller blocks one, while the fault
 // proxy on another keeps serving the controller.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_moto() {
-    killed_at_random_points_still_makes_each_of_20_instances_once(EmulatorKind::Moto).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_localstack() {
-    killed_at_random_points_still_makes_each_of_20_instances_once(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    killed_at_random_points_still_makes_each_of_20_instances_once:
+    tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_moto,
+    tether_killed_at_random_points_still_makes_each_of_20_instances_once_on_localstack
+);
 
 #[tokio::test]
 async fn bad_instance_specs_are_refused_at_apply_time() {

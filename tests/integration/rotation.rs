@@ -15,11 +15,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::{Api, api::Patch};
+use kube::Api;
 use tether_api::conditions::{READY, SYNCED};
 use tether_aws::rds::DBInstance;
 use tokio_postgres::NoTls;
 
+use crate::world::merge_patch;
 use crate::{
     db_instance_controller::{database, secret_data, wait_secret},
     world::{World, condition},
@@ -34,6 +35,19 @@ const ROTATION: &str = "  passwordRotation: {every: 1m, gracePeriod: 30s}\n";
 /// The grace period of [`ROTATION`], and how much later a retired login is checked.
 const GRACE: Duration = Duration::from_secs(30);
 const RETIREMENT_SLACK: Duration = Duration::from_secs(20);
+
+/// Waits until the Secret `name` holds the login `username`.
+async fn wait_login(
+    world: &World,
+    name: &str,
+    username: &str,
+    what: &str,
+) -> BTreeMap<String, String> {
+    wait_secret(world, name, what, |data| {
+        data.get("username").map(String::as_str) == Some(username)
+    })
+    .await
+}
 
 /// A session with what a connection Secret holds, as an application opens one.
 async fn connect(data: &BTreeMap<String, String>) -> Result<tokio_postgres::Client, String> {
@@ -313,24 +327,16 @@ async fn rotating_logins_fail_no_connection(engine: Engine, run: Duration, rotat
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(
             &database(&world, "orders", ROTATION)
                 .replace("engine: postgres", &format!("engine: {}", engine.name())),
         )
-        .await
-        .unwrap();
+        .await;
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
-    let first = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
-        data.get("username").map(String::as_str) == Some("app_a")
-    })
-    .await;
-    let master = wait_secret(&world, "orders-db-master", "hold the master user", |data| {
-        data.get("username").map(String::as_str) == Some("app")
-    })
-    .await;
+    let first = wait_login(&world, "orders-db", "app_a", "hold the login app_a").await;
+    let master = wait_login(&world, "orders-db-master", "app", "hold the master user").await;
     assert!(
         first["password"] != master["password"],
         "the login is not the master user"
@@ -466,11 +472,7 @@ async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_withou
     let world = World::start().await;
     let api: Api<DBInstance> = world.ns.api();
     // No data plane: the endpoint moto gives answers nowhere.
-    world
-        .ns
-        .apply(&database(&world, "lost", ROTATION))
-        .await
-        .unwrap();
+    world.apply(&database(&world, "lost", ROTATION)).await;
     let object = world
         .wait_condition(&api, "lost", SYNCED, "False", Some("DatabaseUnreachable"))
         .await;
@@ -490,31 +492,18 @@ async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_withou
     assert!(!synced.message.contains(&master["password"]));
 
     world.proxy.serve_databases();
-    world
-        .ns
-        .apply(&database(&world, "orders", ROTATION))
-        .await
-        .unwrap();
-    let first = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
-        data.get("username").map(String::as_str) == Some("app_a")
-    })
-    .await;
+    world.apply(&database(&world, "orders", ROTATION)).await;
+    let first = wait_login(&world, "orders-db", "app_a", "hold the login app_a").await;
     connect(&first).await.expect("the first login connects");
     let asked = Instant::now();
     // Within the grace period, a rotation waits for it to end.
-    api.patch(
+    merge_patch(
+        &api,
         "orders",
-        &Default::default(),
-        &Patch::Merge(
-            serde_json::json!({"metadata": {"annotations": {"tether.dev/rotate-now": "1"}}}),
-        ),
+        serde_json::json!({"metadata": {"annotations": {"tether.dev/rotate-now": "1"}}}),
     )
-    .await
-    .unwrap();
-    let second = wait_secret(&world, "orders-db", "hold the login app_b", |data| {
-        data.get("username").map(String::as_str) == Some("app_b")
-    })
     .await;
+    let second = wait_login(&world, "orders-db", "app_b", "hold the login app_b").await;
     eprintln!(
         "rotate-now: the Secret switched {:.1?} after the annotation",
         asked.elapsed()
@@ -526,50 +515,47 @@ async fn rotate_now_switches_at_once_and_an_unreachable_database_is_named_withou
 #[tokio::test]
 async fn bad_rotation_specs_are_refused_at_apply_time() {
     let world = World::start().await;
-    for (extra, expected) in [
+    // Each case: what it is, the DBInstance, and what the refusal says.
+    let with = |extra: &str| (extra.to_owned(), database(&world, "bad", extra));
+    let every_hour = database(&world, "bad", "  passwordRotation: {every: 1h}\n");
+    for ((what, yaml), expected) in [
         (
-            "  passwordRotation: {every: 30s}\n",
+            with("  passwordRotation: {every: 30s}\n"),
             "every must be at least 1m",
         ),
         (
-            "  passwordRotation: {every: 5m}\n",
+            with("  passwordRotation: {every: 5m}\n"),
             "gracePeriod (default 10m) must be shorter than every",
         ),
-        ("  passwordRotation: {every: 1d}\n", "should match"),
+        (with("  passwordRotation: {every: 1d}\n"), "should match"),
         (
-            "  passwordRotation: {every: 1h}\n  manageMasterUserPassword: true\n",
+            with("  passwordRotation: {every: 1h}\n  manageMasterUserPassword: true\n"),
             "passwordRotation needs a password tether generates",
         ),
         (
-            "  passwordRotation: {every: 1h}\n  masterPassword: {secretKeyRef: {name: pw, key: password}}\n",
+            with(
+                "  passwordRotation: {every: 1h}\n  masterPassword: {secretKeyRef: {name: pw, key: password}}\n",
+            ),
             "passwordRotation needs a password tether generates",
+        ),
+        (
+            (
+                "sqlserver-ex".to_owned(),
+                every_hour.replace("engine: postgres", "engine: sqlserver-ex"),
+            ),
+            "engines postgres, mysql and mariadb only",
+        ),
+        (
+            (
+                "no database".to_owned(),
+                every_hour.replace("  databaseName: orders\n", ""),
+            ),
+            "passwordRotation needs databaseName",
         ),
     ] {
-        let refused = world
-            .ns
-            .apply(&database(&world, "bad", extra))
-            .await
-            .expect_err(extra);
-        assert!(refused.to_string().contains(expected), "{extra}: {refused}");
+        let refused = world.ns.apply(&yaml).await.expect_err(&what);
+        assert!(refused.to_string().contains(expected), "{what}: {refused}");
     }
-    let sqlserver = database(&world, "bad", "  passwordRotation: {every: 1h}\n")
-        .replace("engine: postgres", "engine: sqlserver-ex");
-    let refused = world.ns.apply(&sqlserver).await.expect_err("sqlserver-ex");
-    assert!(
-        refused
-            .to_string()
-            .contains("engines postgres, mysql and mariadb only"),
-        "{refused}"
-    );
-    let no_database = database(&world, "bad", "  passwordRotation: {every: 1h}\n")
-        .replace("  databaseName: orders\n", "");
-    let refused = world.ns.apply(&no_database).await.expect_err("no database");
-    assert!(
-        refused
-            .to_string()
-            .contains("passwordRotation needs databaseName"),
-        "{refused}"
-    );
     // The example in examples/ is accepted as it is (a server-side dry run).
     let example = std::fs::read_to_string(
         tether_testkit::repo_root().join("examples/db-instance-rotated-local.yaml"),
@@ -614,30 +600,24 @@ async fn tether_killed_at_any_step_of_a_rotation_leaves_a_secret_that_connects()
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
     world
-        .ns
         .apply(&database(
             &world,
             "orders",
             "  passwordRotation: {every: 1m, gracePeriod: 3s}\n",
         ))
-        .await
-        .unwrap();
-    wait_secret(&world, "orders-db", "hold the login app_a", |data| {
-        data.get("username").map(String::as_str) == Some("app_a")
-    })
-    .await;
+        .await;
+    wait_login(&world, "orders-db", "app_a", "hold the login app_a").await;
     let mut logins = Vec::new();
     const ROUNDS: usize = 8;
     for round in 0..ROUNDS {
-        api.patch(
+        merge_patch(
+            &api,
             "orders",
-            &Default::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+            serde_json::json!({"metadata": {"annotations": {
                 "tether.dev/rotate-now": round.to_string()
-            }}})),
+            }}}),
         )
-        .await
-        .unwrap();
+        .await;
         // Somewhere in the grace period, the switch or the retirement that follows.
         tokio::time::sleep(Duration::from_millis(fastrand::u64(500..4500))).await;
         let tether = &mut world.tether;
@@ -699,32 +679,18 @@ async fn rotation_turned_on_then_off_keeps_the_master_password_and_a_secret_that
     let world = World::start().await;
     world.proxy.serve_databases();
     let api: Api<DBInstance> = world.ns.api();
-    world
-        .ns
-        .apply(&database(&world, "orders", ""))
-        .await
-        .unwrap();
+    world.apply(&database(&world, "orders", "")).await;
     world
         .wait_condition(&api, "orders", READY, "True", None)
         .await;
-    let before = wait_secret(&world, "orders-db", "hold the master user", |data| {
-        data.get("username").map(String::as_str) == Some("app")
-    })
-    .await;
+    let before = wait_login(&world, "orders-db", "app", "hold the master user").await;
     connect_eventually(&before)
         .await
         .expect("the master user connects");
     world.proxy.reset_counts();
 
-    world
-        .ns
-        .apply(&database(&world, "orders", ROTATION))
-        .await
-        .unwrap();
-    let rotated = wait_secret(&world, "orders-db", "hold the login app_a", |data| {
-        data.get("username").map(String::as_str) == Some("app_a")
-    })
-    .await;
+    world.apply(&database(&world, "orders", ROTATION)).await;
+    let rotated = wait_login(&world, "orders-db", "app_a", "hold the login app_a").await;
     connect(&rotated).await.expect("the rotated login connects");
     let master = secret_data(&world, "orders-db-master").await.unwrap();
     assert!(
@@ -742,15 +708,8 @@ async fn rotation_turned_on_then_off_keeps_the_master_password_and_a_secret_that
     );
 
     // Off again: the connection Secret holds the master credentials once more.
-    world
-        .ns
-        .apply(&database(&world, "orders", ""))
-        .await
-        .unwrap();
-    let after = wait_secret(&world, "orders-db", "hold the master user again", |data| {
-        data.get("username").map(String::as_str) == Some("app")
-    })
-    .await;
+    world.apply(&database(&world, "orders", "")).await;
+    let after = wait_login(&world, "orders-db", "app", "hold the master user again").await;
     assert!(
         after["password"] == before["password"],
         "turning rotation off keeps the master password"

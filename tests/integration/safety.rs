@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::world::merge_patch;
 use crate::{
     data_plane::{assert_refused, connect_with},
     db_instance_controller::{
@@ -113,10 +114,7 @@ async fn an_rds_instance_tether_did_not_create_is_neither_changed_nor_deleted() 
     );
 
     // Deleting the object leaves the database where it is.
-    api.delete("squatter", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&api, "squatter").await;
+    world.delete_and_wait_gone(&api, "squatter").await;
     assert!(instance_exists(&world, &identifier).await);
     assert_eq!(world.proxy.count("DeleteDBInstance"), 0);
     let retained = world.wait_for_event("squatter", "Retained").await;
@@ -569,10 +567,7 @@ async fn deletion_protection_lifted_in_the_spec_lets_a_deletion_finish() {
     api.delete("guarded", &DeleteParams::default())
         .await
         .unwrap();
-    let refused = world
-        .wait_condition(&api, "guarded", SYNCED, "False", Some("DeleteFailed"))
-        .await;
-    let message = condition(&refused, SYNCED).message;
+    let message = world.wait_refusal(&api, "guarded", "DeleteFailed").await;
     assert!(
         message.contains("deletion protection")
             && message.contains("spec.deletionProtection: false"),
@@ -584,13 +579,12 @@ async fn deletion_protection_lifted_in_the_spec_lets_a_deletion_finish() {
         .await;
     assert!(instance_exists(&world, &identifier).await);
 
-    api.patch(
+    merge_patch(
+        &api,
         "guarded",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"deletionProtection": false}})),
+        json!({"spec": {"deletionProtection": false}}),
     )
-    .await
-    .unwrap();
+    .await;
     world.wait_gone(&api, "guarded").await;
     assert!(!instance_exists(&world, &identifier).await);
     world.finish().await;
@@ -606,36 +600,18 @@ async fn a_paused_object_that_is_deleted_waits_for_unpausing() {
         .await;
     let group_id = ready.annotations()[EXTERNAL_NAME_ANNOTATION].clone();
     let annotate = |value: &str| json!({"metadata": {"annotations": {PAUSED_ANNOTATION: value}}});
-    api.patch(
-        "paused",
-        &PatchParams::default(),
-        &Patch::Merge(annotate("true")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&api, "paused", annotate("true")).await;
     world
         .wait_condition(&api, "paused", SYNCED, "False", Some("ReconcilePaused"))
         .await;
     api.delete("paused", &DeleteParams::default())
         .await
         .unwrap();
-    let waiting = world
-        .wait_condition(&api, "paused", SYNCED, "False", Some("DeletionPaused"))
-        .await;
-    assert!(
-        condition(&waiting, SYNCED)
-            .message
-            .contains("remove the annotation"),
-    );
+    let message = world.wait_refusal(&api, "paused", "DeletionPaused").await;
+    assert!(message.contains("remove the annotation"), "{message}");
     assert_eq!(world.proxy.count("DeleteSecurityGroup"), 0);
 
-    api.patch(
-        "paused",
-        &PatchParams::default(),
-        &Patch::Merge(annotate("false")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&api, "paused", annotate("false")).await;
     world.wait_gone(&api, "paused").await;
     assert_eq!(world.proxy.count("DeleteSecurityGroup"), 1);
     let gone = world

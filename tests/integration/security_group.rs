@@ -8,10 +8,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use aws_sdk_ec2::types::{IpPermission, IpRange};
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use tether_api::{
     conditions::{READY, SYNCED},
@@ -20,8 +17,11 @@ use tether_api::{
 use tether_aws::{ec2::SecurityGroup, rds::DBInstance, tags::UID_TAG};
 use tether_testkit::{Fault, TestNamespace, cluster, emulator::EmulatorKind};
 
+use crate::db_instance_controller::described;
+use crate::world::merge_patch;
+use crate::world::on_moto_and_localstack;
 use crate::{
-    db_instance_controller::{database, rds},
+    db_instance_controller::database,
     world::{World, condition, derived_name},
 };
 
@@ -139,10 +139,8 @@ async fn lifecycle_and_drift(emulator: EmulatorKind) {
     let world = World::start_on(emulator).await;
     let api: Api<SecurityGroup> = world.ns.api();
     world
-        .ns
         .apply(&security_group(&world, "web", SSH_AND_HTTPS))
-        .await
-        .expect("valid");
+        .await;
     let ready = world.wait_condition(&api, "web", READY, "True", None).await;
     let group_id = ready
         .annotations()
@@ -216,16 +214,10 @@ async fn lifecycle_and_drift(emulator: EmulatorKind) {
     );
 
     // A spec change: nothing may go out any more, and HTTPS only from IPv4.
-    api.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {
+    merge_patch(&api, "web", json!({"spec": {
             "egress": [],
             "ingress": [{"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}],
-        }})),
-    )
-    .await
-    .unwrap();
+        }})).await;
     wait_rules(
         &world,
         &group_id,
@@ -234,8 +226,7 @@ async fn lifecycle_and_drift(emulator: EmulatorKind) {
     )
     .await;
 
-    api.delete("web", &DeleteParams::default()).await.unwrap();
-    world.wait_gone(&api, "web").await;
+    world.delete_and_wait_gone(&api, "web").await;
     assert!(
         describe(&world, &group_id).await.is_none(),
         "the group is deleted in AWS"
@@ -243,15 +234,11 @@ async fn lifecycle_and_drift(emulator: EmulatorKind) {
     world.finish().await;
 }
 
-#[tokio::test]
-async fn a_security_group_keeps_its_declared_rules_on_moto() {
-    lifecycle_and_drift(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn a_security_group_keeps_its_declared_rules_on_localstack() {
-    lifecycle_and_drift(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    lifecycle_and_drift:
+    a_security_group_keeps_its_declared_rules_on_moto,
+    a_security_group_keeps_its_declared_rules_on_localstack
+);
 
 #[tokio::test]
 async fn references_wait_for_the_group_and_resolve_to_its_id() {
@@ -259,30 +246,21 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
     let groups: Api<SecurityGroup> = world.ns.api();
     let databases: Api<DBInstance> = world.ns.api();
     // The application's group admits its load balancer's group, which comes later.
-    world
-        .ns
-        .apply(&security_group(
+    world.apply(&security_group(
             &world,
             "app",
             "  ingress:\n  - {protocol: tcp, fromPort: 8080, toPort: 8080, securityGroupRefs: [{name: lb}]}\n",
-        ))
-        .await
-        .unwrap();
-    let waiting = world
-        .wait_condition(&groups, "app", SYNCED, "False", Some("ReferenceNotReady"))
+        )).await;
+    let message = world
+        .wait_refusal(&groups, "app", "ReferenceNotReady")
         .await;
     assert!(
-        condition(&waiting, SYNCED)
-            .message
-            .contains("SecurityGroup lb does not exist"),
-        "{:?}",
-        condition(&waiting, SYNCED)
+        message.contains("SecurityGroup lb does not exist"),
+        "{message}"
     );
     world
-        .ns
         .apply(&security_group(&world, "lb", SSH_AND_HTTPS))
-        .await
-        .unwrap();
+        .await;
     let lb = world
         .wait_condition(&groups, "lb", READY, "True", None)
         .await;
@@ -299,34 +277,23 @@ async fn references_wait_for_the_group_and_resolve_to_its_id() {
 
     // A database joins the application's group by reference.
     world
-        .ns
         .apply(&database(
             &world,
             "orders",
             "  deletionPolicy: Delete\n  vpcSecurityGroupRefs: [{name: app}]\n",
         ))
-        .await
-        .unwrap();
+        .await;
     let database = world
         .wait_condition(&databases, "orders", READY, "True", None)
         .await;
-    let described = rds(&world)
-        .describe_db_instances()
-        .db_instance_identifier(&database.annotations()[EXTERNAL_NAME_ANNOTATION])
-        .send()
-        .await
-        .unwrap();
-    let joined: Vec<_> = described.db_instances()[0]
+    let instance = described(&world, &database.annotations()[EXTERNAL_NAME_ANNOTATION]).await;
+    let joined: Vec<_> = instance
         .vpc_security_groups()
         .iter()
         .filter_map(|g| g.vpc_security_group_id())
         .collect();
     assert_eq!(joined, [app_id.as_str()]);
-    databases
-        .delete("orders", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&databases, "orders").await;
+    world.delete_and_wait_gone(&databases, "orders").await;
     world.finish().await;
 }
 
@@ -337,10 +304,8 @@ async fn a_lost_create_answer_makes_no_second_group(emulator: EmulatorKind) {
         .inject("CreateSecurityGroup", Fault::DropResponse, Some(1));
     let api: Api<SecurityGroup> = world.ns.api();
     world
-        .ns
         .apply(&security_group(&world, "lost", SSH_AND_HTTPS))
-        .await
-        .unwrap();
+        .await;
     let ready = world
         .wait_condition(&api, "lost", READY, "True", None)
         .await;
@@ -371,15 +336,11 @@ async fn a_lost_create_answer_makes_no_second_group(emulator: EmulatorKind) {
     world.finish().await;
 }
 
-#[tokio::test]
-async fn a_lost_create_answer_makes_no_second_group_on_moto() {
-    a_lost_create_answer_makes_no_second_group(EmulatorKind::Moto).await;
-}
-
-#[tokio::test]
-async fn a_lost_create_answer_makes_no_second_group_on_localstack() {
-    a_lost_create_answer_makes_no_second_group(EmulatorKind::LocalStack).await;
-}
+on_moto_and_localstack!(
+    a_lost_create_answer_makes_no_second_group:
+    a_lost_create_answer_makes_no_second_group_on_moto,
+    a_lost_create_answer_makes_no_second_group_on_localstack
+);
 
 #[tokio::test]
 async fn bad_rules_are_refused_at_apply_time() {

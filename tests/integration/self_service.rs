@@ -32,6 +32,7 @@ use tether_aws::{
 };
 use tether_testkit::{ControlPlane, cluster};
 
+use crate::db_instance_controller::described;
 use crate::{
     data_plane::connect_with,
     db_instance_controller::{SECRET_KEYS, database, rds, wait_secret},
@@ -125,34 +126,20 @@ async fn client_as(user: &str) -> kube::Client {
 /// The RDS identifier of the DBInstance `name`, once tether recorded it.
 async fn rds_identifier(world: &World, name: &str) -> String {
     let api: Api<DBInstance> = world.ns.api();
-    for _ in 0..120 {
-        if let Some(identifier) = api
-            .get(name)
-            .await
-            .expect("reading the DBInstance")
-            .annotations()
-            .get(EXTERNAL_NAME_ANNOTATION)
-        {
-            return identifier.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!(
-        "DBInstance {name} got no RDS identifier:\n{}",
-        world.log_tail()
-    );
-}
-
-/// The RDS instance `identifier` as moto describes it.
-async fn described(world: &World, identifier: &str) -> aws_sdk_rds::types::DbInstance {
-    rds(world)
-        .describe_db_instances()
-        .db_instance_identifier(identifier)
-        .send()
+    world
+        .wait_for(
+            Duration::from_secs(60),
+            &format!("DBInstance {name} got no RDS identifier"),
+            async || {
+                api.get(name)
+                    .await
+                    .expect("reading the DBInstance")
+                    .annotations()
+                    .get(EXTERNAL_NAME_ANNOTATION)
+                    .cloned()
+            },
+        )
         .await
-        .expect("describing the RDS instance")
-        .db_instances()[0]
-        .clone()
 }
 
 /// Waits up to 60 s until `check` holds for the RDS instance `identifier`.
@@ -162,16 +149,13 @@ async fn wait_rds(
     what: &str,
     check: impl Fn(&aws_sdk_rds::types::DbInstance) -> bool,
 ) {
-    for _ in 0..120 {
-        if check(&described(world, identifier).await) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!(
-        "the RDS instance {identifier} did not {what} within 60 s:\n{}",
-        world.log_tail()
-    );
+    world
+        .wait_until(
+            Duration::from_secs(60),
+            &format!("the RDS instance {identifier} did not {what}"),
+            async || check(&described(world, identifier).await),
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -399,8 +383,7 @@ async fn claims_outside_their_class_are_refused_at_apply_or_by_a_condition_at_no
         message.contains("storageGiB 500 is above the class's maximum of 100"),
         "{message}"
     );
-    let refusal = world.wait_for_event("early", "NotAllowed").await;
-    assert_eq!(refusal.type_.as_deref(), Some("Warning"));
+    world.wait_for_warning("early", "NotAllowed").await;
 
     world
         .apply(&database_claim(&world, "first", "gold", ""))

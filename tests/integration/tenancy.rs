@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use tether_api::{
     conditions::{READY, SYNCED},
@@ -16,6 +13,7 @@ use tether_api::{
 use tether_aws::{rds::DBInstance, tags::UID_TAG};
 use tether_testkit::{Extra, TestNamespace};
 
+use crate::world::merge_patch;
 use crate::{
     data_plane::{assert_refused, connect_with},
     db_instance_controller::{RDS_WRITES, database, instance_exists, secret_data, wait_secret_in},
@@ -141,19 +139,13 @@ async fn another_namespace_that_names_a_live_database_gets_nothing_of_it() {
     );
 
     // Once its owner lets it go (Retain), the database may move to the other team.
-    owners
-        .patch(
-            "orders",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"deletionPolicy": "Retain"}})),
-        )
-        .await
-        .unwrap();
-    owners
-        .delete("orders", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&owners, "orders").await;
+    merge_patch(
+        &owners,
+        "orders",
+        json!({"spec": {"deletionPolicy": "Retain"}}),
+    )
+    .await;
+    world.delete_and_wait_gone(&owners, "orders").await;
     thieves
         .apply(&naming(
             &world,
@@ -195,11 +187,7 @@ async fn another_namespace_that_names_a_live_database_gets_nothing_of_it() {
         "the previous team's password is refused",
     )
     .await;
-    others
-        .delete("mover", &DeleteParams::default())
-        .await
-        .unwrap();
-    world.wait_gone(&others, "mover").await;
+    world.delete_and_wait_gone(&others, "mover").await;
     world.finish().await;
     thieves.delete().await;
 }

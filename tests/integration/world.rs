@@ -7,7 +7,10 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{Api, api::ListParams};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
 use tether_api::{conditions, managed::Managed};
 use tether_testkit::{
     ControlPlane, Emulator, Extra, FaultProxy, TestNamespace, Tether, cluster,
@@ -140,21 +143,60 @@ impl World {
 
     /// Waits until the Events about `name` include one with `reason`, and returns it.
     pub async fn wait_for_event(&self, name: &str, reason: &str) -> Event {
-        for _ in 0..120 {
-            if let Some(event) = self
-                .events(name)
-                .await
-                .into_iter()
-                .find(|event| event.reason.as_deref() == Some(reason))
-            {
-                return event;
+        self.wait_for(
+            Duration::from_secs(60),
+            &format!("no {reason} Event about {name}"),
+            async || {
+                self.events(name)
+                    .await
+                    .into_iter()
+                    .find(|event| event.reason.as_deref() == Some(reason))
+            },
+        )
+        .await
+    }
+
+    /// [`World::wait_for_event`] for an Event that must be a Warning.
+    pub async fn wait_for_warning(&self, name: &str, reason: &str) -> Event {
+        let event = self.wait_for_event(name, reason).await;
+        assert_eq!(
+            event.type_.as_deref(),
+            Some("Warning"),
+            "the {reason} Event about {name} is a Warning"
+        );
+        event
+    }
+
+    /// Asks `check` every 250 ms, for up to `within`, until it gives a value, and
+    /// returns that; on time-out, fails with `failure` and the controller's log.
+    pub async fn wait_for<T>(
+        &self,
+        within: Duration,
+        failure: &str,
+        mut check: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
+        for _ in 0..within.as_millis() / 250 {
+            if let Some(value) = check().await {
+                return value;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         panic!(
-            "no {reason} Event about {name} within 60 s; controller log:\n{}",
+            "{failure} after {} s of waiting; controller log:\n{}",
+            within.as_secs(),
             self.log_tail()
         );
+    }
+
+    /// [`World::wait_for`] a `check` that holds or not.
+    pub async fn wait_until(
+        &self,
+        within: Duration,
+        failure: &str,
+        mut check: impl AsyncFnMut() -> bool,
+    ) {
+        self.wait_for(within, failure, async || check().await.then_some(()))
+            .await;
     }
 
     /// After a refusal of `operation` that tether must not retry before the next poll
@@ -211,6 +253,17 @@ impl World {
 }
 
 impl World {
+    /// Deletes object `name` and waits up to 60 s until it is gone.
+    pub async fn delete_and_wait_gone<K>(&self, api: &Api<K>, name: &str)
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if let Err(error) = api.delete(name, &DeleteParams::default()).await {
+            panic!("the API server refused to delete {name}: {error}");
+        }
+        self.wait_gone(api, name).await;
+    }
+
     /// Waits up to 60 s until object `name` is gone (its finalizer released).
     pub async fn wait_gone<K>(&self, api: &Api<K>, name: &str)
     where
@@ -225,22 +278,13 @@ impl World {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        for _ in 0..within.as_millis() / 500 {
-            if api
-                .get_opt(name)
+        self.wait_until(within, &format!("{name} still exists"), async || {
+            api.get_opt(name)
                 .await
                 .expect("reading the object")
                 .is_none()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        panic!(
-            "{name} still exists {} s after deletion:\n{}",
-            within.as_secs(),
-            self.log_tail()
-        );
+        })
+        .await;
     }
 
     /// Waits up to 60 s until object `name`'s condition `type_` has `status` (and
@@ -256,6 +300,15 @@ impl World {
     ) -> M {
         self.wait_condition_of(api, name, type_, status, reason, M::conditions)
             .await
+    }
+
+    /// Waits up to 60 s until object `name` is `Synced=False` for `reason` (as
+    /// [`World::wait_condition`] does), and returns that condition's message.
+    pub async fn wait_refusal<M: Managed>(&self, api: &Api<M>, name: &str, reason: &str) -> String {
+        let refused = self
+            .wait_condition(api, name, conditions::SYNCED, "False", Some(reason))
+            .await;
+        condition(&refused, conditions::SYNCED).message
     }
 
     /// [`World::wait_condition`], waiting up to `within`.
@@ -338,6 +391,20 @@ pub fn provider_config_yaml(name: &str, proxy: &FaultProxy, credentials: &str) -
     )
 }
 
+/// Merge-patches object `name` of `api` with `patch`; fails when the API server refuses
+/// it.
+pub async fn merge_patch<K>(api: &Api<K>, name: &str, patch: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Err(error) = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        panic!("the API server refused the patch {patch} of {name}: {error}");
+    }
+}
+
 /// The cloud name tether derives for the object `name` with `uid` in `namespace`:
 /// `<namespace>-<name>-<first 10 hex digits of the UID>`.
 pub fn derived_name(namespace: &str, name: &str, uid: &str) -> String {
@@ -359,3 +426,25 @@ fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// Declares the check `$body` (an `async fn(EmulatorKind)`) as two tests, `$on_moto`
+/// over moto and `$on_localstack` over LocalStack, for behaviour both emulators must
+/// show alike. An attribute before `$body` replaces `#[tokio::test]` (for a runtime
+/// with more threads).
+macro_rules! on_moto_and_localstack {
+    ($body:ident: $on_moto:ident, $on_localstack:ident) => {
+        $crate::world::on_moto_and_localstack!(#[tokio::test] $body: $on_moto, $on_localstack);
+    };
+    (#[$runtime:meta] $body:ident: $on_moto:ident, $on_localstack:ident) => {
+        #[$runtime]
+        async fn $on_moto() {
+            $body(tether_testkit::emulator::EmulatorKind::Moto).await;
+        }
+
+        #[$runtime]
+        async fn $on_localstack() {
+            $body(tether_testkit::emulator::EmulatorKind::LocalStack).await;
+        }
+    };
+}
+pub(crate) use on_moto_and_localstack;

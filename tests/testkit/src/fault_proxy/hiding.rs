@@ -145,24 +145,42 @@ pub(super) struct XmlAnswer {
 }
 
 impl NewResource {
+    /// Each kind with its service and the calls that create and read it.
+    const CALLS: [(Self, &'static str, &'static str, &'static str); 3] = [
+        (
+            Self::Ec2Instance,
+            "ec2",
+            "RunInstances",
+            "DescribeInstances",
+        ),
+        (
+            Self::SecurityGroup,
+            "ec2",
+            "CreateSecurityGroup",
+            "DescribeSecurityGroups",
+        ),
+        (
+            Self::DbInstance,
+            "rds",
+            "CreateDBInstance",
+            "DescribeDBInstances",
+        ),
+    ];
+
     /// The kind a call creates, if it is a create this proxy can hide.
     pub(super) fn created_by(service: &str, operation: &str) -> Option<Self> {
-        match (service, operation) {
-            ("ec2", "RunInstances") => Some(Self::Ec2Instance),
-            ("ec2", "CreateSecurityGroup") => Some(Self::SecurityGroup),
-            ("rds", "CreateDBInstance") => Some(Self::DbInstance),
-            _ => None,
-        }
+        Self::CALLS
+            .into_iter()
+            .find(|&(_, of, create, _)| (of, create) == (service, operation))
+            .map(|(kind, ..)| kind)
     }
 
     /// The kind a call reads, if it is a read that hides new resources.
     pub(super) fn read_by(service: &str, operation: &str) -> Option<Self> {
-        match (service, operation) {
-            ("ec2", "DescribeInstances") => Some(Self::Ec2Instance),
-            ("ec2", "DescribeSecurityGroups") => Some(Self::SecurityGroup),
-            ("rds", "DescribeDBInstances") => Some(Self::DbInstance),
-            _ => None,
-        }
+        Self::CALLS
+            .into_iter()
+            .find(|&(_, of, _, read)| (of, read) == (service, operation))
+            .map(|(kind, ..)| kind)
     }
 
     /// The id as compared: RDS identifiers are case-insensitive (AWS stores them in
@@ -530,33 +548,26 @@ mod tests {
     #[test]
     fn creates_and_reads_are_recognized_by_service_and_operation() {
         use NewResource::*;
-        assert_eq!(
-            NewResource::created_by("ec2", "RunInstances"),
-            Some(Ec2Instance)
-        );
-        assert_eq!(
-            NewResource::created_by("ec2", "CreateSecurityGroup"),
-            Some(SecurityGroup)
-        );
-        assert_eq!(
-            NewResource::created_by("rds", "CreateDBInstance"),
-            Some(DbInstance)
-        );
-        assert_eq!(NewResource::created_by("ec2", "CreateTags"), None);
-        assert_eq!(
-            NewResource::read_by("ec2", "DescribeInstances"),
-            Some(Ec2Instance)
-        );
-        assert_eq!(
-            NewResource::read_by("ec2", "DescribeSecurityGroups"),
-            Some(SecurityGroup)
-        );
-        assert_eq!(
-            NewResource::read_by("rds", "DescribeDBInstances"),
-            Some(DbInstance)
-        );
-        assert_eq!(NewResource::read_by("rds", "DescribeDBSubnetGroups"), None);
-        assert_eq!(NewResource::read_by("opsworks", "DescribeInstances"), None);
+        type Recognizer = fn(&str, &str) -> Option<NewResource>;
+        let (created, read): (Recognizer, Recognizer) =
+            (NewResource::created_by, NewResource::read_by);
+        for (recognizer, service, operation, expected) in [
+            (created, "ec2", "RunInstances", Some(Ec2Instance)),
+            (created, "ec2", "CreateSecurityGroup", Some(SecurityGroup)),
+            (created, "rds", "CreateDBInstance", Some(DbInstance)),
+            (created, "ec2", "CreateTags", None),
+            (read, "ec2", "DescribeInstances", Some(Ec2Instance)),
+            (read, "ec2", "DescribeSecurityGroups", Some(SecurityGroup)),
+            (read, "rds", "DescribeDBInstances", Some(DbInstance)),
+            (read, "rds", "DescribeDBSubnetGroups", None),
+            (read, "opsworks", "DescribeInstances", None),
+        ] {
+            assert_eq!(
+                recognizer(service, operation),
+                expected,
+                "{service} {operation}"
+            );
+        }
     }
 
     #[test]
