@@ -372,20 +372,18 @@ async fn main() {
     proxy.reset_counts();
     let requests_before = tether.kube_requests();
     let started = Instant::now();
-    let databases: Vec<(String, String)> = (0..objects)
-        .map(|i| {
-            let name = format!("db-{i}");
-            let yaml = database(&name, &provider_config);
-            (name, yaml)
-        })
-        .collect();
-    let instances: Vec<(String, String)> = (0..objects)
-        .map(|i| {
-            let name = format!("vm-{i}");
-            let yaml = instance(&name, &provider_config);
-            (name, yaml)
-        })
-        .collect();
+    // `objects` manifests named `<prefix>-<i>`, each with its name.
+    let manifests = |prefix: &str, manifest: fn(&str, &str) -> String| -> Vec<(String, String)> {
+        (0..objects)
+            .map(|i| format!("{prefix}-{i}"))
+            .map(|name| {
+                let yaml = manifest(&name, &provider_config);
+                (name, yaml)
+            })
+            .collect()
+    };
+    let databases = manifests("db", database);
+    let instances = manifests("vm", instance);
     let (applied_databases, applied_instances) = tokio::join!(
         apply_all(&ns.client, &ns.name, databases),
         apply_all(&ns.client, &ns.name, instances)

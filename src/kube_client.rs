@@ -162,36 +162,38 @@ where
     }
 }
 
-/// Counts every request of the service it wraps in [`Metrics`], by verb and resource.
+/// A layer that wraps each service it is given with a clone of its `T`: the one shape
+/// of [`RequestCountLayer`] and [`WriteGateLayer`], whose services differ in `call`.
 #[derive(Clone, Debug)]
-pub struct RequestCountLayer {
-    metrics: Arc<Metrics>,
-}
+pub struct WrapLayer<T>(T);
 
-impl RequestCountLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+impl<T> WrapLayer<T> {
+    pub fn new(with: T) -> Self {
+        Self(with)
     }
 }
 
-impl<S> Layer<S> for RequestCountLayer {
-    type Service = RequestCounted<S>;
+impl<S, T: Clone> Layer<S> for WrapLayer<T> {
+    type Service = Wrapped<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestCounted {
+        Wrapped {
             inner,
-            metrics: self.metrics.clone(),
+            with: self.0.clone(),
         }
     }
 }
 
-/// A service that counts its requests.
-pub struct RequestCounted<S> {
+/// A service `inner` wrapped with a `T` by a [`WrapLayer`].
+pub struct Wrapped<S, T> {
     inner: S,
-    metrics: Arc<Metrics>,
+    with: T,
 }
 
-impl<S, B> Service<http::Request<B>> for RequestCounted<S>
+/// Counts every request of the service it wraps in [`Metrics`], by verb and resource.
+pub type RequestCountLayer = WrapLayer<Arc<Metrics>>;
+
+impl<S, B> Service<http::Request<B>> for Wrapped<S, Arc<Metrics>>
 where
     S: Service<http::Request<B>>,
 {
@@ -205,7 +207,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let kind = RequestKind::of(&request);
-        self.metrics
+        self.with
             .kube_request(kind.verb, &kind.resource, kind.metadata_only);
         self.inner.call(request)
     }
@@ -213,38 +215,12 @@ where
 
 /// Refuses every write to the API server but the lease's own while the [`WriteGate`]
 /// is closed: a replica that is not sure it leads changes nothing in the cluster.
-#[derive(Clone, Debug)]
-pub struct WriteGateLayer {
-    gate: WriteGate,
-}
-
-impl WriteGateLayer {
-    pub fn new(gate: WriteGate) -> Self {
-        Self { gate }
-    }
-}
-
-impl<S> Layer<S> for WriteGateLayer {
-    type Service = WriteGated<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        WriteGated {
-            inner,
-            gate: self.gate.clone(),
-        }
-    }
-}
-
-/// A service whose writes pass the write gate.
-pub struct WriteGated<S> {
-    inner: S,
-    gate: WriteGate,
-}
+pub type WriteGateLayer = WrapLayer<WriteGate>;
 
 /// The resource that leader election itself writes, gate or no gate.
 const LEASES: &str = "leases";
 
-impl<S, B> Service<http::Request<B>> for WriteGated<S>
+impl<S, B> Service<http::Request<B>> for Wrapped<S, WriteGate>
 where
     S: Service<http::Request<B>>,
     S::Error: From<leader::Error>,
@@ -262,7 +238,7 @@ where
         let kind = RequestKind::of(&request);
         if kind.writes()
             && kind.resource != LEASES
-            && let Err(refused) = self.gate.check()
+            && let Err(refused) = self.with.check()
         {
             return futures::future::Either::Right(futures::future::ready(Err(refused.into())));
         }
@@ -438,50 +414,27 @@ mod tests {
             (kind.verb, kind.resource, kind.metadata_only)
         };
         let metadata = Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1");
-        assert_eq!(
-            kind(
-                "GET",
-                "/api/v1/namespaces/shop/secrets?watch=true&resourceVersion=5",
-                metadata
-            ),
-            ("watch", "secrets".to_owned(), true)
-        );
-        assert_eq!(
-            kind(
-                "GET",
-                "/apis/rds.tether.dev/v1alpha1/dbinstances?watch=1",
-                None
-            ),
-            ("watch", "dbinstances".to_owned(), false)
-        );
-        assert_eq!(
-            kind("GET", "/api/v1/secrets?limit=500", None),
-            ("list", "secrets".to_owned(), false)
-        );
-        assert_eq!(
-            kind("GET", "/api/v1/namespaces/shop/secrets/db", None),
-            ("get", "secrets".to_owned(), false)
-        );
-        assert_eq!(
-            kind(
-                "PATCH",
-                "/apis/rds.tether.dev/v1alpha1/namespaces/shop/dbinstances/db/status?fieldManager=tether",
-                None
-            ),
-            ("patch", "dbinstances/status".to_owned(), false)
-        );
-        assert_eq!(
-            kind("POST", "/api/v1/namespaces/shop/events", None),
-            ("create", "events".to_owned(), false)
-        );
-        assert_eq!(
-            kind("GET", "/api/v1/namespaces/shop", None),
-            ("get", "namespaces".to_owned(), false)
-        );
-        assert_eq!(
-            kind("GET", "/api/v1/namespaces", None),
-            ("list", "namespaces".to_owned(), false)
-        );
-        assert_eq!(kind("GET", "/version", None), ("get", String::new(), false));
+        let secrets = "/api/v1/namespaces/shop/secrets";
+        let rds = "/apis/rds.tether.dev/v1alpha1";
+        #[rustfmt::skip]
+        let cases = [
+            // method, URI, Accept → verb, resource, metadata only
+            ("GET", format!("{secrets}?watch=true&resourceVersion=5"), metadata, "watch", "secrets", true),
+            ("GET", format!("{rds}/dbinstances?watch=1"), None, "watch", "dbinstances", false),
+            ("GET", "/api/v1/secrets?limit=500".to_owned(), None, "list", "secrets", false),
+            ("GET", format!("{secrets}/db"), None, "get", "secrets", false),
+            ("PATCH", format!("{rds}/namespaces/shop/dbinstances/db/status?fieldManager=tether"), None, "patch", "dbinstances/status", false),
+            ("POST", "/api/v1/namespaces/shop/events".to_owned(), None, "create", "events", false),
+            ("GET", "/api/v1/namespaces/shop".to_owned(), None, "get", "namespaces", false),
+            ("GET", "/api/v1/namespaces".to_owned(), None, "list", "namespaces", false),
+            ("GET", "/version".to_owned(), None, "get", "", false),
+        ];
+        for (method, uri, accept, verb, resource, metadata_only) in cases {
+            assert_eq!(
+                kind(method, &uri, accept),
+                (verb, resource.to_owned(), metadata_only),
+                "{method} {uri}"
+            );
+        }
     }
 }

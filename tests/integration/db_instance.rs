@@ -85,6 +85,20 @@ async fn observed(
     }
 }
 
+/// Deletes `object`'s DB instance (deletion policy Delete), then the test namespace.
+async fn delete_and_clean_up(
+    client: &DBInstanceClient,
+    object: &DBInstance,
+    context: Context<'_>,
+    ns: TestNamespace,
+) {
+    client
+        .delete(object, context, DeletionPolicy::Delete)
+        .await
+        .expect("DeleteDBInstance");
+    ns.delete().await;
+}
+
 fn text(details: &ConnectionDetails, key: &str) -> String {
     String::from_utf8(
         details
@@ -384,15 +398,7 @@ async fn a_user_supplied_password_is_read_from_the_users_secret() {
     );
     assert!(!format!("{no_key:?}").contains("Secret-2"), "{no_key:?}");
 
-    client
-        .delete(
-            &object,
-            with(&name, &published, false),
-            DeletionPolicy::Delete,
-        )
-        .await
-        .expect("DeleteDBInstance");
-    ns.delete().await;
+    delete_and_clean_up(&client, &object, with(&name, &published, false), ns).await;
 }
 
 #[tokio::test]
@@ -430,15 +436,7 @@ async fn an_rds_managed_password_is_mirrored_from_secrets_manager() {
     assert_eq!(text(&observed.connection, "password"), "P@55w0rd!");
     assert!(text(&observed.connection, "uri").starts_with("postgresql://app_admin:P%4055w0rd%21@"));
 
-    client
-        .delete(
-            &object,
-            with(&name, &nothing, false),
-            DeletionPolicy::Delete,
-        )
-        .await
-        .expect("DeleteDBInstance");
-    ns.delete().await;
+    delete_and_clean_up(&client, &object, with(&name, &nothing, false), ns).await;
 }
 
 #[tokio::test]

@@ -46,6 +46,13 @@ fn api_with(claim: &FakeClaim) -> FakeApi {
     api
 }
 
+/// An API holding `claim`, after one reconcile of it (that succeeded).
+async fn reconciled(claim: FakeClaim) -> FakeApi {
+    let api = api_with(&claim);
+    reconcile_once(&api, claim).await.unwrap();
+    api
+}
+
 /// Class `gold`, giving size 3.
 fn gold() -> FakeClass {
     let mut class = FakeClass::new("gold", FakeClassSpec { size: 3 });
@@ -71,8 +78,7 @@ async fn reconcile_once(api: &FakeApi, claim: FakeClaim) -> Result<Action, Error
 #[tokio::test]
 async fn a_new_claim_gets_its_finalizer_before_anything_is_made() {
     let claim = orders(false, false);
-    let api = api_with(&claim);
-    reconcile_once(&api, claim).await.unwrap();
+    let api = reconciled(claim).await;
     assert_eq!(api.writes(), ["PATCH fakeclaims/orders"]);
     let patch = &api.received()[0];
     assert_eq!(
@@ -84,8 +90,7 @@ async fn a_new_claim_gets_its_finalizer_before_anything_is_made() {
 #[tokio::test]
 async fn a_claim_of_a_class_that_does_not_exist_is_refused_and_nothing_is_made() {
     let claim = orders(true, false);
-    let api = api_with(&claim);
-    reconcile_once(&api, claim).await.unwrap();
+    let api = reconciled(claim).await;
     assert_eq!(api.writes(), ["PATCH fakeclaims/orders/status"]);
     assert_eq!(api.events(), ["ClassNotFound"]);
 }
@@ -146,8 +151,7 @@ async fn a_deleted_claim_deletes_its_object_and_keeps_its_finalizer_until_it_is_
         "the finalizer stays"
     );
 
-    let api = api_with(&claim);
-    reconcile_once(&api, claim).await.unwrap();
+    let api = reconciled(claim).await;
     assert_eq!(
         api.writes(),
         ["PATCH fakeclaims/orders"],

@@ -200,15 +200,11 @@ where
                 next_step_in: Duration::from_secs(1),
             }));
         }
-        let target = Target {
-            object,
-            client,
-            master,
-            observed,
-        };
         let last = match step {
             RotationStep::Switch { to, why } => {
-                self.switch(&target, &mut secret, to, why, schedule.grace_period)
+                let activated = client.activate_login(object, master, observed, to).await;
+                let details = self.counted("switch", activated)?;
+                self.switch(object, &mut secret, &details, why, schedule.grace_period)
                     .await?;
                 LastRotation {
                     login: to,
@@ -218,7 +214,10 @@ where
                 }
             }
             RotationStep::Retire(login) => {
-                self.retire(&target, &mut secret, login).await?;
+                let retired = client.retire_login(object, master, observed, login).await;
+                self.counted("retire", retired)?;
+                self.record_retired(object, &mut secret, login.name(master_user))
+                    .await?;
                 LastRotation {
                     previous_retired: true,
                     ..last.expect("a retirement follows a switch")
@@ -267,22 +266,16 @@ where
         self.event(object, EventType::Normal, reason, message).await;
     }
 
-    /// Gives `to` a new password and switches the Secret to it, whose predecessor
-    /// keeps working for `grace_period`.
+    /// Switches the Secret to the login `details` (just given a new password), whose
+    /// predecessor keeps working for `grace_period`.
     async fn switch(
         &self,
-        target: &Target<'_, M, C::Client>,
+        object: &M,
         secret: &mut Publisher,
-        to: Login,
+        details: &ConnectionDetails,
         why: &str,
         grace_period: Duration,
     ) -> Result<(), Error> {
-        let Target { object, .. } = *target;
-        let activated = target
-            .client
-            .activate_login(object, target.master, target.observed, to)
-            .await;
-        let details = self.counted("switch", activated)?;
         let answered = object.annotations().get(ROTATE_NOW_ANNOTATION).cloned();
         let mut record = BTreeMap::from([
             (
@@ -295,9 +288,9 @@ where
             record.insert(ANSWERED_ANNOTATION.to_owned(), answered);
         }
         secret
-            .publish_recorded(object, &details, false, &record)
+            .publish_recorded(object, details, false, &record)
             .await?;
-        let login = text(&details, "username").unwrap_or_default().to_owned();
+        let login = text(details, "username").unwrap_or_default().to_owned();
         let grace = grace_period.as_secs();
         let message = format!(
             "the connection Secret holds the login {login} now, with a new password ({why}); \
@@ -315,20 +308,14 @@ where
         result.map_err(Error::provider(Phase::Rotate))
     }
 
-    /// Changes the password of `login`, the one the Secret held before, to one nobody
-    /// knows, and records that on the Secret.
-    async fn retire(
+    /// Records on the Secret that the login it held before, `name`, was given a
+    /// password nobody knows.
+    async fn record_retired(
         &self,
-        target: &Target<'_, M, C::Client>,
+        object: &M,
         secret: &mut Publisher,
-        login: Login,
+        name: String,
     ) -> Result<(), Error> {
-        let Target { object, .. } = *target;
-        let retired = target
-            .client
-            .retire_login(object, target.master, target.observed, login)
-            .await;
-        self.counted("retire", retired)?;
         let record = BTreeMap::from([(
             PREVIOUS_RETIRED_ANNOTATION.to_owned(),
             Some("true".to_owned()),
@@ -336,22 +323,12 @@ where
         secret
             .publish_recorded(object, &ConnectionDetails::default(), false, &record)
             .await?;
-        let name = login.name(text(target.master, "username").unwrap_or_default());
         let message = format!(
             "the login {name} no longer logs in: its grace period after the last rotation ended"
         );
         self.announce(object, reasons::LOGIN_RETIRED, message).await;
         Ok(())
     }
-}
-
-/// What a switch or a retirement acts on: the object, its client, the master
-/// credentials and the resource as observed.
-struct Target<'r, M: Managed, X> {
-    object: &'r M,
-    client: &'r X,
-    master: &'r ConnectionDetails,
-    observed: &'r ObservedOf<M>,
 }
 
 /// Whether the master credentials were last renewed before `at` (or never).

@@ -55,6 +55,14 @@ fn shared(api: &FakeApi, object: &FakeKind, client: &FakeClient) -> Arc<Shared<F
     })
 }
 
+/// A new fake API (holding `object`) and client, and what a controller shares around
+/// them: for a test that reconciles more than once.
+fn fresh(object: &FakeKind) -> (FakeApi, FakeClient, Arc<Shared<FakeConnector>>) {
+    let (api, client) = (FakeApi::default(), FakeClient::default());
+    let shared = shared(&api, object, &client);
+    (api, client, shared)
+}
+
 /// Reconciles `object` once; the calls that reached the cloud and the API's writes.
 async fn reconcile_once(object: FakeKind) -> (Vec<&'static str>, FakeApi) {
     reconcile_once_with(FakeApi::default(), object).await
@@ -105,10 +113,8 @@ async fn a_new_object_gets_its_finalizer_with_its_create_marks_and_no_cloud_writ
 
 #[tokio::test]
 async fn the_create_marked_with_the_finalizer_is_sent_next_without_another_write_first() {
-    let api = FakeApi::default();
-    let client = FakeClient::default();
     let object = orders(false, false, &[]);
-    let shared = shared(&api, &object, &client);
+    let (api, client, shared) = fresh(&object);
     reconcile(Arc::new(object), shared.clone()).await.unwrap();
     let marked = api.received()[0].body["metadata"]["annotations"][CREATE_PENDING_ANNOTATION]
         .as_str()
@@ -154,11 +160,9 @@ async fn an_object_with_its_finalizer_is_created_after_its_create_is_recorded() 
 
 #[tokio::test]
 async fn a_create_the_cache_does_not_show_yet_is_waited_for_not_sent_again() {
-    let api = FakeApi::default();
-    let client = FakeClient::default();
     // The cache shows the object as it was before the create was recorded, twice.
     let object = orders(true, false, &[]);
-    let shared = shared(&api, &object, &client);
+    let (api, client, shared) = fresh(&object);
     reconcile(Arc::new(object.clone()), shared.clone())
         .await
         .unwrap();
