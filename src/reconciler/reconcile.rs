@@ -249,7 +249,7 @@ fn freshness<M: Managed>(
     let seen = conditions::find(object.conditions(), SYNCED).is_some()
         || annotations.create_sent.is_some();
     if current_and_true(READY) && current_and_true(SYNCED) {
-        Freshness::Shared(poll_interval(object, settings))
+        Freshness::Shared(annotations.poll_interval.unwrap_or(settings.poll_interval))
     } else if seen {
         Freshness::Shared(settings.wait_interval)
     } else {
@@ -267,7 +267,9 @@ fn seen_ready_since<M: Managed>(object: &M, sent: k8s_openapi::jiff::Timestamp) 
     })
 }
 
-/// The poll interval of `object`: its annotation's, or the controller's.
+/// The poll interval of `object`: its annotation's, or the controller's (read from
+/// the annotations again: for a reconcile that failed before it parsed them; one that
+/// has them asks [`ObjectReconcile::poll_interval`]).
 fn poll_interval<M: Managed>(object: &M, settings: &super::Settings) -> Duration {
     ControlAnnotations::parse(object.annotations())
         .ok()

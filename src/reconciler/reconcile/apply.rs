@@ -25,7 +25,7 @@ use super::{
         ownership::{self, CREATE_GRACE, CREATE_RETRY_AFTER, WhenMissing, Whose},
         references,
     },
-    CloudWrites, NO_TAGS, ObjectReconcile, announce_failure, fails, freshness, poll_interval,
+    CloudWrites, NO_TAGS, ObjectReconcile, announce_failure, fails, freshness,
 };
 use crate::{FIELD_MANAGER, connection_secret::Publisher};
 
@@ -410,9 +410,7 @@ where
         }
         Ok(match next_rotation_step {
             // A rotation step falls due before the next poll: back then.
-            Some(due) if settled && due < poll_interval(object, &self.shared.settings) => {
-                Action::requeue(due)
-            }
+            Some(due) if settled && due < self.poll_interval() => Action::requeue(due),
             _ if settled => self.requeue_poll(),
             _ => self.requeue_wait(),
         })

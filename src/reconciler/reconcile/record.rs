@@ -214,11 +214,14 @@ where
     }
 
     pub(super) fn requeue_poll(&self) -> Action {
-        let interval = self
-            .annotations
+        Action::requeue(jitter(self.poll_interval()))
+    }
+
+    /// The object's poll interval: its annotation's, or the controller's.
+    pub(super) fn poll_interval(&self) -> Duration {
+        self.annotations
             .poll_interval
-            .unwrap_or(self.shared.settings.poll_interval);
-        Action::requeue(jitter(interval))
+            .unwrap_or(self.shared.settings.poll_interval)
     }
 
     /// A look soon: right after a create, or after adding the finalizer.
