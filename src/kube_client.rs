@@ -168,6 +168,7 @@ where
 pub struct WrapLayer<T>(T);
 
 impl<T> WrapLayer<T> {
+    /// The layer that wraps every service with a clone of `with`.
     pub fn new(with: T) -> Self {
         Self(with)
     }
