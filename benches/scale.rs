@@ -205,17 +205,42 @@ fn per_object(counts: &HashMap<String, usize>, objects: usize) -> String {
         .join(", ")
 }
 
-/// Resident memory now and at its peak (MiB), and CPU seconds so far, of process `pid`.
-fn process_figures(pid: u32) -> (f64, f64, f64) {
+/// What `/proc` says of a process: its memory in MiB and its CPU seconds so far.
+struct ProcessFigures {
+    /// Resident memory now.
+    rss: f64,
+    /// Of it, anonymous memory: the heap, the stacks and what the allocator keeps.
+    anonymous: f64,
+    /// Of it, pages of files: the binary's code and data, and the shared libraries.
+    files: f64,
+    /// Resident memory at its peak.
+    peak: f64,
+    /// CPU seconds, user and system.
+    cpu: f64,
+}
+
+impl ProcessFigures {
+    /// `RSS … MiB (heap and stacks …, code and files …)`, the split of the resident memory.
+    fn rss(&self) -> String {
+        format!(
+            "RSS {:.1} MiB ({:.1} heap and stacks, {:.1} code and files)",
+            self.rss, self.anonymous, self.files
+        )
+    }
+}
+
+/// The memory and CPU figures of process `pid`.
+fn process_figures(pid: u32) -> ProcessFigures {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc status");
-    let kib = |field: &str| -> f64 {
+    let mib = |field: &str| -> f64 {
         status
             .lines()
             .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|value| value.parse().ok())
+            .and_then(|value| value.parse::<f64>().ok())
             .unwrap_or(0.0)
+            / 1024.0
     };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc stat");
     let fields: Vec<&str> = stat
@@ -226,11 +251,13 @@ fn process_figures(pid: u32) -> (f64, f64, f64) {
         .collect();
     // utime and stime, fields 14 and 15 of stat(5), in clock ticks (100 per second).
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    (
-        kib("VmRSS:") / 1024.0,
-        kib("VmHWM:") / 1024.0,
-        ticks / 100.0,
-    )
+    ProcessFigures {
+        rss: mib("VmRSS:"),
+        anonymous: mib("RssAnon:"),
+        files: mib("RssFile:") + mib("RssShmem:"),
+        peak: mib("VmHWM:"),
+        cpu: ticks / 100.0,
+    }
 }
 
 /// Reconciles without an error of `kind` since the controller started, from /metrics.
@@ -363,8 +390,8 @@ async fn main() {
     // Another build of tether to compare with, when `TETHER_BENCH_BINARY` names one.
     let binary = std::env::var("TETHER_BENCH_BINARY").unwrap_or_else(|_| TETHER.to_owned());
     let mut tether = Tether::start_command(&binary, args, env);
-    let (rss, _, _) = process_figures(tether.pid());
-    println!("  tether run started and ready: RSS {rss:.1} MiB");
+    let started = process_figures(tether.pid());
+    println!("  tether run started and ready: {}", started.rss());
 
     // Apply to Ready.
     let databases_seen = watch::<DBInstance>(ns.client.clone(), &ns.name);
@@ -395,7 +422,7 @@ async fn main() {
         wait_all_ready("instances", &applied_instances, &instances_seen, limit).await;
     let all_ready = started.elapsed();
     let counts = proxy.counts();
-    let (_, peak, cpu_to_ready) = process_figures(tether.pid());
+    let at_ready = process_figures(tether.pid());
     println!("\napply to Ready ({objects} + {objects} objects applied together):");
     println!("  all Ready after {:.1} s", all_ready.as_secs_f64());
     for (kind, seconds, applied, seen) in [
@@ -438,15 +465,20 @@ async fn main() {
     println!("  API server writes: {writes:.2} per object: {by_request}");
     let (reads, by_request) = requests.per_object(&requests_before, 2 * objects, &READS);
     println!("  API server reads: {reads:.2} per object: {by_request}");
-    println!("  tether run: peak RSS {peak:.1} MiB, {cpu_to_ready:.1} CPU seconds so far");
+    println!(
+        "  tether run: peak RSS {:.1} MiB, {}, {:.1} CPU seconds so far",
+        at_ready.peak,
+        at_ready.rss(),
+        at_ready.cpu
+    );
 
     // Steady state at the default poll interval.
     tokio::time::sleep(Duration::from_secs(30)).await;
     proxy.reset_counts();
-    let (_, _, cpu_before) = process_figures(tether.pid());
+    let cpu_before = process_figures(tether.pid()).cpu;
     tokio::time::sleep(steady).await;
     let counts = proxy.counts();
-    let (rss, peak, cpu_after) = process_figures(tether.pid());
+    let steady_figures = process_figures(tether.pid());
     let hours = steady.as_secs_f64() / 3600.0;
     let calls: usize = counts.values().sum();
     let describes: usize = counts
@@ -461,8 +493,10 @@ async fn main() {
         describes as f64 / (2 * objects) as f64 / hours
     );
     println!(
-        "  tether run: RSS {rss:.1} MiB (peak {peak:.1} MiB), {:.3} CPU seconds per minute",
-        (cpu_after - cpu_before) / (steady.as_secs_f64() / 60.0)
+        "  tether run: {} (peak {:.1} MiB), {:.3} CPU seconds per minute",
+        steady_figures.rss(),
+        steady_figures.peak,
+        (steady_figures.cpu - cpu_before) / (steady.as_secs_f64() / 60.0)
     );
 
     write_heap_profile(&tether).await;
@@ -485,14 +519,19 @@ async fn main() {
     }
     let counts = proxy.counts();
     let calls: usize = counts.values().sum();
-    let (rss, peak, cpu) = process_figures(tether.pid());
+    let fresh = process_figures(tether.pid());
     println!("\nrestart (SIGKILL, then a new tether run):");
     println!(
         "  every object re-verified {:.1} s after the restart, with {calls} AWS calls ({:.4} per object): {counts:?}",
         restarted.elapsed().as_secs_f64(),
         calls as f64 / (2 * objects) as f64
     );
-    println!("  tether run: RSS {rss:.1} MiB (peak {peak:.1} MiB), {cpu:.1} CPU seconds");
+    println!(
+        "  tether run: {} (peak {:.1} MiB), {:.1} CPU seconds",
+        fresh.rss(),
+        fresh.peak,
+        fresh.cpu
+    );
 
     // New-object latency while the others exist: an Instance (moto holds no more
     // than 1000 DB instances).

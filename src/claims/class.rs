@@ -76,15 +76,10 @@ pub(super) async fn reconcile<C: Claim>(
                 String::new()
             },
         );
-        crate::events::publish(
-            &shared.recorder,
-            &*class,
-            EventType::Warning,
-            reasons::IN_USE,
-            "Delete",
-            note,
-        )
-        .await;
+        shared
+            .events
+            .publish(&*class, EventType::Warning, reasons::IN_USE, "Delete", note)
+            .await;
     }
     // A claim's deletion can reach this controller's watch before the cache it counts
     // from: look again soon rather than wait for a change that came.

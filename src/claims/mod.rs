@@ -25,7 +25,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{Recorder, Reporter},
+        events::Reporter,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -33,7 +33,10 @@ use kube::{
 use tether_api::claim::Claim;
 
 use self::admission::Grants;
-use crate::reconciler::{self, Settings, SharedWatches, Shutdown};
+use crate::{
+    events::Publisher,
+    reconciler::{self, Settings, SharedWatches, Shutdown},
+};
 
 /// The finalizer that keeps a claim until its managed object is gone.
 pub const CLAIM_FINALIZER: &str = "tether.dev/claim";
@@ -65,7 +68,7 @@ pub enum Error {
 /// Everything the reconciles of one claim kind and its class share.
 struct Shared<C: Claim> {
     kube: kube::Client,
-    recorder: Recorder,
+    events: Publisher,
     settings: Settings,
     /// The claims in scope, as the claim controller's cache holds them.
     claims: Store<C>,
@@ -122,7 +125,7 @@ pub async fn run<C: Claim>(
         .then(move |event| forward(class_changes.clone(), event))
         .applied_objects();
     let claim_controller = Controller::for_stream(claim_events, claims.clone());
-    let recorder = Recorder::new(
+    let events = Publisher::new(
         kube.clone(),
         Reporter {
             controller: crate::FIELD_MANAGER.to_owned(),
@@ -131,7 +134,7 @@ pub async fn run<C: Claim>(
     );
     let shared = Arc::new(Shared {
         kube,
-        recorder,
+        events,
         class_finalizer: class_finalizer(settings.namespace.as_deref()),
         settings,
         claims: claims.clone(),

@@ -524,15 +524,10 @@ impl<'a, C: Claim> ClaimReconcile<'a, C> {
     }
 
     async fn publish(&self, type_: EventType, reason: &str, note: String) {
-        crate::events::publish(
-            &self.shared.recorder,
-            self.claim,
-            type_,
-            reason,
-            "Reconcile",
-            note,
-        )
-        .await;
+        self.shared
+            .events
+            .publish(self.claim, type_, reason, "Reconcile", note)
+            .await;
     }
 }
 

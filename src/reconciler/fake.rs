@@ -10,10 +10,7 @@ use std::{
 
 use hyper::body::Bytes;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::{
-    CustomResource, ResourceExt,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::{CustomResource, ResourceExt, runtime::events::Reporter};
 use serde::{Deserialize, Serialize};
 use tether_api::{
     SecretKeyRef,
@@ -460,17 +457,17 @@ impl FakeApi {
         kube::Client::new(service, "shop")
     }
 
-    /// A client of this fake (see [`FakeApi::client`]) and an Event recorder on it.
-    pub fn client_and_recorder(&self) -> (kube::Client, Recorder) {
+    /// A client of this fake (see [`FakeApi::client`]) and an Event publisher on it.
+    pub fn client_and_events(&self) -> (kube::Client, crate::events::Publisher) {
         let kube = self.client();
-        let recorder = Recorder::new(
+        let events = crate::events::Publisher::new(
             kube.clone(),
             Reporter {
                 controller: crate::FIELD_MANAGER.to_owned(),
                 instance: None,
             },
         );
-        (kube, recorder)
+        (kube, events)
     }
 
     /// The requests received so far, in order.

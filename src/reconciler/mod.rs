@@ -58,7 +58,7 @@ use kube::{
     runtime::{
         Controller, Predicate, WatchStreamExt,
         controller::{self, Action},
-        events::{Recorder, Reporter},
+        events::Reporter,
         predicates,
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -72,6 +72,7 @@ use tether_api::{
 pub use error::{Error, Phase};
 
 use crate::{
+    events::Publisher,
     health::Health,
     leader::WriteGate,
     metrics::Metrics,
@@ -146,7 +147,7 @@ impl SharedWatches {
 struct Shared<C> {
     kube: kube::Client,
     connector: C,
-    recorder: Recorder,
+    events: Publisher,
     settings: Settings,
     pacing: pacing::Pacing,
     /// The caches of the kinds this kind's objects refer to.
@@ -215,7 +216,7 @@ pub async fn run<M, C>(
                 .combine(predicates::finalizers),
             Default::default(),
         );
-    let recorder = Recorder::new(
+    let events = Publisher::new(
         kube.clone(),
         Reporter {
             controller: crate::FIELD_MANAGER.to_owned(),
@@ -265,7 +266,7 @@ pub async fn run<M, C>(
     let shared = Arc::new(Shared {
         kube,
         connector: gated::GatedConnector::new(connector, settings.write_gate.clone()),
-        recorder,
+        events,
         settings,
         pacing: pacing::Pacing::default(),
         references: shared_watches.references.clone(),
@@ -538,11 +539,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_reconcile_waiting_for_its_turn_holds_a_few_hundred_bytes() {
-        let (kube, recorder) = fake::FakeApi::default().client_and_recorder();
+        let (kube, events) = fake::FakeApi::default().client_and_events();
         let shared = Arc::new(Shared {
             kube,
             connector: fake::FakeConnector(fake::FakeClient::default()),
-            recorder,
+            events,
             settings: Settings::default(),
             pacing: pacing::Pacing::default(),
             references: references::Registry::default(),

@@ -62,10 +62,10 @@ fn gold() -> FakeClass {
 
 /// Reconciles `claim` once against `api`.
 async fn reconcile_once(api: &FakeApi, claim: FakeClaim) -> Result<Action, Error> {
-    let (kube, recorder) = api.client_and_recorder();
+    let (kube, events) = api.client_and_events();
     let shared = Arc::new(Shared::<FakeClaim> {
         kube,
-        recorder,
+        events,
         settings: Settings::default(),
         claims: reflector::store().0,
         claims_listed: Arc::default(),

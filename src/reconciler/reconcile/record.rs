@@ -105,7 +105,10 @@ pub(super) async fn publish_event<M: Managed, C>(
     reason: &str,
     note: String,
 ) {
-    crate::events::publish(&shared.recorder, object, type_, reason, "Reconcile", note).await;
+    shared
+        .events
+        .publish(object, type_, reason, "Reconcile", note)
+        .await;
 }
 
 impl<M, C> ObjectReconcile<'_, M, C>

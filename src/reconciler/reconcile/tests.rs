@@ -43,11 +43,11 @@ fn orders(finalizer: bool, deleting: bool, annotations: &[(&str, &str)]) -> Fake
 /// What one controller shares between reconciles, around the fake API and client.
 fn shared(api: &FakeApi, object: &FakeKind, client: &FakeClient) -> Arc<Shared<FakeConnector>> {
     api.hold("fakekinds/orders", object);
-    let (kube, recorder) = api.client_and_recorder();
+    let (kube, events) = api.client_and_events();
     Arc::new(Shared {
         kube,
         connector: FakeConnector(client.clone()),
-        recorder,
+        events,
         settings: Settings::default(),
         pacing: Pacing::default(),
         references: references::Registry::default(),
