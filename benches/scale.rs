@@ -533,9 +533,18 @@ async fn main() {
         fresh.cpu
     );
 
+    // The fresh process at rest: a minute later, once its allocator was trimmed (the
+    // figure above is the peak of re-verifying everything at once).
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    let settled = process_figures(tether.pid());
+    println!(
+        "  a minute later: {} (peak {:.1} MiB)",
+        settled.rss(),
+        settled.peak
+    );
+
     // New-object latency while the others exist: an Instance (moto holds no more
     // than 1000 DB instances).
-    tokio::time::sleep(Duration::from_secs(10)).await;
     let mut latencies = Vec::new();
     for i in 0..5 {
         let before = proxy.count("RunInstances");

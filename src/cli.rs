@@ -56,15 +56,18 @@ pub fn main() -> ExitCode {
         } => crds::write_dir(&dir)
             .and_then(|()| chart_dir.map_or(Ok(()), |chart| crds::write_chart(&chart)))
             .map_err(anyhow::Error::from),
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| {
-                runtime
-                    .block_on(run::run(args))
-                    .map_err(anyhow::Error::from)
-            }),
+        Command::Run(args) => {
+            crate::memory::use_one_arena();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| {
+                    runtime
+                        .block_on(run::run(args))
+                        .map_err(anyhow::Error::from)
+                })
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
