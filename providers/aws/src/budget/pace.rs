@@ -9,7 +9,8 @@
 //! accepted over the last [`WINDOW`] stand in (the burst among them makes that too
 //! fast when the service was busy for long, too slow when it had just started; the
 //! next refusal corrects it). The pace is then [`MARGIN`] of that rate, spaced evenly
-//! (no burst of its own), and rises by [`GROWTH`] of it per second without a refusal.
+//! (no burst of its own), and rises by [`GROWTH`] of it per second without a refusal
+//! ([`LEAST_GROWTH`] at least).
 //!
 //! The SDK's own adaptive limiter is not used: it shares one rate among every service
 //! of a retry partition, lowers it by 0.7x the rate it *sent* at per refusal (about 7
@@ -31,6 +32,9 @@ pub const MARGIN: f64 = 0.9;
 /// How much faster the pace gets per second without a refusal, as a share of the pace
 /// set at the last one (linear: 2% a second is 1.2x after 10 s, 2x after 50 s).
 pub const GROWTH: f64 = 0.02;
+/// The least the pace gets faster per second without a refusal, in calls a second: a
+/// pace at the [`FLOOR`] is back at 0.65 calls a second after a minute.
+pub const LEAST_GROWTH: f64 = 0.01;
 /// The slowest pace: one call in 20 s, so that a service that throttles everything
 /// is still asked now and then.
 pub const FLOOR: f64 = 0.05;
@@ -81,15 +85,16 @@ impl State {
     /// The pace at `now`: the last setting, grown since.
     fn rate(&self, now: Instant) -> Option<f64> {
         let set = self.set?;
-        let grown = now.saturating_duration_since(set.at).as_secs_f64() * GROWTH;
-        Some(set.rate * (1.0 + grown))
+        let seconds = now.saturating_duration_since(set.at).as_secs_f64();
+        Some(set.rate + (set.rate * GROWTH).max(LEAST_GROWTH) * seconds)
     }
 
-    /// Calls sent since `since`, less those refused since: what AWS accepted (the calls
-    /// still on their way count as accepted).
-    fn accepted_since(&self, since: Instant) -> f64 {
-        let sent = self.sent.iter().filter(|&&at| at >= since).count();
-        let refused = self.refused.iter().filter(|&&at| at >= since).count();
+    /// Calls sent from `since` to `now`, less those refused: what AWS accepted (the
+    /// calls still on their way count as accepted; those waiting for their turn, not).
+    fn accepted_between(&self, since: Instant, now: Instant) -> f64 {
+        let between = |at: &&Instant| (since..=now).contains(*at);
+        let sent = self.sent.iter().filter(between).count();
+        let refused = self.refused.iter().filter(between).count();
         sent.saturating_sub(refused) as f64
     }
 
@@ -136,7 +141,7 @@ impl Pace {
             // An answer to a call sent before the last change: that change's measure,
             // with this refusal too.
             Some(set) if now.saturating_duration_since(set.at) < SETTLE => Setting {
-                rate: measured(&state, set.since, set.over, set.before).min(set.rate),
+                rate: measured(&state, set.since, now, set.over, set.before).min(set.rate),
                 ..set
             },
             // The bucket was empty at the last change and is empty again: what AWS
@@ -148,7 +153,7 @@ impl Pace {
                 let over = now.saturating_duration_since(since);
                 let before = state.rate(now);
                 Setting {
-                    rate: measured(&state, since, over, before),
+                    rate: measured(&state, since, now, over, before),
                     at: now,
                     before,
                     since,
@@ -158,7 +163,7 @@ impl Pace {
             None => {
                 let since = now.checked_sub(WINDOW).unwrap_or(now);
                 Setting {
-                    rate: measured(&state, since, WINDOW, None),
+                    rate: measured(&state, since, now, WINDOW, None),
                     at: now,
                     before: None,
                     since,
@@ -184,10 +189,16 @@ impl Pace {
     }
 }
 
-/// The pace from what AWS accepted since `since` over `over`: [`MARGIN`] of it, no
+/// The pace from what AWS accepted from `since` to `now`, over `over`: [`MARGIN`] of it, no
 /// less than [`MOST_CUT`] of the pace `before` (when there was one) and [`FLOOR`].
-fn measured(state: &State, since: Instant, over: Duration, before: Option<f64>) -> f64 {
-    let refill = state.accepted_since(since) / over.as_secs_f64().max(1.0);
+fn measured(
+    state: &State,
+    since: Instant,
+    now: Instant,
+    over: Duration,
+    before: Option<f64>,
+) -> f64 {
+    let refill = state.accepted_between(since, now) / over.as_secs_f64().max(1.0);
     let lowest = before.map_or(FLOOR, |before| (before * MOST_CUT).max(FLOOR));
     (refill * MARGIN).max(lowest)
 }
@@ -246,24 +257,27 @@ mod tests {
         }
         pace.refused(start);
         assert!(close(pace.rate(start), 1.9 * MARGIN));
-        // Once the answers to the calls sent before are in, 24 calls accepted over
-        // 16 s, then one refused: AWS refills 1.5/s.
-        for i in 0..24 {
+        // Once the answers to the calls sent before are in, 9 calls accepted over 6 s,
+        // then one refused: AWS refills 1.5/s.
+        for i in 0..9 {
             pace.reserve(start + SETTLE + seconds(f64::from(i) / 1.5));
         }
-        let throttled_at = start + SETTLE + seconds(16.0);
+        let throttled_at = start + SETTLE + seconds(6.0);
         pace.reserve(throttled_at);
         pace.refused(throttled_at);
         assert!(close(pace.rate(throttled_at), 1.5 * MARGIN));
     }
 
     #[test]
-    fn nothing_accepted_sets_the_floor() {
+    fn nothing_accepted_sets_the_floor_and_the_pace_still_climbs_back() {
         let pace = Pace::default();
         let start = Instant::now() + WINDOW;
         pace.reserve(start);
         pace.refused(start);
         assert!(close(pace.rate(start), FLOOR));
+        // And climbs back.
+        let minute = start + seconds(60.0);
+        assert!(close(pace.rate(minute), FLOOR + 60.0 * LEAST_GROWTH));
     }
 
     #[test]
