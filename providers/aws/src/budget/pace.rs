@@ -90,7 +90,7 @@ impl State {
     }
 
     /// Calls sent from `since` to `now`, less those refused: what AWS accepted (the
-    /// calls still on their way count as accepted; those waiting for their turn, not).
+    /// calls still on their way count as accepted).
     fn accepted_between(&self, since: Instant, now: Instant) -> f64 {
         let between = |at: &&Instant| (since..=now).contains(*at);
         let sent = self.sent.iter().filter(between).count();
@@ -111,24 +111,26 @@ impl State {
 }
 
 impl Pace {
-    /// How long a call made at `now` waits for its turn (and takes that turn).
-    pub fn reserve(&self, now: Instant) -> Duration {
+    /// Takes a call's turn at `now` when it is due (`None`: send the call now), or says
+    /// how long until the next turn. Turns are not reserved ahead: a call waiting for
+    /// one goes at the pace of when it goes, which rises while it waits.
+    pub fn turn(&self, now: Instant) -> Option<Duration> {
         let mut state = self.lock();
         state.forget_before(now);
-        let Some(rate) = state.rate(now) else {
-            state.sent.push_back(now);
-            return Duration::ZERO;
-        };
-        let at = state.next.map_or(now, |next| next.max(now));
-        state.next = Some(at + Duration::from_secs_f64(1.0 / rate));
-        state.sent.push_back(at);
-        at - now
+        if let Some(rate) = state.rate(now) {
+            let next = state.next.unwrap_or(now);
+            if next > now {
+                return Some(next - now);
+            }
+            state.next = Some(now + Duration::from_secs_f64(1.0 / rate));
+        }
+        state.sent.push_back(now);
+        None
     }
 
-    /// Waits for a call's turn.
+    /// Waits for a call's turn (callers waiting together go in no set order).
     pub async fn wait(&self) {
-        let wait = self.reserve(Instant::now());
-        if !wait.is_zero() {
+        while let Some(wait) = self.turn(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
     }
@@ -211,6 +213,11 @@ mod tests {
         Duration::from_secs_f64(s)
     }
 
+    /// A call sent at `at`, its turn due.
+    fn send(pace: &Pace, at: Instant) {
+        assert_eq!(pace.turn(at), None, "the call's turn is due");
+    }
+
     fn close(rate: Option<f64>, expected: f64) -> bool {
         rate.is_some_and(|rate| (rate - expected).abs() < 1e-6)
     }
@@ -220,7 +227,7 @@ mod tests {
         let pace = Pace::default();
         let now = Instant::now();
         for _ in 0..100 {
-            assert_eq!(pace.reserve(now), Duration::ZERO);
+            assert_eq!(pace.turn(now), None);
         }
         assert_eq!(pace.rate(now), None);
     }
@@ -231,20 +238,23 @@ mod tests {
         let start = Instant::now() + WINDOW;
         // Eight calls at once, AWS's burst holds five: three refused together.
         for _ in 0..8 {
-            pace.reserve(start);
+            send(&pace, start);
         }
         for i in 0..3 {
             pace.refused(start + seconds(0.01 * f64::from(i)));
         }
         let rate = 5.0 / WINDOW.as_secs_f64() * MARGIN;
         assert!(close(pace.rate(start), rate));
-        // The bucket is empty: the retries wait one refill, then go 1/rate apart.
+        // The bucket is empty: a retry waits one refill from the last refusal.
         let now = start + seconds(0.1);
-        let waits: Vec<f64> = (0..3).map(|_| pace.reserve(now).as_secs_f64()).collect();
-        let gap = 1.0 / rate;
-        assert!((waits[0] - (gap - 0.08)).abs() < 0.01, "{waits:?}");
-        assert!((waits[1] - waits[0] - gap).abs() < 0.01, "{waits:?}");
-        assert!((waits[2] - waits[1] - gap).abs() < 0.01, "{waits:?}");
+        let wait = pace.turn(now).expect("a wait").as_secs_f64();
+        assert!((wait - (1.0 / rate - 0.08)).abs() < 1e-6, "{wait}");
+        // Then calls go one at a time, 1/pace apart.
+        let due = now + seconds(wait);
+        assert_eq!(pace.turn(due), None, "its turn");
+        let next = pace.turn(due).expect("the next call waits").as_secs_f64();
+        let gap = 1.0 / pace.rate(due).unwrap();
+        assert!((next - gap).abs() < 1e-6, "{next} against {gap}");
     }
 
     #[test]
@@ -253,17 +263,17 @@ mod tests {
         let start = Instant::now() + WINDOW;
         // 20 calls over the last 10 s, then one refused: 1.8/s.
         for i in 0..20 {
-            pace.reserve(start - seconds(0.5 * f64::from(i + 1)));
+            send(&pace, start - seconds(0.5 * f64::from(i + 1)));
         }
         pace.refused(start);
         assert!(close(pace.rate(start), 1.9 * MARGIN));
         // Once the answers to the calls sent before are in, 9 calls accepted over 6 s,
         // then one refused: AWS refills 1.5/s.
         for i in 0..9 {
-            pace.reserve(start + SETTLE + seconds(f64::from(i) / 1.5));
+            send(&pace, start + SETTLE + seconds(f64::from(i) / 1.5));
         }
         let throttled_at = start + SETTLE + seconds(6.0);
-        pace.reserve(throttled_at);
+        send(&pace, throttled_at);
         pace.refused(throttled_at);
         assert!(close(pace.rate(throttled_at), 1.5 * MARGIN));
     }
@@ -272,7 +282,7 @@ mod tests {
     fn nothing_accepted_sets_the_floor_and_the_pace_still_climbs_back() {
         let pace = Pace::default();
         let start = Instant::now() + WINDOW;
-        pace.reserve(start);
+        send(&pace, start);
         pace.refused(start);
         assert!(close(pace.rate(start), FLOOR));
         // And climbs back.
@@ -285,13 +295,13 @@ mod tests {
         let pace = Pace::default();
         let start = Instant::now() + WINDOW;
         for i in 0..10 {
-            pace.reserve(start - seconds(f64::from(i)));
+            send(&pace, start - seconds(f64::from(i)));
         }
         pace.refused(start);
         let rate = pace.rate(start).unwrap();
         // One call in 60 s, refused: the service had little to ask, AWS not less to give.
         let later = start + seconds(60.0);
-        pace.reserve(later);
+        send(&pace, later);
         pace.refused(later);
         let grown = rate * (1.0 + 60.0 * GROWTH);
         assert!(close(pace.rate(later), grown * MOST_CUT));
@@ -302,7 +312,7 @@ mod tests {
         let pace = Pace::default();
         let start = Instant::now() + WINDOW;
         for _ in 0..10 {
-            pace.reserve(start);
+            send(&pace, start);
         }
         pace.refused(start);
         let rate = pace.rate(start).unwrap();
