@@ -51,7 +51,12 @@ const MEMORY: Duration = Duration::from_secs(300);
 
 /// The pace of one service's calls (see the module's documentation).
 #[derive(Debug, Default)]
-pub struct Pace(Mutex<State>);
+pub struct Pace {
+    state: Mutex<State>,
+    /// The line of calls waiting for a turn: one waits at a time, in the order they
+    /// came (tokio's mutex is fair).
+    line: tokio::sync::Mutex<()>,
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -128,8 +133,13 @@ impl Pace {
         None
     }
 
-    /// Waits for a call's turn (callers waiting together go in no set order).
+    /// Waits for a call's turn: at once when one is due (always, until AWS refuses a
+    /// call), else in line behind the calls that came first.
     pub async fn wait(&self) {
+        if self.turn(Instant::now()).is_none() {
+            return;
+        }
+        let _first_in_line = self.line.lock().await;
         while let Some(wait) = self.turn(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
@@ -185,7 +195,7 @@ impl Pace {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
