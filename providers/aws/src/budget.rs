@@ -1,103 +1,242 @@
-//! The AWS budget of one ProviderConfig: every SDK client built for it, whatever its
-//! service, shares one retry partition, so the SDK's adaptive client rate limiter and
-//! retry token bucket are one budget per account and region. Once AWS throttles a
-//! call of any kind, the limiter paces the calls of every kind of that ProviderConfig
-//! (it lowers its rate on each throttle and raises it again while calls succeed).
+//! The AWS budget of one ProviderConfig in one region: every client built for it shares
+//! one retry partition (the SDK's retry quota), and the calls of each service go at
+//! that service's [`Pace`]: unlimited until AWS throttles one, then at a rate learned
+//! from what AWS accepted (see `pace`). AWS meters each service of an account and
+//! region on its own, so each service has a pace of its own, kept for the life of the
+//! process (every generation of the ProviderConfig shares it).
 //!
-//! The SDK only consults the limiter in its adaptive retry mode; a call whose retries
-//! are switched off (a create that must not be repeated blindly) has the standard
-//! mode, and would pass by it. [`EveryCallOnTheBudget`] keeps those calls' retries as
-//! they are and puts them on the budget too.
+//! Every attempt of every call waits for its turn in the HTTP client the SDK sends it
+//! through ([`paced`]), and a refusal reaches the pace through an interceptor
+//! ([`pace_feed`]). A create, which the SDK must not send again blindly, is still
+//! retried when AWS throttled it ([`OnlyThrottlingRetried`]): the retry waits for the
+//! pace, where a failed reconcile would observe and create all over again.
 
-use aws_config::retry::{RetryConfig, RetryMode};
+pub mod pace;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, Mutex},
+    time::Instant,
+};
+
 use aws_sdk_rds::config::retry::RetryPartition;
 use aws_smithy_runtime_api::{
     box_error::BoxError,
     client::{
-        interceptors::{
-            Intercept, SharedInterceptor, context::BeforeTransmitInterceptorContextMut,
+        http::{
+            HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings,
+            SharedHttpClient, SharedHttpConnector,
         },
-        runtime_components::RuntimeComponents,
+        interceptors::{
+            Intercept, SharedInterceptor,
+            context::{FinalizerInterceptorContextRef, InterceptorContext},
+        },
+        orchestrator::HttpRequest,
+        retries::classifiers::{ClassifyRetry, RetryAction, RetryClassifierPriority, RetryReason},
+        runtime_components::{RuntimeComponents, RuntimeComponentsBuilder},
+        stalled_stream_protection::StalledStreamProtectionConfig,
     },
 };
-use aws_smithy_types::config_bag::{ConfigBag, Layer};
+use aws_smithy_types::{config_bag::ConfigBag, retry::ErrorKind};
+use tether_api::telemetry::CallOutcome;
+
+pub use self::pace::Pace;
+use crate::call_metrics::outcome_of;
+
+/// The paces of every budget's services, by `<budget>/<service>`.
+static PACES: LazyLock<Mutex<HashMap<String, Arc<Pace>>>> = LazyLock::new(Mutex::default);
 
 /// The budget of one ProviderConfig in one region.
 #[derive(Clone, Debug)]
 pub struct Budget {
-    partition: RetryPartition,
+    name: String,
 }
 
 impl Budget {
     /// The budget of ProviderConfig `provider_config` in `region`, named
-    /// `tether/<providerconfig>/<region>`. The SDK keeps one rate limiter and one retry
-    /// token bucket per name for the life of the process, so the clients of every
-    /// service and of every generation of the ProviderConfig share them.
+    /// `tether/<providerconfig>/<region>`. The SDK keeps one retry quota per name, and
+    /// this module one pace per name and service, for the life of the process, so the
+    /// clients of every generation of the ProviderConfig share them.
     pub fn of(provider_config: &str, region: &str) -> Self {
         Self {
-            partition: RetryPartition::new(format!("tether/{provider_config}/{region}")),
+            name: format!("tether/{provider_config}/{region}"),
         }
     }
 
     /// The retry partition every client of the budget is built with.
     pub fn partition(&self) -> RetryPartition {
-        self.partition.clone()
+        RetryPartition::new(self.name.clone())
     }
 
-    /// The interceptor that puts every call on the budget, retried or not.
-    pub fn interceptor(&self) -> SharedInterceptor {
-        SharedInterceptor::new(EveryCallOnTheBudget)
+    /// The pace of `service`'s calls under this budget.
+    pub fn pace(&self, service: &str) -> Arc<Pace> {
+        PACES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(format!("{}/{service}", self.name))
+            .or_default()
+            .clone()
     }
 }
 
-/// Switches a call whose retry configuration is not adaptive (such as a create with
-/// retries switched off) to the adaptive mode with the same attempts and backoff, so
-/// that it waits for the shared rate limiter like every other call and still is not
-/// retried.
-#[derive(Debug)]
-struct EveryCallOnTheBudget;
+/// The HTTPS client the SDK would use when the configuration names none: rustls with
+/// aws-lc, proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`, …). aws-smithy-runtime
+/// builds the same in its crate-private `default_https_client`; wrapping it (see
+/// [`paced`]) needs it by name.
+pub fn default_https_client() -> SharedHttpClient {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    Builder::new().build_with_connector_fn(|settings, runtime_components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = runtime_components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
 
-impl Intercept for EveryCallOnTheBudget {
-    fn name(&self) -> &'static str {
-        "tether-every-call-on-the-budget"
+/// The SDK's stalled-stream protection for downloads only: a paced request's body is
+/// not read while it waits for its turn (see [`paced`]), which the upload check would
+/// take for a stall. The requests' bodies are small forms, sent at once.
+pub fn uploads_unwatched() -> StalledStreamProtectionConfig {
+    StalledStreamProtectionConfig::enabled()
+        .upload_enabled(false)
+        .build()
+}
+
+/// `http`, with every request waiting for its turn at `pace` first.
+pub fn paced(http: SharedHttpClient, pace: Arc<Pace>) -> SharedHttpClient {
+    SharedHttpClient::new(PacedClient { http, pace })
+}
+
+/// The interceptor that tells `pace` how each attempt was answered.
+pub fn pace_feed(pace: Arc<Pace>) -> SharedInterceptor {
+    SharedInterceptor::new(PaceFeed(pace))
+}
+
+#[derive(Debug)]
+struct PacedClient {
+    http: SharedHttpClient,
+    pace: Arc<Pace>,
+}
+
+impl HttpClient for PacedClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(PacedConnector {
+            connector: self.http.http_connector(settings, components),
+            pace: self.pace.clone(),
+        })
     }
 
-    // Runs just before the SDK asks its retry strategy (and so the rate limiter)
-    // whether the first attempt may be sent.
-    fn modify_before_retry_loop(
+    fn validate_base_client_config(
         &self,
-        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _runtime_components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
+        runtime_components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(adaptive) = on_the_budget(cfg.load::<RetryConfig>()) {
-            let mut layer = Layer::new("tether-budget");
-            layer.store_put(adaptive);
-            cfg.push_layer(layer);
+        self.http
+            .validate_base_client_config(runtime_components, cfg)
+    }
+
+    fn validate_final_config(
+        &self,
+        runtime_components: &RuntimeComponents,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.http.validate_final_config(runtime_components, cfg)
+    }
+}
+
+#[derive(Debug)]
+struct PacedConnector {
+    connector: SharedHttpConnector,
+    pace: Arc<Pace>,
+}
+
+impl HttpConnector for PacedConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let (connector, pace) = (self.connector.clone(), self.pace.clone());
+        HttpConnectorFuture::new(async move {
+            pace.wait().await;
+            connector.call(request).await
+        })
+    }
+}
+
+/// Lets the SDK retry a call only when AWS refused it with a throttling error: for a
+/// create, whose blind retry could make a second resource when an answer was lost.
+/// A throttled call is safe to send again (AWS refused it before doing anything), and
+/// its retry waits for the service's pace, where a failed reconcile would observe and
+/// create all over again.
+#[derive(Debug)]
+pub struct OnlyThrottlingRetried;
+
+impl ClassifyRetry for OnlyThrottlingRetried {
+    fn classify_retry(&self, _context: &InterceptorContext) -> RetryAction {
+        RetryAction::RetryForbidden
+    }
+
+    fn classify_retry_v2(
+        &self,
+        _context: &InterceptorContext,
+        previous: &RetryAction,
+    ) -> RetryAction {
+        only_throttling(previous)
+    }
+
+    fn name(&self) -> &'static str {
+        "tether-only-throttling-retried"
+    }
+
+    // After the SDK's classifiers, whose verdict it reads.
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+    }
+}
+
+/// What the SDK's classifiers' verdict `previous` becomes when only throttling errors
+/// may be retried.
+fn only_throttling(previous: &RetryAction) -> RetryAction {
+    match previous {
+        RetryAction::RetryIndicated(RetryReason::RetryableError {
+            kind: ErrorKind::ThrottlingError,
+            ..
+        }) => RetryAction::NoActionIndicated,
+        _ => RetryAction::RetryForbidden,
+    }
+}
+
+/// Tells a [`Pace`] how each attempt was answered.
+#[derive(Debug)]
+struct PaceFeed(Arc<Pace>);
+
+impl Intercept for PaceFeed {
+    fn name(&self) -> &'static str {
+        "tether-pace-feed"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if outcome_of(context) == CallOutcome::Throttled {
+            self.0.refused(Instant::now());
         }
         Ok(())
     }
 }
 
-/// The adaptive version of `retry`, when it is not adaptive already.
-fn on_the_budget(retry: Option<&RetryConfig>) -> Option<RetryConfig> {
-    retry
-        .filter(|retry| retry.mode() != RetryMode::Adaptive)
-        .map(|retry| retry.clone().with_retry_mode(RetryMode::Adaptive))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_call_without_retries_waits_for_the_budget_and_still_makes_one_attempt() {
-        let adaptive = on_the_budget(Some(&RetryConfig::disabled())).expect("switched");
-        assert_eq!(adaptive.mode(), RetryMode::Adaptive);
-        assert_eq!(adaptive.max_attempts(), 1);
-        assert!(on_the_budget(Some(&RetryConfig::adaptive())).is_none());
-        assert!(on_the_budget(None).is_none());
-    }
 
     #[test]
     fn one_budget_per_provider_config_and_region() {
@@ -113,5 +252,34 @@ mod tests {
             Budget::of("prod", "us-east-1").partition().to_string(),
             "tether/prod/us-east-1"
         );
+    }
+
+    #[test]
+    fn only_a_throttling_error_is_retried() {
+        assert_eq!(
+            only_throttling(&RetryAction::throttling_error()),
+            RetryAction::NoActionIndicated
+        );
+        for other in [
+            RetryAction::transient_error(),
+            RetryAction::server_error(),
+            RetryAction::NoActionIndicated,
+        ] {
+            assert_eq!(only_throttling(&other), RetryAction::RetryForbidden);
+        }
+    }
+
+    #[test]
+    fn each_service_of_a_budget_has_one_pace_for_the_life_of_the_process() {
+        let budget = Budget::of("pace-test", "us-east-1");
+        assert!(Arc::ptr_eq(
+            &budget.pace("ec2"),
+            &Budget::of("pace-test", "us-east-1").pace("ec2")
+        ));
+        assert!(!Arc::ptr_eq(&budget.pace("ec2"), &budget.pace("rds")));
+        assert!(!Arc::ptr_eq(
+            &budget.pace("ec2"),
+            &Budget::of("pace-test", "eu-west-1").pace("ec2")
+        ));
     }
 }

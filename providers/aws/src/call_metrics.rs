@@ -1,7 +1,7 @@
 //! The SDK configuration of one ProviderConfig as the kinds' clients are built from it:
-//! every client of the ProviderConfig, whatever its service, shares one AWS budget
-//! ([`Budget`]), and carries an interceptor that reports every AWS call (each attempt)
-//! and its outcome to the runtime's metrics.
+//! every client of the ProviderConfig shares one AWS budget ([`Budget`]: a retry quota,
+//! and a pace per service), and carries an interceptor that reports every AWS call
+//! (each attempt) and its outcome to the runtime's metrics.
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use aws_smithy_runtime_api::{
 use aws_smithy_types::config_bag::ConfigBag;
 use tether_api::telemetry::{CallObserver, CallOutcome};
 
-use crate::budget::Budget;
+use crate::budget::{self, Budget};
 
 /// An SDK configuration, the budget its clients share and, when metrics are on, the
 /// interceptor every client built from it carries.
@@ -43,16 +43,26 @@ impl From<SdkConfig> for AwsConfig {
     }
 }
 
-/// A client of the SDK crate `$sdk` (`aws_sdk_ec2`, …) built from the [`AwsConfig`]
-/// `$config`: it shares the config's budget and carries its interceptor. Every
-/// service's config builder has the same methods, but no trait names them.
+/// A client of the SDK crate `$sdk` (`aws_sdk_ec2`, …) for AWS service `$service`,
+/// built from the [`AwsConfig`] `$config`: its calls go at the service's pace in the
+/// config's budget, and it carries the config's interceptor. Every service's config
+/// builder has the same methods, but no trait names them.
 macro_rules! client_of {
-    ($sdk:ident, $config:expr) => {{
+    ($sdk:ident, $service:literal, $config:expr) => {{
         let aws: &AwsConfig = $config;
         let mut config = $sdk::config::Builder::from(&aws.sdk);
         if let Some(budget) = &aws.budget {
             config.set_retry_partition(Some(budget.partition()));
-            config.push_interceptor(budget.interceptor());
+            let pace = budget.pace($service);
+            let http = aws
+                .sdk
+                .http_client()
+                .unwrap_or_else(budget::default_https_client);
+            config.set_http_client(Some(budget::paced(http, pace.clone())));
+            // A request waiting for its turn has not started to upload: the SDK would
+            // take the wait for a stalled upload and fail the call.
+            config.set_stalled_stream_protection(Some(budget::uploads_unwatched()));
+            config.push_interceptor(budget::pace_feed(pace));
         }
         if let Some(interceptor) = &aws.interceptor {
             config.push_interceptor(interceptor.clone());
@@ -80,17 +90,17 @@ impl AwsConfig {
 
     /// An EC2 client.
     pub fn ec2(&self) -> aws_sdk_ec2::Client {
-        client_of!(aws_sdk_ec2, self)
+        client_of!(aws_sdk_ec2, "ec2", self)
     }
 
     /// An RDS client.
     pub fn rds(&self) -> aws_sdk_rds::Client {
-        client_of!(aws_sdk_rds, self)
+        client_of!(aws_sdk_rds, "rds", self)
     }
 
     /// A Secrets Manager client.
     pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
-        client_of!(aws_sdk_secretsmanager, self)
+        client_of!(aws_sdk_secretsmanager, "secretsmanager", self)
     }
 }
 
@@ -116,23 +126,27 @@ impl Intercept for CallReporter {
             .map_or(("unknown", "unknown"), |metadata| {
                 (metadata.service(), metadata.name())
             });
-        let outcome = match context.output_or_error() {
-            Some(Ok(_)) => CallOutcome::Ok,
-            _ => {
-                let response = context.response();
-                let status = response.map(|response| response.status().as_u16());
-                let body = response
-                    .and_then(|response| response.body().bytes())
-                    .map(String::from_utf8_lossy);
-                if status == Some(429) || body.is_some_and(|body| names_throttling(&body)) {
-                    CallOutcome::Throttled
-                } else {
-                    CallOutcome::Error
-                }
-            }
-        };
-        self.observer.cloud_call(service, operation, outcome);
+        self.observer
+            .cloud_call(service, operation, outcome_of(context));
         Ok(())
+    }
+}
+
+/// How an attempt ended: answered, refused by a throttle (HTTP 429, or one of the
+/// SDK's throttling error codes in the answer), or failed otherwise.
+pub(crate) fn outcome_of(context: &FinalizerInterceptorContextRef<'_>) -> CallOutcome {
+    if let Some(Ok(_)) = context.output_or_error() {
+        return CallOutcome::Ok;
+    }
+    let response = context.response();
+    let status = response.map(|response| response.status().as_u16());
+    let body = response
+        .and_then(|response| response.body().bytes())
+        .map(String::from_utf8_lossy);
+    if status == Some(429) || body.is_some_and(|body| names_throttling(&body)) {
+        CallOutcome::Throttled
+    } else {
+        CallOutcome::Error
     }
 }
 

@@ -165,14 +165,14 @@ pub async fn load_with_secret(
     Ok(Loaded { sdk, secret })
 }
 
-/// A loader with the region and endpoint of `spec`, and the SDK's adaptive retries:
-/// its standard retries, plus a client-side rate limiter that slows every client of
-/// the same retry partition once AWS throttles one of them (see
-/// [`crate::budget::Budget`]).
+/// A loader with the region and endpoint of `spec`, and the SDK's standard retries
+/// (backoff with jitter, a retry quota per partition); the pace of the calls is
+/// tether's own, per service (see [`crate::budget::Budget`]), not the SDK's adaptive
+/// limiter.
 fn loader(spec: &ProviderConfigSpec) -> ConfigLoader {
     let loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(spec.region.clone()))
-        .retry_config(RetryConfig::adaptive());
+        .retry_config(RetryConfig::standard());
     match &spec.endpoint {
         Some(endpoint) => loader.endpoint_url(endpoint),
         None => loader,

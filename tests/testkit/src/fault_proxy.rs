@@ -82,6 +82,12 @@ pub struct Call {
     /// Whether the proxy refused the call with the service's throttling error (a
     /// [`Fault::Throttle`] rule, or the rate limit of [`FaultProxy::limit_rate`]).
     pub throttled: bool,
+    /// When the call reached the proxy.
+    pub at: std::time::Instant,
+    /// Which attempt of its SDK invocation the call is (1 for the first; from the
+    /// SDK's `amz-sdk-request` header, 1 when it has none): a retry the SDK made
+    /// itself, told apart from a new call.
+    pub attempt: u32,
 }
 
 struct Rule {
@@ -360,6 +366,8 @@ impl Forwarder {
             let mut state = self.state.lock().unwrap();
             state.credentials_seen.insert(token.to_owned());
         }
+        let at = std::time::Instant::now();
+        let attempt = sdk_attempt(&parts.headers);
         let assume_role = service == "sts" && operation == "AssumeRole";
         let client_token = (operation == "RunInstances")
             .then(|| form_values(&body, |name| name == "ClientToken").pop())
@@ -391,6 +399,8 @@ impl Forwarder {
                     access_key_id,
                     forwarded: false,
                     throttled: false,
+                    at,
+                    attempt,
                 });
                 return Ok(match answer {
                     Ok(first) => Response::builder()
@@ -416,6 +426,8 @@ impl Forwarder {
             access_key_id,
             forwarded: false,
             throttled: false,
+            at,
+            attempt,
         };
         if throttled {
             call.throttled = true;
@@ -544,6 +556,21 @@ fn credential_scope_part(headers: &HeaderMap, index: usize) -> Option<String> {
     let authorization = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let scope = authorization.split("Credential=").nth(1)?;
     scope.split('/').nth(index).map(str::to_owned)
+}
+
+/// The attempt number of the SDK's `amz-sdk-request: attempt=2; max=3` header; 1
+/// when the call has none.
+fn sdk_attempt(headers: &HeaderMap) -> u32 {
+    headers
+        .get("amz-sdk-request")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .split(';')
+                .find_map(|part| part.trim().strip_prefix("attempt="))
+        })
+        .and_then(|attempt| attempt.parse().ok())
+        .unwrap_or(1)
 }
 
 const SCOPE_ACCESS_KEY_ID: usize = 0;

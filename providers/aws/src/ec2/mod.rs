@@ -6,6 +6,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use tether_api::external::ProviderError;
 
 use crate::{
+    budget::OnlyThrottlingRetried,
     errors::provider_error,
     tags::{UID_TAG, stale_tags},
 };
@@ -18,13 +19,13 @@ pub mod ssh_key;
 pub use instance::{Instance, InstanceClient};
 pub use security_group::{SecurityGroup, SecurityGroupClient};
 
-/// Configuration for a create call that must not be retried by the SDK: when its
-/// answer is lost, a blind retry could make a second resource (emulators ignore
-/// `ClientToken`, and most create calls have none). The reconcile loop retries
-/// instead, after looking for the resource by its UID tag.
-pub(crate) fn without_retries() -> aws_sdk_ec2::config::Builder {
-    aws_sdk_ec2::config::Builder::default()
-        .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
+/// Configuration for a create call that the SDK must retry only when AWS throttled
+/// it: when its answer is lost, a blind retry could make a second resource (emulators
+/// ignore `ClientToken`, and most create calls have none); the reconcile loop retries
+/// instead, after looking for the resource by its UID tag. A throttled call did
+/// nothing, and its retry waits for the budget's pace ([`OnlyThrottlingRetried`]).
+pub(crate) fn retried_only_when_throttled() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default().retry_classifier(OnlyThrottlingRetried)
 }
 
 /// The tags as EC2 takes them.

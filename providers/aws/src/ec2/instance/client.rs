@@ -37,7 +37,7 @@ use crate::{
     ec2::{
         create_tags, is_not_found,
         live_instances::{live_instances, tagged_by_uid},
-        ssh_key, sync_tags, tag_map, tag_specification, uid_filter, without_retries,
+        retried_only_when_throttled, ssh_key, sync_tags, tag_map, tag_specification, uid_filter,
     },
     errors::{absent_if, provider_error},
     tags::UID_TAG,
@@ -576,7 +576,7 @@ impl ExternalClient<Instance> for InstanceClient {
             .tag_specifications(tag_specification(ResourceType::Instance, &tags))
             .tag_specifications(tag_specification(ResourceType::Volume, &tags))
             .customize()
-            .config_override(without_retries())
+            .config_override(retried_only_when_throttled())
             .send()
             .await
             .map_err(provider_error)

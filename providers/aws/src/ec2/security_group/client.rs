@@ -26,8 +26,8 @@ use super::{
 use crate::{
     call_metrics::AwsConfig,
     ec2::{
-        is_not_found, sync_tags, tag_map, tag_specification, tagged_filter, uid_filter, uid_tag,
-        without_retries,
+        is_not_found, retried_only_when_throttled, sync_tags, tag_map, tag_specification,
+        tagged_filter, uid_filter, uid_tag,
     },
     errors::{absent_if, provider_error},
     paging::for_each_page,
@@ -412,7 +412,7 @@ impl ExternalClient<SecurityGroup> for SecurityGroupClient {
                 &object.desired_tags(),
             ))
             .customize()
-            .config_override(without_retries())
+            .config_override(retried_only_when_throttled())
             .send()
             .await;
         let group_id = match created {
