@@ -13,7 +13,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
 use tether_api::{
@@ -24,8 +24,9 @@ use tether_api::{
 use tether_aws::ProviderConfig;
 use tether_aws::ec2::SecurityGroup;
 use tether_aws::provider_config::CredentialsSource;
+use tether_aws::rds::DBInstance;
 use tether_aws::self_service::DatabaseClaim;
-use tether_testkit::{TestNamespace, cluster};
+use tether_testkit::{TestNamespace, cluster, tether::WRITES};
 
 use crate::{
     security_group::{describe, security_group},
@@ -492,6 +493,44 @@ async fn a_provider_config_in_use_stays_until_its_objects_have_deleted_their_aws
         "the group is deleted in AWS"
     );
     world.wait_gone(&configs, &world.provider_config).await;
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_provider_config_first_used_by_many_objects_at_once_is_held_with_one_write() {
+    let world = World::start().await;
+    let before = world.tether.kube_requests();
+    // 16 at once: as many reconciles as run at once, each seeing from the cache a
+    // ProviderConfig without tether's finalizer.
+    world
+        .apply(&crate::bench::databases(&world, "db", 16))
+        .await;
+    let api: Api<DBInstance> = world.ns.api();
+    world
+        .wait_until(Duration::from_secs(60), "16 databases Ready", async || {
+            let listed = api.list(&ListParams::default()).await.expect("listing");
+            listed.items.len() == 16
+                && listed
+                    .items
+                    .iter()
+                    .all(|object| conditions::is_true(object.conditions(), READY))
+        })
+        .await;
+    let configs: Api<ProviderConfig> = Api::all(world.ns.client.clone());
+    let held = configs.get(&world.provider_config).await.unwrap();
+    assert!(
+        held.finalizers()
+            .contains(&format!("in-use.tether.dev/{}", world.ns.name)),
+        "held: {:?}",
+        held.finalizers()
+    );
+    let writes = world.tether.kube_requests().since(&before, &WRITES);
+    assert_eq!(
+        writes.get("patch providerconfigs").copied(),
+        Some(1.0),
+        "one write of the in-use finalizer, whatever the number of reconciles that saw it \
+         missing: {writes:?}"
+    );
     world.finish().await;
 }
 

@@ -11,6 +11,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -66,8 +67,17 @@ pub struct SdkConfigs {
     kube: kube::Client,
     scope: Scope,
     built: Arc<Mutex<HashMap<String, Built>>>,
+    /// When this process added its in-use finalizer to each ProviderConfig, by UID;
+    /// one reconcile adds it at a time (see [`SdkConfigs::hold`]).
+    held: Arc<tokio::sync::Mutex<HashMap<String, Instant>>>,
     observer: Option<Arc<dyn CallObserver>>,
 }
+
+/// How long after adding its in-use finalizer to a ProviderConfig a reconcile whose
+/// cached copy does not show it yet takes it as added: the cache shows a write within
+/// a second or two. Past it, a finalizer the cache still does not show was removed by
+/// someone, and is added again.
+const HELD_RECENTLY: Duration = Duration::from_secs(30);
 
 impl SdkConfigs {
     /// An empty cache that reads ProviderConfigs and namespaces from `scope`'s caches
@@ -78,6 +88,7 @@ impl SdkConfigs {
             kube,
             scope,
             built: Arc::default(),
+            held: Arc::default(),
             observer,
         }
     }
@@ -192,7 +203,9 @@ impl SdkConfigs {
     /// the resource is deleted. Server-side apply under a field manager of the
     /// finalizer's name: the list is a set, others' finalizers stay. A ProviderConfig
     /// being deleted takes no new finalizer: without this scope's, it serves only
-    /// deletions (an object being deleted: `deleting`).
+    /// deletions (an object being deleted: `deleting`). The reconciles that start at
+    /// once on a fresh ProviderConfig (up to 16 a kind) all see it without the
+    /// finalizer: they add it one at a time, and those after the first find it added.
     async fn hold(
         &self,
         provider_config: &ProviderConfig,
@@ -212,6 +225,12 @@ impl SdkConfigs {
                 "ProviderConfig {name} is being deleted: tether makes nothing new through it"
             )));
         }
+        let uid = provider_config.uid().unwrap_or_default();
+        let mut held = self.held.lock().await;
+        held.retain(|_, added| added.elapsed() < HELD_RECENTLY);
+        if held.contains_key(&uid) {
+            return Ok(());
+        }
         let patch = json!({
             "apiVersion": ProviderConfig::api_version(&()),
             "kind": ProviderConfig::kind(&()),
@@ -225,6 +244,7 @@ impl SdkConfigs {
                     "adding finalizer {finalizer} to ProviderConfig {name}: {error}"
                 ))
             })?;
+        held.insert(uid, Instant::now());
         tracing::info!(provider_config = %name, %finalizer, "holding the ProviderConfig while objects use it");
         Ok(())
     }
