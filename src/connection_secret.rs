@@ -5,17 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use futures::FutureExt;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PostParams},
     core::ObjectMeta,
-    runtime::reflector::{ObjectRef, Store},
 };
 use tether_api::{external::ConnectionDetails, managed::LocalSecretReference};
 
-use crate::{FIELD_MANAGER, secret_watch::SecretMeta};
+use crate::{FIELD_MANAGER, secret_watch::SecretNames};
 
 /// The `type` of every connection Secret.
 pub const SECRET_TYPE: &str = "tether.dev/connection";
@@ -70,15 +68,15 @@ impl Publisher {
     /// Reads the connection Secret `target` of `owner` (none when `target` is `None`).
     /// `adopted` is `<Kind>/<external name>` when a user adopted the cloud resource: a
     /// Secret left behind for that resource (see [`orphan`]) may then be taken over.
-    /// `cached` is the metadata cache of the Secrets in scope: a Secret it has never
-    /// seen (once it has listed) is not read. A Secret made since and not cached yet is
+    /// `cached` is the cache of the Secrets in scope: a Secret it has never seen (once
+    /// it has listed) is not read. A Secret made since and not cached yet is
     /// safe: it is created, not overwritten, and that create fails.
     pub async fn load<K>(
         kube: &kube::Client,
         owner: &K,
         target: Option<&LocalSecretReference>,
         adopted: Option<&str>,
-        cached: &Store<SecretMeta>,
+        cached: &SecretNames,
     ) -> Result<Self, Error>
     where
         K: Resource<DynamicType = ()>,
@@ -96,14 +94,7 @@ impl Publisher {
             });
         };
         let namespace = owner.namespace().unwrap_or_default();
-        let known_absent = cached
-            .wait_until_ready()
-            .now_or_never()
-            .is_some_and(|listed| listed.is_ok())
-            && cached
-                .get(&ObjectRef::new(&target.name).within(&namespace))
-                .is_none();
-        let existing = if known_absent {
+        let existing = if cached.known_absent(&namespace, &target.name) {
             None
         } else {
             api.get_opt(&target.name)

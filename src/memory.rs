@@ -51,3 +51,66 @@ fn trim() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
+
+/// In the unit tests, every allocation is counted on the thread that makes it, so that
+/// a test can measure what a structure holds (tests run on threads of their own).
+#[cfg(test)]
+pub(crate) mod counted {
+    use std::{
+        alloc::{GlobalAlloc, Layout, System},
+        cell::Cell,
+    };
+
+    thread_local! {
+        /// Bytes allocated and not freed by this thread (requested sizes, without the
+        /// allocator's own overhead).
+        static HELD: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn count(bytes: isize) {
+        HELD.with(|held| held.set(held.get() + bytes));
+    }
+
+    /// The system allocator, counting.
+    struct Counting;
+
+    // SAFETY: every call is passed to the system allocator as it came; counting only
+    // updates a thread-local integer, which allocates nothing.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count(layout.size() as isize);
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count(layout.size() as isize);
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            count(-(layout.size() as isize));
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count(new_size as isize - layout.size() as isize);
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    /// What `make` returns, and how many bytes this thread allocated in it and still
+    /// holds (what the returned value holds, when it is all `make` kept).
+    pub(crate) fn held<T>(make: impl FnOnce() -> T) -> (T, usize) {
+        let before = HELD.with(Cell::get);
+        let made = make();
+        let after = HELD.with(Cell::get);
+        (made, usize::try_from(after - before).unwrap_or_default())
+    }
+}

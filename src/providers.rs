@@ -44,7 +44,7 @@ pub async fn run(
         kube.clone(),
         Scope {
             provider_configs: provider_configs.store().clone(),
-            namespaces: namespaces.store().clone(),
+            namespaces: namespaces.cache().clone(),
             in_use_finalizer: provider_config_usage::in_use_finalizer(scope),
         },
         Some(observer),

@@ -1,13 +1,13 @@
 //! A metadata-only watch shared by the controllers of every kind (of the Secrets, or
-//! the namespaces, in a scope): one cache, slimmed to what tether reads, and the
-//! changes that matter handed to every controller.
+//! the namespaces, in a scope): one cache of what tether reads, and the changes that
+//! matter handed to every controller.
 //!
 //! kube-runtime's own shared stores (`reflector::store_shared`) hand on applied
 //! objects only, not deletions; a connection Secret deleted by hand must reach its
 //! owner, so the changes are fanned out here, deletions included, with backpressure
 //! (no change is dropped for a slow controller).
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, hash::Hash, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use kube::{
@@ -15,7 +15,7 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{
         WatchStreamExt,
-        reflector::{self, Store},
+        reflector::{self, Lookup, Store, store::Writer},
         watcher::{self, watcher},
     },
 };
@@ -25,25 +25,57 @@ use crate::health::Health;
 /// How many changes wait for the slowest controller before the watch waits for it.
 const BUFFER: usize = 1024;
 
-/// The shared watch of the metadata of kind `K` in one scope: its cache and its
-/// subscriptions.
-pub struct SharedWatch<K: Resource<DynamicType = ()> + 'static> {
-    store: Store<PartialObjectMeta<K>>,
+/// What a shared watch keeps of the objects `O` it sees: the half the controllers read,
+/// made with the half the watch writes.
+pub trait Cache<O>: Clone + Send + Sync + 'static {
+    /// The half the watch writes.
+    type Writer: Send + 'static;
+
+    /// An empty cache, not listed yet, and its writer.
+    fn new() -> (Self, Self::Writer);
+
+    /// Applies one event of the watch, the way kube-runtime's reflector does (a relist
+    /// replaces everything once it completes).
+    fn apply(writer: &mut Self::Writer, event: &watcher::Event<O>);
+}
+
+/// kube-runtime's cache: every object whole (as slimmed).
+impl<O> Cache<O> for Store<O>
+where
+    O: Lookup + Clone + Send + Sync + 'static,
+    O::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    type Writer = Writer<O>;
+
+    fn new() -> (Self, Self::Writer) {
+        reflector::store()
+    }
+
+    fn apply(writer: &mut Self::Writer, event: &watcher::Event<O>) {
+        writer.apply_watcher_event(event);
+    }
+}
+
+/// The shared watch of the metadata of kind `K` in one scope: its cache `C` (by
+/// default kube-runtime's `Store`) and its subscriptions.
+pub struct SharedWatch<K: Resource<DynamicType = ()> + 'static, C = Store<PartialObjectMeta<K>>> {
+    cache: C,
     changes: async_broadcast::InactiveReceiver<Arc<PartialObjectMeta<K>>>,
 }
 
-impl<K: Resource<DynamicType = ()> + 'static> Clone for SharedWatch<K> {
+impl<K: Resource<DynamicType = ()> + 'static, C: Clone> Clone for SharedWatch<K, C> {
     fn clone(&self) -> Self {
         Self {
-            store: self.store.clone(),
+            cache: self.cache.clone(),
             changes: self.changes.clone(),
         }
     }
 }
 
-impl<K> SharedWatch<K>
+impl<K, C> SharedWatch<K, C>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    C: Cache<PartialObjectMeta<K>>,
 {
     /// The watch of the objects `api` and `config` list, each `slim`med before it is
     /// cached, and the future that runs it (until dropped). `changed` picks from each
@@ -58,16 +90,20 @@ where
         + 'static,
         health: &Arc<Health>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
+        let (cache, mut writer) = C::new();
         let (mut sender, changes) = async_broadcast::broadcast(BUFFER);
         // Nobody subscribed (or every controller stopped): changes go nowhere.
         sender.set_await_active(false);
-        let cache = health.cache();
+        let synced = health.cache();
         let running = watcher(api, config)
             .default_backoff()
             .modify(slim)
-            .reflect(writer)
-            .inspect(cache.on_first_list())
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    C::apply(&mut writer, event);
+                }
+            })
+            .inspect(synced.on_first_list())
             .for_each(move |event| {
                 let touched = match event {
                     Ok(event) => changed(event),
@@ -84,21 +120,21 @@ where
                 }
             });
         let watch = Self {
-            store,
+            cache,
             changes: changes.deactivate(),
         };
         (watch, running)
     }
 
-    /// The cached metadata of every object in scope.
-    pub fn store(&self) -> &Store<PartialObjectMeta<K>> {
-        &self.store
+    /// What is cached of every object in scope.
+    pub fn cache(&self) -> &C {
+        &self.cache
     }
 
     /// Every change from now on, as a controller's trigger stream takes it.
     pub fn subscribe(
         &self,
-    ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + use<K> {
+    ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + use<K, C> {
         self.changes
             .activate_cloned()
             .map(|object| Ok(Arc::unwrap_or_clone(object)))

@@ -77,7 +77,7 @@ use crate::{
     leader::WriteGate,
     metrics::Metrics,
     namespace_watch::NamespaceWatch,
-    secret_watch::{SecretMeta, SecretWatch},
+    secret_watch::{SecretNames, SecretWatch},
 };
 
 /// How the controllers of every kind behave.
@@ -152,8 +152,8 @@ struct Shared<C> {
     pacing: pacing::Pacing,
     /// The caches of the kinds this kind's objects refer to.
     references: references::Registry,
-    /// The metadata of the Secrets in scope (connection Secrets among them).
-    secrets: Store<SecretMeta>,
+    /// The names of the Secrets in scope (connection Secrets among them).
+    secrets: SecretNames,
 }
 
 /// How long running reconciles get to finish after the shutdown signal. Cutting one
@@ -270,7 +270,7 @@ pub async fn run<M, C>(
         settings,
         pacing: pacing::Pacing::default(),
         references: shared_watches.references.clone(),
-        secrets: shared_watches.secrets.store().clone(),
+        secrets: shared_watches.secrets.cache().clone(),
     });
     tracing::info!(kind = %M::kind(&()), "controller started");
     let turns = Arc::new(turns::Turns::new(shared.settings.concurrency));
@@ -547,7 +547,7 @@ mod tests {
             settings: Settings::default(),
             pacing: pacing::Pacing::default(),
             references: references::Registry::default(),
-            secrets: reflector::store().0,
+            secrets: SecretNames::default(),
         });
         let (store, _writer) = reflector::store::<FakeKind>();
         let waiting = in_turn(
@@ -572,7 +572,7 @@ mod tests {
                 ..Default::default()
             }
         };
-        let mut secret = SecretMeta::default();
+        let mut secret = crate::secret_watch::SecretMeta::default();
         secret.metadata.name = Some("orders".into());
         secret.metadata.namespace = Some("shop".into());
         secret.metadata.owner_references = Some(vec![

@@ -2,8 +2,6 @@
 //! finalizer, create-pending and deletion, in milliseconds and without a cloud.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::reflector;
-
 use serde_json::json;
 use tether_api::{
     external::{ConnectionDetails, Observed, Readiness},
@@ -11,11 +9,14 @@ use tether_api::{
 };
 
 use super::*;
-use crate::reconciler::{
-    Settings,
-    fake::{FakeApi, FakeClient, FakeConnector, FakeDelta, FakeKind, Received, fake},
-    pacing::Pacing,
-    references,
+use crate::{
+    reconciler::{
+        Settings,
+        fake::{FakeApi, FakeClient, FakeConnector, FakeDelta, FakeKind, Received, fake},
+        pacing::Pacing,
+        references,
+    },
+    secret_watch::SecretNames,
 };
 
 /// `orders` in namespace `shop`, with tether's finalizer when `finalizer`, being
@@ -51,7 +52,7 @@ fn shared(api: &FakeApi, object: &FakeKind, client: &FakeClient) -> Arc<Shared<F
         settings: Settings::default(),
         pacing: Pacing::default(),
         references: references::Registry::default(),
-        secrets: reflector::store().0,
+        secrets: SecretNames::default(),
     })
 }
 
