@@ -1,10 +1,9 @@
 //! Keeps the allocator small: one glibc arena, and memory freed after a burst handed
-//! back to the operating system. glibc's allocator
-//! keeps the pages it freed inside its heaps for reuse, so after 1,000 creates a
-//! quiet controller still held its peak (`make bench-scale`: 65 MiB an hour later,
-//! 51 MiB for the same objects after a restart). A trim every minute returns them;
-//! it costs about a millisecond. Other allocators (musl, or where this is not glibc)
-//! have no such call and are left alone.
+//! back to the operating system. glibc's allocator keeps the pages it freed inside its
+//! heaps for reuse, so after 1,000 creates a quiet controller still held its peak
+//! (`make bench-scale`: 65 MiB an hour later, 51 MiB for the same objects after a
+//! restart). A trim every minute returns them; it costs about a millisecond. Other
+//! allocators (musl, or where this is not glibc) have no such calls and are left alone.
 
 #[cfg(feature = "dhat-heap")]
 pub mod profile;
